@@ -1,0 +1,84 @@
+"""Attribution tokens: opaque to storefronts, signed so that feedback can trust them.
+
+A token is ``v1.<payload>.<signature>`` where payload is base64url JSON
+``{"rid": request id, "arm": experiment arm, "mv": {model: version}, "iat": unix seconds}``
+and signature is base64url HMAC-SHA256 over ``v1.<payload>`` with the suite's secret.
+Changing one byte of the payload or signature makes ``decode`` fail.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import time
+from dataclasses import dataclass, field
+
+from shared.rpc.errors import InvalidArgument
+
+_PREFIX = "v1"
+MAX_TOKEN_CHARS = 2048
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """What a token says: which request, arm and model versions produced a result list."""
+
+    request_id: str
+    arm: str
+    model_versions: dict[str, str] = field(default_factory=dict)
+    issued_at: int = 0
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class AttributionSigner:
+    """Signs and verifies tokens with one HMAC key shared by gateway and feedback."""
+
+    def __init__(self, secret: str) -> None:
+        if not secret:
+            raise ValueError("attribution token secret must not be empty")
+        self._key = secret.encode("utf-8")
+
+    def _sign(self, message: str) -> str:
+        return _b64(hmac.new(self._key, message.encode("ascii"), hashlib.sha256).digest())
+
+    def encode(self, attribution: Attribution) -> str:
+        payload = {
+            "rid": attribution.request_id,
+            "arm": attribution.arm,
+            "mv": attribution.model_versions,
+            "iat": attribution.issued_at or int(time.time()),
+        }
+        body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("utf-8"))
+        message = f"{_PREFIX}.{body}"
+        return f"{message}.{self._sign(message)}"
+
+    def decode(self, token: str, field_name: str = "attribution_token") -> Attribution:
+        """Verify and decode; raise InvalidArgument naming ``field_name`` when malformed or forged."""
+        if len(token) > MAX_TOKEN_CHARS:
+            raise InvalidArgument(f"{field_name}: longer than {MAX_TOKEN_CHARS} characters")
+        parts = token.split(".")
+        if len(parts) != 3 or parts[0] != _PREFIX:
+            raise InvalidArgument(f"{field_name}: malformed (not a shopsense attribution token)")
+        message = f"{parts[0]}.{parts[1]}"
+        if not hmac.compare_digest(self._sign(message), parts[2]):
+            raise InvalidArgument(f"{field_name}: signature mismatch (forged or altered token)")
+        try:
+            payload = json.loads(_unb64(parts[1]))
+            return Attribution(
+                request_id=str(payload["rid"]),
+                arm=str(payload["arm"]),
+                model_versions={str(k): str(v) for k, v in dict(payload["mv"]).items()},
+                issued_at=int(payload["iat"]),
+            )
+        except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+            raise InvalidArgument(f"{field_name}: malformed payload") from exc

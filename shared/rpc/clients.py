@@ -1,0 +1,32 @@
+"""Channels to other services, with the shared client interceptor and limits."""
+
+from __future__ import annotations
+
+import grpc
+
+from shared.rpc.interceptors import RequestIdClientInterceptor
+from shared.rpc.server import MAX_MESSAGE_BYTES
+
+
+def open_channel(target: str) -> grpc.Channel:
+    """An insecure channel (the services talk over a private network) that passes request ids on."""
+    channel = grpc.insecure_channel(
+        target,
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.enable_retries", 1),
+        ],
+    )
+    return grpc.intercept_channel(channel, RequestIdClientInterceptor())
+
+
+def remaining(context: grpc.ServicerContext | None, default: float) -> float:
+    """Seconds left of the caller's deadline (``default`` when the caller set none)."""
+    if context is None:
+        return default
+    left = context.time_remaining()
+    if left is None or left > 1e6:
+        return default
+    return max(0.0, left)

@@ -1,0 +1,149 @@
+"""Server and client interceptors shared by every service.
+
+Server side: bind a request id into the logging context, log one line per call, map domain
+errors to their status codes and anything unexpected to INTERNAL with a generic message
+(the details go to the log, never to the caller). Client side: pass the request id on so
+one search can be followed through every service's logs.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import structlog
+
+from shared.rpc.errors import ShopsenseError
+
+REQUEST_ID_KEY = "x-request-id"
+_log = structlog.get_logger("shopsense.rpc")
+
+
+def current_request_id() -> str:
+    """The request id bound for the call being served, or "" outside a call."""
+    return str(structlog.contextvars.get_contextvars().get("request_id", ""))
+
+
+def _request_id_from(context: grpc.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_KEY and value:
+            return str(value)[:64]
+    return uuid.uuid4().hex
+
+
+def _abort_for(exc: BaseException, context: grpc.ServicerContext, method: str) -> None:
+    if isinstance(exc, ShopsenseError):
+        _log.info("rpc_error", method=method, code=exc.code.name, error=exc.message)
+        context.abort(exc.code, exc.message)
+    _log.exception("rpc_internal_error", method=method)
+    context.abort(
+        grpc.StatusCode.INTERNAL,
+        f"internal error; request id {current_request_id()} identifies it in the server logs",
+    )
+
+
+class ServerInterceptor(grpc.ServerInterceptor):
+    """Request id, call log line and error mapping around every handler."""
+
+    def __init__(self, service: str) -> None:
+        self._service = service
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        if method.startswith("/grpc.health") or method.startswith("/grpc.reflection"):
+            return handler
+
+        def wrap(behavior: Callable[..., Any], streaming_response: bool) -> Callable[..., Any]:
+            def unary_response(request_or_iterator: Any, context: grpc.ServicerContext) -> Any:
+                structlog.contextvars.clear_contextvars()
+                structlog.contextvars.bind_contextvars(
+                    service=self._service, request_id=_request_id_from(context)
+                )
+                started = time.perf_counter()
+                try:
+                    response = behavior(request_or_iterator, context)
+                except grpc.RpcError:
+                    raise  # context.abort() already set the status
+                except Exception as exc:
+                    _abort_for(exc, context, method)
+                    raise  # unreachable: abort raises
+                _log.debug("rpc", method=method, ms=round((time.perf_counter() - started) * 1e3, 2))
+                return response
+
+            def stream_response(request_or_iterator: Any, context: grpc.ServicerContext) -> Any:
+                structlog.contextvars.clear_contextvars()
+                structlog.contextvars.bind_contextvars(
+                    service=self._service, request_id=_request_id_from(context)
+                )
+                try:
+                    yield from behavior(request_or_iterator, context)
+                except grpc.RpcError:
+                    raise
+                except Exception as exc:
+                    _abort_for(exc, context, method)
+
+            return stream_response if streaming_response else unary_response
+
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                wrap(handler.unary_unary, False),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                wrap(handler.stream_unary, False),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                wrap(handler.unary_stream, True),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            wrap(handler.stream_stream, True),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+class _ClientCallDetails(grpc.ClientCallDetails):
+    def __init__(self, details: grpc.ClientCallDetails, metadata: list[tuple[str, str]]) -> None:
+        self.method = details.method
+        self.timeout = details.timeout
+        self.metadata = metadata
+        self.credentials = details.credentials
+        self.wait_for_ready = getattr(details, "wait_for_ready", None)
+        self.compression = getattr(details, "compression", None)
+
+
+class RequestIdClientInterceptor(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+):
+    """Adds the current request id to outgoing calls' metadata."""
+
+    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        request_id = current_request_id()
+        metadata = list(details.metadata or [])
+        if request_id and not any(k == REQUEST_ID_KEY for k, _ in metadata):
+            metadata.append((REQUEST_ID_KEY, request_id))
+        return _ClientCallDetails(details, metadata)
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_stream_unary(self, continuation, client_call_details, request_iterator):  # type: ignore[no-untyped-def]
+        return continuation(self._details(client_call_details), request_iterator)

@@ -1,0 +1,139 @@
+"""Every setting of the suite, read from environment variables with embedded defaults.
+
+One place so that the README's table, `make run` and the services agree. Each field's
+comment names its variable, unit and default.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared import paths
+
+# A development-only secret: `make run` works out of the box, and every service logs a
+# warning while it is in use. Production sets SHOPSENSE_TOKEN_SECRET.
+DEV_TOKEN_SECRET = "shopsense-dev-secret-change-me"
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}: expected an integer, got {raw!r}") from exc
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}: expected a number, got {raw!r}") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Address each server binds, "host:port"; port 0 picks a free one (tests).
+    gateway_listen: str = field(
+        default_factory=lambda: _env("SHOPSENSE_GATEWAY_LISTEN", "127.0.0.1:50051")
+    )
+    intent_listen: str = field(
+        default_factory=lambda: _env("SHOPSENSE_INTENT_LISTEN", "127.0.0.1:50052")
+    )
+    retrieval_listen: str = field(
+        default_factory=lambda: _env("SHOPSENSE_RETRIEVAL_LISTEN", "127.0.0.1:50053")
+    )
+    ranking_listen: str = field(
+        default_factory=lambda: _env("SHOPSENSE_RANKING_LISTEN", "127.0.0.1:50054")
+    )
+    feedback_listen: str = field(
+        default_factory=lambda: _env("SHOPSENSE_FEEDBACK_LISTEN", "127.0.0.1:50055")
+    )
+    # Where clients reach each service (defaults: the listen addresses above).
+    intent_target: str = field(
+        default_factory=lambda: _env("SHOPSENSE_INTENT_TARGET", "127.0.0.1:50052")
+    )
+    retrieval_target: str = field(
+        default_factory=lambda: _env("SHOPSENSE_RETRIEVAL_TARGET", "127.0.0.1:50053")
+    )
+    ranking_target: str = field(
+        default_factory=lambda: _env("SHOPSENSE_RANKING_TARGET", "127.0.0.1:50054")
+    )
+    gateway_target: str = field(
+        default_factory=lambda: _env("SHOPSENSE_GATEWAY_TARGET", "127.0.0.1:50051")
+    )
+    feedback_target: str = field(
+        default_factory=lambda: _env("SHOPSENSE_FEEDBACK_TARGET", "127.0.0.1:50055")
+    )
+    # Triton's gRPC endpoint, "host:port". SHOPSENSE_TRITON_URL, default 127.0.0.1:8001.
+    triton_url: str = field(default_factory=lambda: _env("SHOPSENSE_TRITON_URL", "127.0.0.1:8001"))
+    # text_encoder version to request; "" lets Triton serve its latest. SHOPSENSE_TEXT_ENCODER_VERSION.
+    text_encoder_version: str = field(
+        default_factory=lambda: _env("SHOPSENSE_TEXT_ENCODER_VERSION", "")
+    )
+    # Databases and indexes live here. SHOPSENSE_STATE_DIR, default <repo>/var.
+    state_dir: Path = field(default_factory=paths.state_dir)
+    # The retrieval service's catalog index file. SHOPSENSE_CATALOG_DB, default <state_dir>/catalog.db.
+    catalog_db: Path = field(
+        default_factory=lambda: Path(
+            _env("SHOPSENSE_CATALOG_DB", str(paths.state_dir() / "catalog.db"))
+        )
+    )
+    # The feedback store: any SQLAlchemy URL (postgresql+psycopg://... in production).
+    # SHOPSENSE_FEEDBACK_DB_URL, default sqlite:///<state_dir>/feedback.db (WAL mode).
+    feedback_db_url: str = field(
+        default_factory=lambda: _env(
+            "SHOPSENSE_FEEDBACK_DB_URL", f"sqlite:///{paths.state_dir() / 'feedback.db'}"
+        )
+    )
+    # HMAC key that signs attribution tokens. SHOPSENSE_TOKEN_SECRET; the default is for development only.
+    token_secret: str = field(
+        default_factory=lambda: _env("SHOPSENSE_TOKEN_SECRET", DEV_TOKEN_SECRET)
+    )
+    # gRPC worker threads per server. SHOPSENSE_GRPC_WORKERS, default 16.
+    grpc_workers: int = field(default_factory=lambda: _env_int("SHOPSENSE_GRPC_WORKERS", 16))
+    # Seconds a stopping server lets in-flight calls finish. SHOPSENSE_SHUTDOWN_GRACE_S, default 5.
+    shutdown_grace_s: float = field(
+        default_factory=lambda: _env_float("SHOPSENSE_SHUTDOWN_GRACE_S", 5.0)
+    )
+    # The gateway's deadline when the caller sets none, seconds. SHOPSENSE_SEARCH_DEADLINE_S, default 2.
+    search_deadline_s: float = field(
+        default_factory=lambda: _env_float("SHOPSENSE_SEARCH_DEADLINE_S", 2.0)
+    )
+    # Share of the remaining deadline intent may use, and ranking may use. Defaults 0.25 and 0.5.
+    intent_budget: float = field(
+        default_factory=lambda: _env_float("SHOPSENSE_INTENT_BUDGET", 0.25)
+    )
+    ranking_budget: float = field(
+        default_factory=lambda: _env_float("SHOPSENSE_RANKING_BUDGET", 0.5)
+    )
+    # Candidates the gateway asks retrieval for. SHOPSENSE_CANDIDATES, default 200.
+    candidates: int = field(default_factory=lambda: _env_int("SHOPSENSE_CANDIDATES", 200))
+    # The store's class taxonomy, one class a line (intent's zero-shot prototypes use the names).
+    # SHOPSENSE_TAXONOMY, default ../shared/data/wands/classes.txt where it exists.
+    taxonomy_path: Path = field(
+        default_factory=lambda: Path(
+            _env("SHOPSENSE_TAXONOMY", str(paths.shared_data_dir() / "wands" / "classes.txt"))
+        )
+    )
+    # How often intent re-reads the catalog's class statistics, seconds. Default 30.
+    intent_refresh_s: float = field(
+        default_factory=lambda: _env_float("SHOPSENSE_INTENT_REFRESH_S", 30.0)
+    )
+    # Log level. SHOPSENSE_LOG_LEVEL, default info.
+    log_level: str = field(default_factory=lambda: _env("SHOPSENSE_LOG_LEVEL", "info"))
+
+
+def load() -> Settings:
+    """Read the settings from the environment now."""
+    return Settings()
