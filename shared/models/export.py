@@ -13,6 +13,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,7 +75,7 @@ def _sentence_encoder_module():  # -> torch.nn.Module; torch is imported lazily
     return SentenceEncoder().eval()
 
 
-def _export_onnx(module, target: Path) -> None:  # noqa: ANN001 (torch is lazily imported)
+def _export_onnx(module, target: Path) -> None:
     import torch
 
     from shared.models.tokenization import Tokenizer
@@ -86,7 +87,12 @@ def _export_onnx(module, target: Path) -> None:  # noqa: ANN001 (torch is lazily
         "attention_mask": {0: "batch", 1: "sequence"},
         "embedding": {0: "batch"},
     }
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # The tracer's warnings (a shape test frozen as a constant, advanced indexing)
+        # are expected for BERT; check_against_torch verifies the graph numerically.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
         try:
             torch.onnx.export(
                 module,
@@ -115,7 +121,7 @@ def _export_onnx(module, target: Path) -> None:  # noqa: ANN001 (torch is lazily
             )
 
 
-def check_against_torch(module, onnx_path: Path) -> float:  # noqa: ANN001
+def check_against_torch(module, onnx_path: Path) -> float:
     """Max abs difference between ONNX and PyTorch embeddings of a padded batch.
 
     Raises ExportCheckFailed above TOLERANCE: a wrong export must never be served.
@@ -137,7 +143,11 @@ def check_against_torch(module, onnx_path: Path) -> float:  # noqa: ANN001
 
 
 def _install_model_folder(model: str, repository: Path) -> Path:
-    """Ensure ``<repository>/<model>/`` holds the committed config files."""
+    """Give ``<repository>/<model>/`` the committed config files it lacks.
+
+    Only missing files are copied: a deployed repository's own edits (a pinned version
+    policy during an experiment) survive a re-export.
+    """
     model_dir = repository / model
     source = COMMITTED_REPOSITORY / model
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -147,7 +157,11 @@ def _install_model_folder(model: str, repository: Path) -> Path:
                 continue
             target = model_dir / item.name
             if item.is_dir():
-                shutil.copytree(item, target, dirs_exist_ok=True)
+                for file in item.rglob("*"):
+                    copy = target / file.relative_to(item)
+                    if file.is_file() and not copy.exists():
+                        copy.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copy2(file, copy)
             elif not target.exists():
                 shutil.copy2(item, target)
     return model_dir

@@ -40,3 +40,10 @@ class Unavailable(ShopsenseError):
 
 class DeadlineExceeded(ShopsenseError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def from_status(code: grpc.StatusCode, message: str) -> ShopsenseError:
+    """A domain error carrying another service's status, to pass a caller's error through."""
+    error = ShopsenseError(message)
+    error.code = code
+    return error

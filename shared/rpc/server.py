@@ -20,6 +20,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from shared.rpc.interceptors import ServerInterceptor
+from shared.rpc.logging import configure_logging
+from shared.settings import Settings
+from shared.settings import load as load_settings
 
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 _log = structlog.get_logger("shopsense.rpc")
@@ -35,6 +38,7 @@ class ServerHandle:
     health: health.HealthServicer
     service_names: Sequence[str]
     _stopped: threading.Event = field(default_factory=threading.Event)
+    _on_stop: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def address(self) -> str:
@@ -50,6 +54,10 @@ class ServerHandle:
         for name in ("", *self.service_names):
             self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
 
+    def on_stop(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` when the server stops (background threads, open files)."""
+        self._on_stop.append(callback)
+
     def stop(self, grace: float = 5.0) -> None:
         """NOT_SERVING first (load balancers stop sending), then let in-flight calls finish."""
         if self._stopped.is_set():
@@ -57,6 +65,8 @@ class ServerHandle:
         self._stopped.set()
         self.mark_not_serving()
         self.server.stop(grace).wait()
+        for callback in self._on_stop:
+            callback()
         _log.info("stopped", service=self.name)
 
 
@@ -93,6 +103,27 @@ def build_server(
     return handle
 
 
+def serve_when_ready(
+    handle: ServerHandle, probe: Callable[[], object], retry_s: float = 1.0
+) -> None:
+    """Mark SERVING once ``probe`` succeeds (models answer, indexes loaded); retry meanwhile."""
+    stop = threading.Event()
+    handle.on_stop(stop.set)
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                probe()
+            except Exception as exc:  # a dependency still starting
+                _log.warning("not_ready", service=handle.name, error=str(exc))
+                stop.wait(retry_s)
+                continue
+            handle.mark_serving()
+            return
+
+    threading.Thread(target=loop, name=f"{handle.name}-warmup", daemon=True).start()
+
+
 def run_until_signal(handle: ServerHandle, grace: float = 5.0) -> None:
     """Block until SIGTERM/SIGINT, then shut down gracefully."""
     done = threading.Event()
@@ -105,3 +136,10 @@ def run_until_signal(handle: ServerHandle, grace: float = 5.0) -> None:
     signal.signal(signal.SIGINT, _on_signal)
     done.wait()
     handle.stop(grace)
+
+
+def serve_main(name: str, create_server: Callable[[Settings], ServerHandle]) -> None:
+    """The whole of a service's ``__main__``: settings from the environment, JSON logs, serve."""
+    settings = load_settings()
+    configure_logging(settings.log_level, name)
+    run_until_signal(create_server(settings), settings.shutdown_grace_s)

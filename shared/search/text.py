@@ -23,25 +23,33 @@ import re
 import unicodedata
 from functools import lru_cache
 
-STOPWORDS: frozenset[str] = frozenset(
-    """a an and are as at be but by for from has have in into is it its of on or our
-    so that the their this those these to was were will with your you my me we i x""".split()
-)
+# fmt: off
+STOPWORDS: frozenset[str] = frozenset({
+    "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "from", "has", "have",
+    "i", "in", "into", "is", "it", "its", "me", "my", "of", "on", "or", "our", "so", "that",
+    "the", "their", "these", "this", "those", "to", "was", "we", "were", "will", "with",
+    "x", "you", "your",
+})
+# fmt: on
 
-# Inch marks: two apostrophes, a double quote, or the typographic double primes and quotes.
-_INCH_MARK = re.compile(r"(\d)\s*(?:''|\"|\u2033|\u201d|\u201c)")
+# Inch marks: two apostrophes, a double quote, typographic quotes, or double primes (NFKD
+# turns U+2033 into two U+2032).
+_INCH_MARK = re.compile(r"(\d)\s*(?:''|\"|\u2032\u2032|\u2033|\u201d|\u201c)")
 # Foot marks: one apostrophe or prime right after a number (not followed by another).
-_FOOT_MARK = re.compile(r"(\d)\s*(?:'|\u2032|\u2019)(?!')")
+_FOOT_MARK = re.compile(r"(\d)\s*(?:'|\u2032|\u2019)(?!['\u2032])")
 # Unit words glued to or following a number.
 _INCH_WORD = re.compile(r"(\d)\s*(?:inches|inch|in\.|in(?![a-z0-9])(?!\s*\d))(?![a-z0-9])")
 _FOOT_WORD = re.compile(r"(\d)\s*(?:feet|foot|ft\.?)(?![a-z0-9])")
 _DIMENSION = re.compile(r"(\d)\s*x\s*(?=\d)")
 _APOSTROPHE = re.compile(r"(?<=[a-z])['\u2019](?=[a-z])")
+_DIGIT = re.compile(r"\d")
 _TOKEN = re.compile(r"\d+\.\d+|[a-z0-9]+")
 
 
 def normalize(text: str) -> str:
     """Case-fold and strip accents so "Décor" and "decor" are one word."""
+    if text.isascii():  # the common case; skips the per-character pass below
+        return text.lower()
     decomposed = unicodedata.normalize("NFKD", text)
     stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     return stripped.casefold()
@@ -50,7 +58,7 @@ def normalize(text: str) -> str:
 @lru_cache(maxsize=65536)
 def stem(token: str) -> str:
     """Reduce a plural to its singular form (light, rule-based; numbers untouched)."""
-    if token[0].isdigit() or len(token) <= 3:
+    if token[0].isdigit() or len(token) < 3:
         return token
     if token.endswith("ies") and len(token) > 4:
         return token[:-3] + "y"
@@ -66,10 +74,12 @@ def analyze(text: str) -> list[str]:
     if not text:
         return []
     s = normalize(text)
-    s = _INCH_MARK.sub(r"\1 inch ", s)
-    s = _FOOT_MARK.sub(r"\1 ft ", s)
-    s = _INCH_WORD.sub(r"\1 inch ", s)
-    s = _FOOT_WORD.sub(r"\1 ft ", s)
-    s = _DIMENSION.sub(r"\1 ", s)
-    s = _APOSTROPHE.sub("", s)
+    if _DIGIT.search(s):  # measurement rules only matter next to a number
+        s = _INCH_MARK.sub(r"\1 inch ", s)
+        s = _FOOT_MARK.sub(r"\1 ft ", s)
+        s = _INCH_WORD.sub(r"\1 inch ", s)
+        s = _FOOT_WORD.sub(r"\1 ft ", s)
+        s = _DIMENSION.sub(r"\1 ", s)
+    if "'" in s or "\u2019" in s:
+        s = _APOSTROPHE.sub("", s)
     return [stem(t) for t in _TOKEN.findall(s) if t not in STOPWORDS]

@@ -1,0 +1,68 @@
+# shopsense: `make run` starts the suite on this machine, `make test` runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROTOS := $(shell find protos -name '*.proto')
+GEN := shared/gen
+GEN_STAMP := $(GEN)/.stamp
+MODEL := triton_models/text_encoder/1/model.onnx
+
+.DEFAULT_GOAL := help
+.PHONY: help venv protos models run test test-unit test-integration test-system eval bench lint format clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+venv: $(STAMP) ## create .venv with every dependency (torch from the local CPU wheel first)
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, pinned, so nothing below can pull a CUDA build onto a CPU machine
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[export,dev]"
+	echo "$(CURDIR)/$(GEN)" > $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/shopsense_gen.pth
+	touch $@
+
+protos: $(GEN_STAMP) ## generate the gRPC stubs from protos/ into shared/gen (not committed)
+$(GEN_STAMP): $(PROTOS) $(STAMP)
+	rm -rf $(GEN) && mkdir -p $(GEN)
+	$(PY) -m grpc_tools.protoc -I protos --python_out=$(GEN) --grpc_python_out=$(GEN) --pyi_out=$(GEN) $(PROTOS)
+	touch $@
+
+models: $(MODEL) ## export all-MiniLM-L6-v2 to ONNX into triton_models/text_encoder/1/
+$(MODEL): | $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m shared.models.export --model text_encoder --version 1
+
+run: venv protos models ## start Triton and every service, load the demo store if empty; Ctrl-C stops all
+	HF_HUB_OFFLINE=1 $(PY) -m shared.cli.main up
+
+test: venv protos models ## unit, integration and system tests (real Triton, real weights)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest
+
+test-unit: venv protos
+	HF_HUB_OFFLINE=1 $(PY) -m pytest tests/unit
+
+test-integration: venv protos models
+	HF_HUB_OFFLINE=1 $(PY) -m pytest tests/integration
+
+test-system: venv protos models
+	HF_HUB_OFFLINE=1 $(PY) -m pytest tests/system
+
+eval: venv protos models ## nDCG/Recall/MRR on the demo store and intent accuracy on real WANDS queries
+	HF_HUB_OFFLINE=1 $(PY) -m shared.evaluation.demo
+
+bench: venv protos models ## latency and throughput of the suite against the in-process floor
+	HF_HUB_OFFLINE=1 $(PY) -m shared.bench.suite
+
+lint: venv ## ruff check and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean: ## remove build outputs (stubs, exported models, state); keeps .venv
+	rm -rf $(GEN) var triton_models/*/[0-9]*

@@ -1,0 +1,1 @@
+"""The feedback service: stores shoppers' impressions, clicks, carts and purchases."""

@@ -1,0 +1,258 @@
+"""FeedbackService: validates each event of a batch, stores the valid ones, replies after commit.
+
+Per-event problems never fail the call: the event is REJECTED with a message naming the field
+and the rest of the batch is stored. Only problems with the batch itself (empty, too large)
+fail the call, and then nothing is stored.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+
+import grpc
+import sqlalchemy.exc
+import structlog
+from shopsense.feedback.v1 import feedback_service_pb2 as pb
+from shopsense.feedback.v1 import feedback_service_pb2_grpc as pb_grpc
+
+from shared.experiments.attribution import Attribution, AttributionSigner
+from shared.rpc.errors import InvalidArgument, ResourceExhausted, Unavailable
+from shared.rpc.server import ServerHandle, build_server
+from shared.settings import DEV_TOKEN_SECRET, Settings
+from shared.storage.database import create_db_engine
+from shared.storage.feedback import MAX_ID_CHARS, MICROS_PER_UNIT, FeedbackStore, ValidEvent
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FeedbackService"].full_name
+MAX_EVENTS_PER_CALL = 10_000
+MAX_FUTURE_SKEW = timedelta(minutes=5)
+# Larger amounts would overflow the 64-bit micros column; no real purchase comes close.
+MAX_AMOUNT = Decimal(1_000_000_000_000)
+
+_TYPE_NAMES: dict[int, str] = {
+    pb.EVENT_TYPE_IMPRESSION: "impression",
+    pb.EVENT_TYPE_CLICK: "click",
+    pb.EVENT_TYPE_ADD_TO_CART: "add_to_cart",
+    pb.EVENT_TYPE_PURCHASE: "purchase",
+}
+# Timestamps datetime can represent (0001-01-01 .. 9999-12-31 UTC), in Unix seconds.
+_MIN_SECONDS = int(
+    (datetime.min.replace(tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds()
+)
+_MAX_SECONDS = int(
+    (datetime.max.replace(tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds()
+)
+
+_CURRENCY = re.compile("[A-Z]{3}")
+
+Clock = Callable[[], datetime]
+_log = structlog.get_logger("shopsense.feedback")
+
+
+def utc_now() -> datetime:
+    """The default clock: aware UTC, so timestamps compare without guessing a zone."""
+    return datetime.now(UTC)
+
+
+def _check_text(name: str, value: str, *, required: bool) -> None:
+    if required and not value:
+        raise InvalidArgument(f"{name}: required")
+    if len(value) > MAX_ID_CHARS:
+        raise InvalidArgument(f"{name}: longer than {MAX_ID_CHARS} characters")
+    if "\x00" in value:
+        # PostgreSQL text cannot hold NUL; one such value would fail the whole batch.
+        raise InvalidArgument(f"{name}: must not contain NUL characters")
+
+
+def _amount_micros(amount: float) -> int:
+    if not math.isfinite(amount):
+        raise InvalidArgument("amount: must be a finite number")
+    # str() gives the shortest decimal that round-trips, so 129.99 stays 129.99.
+    exact = Decimal(str(amount))
+    if exact <= 0:
+        raise InvalidArgument("amount: must be > 0")
+    if exact > MAX_AMOUNT:
+        raise InvalidArgument(f"amount: larger than {MAX_AMOUNT}")
+    micros = int((exact * MICROS_PER_UNIT).to_integral_value(rounding=ROUND_HALF_EVEN))
+    if micros == 0:
+        raise InvalidArgument("amount: must be at least 0.000001")
+    return micros
+
+
+def validate_event(
+    event: pb.Event,
+    signer: AttributionSigner,
+    now: datetime,
+    verified_tokens: dict[str, Attribution] | None = None,
+) -> ValidEvent:
+    """The event in storage terms, or InvalidArgument naming the first offending field.
+
+    The rules are the ones the proto's comments state; ``now`` (UTC) bounds the timestamp and
+    becomes ``received_at``. ``verified_tokens`` remembers tokens already verified in this call:
+    a page's impressions and clicks share one token, and verifying it (HMAC + JSON) is most of
+    the per-event cost.
+    """
+    _check_text("event_id", event.event_id, required=True)
+
+    if event.type == pb.EVENT_TYPE_UNSPECIFIED:
+        raise InvalidArgument("type: required (not EVENT_TYPE_UNSPECIFIED)")
+    type_name = _TYPE_NAMES.get(event.type)
+    if type_name is None:
+        # proto3 enums are open: a newer client's value arrives as a bare number.
+        raise InvalidArgument(f"type: unknown event type {event.type}")
+
+    if not event.HasField("timestamp"):
+        raise InvalidArgument("timestamp: required")
+    ts = event.timestamp
+    if not (_MIN_SECONDS <= ts.seconds <= _MAX_SECONDS) or not (0 <= ts.nanos < 1_000_000_000):
+        raise InvalidArgument("timestamp: out of range")
+    occurred_at = ts.ToDatetime(tzinfo=UTC)
+    if occurred_at > now + MAX_FUTURE_SKEW:
+        raise InvalidArgument("timestamp: more than 5 minutes in the future")
+
+    if not event.user_id and not event.session_id:
+        raise InvalidArgument("user_id: at least one of user_id and session_id is required")
+    _check_text("user_id", event.user_id, required=False)
+    _check_text("session_id", event.session_id, required=False)
+    _check_text("product_id", event.product_id, required=True)
+
+    if event.type == pb.EVENT_TYPE_IMPRESSION and event.position < 1:
+        raise InvalidArgument("position: required (>= 1) for impressions")
+    if event.position < 0:
+        raise InvalidArgument("position: must be >= 0")
+
+    amount_micros = _amount_micros(event.amount) if event.amount != 0.0 else None
+    if event.type == pb.EVENT_TYPE_PURCHASE and amount_micros is None:
+        raise InvalidArgument("amount: required (> 0) for purchases")
+    if event.currency:
+        currency = event.currency
+        if not _CURRENCY.fullmatch(currency):
+            raise InvalidArgument(
+                f"currency: {currency!r} is not a 3-letter upper-case ISO 4217 code"
+            )
+    elif event.type == pb.EVENT_TYPE_PURCHASE:
+        raise InvalidArgument("currency: required for purchases")
+
+    if event.quantity < 0:
+        raise InvalidArgument("quantity: must be >= 0")
+
+    request_id = arm = None
+    if event.attribution_token:
+        token = event.attribution_token
+        attribution = verified_tokens.get(token) if verified_tokens is not None else None
+        if attribution is None:
+            attribution = signer.decode(token, "attribution_token")
+            if verified_tokens is not None:
+                verified_tokens[token] = attribution
+        request_id, arm = attribution.request_id, attribution.arm
+
+    return ValidEvent(
+        event_id=event.event_id,
+        type=type_name,
+        occurred_at=occurred_at,
+        received_at=now,
+        product_id=event.product_id,
+        user_id=event.user_id or None,
+        session_id=event.session_id or None,
+        attribution_token=event.attribution_token or None,
+        request_id=request_id,
+        arm=arm,
+        position=event.position or None,
+        amount_micros=amount_micros,
+        currency=event.currency or None,
+        quantity=event.quantity or 1,
+    )
+
+
+class FeedbackServicer(pb_grpc.FeedbackServiceServicer):
+    """RecordEvents over a store, a token signer and a clock (all passed in, so tests fake them)."""
+
+    def __init__(
+        self, store: FeedbackStore, signer: AttributionSigner, clock: Clock = utc_now
+    ) -> None:
+        self._store = store
+        self._signer = signer
+        self._clock = clock
+
+    def RecordEvents(
+        self, request: pb.RecordEventsRequest, context: grpc.ServicerContext | None
+    ) -> pb.RecordEventsResponse:
+        count = len(request.events)
+        if count == 0:
+            raise InvalidArgument("events: at least one event is required")
+        if count > MAX_EVENTS_PER_CALL:
+            raise ResourceExhausted(
+                f"events: {count} events in one call exceeds the limit of "
+                f"{MAX_EVENTS_PER_CALL}; nothing was stored, split the batch"
+            )
+
+        now = self._clock()
+        results: list[pb.EventResult] = []
+        valid: list[ValidEvent] = []
+        valid_positions: list[int] = []
+        verified_tokens: dict[str, Attribution] = {}  # this call only: memory stays bounded
+        for position, event in enumerate(request.events):
+            try:
+                valid.append(validate_event(event, self._signer, now, verified_tokens))
+                valid_positions.append(position)
+                results.append(pb.EventResult(event_id=event.event_id))
+            except InvalidArgument as exc:
+                results.append(
+                    pb.EventResult(
+                        event_id=event.event_id,
+                        status=pb.EVENT_STATUS_REJECTED,
+                        error=exc.message,
+                    )
+                )
+
+        try:
+            stored = self._store.record(valid)
+        except sqlalchemy.exc.OperationalError as exc:
+            # Nothing was committed; the call is idempotent, so the client can retry as is.
+            _log.warning("database_unavailable", error=str(exc.orig or exc))
+            raise Unavailable("database: unavailable, nothing was stored; retry") from exc
+        for position, is_new in zip(valid_positions, stored, strict=True):
+            results[position].status = (
+                pb.EVENT_STATUS_ACCEPTED if is_new else pb.EVENT_STATUS_DUPLICATE
+            )
+
+        accepted = sum(stored)
+        duplicates = len(stored) - accepted
+        rejected = count - len(stored)
+        _log.info("events_recorded", accepted=accepted, duplicates=duplicates, rejected=rejected)
+        return pb.RecordEventsResponse(
+            results=results, accepted=accepted, duplicates=duplicates, rejected=rejected
+        )
+
+
+def create_server(settings: Settings, store: FeedbackStore | None = None) -> ServerHandle:
+    """Start the feedback server on ``settings.feedback_listen`` (port 0 picks a free one).
+
+    Builds the store from ``settings.feedback_db_url`` unless one is given, and reports
+    SERVING only once the database answers.
+    """
+    if settings.token_secret == DEV_TOKEN_SECRET:
+        _log.warning("dev_token_secret", hint="set SHOPSENSE_TOKEN_SECRET outside development")
+    owns_engine = store is None
+    if store is None:
+        store = FeedbackStore(create_db_engine(settings.feedback_db_url))
+    servicer = FeedbackServicer(store, AttributionSigner(settings.token_secret))
+    handle = build_server(
+        "feedback",
+        lambda server: pb_grpc.add_FeedbackServiceServicer_to_server(servicer, server),
+        [SERVICE_NAME],
+        address=settings.feedback_listen,
+        max_workers=settings.grpc_workers,
+    )
+    if owns_engine:
+        handle.on_stop(store.engine.dispose)
+    try:
+        store.ping()
+    except Exception:
+        handle.stop(0)
+        raise
+    handle.mark_serving()
+    return handle

@@ -1,0 +1,1 @@
+"""The gateway: the public SearchService that storefront backends call."""

@@ -1,0 +1,1 @@
+"""The intent service: which product classes a query asks for."""

@@ -1,0 +1,1 @@
+"""The ranking service: orders retrieval candidates and explains each score."""

@@ -1,0 +1,76 @@
+"""Loading a catalog into the retrieval service, as a storefront's import job would."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+
+from shopsense.retrieval.v1 import retrieval_service_pb2 as pb
+from shopsense.retrieval.v1 import retrieval_service_pb2_grpc
+from tqdm import tqdm
+
+from shared.data.catalog import Product
+from shared.data.synthetic import generate_store, write_wands
+from shared.paths import state_dir
+from shared.rpc.clients import open_channel
+from shared.rpc.convert import product_to_proto
+
+MESSAGE_SIZE = 128
+
+
+def catalog_size(target: str, timeout_s: float = 10.0) -> int:
+    stub = retrieval_service_pb2_grpc.RetrievalServiceStub(open_channel(target))
+    return stub.GetCatalogStats(pb.GetCatalogStatsRequest(), timeout=timeout_s).product_count
+
+
+def upsert_products(
+    target: str, products: Sequence[Product], progress: bool = True, timeout_s: float = 3600.0
+) -> pb.UpsertProductsResponse:
+    """Stream products to UpsertProducts in messages of 128; a bar follows what was sent."""
+    stub = retrieval_service_pb2_grpc.RetrievalServiceStub(open_channel(target))
+    bar = tqdm(total=len(products), unit="product", desc="embedding catalog", disable=not progress)
+
+    def messages(items: Iterable[Product]) -> Iterator[pb.UpsertProductsRequest]:
+        batch: list[Product] = []
+        for product in items:
+            batch.append(product)
+            if len(batch) == MESSAGE_SIZE:
+                yield pb.UpsertProductsRequest(products=[product_to_proto(p) for p in batch])
+                bar.update(len(batch))
+                batch = []
+        if batch:
+            yield pb.UpsertProductsRequest(products=[product_to_proto(p) for p in batch])
+            bar.update(len(batch))
+
+    try:
+        return stub.UpsertProducts(messages(products), timeout=timeout_s)
+    finally:
+        bar.close()
+
+
+DEMO_PRODUCTS = 20_000
+DEMO_SEED = 7
+
+
+def demo_store_dir(products: int = DEMO_PRODUCTS, seed: int = DEMO_SEED) -> Path:
+    return state_dir() / f"demo-store-{products}-s{seed}"
+
+
+def ensure_demo_store(
+    retrieval_target: str,
+    products: int = DEMO_PRODUCTS,
+    seed: int = DEMO_SEED,
+    say: Callable[[str], None] = print,
+) -> Path:
+    """Load the synthetic demo store when the catalog is empty; its WANDS files (queries and
+    judgments for `shopsense eval`) are written to the returned folder either way."""
+    folder = demo_store_dir(products, seed)
+    store = None
+    if not (folder / "label.csv").is_file():
+        store = generate_store(n_products=products, seed=seed)
+        write_wands(store, folder)
+    if catalog_size(retrieval_target) == 0:
+        say(f"the catalog is empty: loading the synthetic demo store ({products} products)")
+        store = store or generate_store(n_products=products, seed=seed)
+        upsert_products(retrieval_target, store.products)
+    return folder

@@ -1,0 +1,150 @@
+"""Starts the whole suite on one machine: Triton, then every service as its own process.
+
+Used by ``shopsense up`` (``make run``) with the documented ports, and by the system tests
+with free ports and a temporary state folder, so the tests exercise exactly what a user
+runs. ``stop()`` ends every process (SIGTERM, then SIGKILL after a grace period) and
+leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from shared.models.triton_server import TritonServer, free_port
+from shared.paths import REPO_ROOT, state_dir, triton_model_repository
+
+SERVICES = ("retrieval", "ranking", "feedback", "intent", "gateway")
+
+
+@dataclass
+class Suite:
+    """The running suite's processes and addresses."""
+
+    state: Path = field(default_factory=state_dir)
+    model_repository: Path = field(default_factory=triton_model_repository)
+    ephemeral_ports: bool = False
+    triton_grpc_port: int = 8001
+    extra_env: dict[str, str] = field(default_factory=dict)
+    log_dir: Path | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+    triton: TritonServer | None = None
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def address(self, service: str) -> str:
+        return f"127.0.0.1:{self.ports[service]}"
+
+    def _default_ports(self) -> dict[str, int]:
+        if self.ephemeral_ports:
+            return {name: free_port() for name in SERVICES}
+        return {
+            "gateway": 50051,
+            "intent": 50052,
+            "retrieval": 50053,
+            "ranking": 50054,
+            "feedback": 50055,
+        }
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(REPO_ROOT), str(REPO_ROOT / "shared" / "gen"), env.get("PYTHONPATH", "")]
+        ).rstrip(os.pathsep)
+        env["SHOPSENSE_STATE_DIR"] = str(self.state)
+        env.setdefault("SHOPSENSE_CATALOG_DB", str(self.state / "catalog.db"))
+        env.setdefault("SHOPSENSE_FEEDBACK_DB_URL", f"sqlite:///{self.state / 'feedback.db'}")
+        assert self.triton is not None
+        env["SHOPSENSE_TRITON_URL"] = self.triton.grpc_url
+        # One OpenBLAS thread per service process: two cores are shared with Triton.
+        env.setdefault("OPENBLAS_NUM_THREADS", "1")
+        env.setdefault("OMP_NUM_THREADS", "1")
+        for name in SERVICES:
+            upper = name.upper()
+            env[f"SHOPSENSE_{upper}_LISTEN"] = self.address(name)
+            env[f"SHOPSENSE_{upper}_TARGET"] = self.address(name)
+        env.update(self.extra_env)
+        return env
+
+    def start(self, timeout_s: float = 180.0) -> Suite:
+        started = time.monotonic()
+        self.state.mkdir(parents=True, exist_ok=True)
+        log_dir = self.log_dir or self.state / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.triton = TritonServer(
+            self.model_repository,
+            grpc_port=0 if self.ephemeral_ports else self.triton_grpc_port,
+            log_file=log_dir / "triton.log",
+        )
+        self.triton.start()
+        self.ports = self._default_ports()
+        env = self.environment()
+        try:
+            for name in SERVICES:
+                log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+                self.processes[name] = subprocess.Popen(
+                    [sys.executable, "-m", f"services.{name}"],
+                    cwd=REPO_ROOT,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+                log.close()
+            self.wait_serving(timeout_s - (time.monotonic() - started), log_dir)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_serving(self, timeout_s: float, log_dir: Path) -> None:
+        deadline = time.monotonic() + timeout_s
+        for name in SERVICES:
+            channel = grpc.insecure_channel(self.address(name))
+            stub = health_pb2_grpc.HealthStub(channel)
+            while True:
+                process = self.processes[name]
+                if process.poll() is not None:
+                    tail = (log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"{name} exited with {process.returncode}:\n{tail}")
+                try:
+                    reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        break
+                except grpc.RpcError:
+                    pass
+                if time.monotonic() > deadline:
+                    tail = (log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
+                    raise TimeoutError(f"{name} not SERVING after {timeout_s:.0f} s:\n{tail}")
+                time.sleep(0.2)
+            channel.close()
+
+    def stop_service(self, name: str, grace_s: float = 10.0) -> None:
+        process = self.processes.get(name)
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def stop(self) -> None:
+        for name in reversed(SERVICES):
+            self.stop_service(name)
+        if self.triton is not None:
+            self.triton.stop()
+
+    def __enter__(self) -> Suite:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,80 @@
+"""Ranking v1: a transparent linear scorer over retrieval and product features.
+
+Every feature is normalised to [0, 1] within the candidate list, multiplied by its weight,
+and the contributions are returned with the score, so a result can always say why it is
+where it is. The fine-tuned cross-encoder later becomes one more feature behind the same
+contract.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+VERSION = "features-v1"
+
+DEFAULT_WEIGHTS: Mapping[str, float] = {
+    "fused_retrieval": 0.35,
+    "dense_similarity": 0.30,
+    "bm25": 0.10,
+    "intent_match": 0.15,
+    "rating": 0.05,
+    "popularity": 0.05,
+}
+
+# Bayesian prior for ratings: a product with few reviews is pulled toward this mean.
+_PRIOR_RATING = 3.5
+_PRIOR_REVIEWS = 10.0
+
+
+@dataclass(frozen=True)
+class RankInput:
+    """What the scorer needs to know about one candidate."""
+
+    product_id: str
+    product_class: str
+    fused_score: float
+    dense_score: float | None
+    lexical_score: float | None
+    rating: float
+    review_count: int
+
+
+@dataclass(frozen=True)
+class Scored:
+    product_id: str
+    score: float
+    parts: list[tuple[str, float, float]]  # (feature, value in [0, 1], weight)
+
+
+class FeatureScorer:
+    def __init__(self, weights: Mapping[str, float] = DEFAULT_WEIGHTS) -> None:
+        unknown = set(weights) - set(DEFAULT_WEIGHTS)
+        if unknown:
+            raise ValueError(f"unknown ranking features: {sorted(unknown)}")
+        self.weights = dict(weights)
+
+    def score(self, candidates: Sequence[RankInput], intent: Mapping[str, float]) -> list[Scored]:
+        """Scores, best first; ties keep the candidates' order (retrieval order)."""
+        if not candidates:
+            return []
+        max_fused = max(c.fused_score for c in candidates) or 1.0
+        max_lexical = max((c.lexical_score or 0.0) for c in candidates) or 1.0
+        max_pop = max(math.log1p(max(c.review_count, 0)) for c in candidates) or 1.0
+        scored = []
+        for c in candidates:
+            n = max(c.review_count, 0)
+            bayes_rating = (c.rating * n + _PRIOR_RATING * _PRIOR_REVIEWS) / (n + _PRIOR_REVIEWS)
+            values = {
+                "fused_retrieval": max(0.0, c.fused_score) / max_fused,
+                "dense_similarity": max(0.0, c.dense_score or 0.0),
+                "bm25": max(0.0, c.lexical_score or 0.0) / max_lexical,
+                "intent_match": float(intent.get(c.product_class, 0.0)),
+                "rating": bayes_rating / 5.0 if c.rating > 0 else _PRIOR_RATING / 5.0,
+                "popularity": math.log1p(n) / max_pop,
+            }
+            parts = [(name, values[name], w) for name, w in self.weights.items()]
+            scored.append(Scored(c.product_id, sum(v * w for _, v, w in parts), parts))
+        order = sorted(range(len(scored)), key=lambda i: (-scored[i].score, i))
+        return [scored[i] for i in order]

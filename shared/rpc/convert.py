@@ -1,0 +1,86 @@
+"""Conversions between the contracts' messages and the library's plain types."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from shopsense.common.v1 import common_pb2
+
+from shared.data.catalog import Product
+from shared.rpc.errors import InvalidArgument
+
+EMBEDDING_DIM = 384
+MAX_QUERY_CHARS = 512
+
+
+def product_to_proto(product: Product) -> common_pb2.Product:
+    return common_pb2.Product(
+        product_id=product.product_id,
+        title=product.title,
+        description=product.description,
+        product_class=product.product_class,
+        category=product.category,
+        attributes=product.attributes,
+        price=product.price,
+        rating=product.rating,
+        review_count=product.review_count,
+    )
+
+
+def product_from_proto(message: common_pb2.Product) -> Product:
+    return Product(
+        product_id=message.product_id,
+        title=message.title,
+        description=message.description,
+        product_class=message.product_class,
+        category=message.category,
+        attributes={k.lower(): v for k, v in message.attributes.items()},
+        price=message.price,
+        rating=message.rating,
+        review_count=message.review_count,
+    )
+
+
+def validate_query(query: str, field: str = "query") -> str:
+    """The stripped query; INVALID_ARGUMENT when empty, whitespace or too long."""
+    stripped = query.strip()
+    if not stripped:
+        raise InvalidArgument(f"{field}: must not be empty or whitespace")
+    if len(query) > MAX_QUERY_CHARS:
+        raise InvalidArgument(
+            f"{field}: {len(query)} characters exceeds the limit of {MAX_QUERY_CHARS}"
+        )
+    return stripped
+
+
+def embedding_from_proto(
+    message: common_pb2.Embedding, field: str = "query_embedding"
+) -> np.ndarray:
+    vector = np.asarray(message.values, dtype=np.float32)
+    if vector.shape != (EMBEDDING_DIM,):
+        raise InvalidArgument(
+            f"{field}.values: expected {EMBEDDING_DIM} values, got {vector.shape[0]}"
+        )
+    if not np.all(np.isfinite(vector)):
+        raise InvalidArgument(f"{field}.values: must be finite numbers")
+    return vector
+
+
+def embedding_to_proto(vector: np.ndarray, model_version: str) -> common_pb2.Embedding:
+    return common_pb2.Embedding(
+        values=vector.astype(np.float32).tolist(), model_version=model_version
+    )
+
+
+def intent_pairs(intent: common_pb2.Intent | None) -> list[tuple[str, float]]:
+    if intent is None:
+        return []
+    return [(c.product_class, float(c.probability)) for c in intent.classes]
+
+
+def check_count(items: Sequence[object], field: str, limit: int, minimum: int = 0) -> None:
+    if len(items) < minimum:
+        raise InvalidArgument(f"{field}: at least {minimum} required")
+    if len(items) > limit:
+        raise InvalidArgument(f"{field}: {len(items)} items exceeds the limit of {limit}")

@@ -1,0 +1,279 @@
+"""The search path with every service a real gRPC server on port 0, a real Triton, real
+MiniLM weights and a real catalog file; bad input on every RPC; degradation."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from shopsense.common.v1 import common_pb2
+from shopsense.intent.v1 import intent_service_pb2, intent_service_pb2_grpc
+from shopsense.ranking.v1 import ranking_service_pb2, ranking_service_pb2_grpc
+from shopsense.retrieval.v1 import retrieval_service_pb2 as rpb
+from shopsense.retrieval.v1 import retrieval_service_pb2_grpc
+from shopsense.search.v1 import search_service_pb2 as spb
+from shopsense.search.v1 import search_service_pb2_grpc
+
+from services.gateway.server import create_server as create_gateway
+from services.intent.server import create_server as create_intent
+from services.ranking.server import create_server as create_ranking
+from services.retrieval.server import create_server as create_retrieval
+from shared.cli.catalog import upsert_products
+from shared.data.synthetic import generate_store
+from shared.experiments.attribution import AttributionSigner
+from shared.models.triton_client import TextEncoderClient
+from shared.rpc.server import ServerHandle
+from shared.settings import Settings
+
+pytestmark = pytest.mark.integration
+ANY = "127.0.0.1:0"
+
+
+def _wait_serving(handle: ServerHandle, timeout: float = 60.0) -> None:
+    stub = health_pb2_grpc.HealthStub(grpc.insecure_channel(handle.address))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status
+        if status == health_pb2.HealthCheckResponse.SERVING:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{handle.name} not SERVING")
+
+
+@dataclasses.dataclass
+class Stack:
+    settings: Settings
+    retrieval: ServerHandle
+    ranking: ServerHandle
+    intent: ServerHandle
+    gateway: ServerHandle
+    store_products: list
+
+    def search(self) -> search_service_pb2_grpc.SearchServiceStub:
+        return search_service_pb2_grpc.SearchServiceStub(
+            grpc.insecure_channel(self.gateway.address)
+        )
+
+    def retrieval_stub(self) -> retrieval_service_pb2_grpc.RetrievalServiceStub:
+        return retrieval_service_pb2_grpc.RetrievalServiceStub(
+            grpc.insecure_channel(self.retrieval.address)
+        )
+
+
+@pytest.fixture(scope="module")
+def stack(triton_server, tokenizer, tmp_path_factory) -> Iterator[Stack]:
+    state: Path = tmp_path_factory.mktemp("state")
+    settings = dataclasses.replace(
+        Settings(),
+        state_dir=state,
+        catalog_db=state / "catalog.db",
+        triton_url=triton_server.grpc_url,
+        retrieval_listen=ANY,
+        ranking_listen=ANY,
+        intent_listen=ANY,
+        gateway_listen=ANY,
+        intent_refresh_s=0.5,
+        token_secret="test-secret",
+    )
+    encoder = TextEncoderClient(triton_server.grpc_url, tokenizer)
+    retrieval = create_retrieval(settings, encoder=encoder)
+    ranking = create_ranking(settings)
+    settings = dataclasses.replace(
+        settings,
+        retrieval_target=retrieval.address,
+        ranking_target=ranking.address,
+    )
+    intent = create_intent(settings, encoder=encoder)
+    settings = dataclasses.replace(settings, intent_target=intent.address)
+    gateway = create_gateway(settings, encoder=encoder)
+    handles = [retrieval, ranking, intent, gateway]
+    try:
+        for h in handles:
+            _wait_serving(h)
+        store = generate_store(n_products=400, n_queries=20, seed=3)
+        reply = upsert_products(retrieval.address, store.products, progress=False)
+        assert [r.error for r in reply.results if r.error] == []
+        yield Stack(settings, retrieval, ranking, intent, gateway, store.products)
+    finally:
+        for h in reversed(handles):
+            h.stop(0.5)
+
+
+def _request(query: str = "sofa", **kw) -> spb.SearchRequest:
+    kw.setdefault("user", common_pb2.UserContext(session_id="s-1"))
+    return spb.SearchRequest(query=query, **kw)
+
+
+def test_search_returns_ranked_explained_results_with_a_valid_token(stack: Stack):
+    sofa = next(p for p in stack.store_products if p.product_class == "Sofas")
+    reply = stack.search().Search(_request(sofa.title), timeout=10)
+    assert reply.results, "no results"
+    assert sofa.product_id in [r.product_id for r in reply.results[:5]]
+    top = reply.results[0]
+    assert top.position == 1 and top.explanation.sources
+    assert top.explanation.score_parts
+    assert top.score == pytest.approx(sum(p.contribution for p in top.explanation.score_parts))
+    scores = [r.score for r in reply.results]
+    assert scores == sorted(scores, reverse=True)
+    assert not (reply.degraded.intent or reply.degraded.ranking or reply.degraded.dense)
+    assert reply.intent.classes and reply.intent.model_version.startswith("prototypes-g")
+    assert reply.model_versions.text_encoder == "1"
+    decoded = AttributionSigner("test-secret").decode(reply.attribution_token)
+    assert decoded.request_id == reply.request_id
+    assert decoded.arm == reply.experiment_arm == "control"
+    assert decoded.model_versions["ranking"] == reply.model_versions.ranking
+
+
+def test_pages_do_not_overlap_and_token_is_bound_to_the_request(stack: Stack):
+    stub = stack.search()
+    first = stub.Search(_request("table", page_size=5), timeout=10)
+    second = stub.Search(
+        _request("table", page_size=5, page_token=first.next_page_token), timeout=10
+    )
+    assert [r.position for r in second.results] == [6, 7, 8, 9, 10]
+    assert not {r.product_id for r in first.results} & {r.product_id for r in second.results}
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Search(_request("lamp", page_size=5, page_token=first.next_page_token), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "page_token" in err.value.details()
+
+
+def test_filters_restrict_results(stack: Stack):
+    filters = common_pb2.Filters(
+        product_classes=["Sofas"], price=common_pb2.PriceRange(min=100.0, max=5000.0)
+    )
+    reply = stack.search().Search(_request("comfortable seating", filters=filters), timeout=10)
+    assert reply.results
+    for r in reply.results:
+        assert r.product_class == "Sofas" and 100.0 <= r.price <= 5000.0
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "field"),
+    [
+        ({"query": ""}, "query"),
+        ({"query": "   \t "}, "query"),
+        ({"query": "x" * 10_000}, "query"),
+        ({"page_size": -1}, "page_size"),
+        ({"page_size": 1_000_000}, "page_size"),
+        ({"page_token": "not-a-token"}, "page_token"),
+        ({"user": common_pb2.UserContext()}, "user"),
+        (
+            {
+                "filters": common_pb2.Filters(
+                    attributes=[common_pb2.AttributeFilter(name="shape", values=["round"])]
+                )
+            },
+            "filters.attributes",
+        ),
+        (
+            {"filters": common_pb2.Filters(price=common_pb2.PriceRange(min=50, max=10))},
+            "filters.price.max",
+        ),
+    ],
+)
+def test_bad_search_input_gets_invalid_argument_naming_the_field(
+    stack: Stack, request_kwargs, field
+):
+    kwargs = {"query": "sofa", "user": common_pb2.UserContext(session_id="s")} | request_kwargs
+    with pytest.raises(grpc.RpcError) as err:
+        stack.search().Search(spb.SearchRequest(**kwargs), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith(field), err.value.details()
+    assert stack.search().Search(_request("sofa"), timeout=10).results  # still serving
+
+
+def test_bad_input_on_the_internal_rpcs(stack: Stack):
+    retrieval = stack.retrieval_stub()
+    intent = intent_service_pb2_grpc.IntentServiceStub(grpc.insecure_channel(stack.intent.address))
+    ranking = ranking_service_pb2_grpc.RankingServiceStub(
+        grpc.insecure_channel(stack.ranking.address)
+    )
+    cases = [
+        (lambda: retrieval.Retrieve(rpb.RetrieveRequest(query=" "), timeout=5), "query"),
+        (lambda: retrieval.Retrieve(rpb.RetrieveRequest(query="a", k=-3), timeout=5), "k"),
+        (
+            lambda: retrieval.Retrieve(
+                rpb.RetrieveRequest(
+                    query="a", query_embedding=common_pb2.Embedding(values=[0.1] * 3)
+                ),
+                timeout=5,
+            ),
+            "query_embedding",
+        ),
+        (lambda: retrieval.DeleteProducts(rpb.DeleteProductsRequest(), timeout=5), "product_ids"),
+        (lambda: retrieval.GetProducts(rpb.GetProductsRequest(), timeout=5), "product_ids"),
+        (lambda: intent.Classify(intent_service_pb2.ClassifyRequest(query=""), timeout=5), "query"),
+        (
+            lambda: intent.Classify(
+                intent_service_pb2.ClassifyRequest(query="a", top_k=500), timeout=5
+            ),
+            "top_k",
+        ),
+        (
+            lambda: ranking.Rank(ranking_service_pb2.RankRequest(query="sofa"), timeout=5),
+            "candidates",
+        ),
+    ]
+    for call, field in cases:
+        with pytest.raises(grpc.RpcError) as err:
+            call()
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, field
+        assert err.value.details().startswith(field), err.value.details()
+
+
+def test_upsert_rejects_invalid_products_and_keeps_the_valid_ones(stack: Stack):
+    products = [
+        common_pb2.Product(
+            product_id="ok-1",
+            title="Walnut Coffee Table",
+            product_class="Coffee & Cocktail Tables",
+            price=199,
+        ),
+        common_pb2.Product(product_id="bad-1", title="", price=10),
+        common_pb2.Product(product_id="bad-2", title="Negative", price=-5),
+    ]
+    reply = stack.retrieval_stub().UpsertProducts(
+        iter([rpb.UpsertProductsRequest(products=products)]), timeout=30
+    )
+    status = {r.product_id: (r.status, r.error) for r in reply.results}
+    assert status["ok-1"][0] == rpb.ITEM_STATUS_CREATED
+    assert status["bad-1"][0] == rpb.ITEM_STATUS_INVALID and "title" in status["bad-1"][1]
+    assert status["bad-2"][0] == rpb.ITEM_STATUS_INVALID and "price" in status["bad-2"][1]
+    got = stack.retrieval_stub().GetProducts(
+        rpb.GetProductsRequest(product_ids=["ok-1", "bad-1"]), timeout=5
+    )
+    assert [p.product_id for p in got.products] == ["ok-1"] and list(got.missing_ids) == ["bad-1"]
+    deleted = stack.retrieval_stub().DeleteProducts(
+        rpb.DeleteProductsRequest(product_ids=["ok-1", "nope"]), timeout=5
+    )
+    assert [r.status for r in deleted.results] == [
+        rpb.ITEM_STATUS_DELETED,
+        rpb.ITEM_STATUS_NOT_FOUND,
+    ]
+
+
+def test_gateway_degrades_when_intent_or_ranking_is_down_and_fails_without_retrieval(stack: Stack):
+    """Runs last in this module: it stops the servers."""
+    stub = stack.search()
+    stack.ranking.stop(0)
+    reply = stub.Search(_request("sofa"), timeout=10)
+    assert reply.degraded.ranking and not reply.degraded.intent
+    assert reply.results and not reply.results[0].explanation.score_parts
+    fused = [r.score for r in reply.results]
+    assert fused == sorted(fused, reverse=True)  # retrieval order
+
+    stack.intent.stop(0)
+    reply = stub.Search(_request("sofa"), timeout=10)
+    assert reply.degraded.intent and reply.degraded.ranking and reply.results
+
+    stack.retrieval.stop(0)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Search(_request("sofa"), timeout=10)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "retrieval" in err.value.details()

