@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
@@ -18,7 +18,8 @@ from shopsense.common.v1 import common_pb2
 from shopsense.intent.v1 import intent_service_pb2, intent_service_pb2_grpc
 from shopsense.retrieval.v1 import retrieval_service_pb2, retrieval_service_pb2_grpc
 
-from shared.intent.prototypes import Prototypes, build_prototypes
+from shared.intent.attributes import AttributeMatcher
+from shared.intent.prototypes import Prototypes, build_prototypes, read_taxonomy
 from shared.models.protocols import TextEncoder
 from shared.models.triton_client import text_encoder_from_settings
 from shared.rpc.clients import open_channel
@@ -32,15 +33,14 @@ DEFAULT_TOP_K = 5
 MAX_TOP_K = 50
 _log = structlog.get_logger("shopsense.intent")
 
-# (catalog generation, text_encoder version, class -> centroid)
-CatalogStats = tuple[int, str, dict[str, np.ndarray]]
 
+@dataclass(frozen=True)
+class CatalogStats:
+    """What intent needs to know about the catalog."""
 
-def read_taxonomy(path: Path) -> list[str]:
-    """One class name a line; a missing file means "the catalog's classes only"."""
-    if not path.is_file():
-        return []
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    generation: int
+    centroids: dict[str, np.ndarray] = field(default_factory=dict)
+    attribute_values: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def retrieval_stats_source(target: str, timeout_s: float = 10.0) -> Callable[[], CatalogStats]:
@@ -50,7 +50,9 @@ def retrieval_stats_source(target: str, timeout_s: float = 10.0) -> Callable[[],
     def fetch() -> CatalogStats:
         try:
             reply = stub.GetCatalogStats(
-                retrieval_service_pb2.GetCatalogStatsRequest(include_centroids=True),
+                retrieval_service_pb2.GetCatalogStatsRequest(
+                    include_centroids=True, include_attribute_values=True
+                ),
                 timeout=timeout_s,
             )
         except grpc.RpcError as exc:
@@ -60,7 +62,10 @@ def retrieval_stats_source(target: str, timeout_s: float = 10.0) -> Callable[[],
             for c in reply.classes
             if c.product_class and len(c.centroid)
         }
-        return reply.generation, reply.embedding_version, centroids
+        values = {
+            a.name: dict(zip(a.values, a.counts, strict=True)) for a in reply.attribute_values
+        }
+        return CatalogStats(reply.generation, centroids, values)
 
     return fetch
 
@@ -81,6 +86,7 @@ class PrototypeIntentModel:
         self._generation = -1
         self._lock = threading.Lock()
         self.prototypes = Prototypes([], np.zeros((0, 384), np.float32), "prototypes-empty")
+        self.attributes = AttributeMatcher({})
 
     def _names(self, classes: Sequence[str]) -> None:
         missing = [c for c in classes if c not in self._name_vectors]
@@ -91,12 +97,11 @@ class PrototypeIntentModel:
     def refresh(self) -> bool:
         """Rebuild when the catalog generation moved. True when prototypes changed."""
         with self._lock:
-            centroids: dict[str, np.ndarray] = {}
-            generation = 0
-            if self._stats_source is not None:
-                generation, _version, centroids = self._stats_source()
+            stats = self._stats_source() if self._stats_source is not None else CatalogStats(0)
+            generation, centroids = stats.generation, stats.centroids
             if generation == self._generation and self.prototypes.classes:
                 return False
+            self.attributes = AttributeMatcher(stats.attribute_values)
             self._names([*self._taxonomy, *centroids])
             # Only classes the store sells (or lists in its taxonomy) are candidates.
             names = {c: self._name_vectors[c] for c in {*self._taxonomy, *centroids}}
@@ -131,6 +136,7 @@ class IntentServicer(intent_service_pb2_grpc.IntentServiceServicer):
                 classes=[
                     common_pb2.IntentClass(product_class=c, probability=p) for c, p in classes
                 ],
+                attributes=self._model.attributes.match(query),
                 model_version=prototypes.version,
             )
         )

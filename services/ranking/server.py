@@ -42,10 +42,15 @@ class RankingServicer(ranking_service_pb2_grpc.RankingServiceServicer):
                     lexical_score=c.lexical_score if c.lexical_rank else None,
                     rating=c.product.rating,
                     review_count=c.product.review_count,
+                    attributes=c.product.attributes,
                 )
             )
-        intent = dict(intent_pairs(request.intent if request.HasField("intent") else None))
-        ranked = self._scorer.score(inputs, intent)
+        intent_message = request.intent if request.HasField("intent") else None
+        ranked = self._scorer.score(
+            inputs,
+            dict(intent_pairs(intent_message)),
+            dict(intent_message.attributes) if intent_message else None,
+        )
         return ranking_service_pb2.RankResponse(
             items=[
                 ranking_service_pb2.RankedItem(

@@ -41,6 +41,7 @@ MAX_K = 1000
 MAX_UPSERT_MESSAGE = 1000
 MAX_DELETE = 10_000
 MAX_GET = 1000
+MAX_VALUES = 1000  # attribute values per attribute in GetCatalogStats
 EMBED_BATCH = 32
 PRODUCT_MAX_TOKENS = 64
 QUERY_MAX_TOKENS = 32
@@ -230,6 +231,9 @@ class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
         generation = self._index.generation
         counts = self._index.classes()
         centroids = self._index.class_centroids() if request.include_centroids else {}
+        attribute_values = (
+            self._index.attribute_values() if request.include_attribute_values else {}
+        )
         return pb.GetCatalogStatsResponse(
             product_count=len(self._index),
             classes=[
@@ -241,6 +245,15 @@ class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
                 for name, count in sorted(counts.items())
             ],
             attribute_names=sorted(self._index.attribute_names()),
+            attribute_values=[
+                pb.AttributeValues(
+                    name=name,
+                    values=[v for v, _ in top],
+                    counts=[c for _, c in top],
+                )
+                for name, values in sorted(attribute_values.items())
+                for top in [sorted(values.items(), key=lambda vc: (-vc[1], vc[0]))[:MAX_VALUES]]
+            ],
             generation=generation,
             embedding_version=current_embedding_version(self._index),
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from shopsense.retrieval.v1 import retrieval_service_pb2 as pb
@@ -16,6 +16,7 @@ from shared.rpc.clients import open_channel
 from shared.rpc.convert import product_to_proto
 
 MESSAGE_SIZE = 128
+CHUNK_SIZE = 1024
 
 
 def catalog_size(target: str, timeout_s: float = 10.0) -> int:
@@ -24,28 +25,33 @@ def catalog_size(target: str, timeout_s: float = 10.0) -> int:
 
 
 def upsert_products(
-    target: str, products: Sequence[Product], progress: bool = True, timeout_s: float = 3600.0
+    target: str,
+    products: Sequence[Product],
+    progress: bool = True,
+    chunk: int = CHUNK_SIZE,
+    timeout_s: float = 600.0,
 ) -> pb.UpsertProductsResponse:
-    """Stream products to UpsertProducts in messages of 128; a bar follows what was sent."""
+    """Upsert through UpsertProducts: one stream per chunk of 1,024 products (messages of
+    128), so the progress bar moves when the server has really embedded and stored them
+    and a failure loses at most one chunk's work."""
     stub = retrieval_service_pb2_grpc.RetrievalServiceStub(open_channel(target))
-    bar = tqdm(total=len(products), unit="product", desc="embedding catalog", disable=not progress)
-
-    def messages(items: Iterable[Product]) -> Iterator[pb.UpsertProductsRequest]:
-        batch: list[Product] = []
-        for product in items:
-            batch.append(product)
-            if len(batch) == MESSAGE_SIZE:
-                yield pb.UpsertProductsRequest(products=[product_to_proto(p) for p in batch])
-                bar.update(len(batch))
-                batch = []
-        if batch:
-            yield pb.UpsertProductsRequest(products=[product_to_proto(p) for p in batch])
-            bar.update(len(batch))
-
-    try:
-        return stub.UpsertProducts(messages(products), timeout=timeout_s)
-    finally:
-        bar.close()
+    merged = pb.UpsertProductsResponse()
+    with tqdm(
+        total=len(products), unit="product", desc="embedding catalog", disable=not progress
+    ) as bar:
+        for start in range(0, len(products), chunk):
+            part = products[start : start + chunk]
+            messages = (
+                pb.UpsertProductsRequest(
+                    products=[product_to_proto(p) for p in part[i : i + MESSAGE_SIZE]]
+                )
+                for i in range(0, len(part), MESSAGE_SIZE)
+            )
+            reply = stub.UpsertProducts(messages, timeout=timeout_s)
+            merged.results.extend(reply.results)
+            merged.catalog_size = reply.catalog_size
+            bar.update(len(part))
+    return merged
 
 
 DEMO_PRODUCTS = 20_000

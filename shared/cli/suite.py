@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,7 @@ class Suite:
     ports: dict[str, int] = field(default_factory=dict)
     triton: TritonServer | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _log_dir: Path = field(default_factory=Path)
 
     def address(self, service: str) -> str:
         return f"127.0.0.1:{self.ports[service]}"
@@ -85,28 +87,37 @@ class Suite:
         )
         self.triton.start()
         self.ports = self._default_ports()
-        env = self.environment()
+        self._log_dir = log_dir
         try:
             for name in SERVICES:
-                log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
-                self.processes[name] = subprocess.Popen(
-                    [sys.executable, "-m", f"services.{name}"],
-                    cwd=REPO_ROOT,
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-                log.close()
-            self.wait_serving(timeout_s - (time.monotonic() - started), log_dir)
+                self._spawn(name)
+            self.wait_serving(timeout_s - (time.monotonic() - started), SERVICES)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def wait_serving(self, timeout_s: float, log_dir: Path) -> None:
+    def _spawn(self, name: str) -> None:
+        with open(self._log_dir / f"{name}.log", "ab") as log:
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}"],
+                cwd=REPO_ROOT,
+                env=self.environment(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def restart(self, name: str, timeout_s: float = 60.0) -> None:
+        """Stop one service gracefully and start it again (its state must survive)."""
+        self.stop_service(name)
+        self._spawn(name)
+        self.wait_serving(timeout_s, [name])
+
+    def wait_serving(self, timeout_s: float, names: Sequence[str]) -> None:
+        log_dir = self._log_dir
         deadline = time.monotonic() + timeout_s
-        for name in SERVICES:
+        for name in names:
             channel = grpc.insecure_channel(self.address(name))
             stub = health_pb2_grpc.HealthStub(channel)
             while True:

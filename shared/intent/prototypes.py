@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -57,3 +58,10 @@ def build_prototypes(
     dim = rows[0].shape[0] if rows else 0
     matrix = np.stack(rows) if rows else np.zeros((0, dim), dtype=np.float32)
     return Prototypes(list(classes), matrix, version)
+
+
+def read_taxonomy(path: Path) -> list[str]:
+    """One class name a line; a missing file means "the catalog's classes only"."""
+    if not path.is_file():
+        return []
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

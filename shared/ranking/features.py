@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 VERSION = "features-v1"
 
@@ -19,6 +19,7 @@ DEFAULT_WEIGHTS: Mapping[str, float] = {
     "dense_similarity": 0.30,
     "bm25": 0.10,
     "intent_match": 0.15,
+    "attribute_match": 0.15,
     "rating": 0.05,
     "popularity": 0.05,
 }
@@ -39,6 +40,7 @@ class RankInput:
     lexical_score: float | None
     rating: float
     review_count: int
+    attributes: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -55,8 +57,18 @@ class FeatureScorer:
             raise ValueError(f"unknown ranking features: {sorted(unknown)}")
         self.weights = dict(weights)
 
-    def score(self, candidates: Sequence[RankInput], intent: Mapping[str, float]) -> list[Scored]:
-        """Scores, best first; ties keep the candidates' order (retrieval order)."""
+    def score(
+        self,
+        candidates: Sequence[RankInput],
+        intent: Mapping[str, float],
+        query_attributes: Mapping[str, str] | None = None,
+    ) -> list[Scored]:
+        """Scores, best first; ties keep the candidates' order (retrieval order).
+
+        ``intent`` maps class -> probability; ``query_attributes`` holds the attribute values
+        the query names (attribute_match is the share of them a product has; 0 when none).
+        """
+        wanted = {k.casefold(): _norm(v) for k, v in (query_attributes or {}).items()}
         if not candidates:
             return []
         max_fused = max(c.fused_score for c in candidates) or 1.0
@@ -71,6 +83,7 @@ class FeatureScorer:
                 "dense_similarity": max(0.0, c.dense_score or 0.0),
                 "bm25": max(0.0, c.lexical_score or 0.0) / max_lexical,
                 "intent_match": float(intent.get(c.product_class, 0.0)),
+                "attribute_match": _attribute_match(wanted, c.attributes),
                 "rating": bayes_rating / 5.0 if c.rating > 0 else _PRIOR_RATING / 5.0,
                 "popularity": math.log1p(n) / max_pop,
             }
@@ -78,3 +91,14 @@ class FeatureScorer:
             scored.append(Scored(c.product_id, sum(v * w for _, v, w in parts), parts))
         order = sorted(range(len(scored)), key=lambda i: (-scored[i].score, i))
         return [scored[i] for i in order]
+
+
+def _attribute_match(wanted: Mapping[str, str], attributes: Mapping[str, str]) -> float:
+    if not wanted:
+        return 0.0
+    have = {k.casefold(): _norm(v) for k, v in attributes.items()}
+    return sum(have.get(k) == v for k, v in wanted.items()) / len(wanted)
+
+
+def _norm(value: str) -> str:
+    return " ".join(value.split()).casefold()

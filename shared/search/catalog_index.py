@@ -101,7 +101,8 @@ class Candidate:
     """One retrieved product with the evidence a ranker needs.
 
     Ranks are 1-based within each source's list; a source that did not return the
-    product leaves its score and rank None. ``fused_score`` is the RRF score only;
+    product leaves its rank None (and its score None, except ``dense_score``, which is
+    the query-product cosine for every candidate whenever a query vector was given). ``fused_score`` is the RRF score only;
     the candidates are ordered by ``score = fused_score + intent_boost``.
     The ``product`` is shared with the index: treat it as read-only.
     """
@@ -547,6 +548,11 @@ class CatalogIndex:
         with self._lock.read():
             return self._postings.attribute_names()
 
+    def attribute_values(self) -> dict[str, dict[str, int]]:
+        """Attribute name -> normalised value -> product count (intent's attribute vocabulary)."""
+        with self._lock.read():
+            return self._postings.attribute_values()
+
     def classes(self) -> dict[str, int]:
         """Product class -> number of products."""
         with self._lock.read():
@@ -652,6 +658,11 @@ class CatalogIndex:
             rows, fused, boosts = rows[:k], fused[:k], boosts[:k]
             ranks = {s: r[:k].tolist() for s, r in ranks.items()}
             products = [self._products[r] for r in rows.tolist()]
+            # Dense similarity for every candidate, not only those the dense list found, so
+            # a ranker compares like with like.
+            similarities = (
+                self._vectors.similarity(rows, qvec).tolist() if qvec is not None else None
+            )
         candidates = []
         for i, product in enumerate(products):
             evidence: dict[str, tuple[float | None, int | None]] = {}
@@ -661,6 +672,8 @@ class CatalogIndex:
                     evidence[source] = (float(source_scores[source][rank - 1]), rank)
             lex_score, lex_rank = evidence.get("lexical", (None, None))
             dense_score, dense_rank = evidence.get("dense", (None, None))
+            if similarities is not None:
+                dense_score = similarities[i]
             candidates.append(
                 Candidate(
                     product=product,  # type: ignore[arg-type]

@@ -181,6 +181,14 @@ class FilterPostings:
         """Attribute names held by at least one product."""
         return set(self._attribute_counts)
 
+    def attribute_values(self) -> dict[str, dict[str, int]]:
+        """Attribute name -> normalised value -> number of products holding it."""
+        out: dict[str, dict[str, int]] = {}
+        for (name, value), rs in self._attributes.items():
+            if rs.rows:
+                out.setdefault(name, {})[value] = len(rs.rows)
+        return out
+
     def class_counts(self) -> dict[str, int]:
         """Class name -> number of products."""
         return {self._class_names[k]: len(rs.rows) for k, rs in self._classes.items()}

@@ -100,6 +100,10 @@ class VectorIndex:
         self._count -= 1
         return True
 
+    def similarity(self, rows: np.ndarray, qvec: np.ndarray) -> np.ndarray:
+        """Inner products of ``qvec`` with the given rows (a candidate list's dense evidence)."""
+        return self._matrix[rows] @ np.asarray(qvec, dtype=np.float32)
+
     def search(
         self, qvec: np.ndarray, k: int, mask: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:

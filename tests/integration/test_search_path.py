@@ -26,8 +26,9 @@ from services.retrieval.server import create_server as create_retrieval
 from shared.cli.catalog import upsert_products
 from shared.data.synthetic import generate_store
 from shared.experiments.attribution import AttributionSigner
+from shared.models.tokenization import Tokenizer
 from shared.models.triton_client import TextEncoderClient
-from shared.rpc.server import ServerHandle
+from shared.rpc.server import ServerHandle, build_server
 from shared.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -256,6 +257,44 @@ def test_upsert_rejects_invalid_products_and_keeps_the_valid_ones(stack: Stack):
         rpb.ITEM_STATUS_DELETED,
         rpb.ITEM_STATUS_NOT_FOUND,
     ]
+
+
+class _SlowRanking(ranking_service_pb2_grpc.RankingServiceServicer):
+    """A ranking service that answers too late: the gateway is the unit under test."""
+
+    def Rank(self, request, context):
+        time.sleep(3.0)
+        return ranking_service_pb2.RankResponse()
+
+
+def test_late_ranking_is_skipped_within_the_callers_deadline(stack: Stack):
+    slow = build_server(
+        "slow-ranking",
+        lambda s: ranking_service_pb2_grpc.add_RankingServiceServicer_to_server(_SlowRanking(), s),
+        ["shopsense.ranking.v1.RankingService"],
+    )
+    gateway = create_gateway(
+        dataclasses.replace(stack.settings, ranking_target=slow.address),
+        encoder=TextEncoderClient(stack.settings.triton_url, Tokenizer()),
+    )
+    try:
+        _wait_serving(gateway)
+        stub = search_service_pb2_grpc.SearchServiceStub(grpc.insecure_channel(gateway.address))
+        started = time.monotonic()
+        reply = stub.Search(_request("sofa"), timeout=1.0)
+        elapsed = time.monotonic() - started
+        assert reply.degraded.ranking and reply.results
+        assert elapsed < 1.0
+    finally:
+        gateway.stop(0)
+        slow.stop(0)
+
+
+def test_a_deadline_shorter_than_retrieval_gets_deadline_exceeded(stack: Stack):
+    with pytest.raises(grpc.RpcError) as err:
+        stack.search().Search(_request("sofa"), timeout=0.001)
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert stack.search().Search(_request("sofa"), timeout=10).results  # still serving
 
 
 def test_gateway_degrades_when_intent_or_ranking_is_down_and_fails_without_retrieval(stack: Stack):

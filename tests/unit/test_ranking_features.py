@@ -41,3 +41,38 @@ def test_prototypes_classify_by_nearest_blend():
     assert top[0][0] == "Sofas"
     assert sum(p for _, p in top) == pytest.approx(1.0)
     assert top[0][1] > 0.9
+
+
+def test_attribute_matcher_finds_catalog_values_longest_first():
+    from shared.intent.attributes import AttributeMatcher
+
+    matcher = AttributeMatcher(
+        {
+            "colour": {"grey": 50, "light grey": 10, "white": 40},
+            "material": {"velvet": 30, "solid wood": 20},
+            "brand": {"white": 1},  # also a colour: the more frequent attribute wins
+        }
+    )
+    assert matcher.match("Light Grey velvet couches") == {
+        "colour": "light grey",
+        "material": "velvet",
+    }
+    assert matcher.match("white solid wood desk") == {"colour": "white", "material": "solid wood"}
+    assert matcher.match("couch") == {}
+
+
+def test_attribute_match_rewards_products_with_the_named_values():
+    grey = RankInput(
+        "grey", "Sofas", 0.03, 0.5, 5.0, 4.0, 10, {"colour": "Grey", "material": "linen"}
+    )
+    blue = RankInput(
+        "blue", "Sofas", 0.03, 0.5, 5.0, 4.0, 10, {"colour": "blue", "material": "velvet"}
+    )
+    scored = FeatureScorer().score(
+        [blue, grey], {"Sofas": 1.0}, {"colour": "grey", "material": "velvet"}
+    )
+    parts = {s.product_id: dict((f, v) for f, v, _ in s.parts) for s in scored}
+    assert parts["grey"]["attribute_match"] == pytest.approx(0.5)
+    assert parts["blue"]["attribute_match"] == pytest.approx(0.5)
+    only_colour = FeatureScorer().score([blue, grey], {"Sofas": 1.0}, {"colour": "grey"})
+    assert only_colour[0].product_id == "grey"

@@ -1,0 +1,247 @@
+"""`make bench`: the running suite against the same pipeline in one process (the floor).
+
+Measures, in one run on this machine:
+- Search through the gateway at concurrency 1 and 8: p50, p99, throughput, and the median
+  time of each hop (the gateway reports them in the ``x-shopsense-timings`` trailer);
+- the text encoder through Triton at batch 1 and 32 (and in-process onnxruntime);
+- the floor: embed, classify, retrieve and rank the same queries in this process with the
+  same ONNX model, the same catalog file and the same scorer, no RPC; and the
+  suite-to-floor ratio.
+Uses the running suite if the gateway answers, else starts one. Queries are the synthetic
+demo store's (figures are on synthetic data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+from shopsense.common.v1 import common_pb2
+from shopsense.search.v1 import search_service_pb2 as pb
+from shopsense.search.v1 import search_service_pb2_grpc
+
+from shared.cli.catalog import DEMO_PRODUCTS, DEMO_SEED, ensure_demo_store
+from shared.data.wands import load_queries
+from shared.evaluation.demo import _serving
+from shared.settings import Settings
+from shared.settings import load as load_settings
+
+console = Console()
+TIMINGS_KEY = "x-shopsense-timings"
+
+
+def _pct(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def bench_gateway(target: str, queries: Sequence[str], concurrency: int, seconds: float) -> dict:
+    """Closed-loop load: ``concurrency`` clients each sending one search after another."""
+    stub = search_service_pb2_grpc.SearchServiceStub(grpc.insecure_channel(target))
+    latencies: list[float] = []
+    hops: dict[str, list[float]] = defaultdict(list)
+    lock = threading.Lock()
+    errors = 0
+    stop_at = time.perf_counter() + seconds
+
+    def client(offset: int) -> None:
+        nonlocal errors
+        i = offset
+        while time.perf_counter() < stop_at:
+            request = pb.SearchRequest(
+                query=queries[i % len(queries)],
+                user=common_pb2.UserContext(session_id=f"bench-{offset}"),
+                page_size=20,
+            )
+            started = time.perf_counter()
+            try:
+                _, call = stub.Search.with_call(request, timeout=10)
+            except grpc.RpcError:
+                with lock:
+                    errors += 1
+                continue
+            elapsed = (time.perf_counter() - started) * 1e3
+            timing = dict(call.trailing_metadata() or ()).get(TIMINGS_KEY, "")
+            with lock:
+                latencies.append(elapsed)
+                for part in filter(None, timing.split(",")):
+                    hop, _, ms = part.partition("=")
+                    hops[hop].append(float(ms))
+            i += concurrency
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(client, range(concurrency)))
+    wall = time.perf_counter() - began
+    return {
+        "n": len(latencies),
+        "errors": errors,
+        "p50_ms": _pct(latencies, 0.5),
+        "p99_ms": _pct(latencies, 0.99),
+        "qps": len(latencies) / wall,
+        "hops_ms": {hop: statistics.median(v) for hop, v in hops.items()},
+    }
+
+
+class Floor:
+    """The same pipeline in this process: onnxruntime embedding, prototypes, the catalog
+    index file, the feature scorer; no RPC, no Triton."""
+
+    def __init__(self, settings: Settings) -> None:
+        from shared.intent.prototypes import build_prototypes, read_taxonomy
+        from shared.models.onnx_runtime import OnnxSentenceEncoder
+        from shared.models.tokenization import Tokenizer
+        from shared.paths import triton_model_repository
+        from shared.ranking.features import FeatureScorer
+        from shared.search.catalog_index import CatalogIndex
+
+        self.tokenizer = Tokenizer()
+        self.encoder = OnnxSentenceEncoder(
+            triton_model_repository() / "text_encoder" / "1" / "model.onnx"
+        )
+        self.index = CatalogIndex.open(settings.catalog_db)
+        names = sorted(set(read_taxonomy(settings.taxonomy_path)) | set(self.index.classes()))
+        vectors = self.embed(names, 16)
+        centroids = {c: v for c, (_, v) in self.index.class_centroids().items()}
+        self.prototypes = build_prototypes(
+            dict(zip(names, vectors, strict=True)), centroids, "floor"
+        )
+        self.scorer = FeatureScorer()
+
+    def embed(self, texts: Sequence[str], max_length: int) -> np.ndarray:
+        return self.encoder.run(*self.tokenizer.encode(texts, max_length))
+
+    def search(self, query: str) -> dict[str, float]:
+        from shared.ranking.features import RankInput
+        from shared.search.filters import Filters
+
+        t0 = time.perf_counter()
+        vector = self.embed([query], 32)[0]
+        t1 = time.perf_counter()
+        intent = self.prototypes.classify(vector, 5)
+        t2 = time.perf_counter()
+        result = self.index.retrieve(query, vector, Filters(), intent=intent, k=200)
+        t3 = time.perf_counter()
+        self.scorer.score(
+            [
+                RankInput(
+                    c.product.product_id, c.product.product_class, c.score, c.dense_score,
+                    c.lexical_score, c.product.rating, c.product.review_count,
+                )
+                for c in result.candidates
+            ],
+            dict(intent),
+        )  # fmt: skip
+        t4 = time.perf_counter()
+        return {
+            "embed": (t1 - t0) * 1e3, "intent": (t2 - t1) * 1e3,
+            "retrieval": (t3 - t2) * 1e3, "ranking": (t4 - t3) * 1e3, "total": (t4 - t0) * 1e3,
+        }  # fmt: skip
+
+
+def bench_floor(floor: Floor, queries: Sequence[str], seconds: float) -> dict:
+    latencies, hops = [], defaultdict(list)
+    stop_at = time.perf_counter() + seconds
+    i = 0
+    while time.perf_counter() < stop_at:
+        timing = floor.search(queries[i % len(queries)])
+        latencies.append(timing["total"])
+        for hop, ms in timing.items():
+            hops[hop].append(ms)
+        i += 1
+    return {
+        "n": len(latencies),
+        "errors": 0,
+        "p50_ms": _pct(latencies, 0.5),
+        "p99_ms": _pct(latencies, 0.99),
+        "qps": len(latencies) / sum(latencies) * 1e3,
+        "hops_ms": {hop: statistics.median(v) for hop, v in hops.items()},
+    }
+
+
+def run(gateway: str, retrieval: str, triton_url: str, settings: Settings, seconds: float) -> None:
+    from shared.models.bench_encoder import bench_encoder
+
+    folder = ensure_demo_store(retrieval, DEMO_PRODUCTS, DEMO_SEED, console.print)
+    queries = [q.text for q in load_queries(folder)]
+    bench_gateway(gateway, queries[:20], 1, 3.0)  # warm up every hop
+    rows = {
+        "suite, 1 client": bench_gateway(gateway, queries, 1, seconds),
+        "suite, 8 clients": bench_gateway(gateway, queries, 8, seconds),
+    }
+    floor = Floor(settings)
+    bench_floor(floor, queries[:20], 2.0)
+    rows["floor (one process), 1 client"] = bench_floor(floor, queries, seconds)
+
+    hops = ["embed", "intent", "retrieval", "ranking", "total"]
+    table = Table(
+        title=f"Search on the SYNTHETIC demo store ({DEMO_PRODUCTS} products), {seconds:.0f} s each"
+    )
+    for column in (
+        "run",
+        "searches",
+        "errors",
+        "p50 ms",
+        "p99 ms",
+        "searches/s",
+        *[f"{h} ms" for h in hops],
+    ):
+        table.add_column(column, justify="left" if column == "run" else "right")
+    for name, r in rows.items():
+        table.add_row(
+            name, str(r["n"]), str(r["errors"]), f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
+            f"{r['qps']:.1f}", *[f"{r['hops_ms'].get(h, float('nan')):.1f}" for h in hops],
+        )  # fmt: skip
+    console.print(table)
+    suite, base = rows["suite, 1 client"], rows["floor (one process), 1 client"]
+    console.print(
+        f"suite-to-floor ratio at concurrency 1: p50 {suite['p50_ms'] / base['p50_ms']:.2f}x, "
+        f"p99 {suite['p99_ms'] / base['p99_ms']:.2f}x"
+    )
+    encoder = bench_encoder(url=triton_url, seconds=min(seconds, 5.0))
+    table = Table(title="text_encoder: Triton (gRPC, python backend, onnxruntime) vs in-process")
+    for column in ("case", "texts/s", "p50 ms per call"):
+        table.add_column(column)
+    for case, r in encoder.items():
+        table.add_row(
+            case,
+            f"{r.get('texts_per_s', float('nan')):.1f}",
+            f"{r.get('p50_ms', float('nan')):.2f}",
+        )
+    console.print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=15.0, help="duration of each run")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    if _serving(settings.gateway_target):
+        run(
+            settings.gateway_target,
+            settings.retrieval_target,
+            settings.triton_url,
+            settings,
+            args.seconds,
+        )
+        return 0
+    from shared.cli.suite import Suite
+
+    console.print("no suite running: starting one for the benchmark")
+    with Suite() as suite:
+        run(suite.address("gateway"), suite.address("retrieval"), suite.triton.grpc_url,
+            settings, args.seconds)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,126 @@
+"""The whole suite as a user runs it (`make run`'s launcher): a real Triton, every service
+as its own process on free ports, real MiniLM weights, a 2,000-product synthetic demo
+store, called from the outside as a storefront would."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from shopsense.common.v1 import common_pb2
+from shopsense.feedback.v1 import feedback_service_pb2 as fpb
+from shopsense.feedback.v1 import feedback_service_pb2_grpc
+from shopsense.search.v1 import search_service_pb2 as spb
+from shopsense.search.v1 import search_service_pb2_grpc
+
+from shared.cli.catalog import catalog_size, ensure_demo_store
+from shared.cli.suite import Suite
+from shared.data.wands import load_wands
+from shared.evaluation.remote import evaluate_gateway
+
+pytestmark = pytest.mark.system
+PRODUCTS = 2000
+
+
+@pytest.fixture(scope="module")
+def suite(exported_model_repository: Path, tmp_path_factory) -> Iterator[Suite]:
+    state = tmp_path_factory.mktemp("suite-state")
+    os.environ["SHOPSENSE_STATE_DIR"] = str(state)  # ensure_demo_store writes its files here
+    running = Suite(
+        state=state,
+        model_repository=exported_model_repository,
+        ephemeral_ports=True,
+        extra_env={"SHOPSENSE_INTENT_REFRESH_S": "0.5", "SHOPSENSE_TOKEN_SECRET": "system-test"},
+    )
+    with running:
+        running.demo_folder = ensure_demo_store(running.address("retrieval"), PRODUCTS, 7)
+        time.sleep(2)  # intent refreshes its prototypes from the loaded catalog
+        yield running
+    os.environ.pop("SHOPSENSE_STATE_DIR", None)
+
+
+def _search(suite: Suite, query: str, **kw) -> spb.SearchResponse:
+    stub = search_service_pb2_grpc.SearchServiceStub(
+        grpc.insecure_channel(suite.address("gateway"))
+    )
+    kw.setdefault("user", common_pb2.UserContext(user_id="shopper-1"))
+    return stub.Search(spb.SearchRequest(query=query, **kw), timeout=10)
+
+
+def test_leather_sofa_finds_sofas_with_sofa_intent(suite: Suite):
+    reply = _search(suite, "leather sofa")
+    assert len(reply.results) == 20 and reply.total_size >= 100
+    assert reply.intent.classes[0].product_class == "Sofas"
+    top_classes = [r.product_class for r in reply.results[:10]]
+    assert top_classes.count("Sofas") >= 8, top_classes
+    assert not any((reply.degraded.intent, reply.degraded.ranking, reply.degraded.dense))
+
+
+def test_hybrid_beats_keyword_and_embedding_baselines_on_the_synthetic_store(suite: Suite):
+    dataset = load_wands(suite.demo_folder)
+    dataset.queries = dataset.queries[:120]
+    report = evaluate_gateway(dataset, suite.address("gateway"), progress=False)
+    ndcg = {s.name: s.ndcg_at_10 for s in report.systems}
+    assert all(s.errors == 0 for s in report.systems)
+    assert ndcg["hybrid (suite)"] > ndcg["bm25 only"], ndcg
+    assert ndcg["hybrid (suite)"] > ndcg["dense only"], ndcg
+
+
+def test_feedback_with_the_search_token_is_stored_and_a_forged_one_rejected(suite: Suite):
+    reply = _search(suite, "round dining table")
+    now = Timestamp()
+    now.GetCurrentTime()
+    top = reply.results[0]
+    token = reply.attribution_token
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    events = [
+        fpb.Event(event_id=str(uuid.uuid4()), type=fpb.EVENT_TYPE_IMPRESSION, timestamp=now,
+                  user_id="shopper-1", product_id=top.product_id, attribution_token=token, position=1),
+        fpb.Event(event_id=str(uuid.uuid4()), type=fpb.EVENT_TYPE_CLICK, timestamp=now,
+                  user_id="shopper-1", product_id=top.product_id, attribution_token=forged),
+    ]  # fmt: skip
+    stub = feedback_service_pb2_grpc.FeedbackServiceStub(
+        grpc.insecure_channel(suite.address("feedback"))
+    )
+    result = stub.RecordEvents(fpb.RecordEventsRequest(events=events), timeout=10)
+    assert [r.status for r in result.results] == [
+        fpb.EVENT_STATUS_ACCEPTED,
+        fpb.EVENT_STATUS_REJECTED,
+    ]
+    assert "attribution_token" in result.results[1].error
+    again = stub.RecordEvents(fpb.RecordEventsRequest(events=events[:1]), timeout=10)
+    assert again.results[0].status == fpb.EVENT_STATUS_DUPLICATE
+
+
+def test_catalog_survives_a_retrieval_restart_without_reembedding(suite: Suite):
+    before = _search(suite, "outdoor teak bench")
+    suite.restart("retrieval")
+    assert catalog_size(suite.address("retrieval")) == PRODUCTS
+    after = _search(suite, "outdoor teak bench")
+    assert [r.product_id for r in after.results] == [r.product_id for r in before.results]
+
+
+def test_gateway_degrades_when_ranking_stops_and_recovers_when_it_returns(suite: Suite):
+    suite.stop_service("ranking")
+    reply = _search(suite, "leather sofa")
+    assert reply.degraded.ranking and reply.results
+    suite.restart("ranking")
+    assert not _search(suite, "leather sofa").degraded.ranking
+
+
+def test_stopping_leaves_no_process_behind(exported_model_repository: Path, tmp_path: Path):
+    running = Suite(
+        state=tmp_path, model_repository=exported_model_repository, ephemeral_ports=True
+    )
+    running.start()
+    pids = [p.pid for p in running.processes.values()] + [running.triton.pid]
+    running.stop()
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
