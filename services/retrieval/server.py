@@ -147,7 +147,7 @@ class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
         return pb.RetrieveResponse(
             candidates=[
                 pb.Candidate(
-                    product=product_to_proto(c.product),
+                    product=product_to_proto(c.product, with_description=False),
                     fused_score=c.score,
                     lexical_score=c.lexical_score or 0.0,
                     lexical_rank=c.lexical_rank or 0,

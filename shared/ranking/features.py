@@ -14,14 +14,17 @@ from dataclasses import dataclass, field
 
 VERSION = "features-v1"
 
+# Chosen by a grid search on a synthetic dev store generated with another seed (11) than
+# the demo store the evaluation uses (7); rating and popularity stay small tie-breakers
+# because relevance judgments do not measure them.
 DEFAULT_WEIGHTS: Mapping[str, float] = {
-    "fused_retrieval": 0.35,
-    "dense_similarity": 0.30,
+    "fused_retrieval": 0.20,
+    "dense_similarity": 0.20,
     "bm25": 0.10,
-    "intent_match": 0.15,
-    "attribute_match": 0.15,
-    "rating": 0.05,
-    "popularity": 0.05,
+    "intent_match": 0.30,
+    "attribute_match": 0.10,
+    "rating": 0.02,
+    "popularity": 0.02,
 }
 
 # Bayesian prior for ratings: a product with few reviews is pulled toward this mean.

@@ -14,11 +14,11 @@ EMBEDDING_DIM = 384
 MAX_QUERY_CHARS = 512
 
 
-def product_to_proto(product: Product) -> common_pb2.Product:
+def product_to_proto(product: Product, with_description: bool = True) -> common_pb2.Product:
     return common_pb2.Product(
         product_id=product.product_id,
         title=product.title,
-        description=product.description,
+        description=product.description if with_description else "",
         product_class=product.product_class,
         category=product.category,
         attributes=product.attributes,
