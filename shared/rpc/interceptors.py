@@ -77,7 +77,12 @@ class ServerInterceptor(grpc.ServerInterceptor):
                 except Exception as exc:
                     _abort_for(exc, context, method)
                     raise  # unreachable: abort raises
-                _log.info("rpc", method=method, code="OK", ms=round((time.perf_counter() - started) * 1e3, 2))
+                _log.info(
+                    "rpc",
+                    method=method,
+                    code="OK",
+                    ms=round((time.perf_counter() - started) * 1e3, 2),
+                )
                 return response
 
             def stream_response(request_or_iterator: Any, context: grpc.ServicerContext) -> Any:
