@@ -201,7 +201,11 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
             try:
                 reply = self._down.ranking.Rank(
                     ranking_service_pb2.RankRequest(
-                        query=query, user=request.user, intent=intent, candidates=candidates
+                        query=query,
+                        user=request.user,
+                        intent=intent,
+                        candidates=candidates,
+                        explain_top=offset + page_size,
                     ),
                     timeout=clock.budget(self._settings.ranking_budget),
                 )

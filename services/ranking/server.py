@@ -24,6 +24,9 @@ class RankingServicer(ranking_service_pb2_grpc.RankingServiceServicer):
     ) -> ranking_service_pb2.RankResponse:
         validate_query(request.query)
         check_count(request.candidates, "candidates", MAX_CANDIDATES, minimum=1)
+        if request.explain_top < 0:
+            raise InvalidArgument(f"explain_top: must be >= 0, got {request.explain_top}")
+        explain = request.explain_top or len(request.candidates)
         inputs = []
         seen: set[str] = set()
         for i, c in enumerate(request.candidates):
@@ -60,10 +63,10 @@ class RankingServicer(ranking_service_pb2_grpc.RankingServiceServicer):
                         ranking_service_pb2.ScorePart(
                             feature=f, value=v, weight=w, contribution=v * w
                         )
-                        for f, v, w in s.parts
+                        for f, v, w in (s.parts if position < explain else ())
                     ],
                 )
-                for s in ranked
+                for position, s in enumerate(ranked)
             ],
             model_version=VERSION,
         )

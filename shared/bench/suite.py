@@ -35,7 +35,7 @@ from shared.evaluation.demo import _serving
 from shared.settings import Settings
 from shared.settings import load as load_settings
 
-console = Console()
+console = Console(width=160)
 TIMINGS_KEY = "x-shopsense-timings"
 
 

@@ -20,7 +20,7 @@ from shared.evaluation.remote import evaluate_gateway
 from shared.paths import shared_data_dir, state_dir
 from shared.settings import load as load_settings
 
-console = Console()
+console = Console(width=160)
 
 
 def _serving(target: str) -> bool:

@@ -8,9 +8,10 @@ contract.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
 
 VERSION = "features-v1"
 
@@ -74,33 +75,42 @@ class FeatureScorer:
         wanted = {k.casefold(): _norm(v) for k, v in (query_attributes or {}).items()}
         if not candidates:
             return []
-        max_fused = max(c.fused_score for c in candidates) or 1.0
-        max_lexical = max((c.lexical_score or 0.0) for c in candidates) or 1.0
-        max_pop = max(math.log1p(max(c.review_count, 0)) for c in candidates) or 1.0
-        scored = []
-        for c in candidates:
-            n = max(c.review_count, 0)
-            bayes_rating = (c.rating * n + _PRIOR_RATING * _PRIOR_REVIEWS) / (n + _PRIOR_REVIEWS)
-            values = {
-                "fused_retrieval": max(0.0, c.fused_score) / max_fused,
-                "dense_similarity": max(0.0, c.dense_score or 0.0),
-                "bm25": max(0.0, c.lexical_score or 0.0) / max_lexical,
-                "intent_match": float(intent.get(c.product_class, 0.0)),
-                "attribute_match": _attribute_match(wanted, c.attributes),
-                "rating": bayes_rating / 5.0 if c.rating > 0 else _PRIOR_RATING / 5.0,
-                "popularity": math.log1p(n) / max_pop,
-            }
-            parts = [(name, values[name], w) for name, w in self.weights.items()]
-            scored.append(Scored(c.product_id, sum(v * w for _, v, w in parts), parts))
-        order = sorted(range(len(scored)), key=lambda i: (-scored[i].score, i))
-        return [scored[i] for i in order]
+        fused = np.maximum(0.0, [c.fused_score for c in candidates])
+        lexical = np.maximum(0.0, [c.lexical_score or 0.0 for c in candidates])
+        reviews = np.maximum(0, [c.review_count for c in candidates]).astype(np.float64)
+        rating = np.asarray([c.rating for c in candidates], dtype=np.float64)
+        popularity = np.log1p(reviews)
+        bayes = (rating * reviews + _PRIOR_RATING * _PRIOR_REVIEWS) / (reviews + _PRIOR_REVIEWS)
+        columns = {
+            "fused_retrieval": fused / (fused.max() or 1.0),
+            "dense_similarity": np.maximum(0.0, [c.dense_score or 0.0 for c in candidates]),
+            "bm25": lexical / (lexical.max() or 1.0),
+            "intent_match": [float(intent.get(c.product_class, 0.0)) for c in candidates],
+            "attribute_match": [_attribute_match(wanted, c.attributes) for c in candidates],
+            "rating": np.where(rating > 0, bayes, _PRIOR_RATING) / 5.0,
+            "popularity": popularity / (popularity.max() or 1.0),
+        }
+        names = list(self.weights)
+        weights = [self.weights[n] for n in names]
+        values = np.column_stack([np.asarray(columns[n], dtype=np.float64) for n in names])
+        scores = values @ np.asarray(weights)
+        order = np.argsort(-scores, kind="stable")  # ties keep retrieval order
+        rows = values.tolist()
+        return [
+            Scored(
+                candidates[i].product_id,
+                float(scores[i]),
+                list(zip(names, rows[i], weights, strict=True)),
+            )
+            for i in order.tolist()
+        ]
 
 
 def _attribute_match(wanted: Mapping[str, str], attributes: Mapping[str, str]) -> float:
     if not wanted:
         return 0.0
-    have = {k.casefold(): _norm(v) for k, v in attributes.items()}
-    return sum(have.get(k) == v for k, v in wanted.items()) / len(wanted)
+    matched = sum(_norm(attributes.get(k, "")) == v for k, v in wanted.items())
+    return matched / len(wanted)
 
 
 def _norm(value: str) -> str:

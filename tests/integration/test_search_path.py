@@ -297,6 +297,19 @@ def test_a_deadline_shorter_than_retrieval_gets_deadline_exceeded(stack: Stack):
     assert stack.search().Search(_request("sofa"), timeout=10).results  # still serving
 
 
+def test_request_id_from_the_caller_is_kept_and_logged(stack: Stack):
+    import structlog
+    from structlog.testing import capture_logs
+
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        reply = stack.search().Search(
+            _request("sofa"), timeout=10, metadata=(("x-request-id", "storefront-req-42"),)
+        )
+    assert reply.request_id == "storefront-req-42"
+    hops = {e.get("service") for e in logs if e.get("request_id") == "storefront-req-42"}
+    assert {"gateway", "retrieval", "ranking", "intent"} <= hops, logs
+
+
 def test_gateway_degrades_when_intent_or_ranking_is_down_and_fails_without_retrieval(stack: Stack):
     """Runs last in this module: it stops the servers."""
     stub = stack.search()
@@ -316,16 +329,3 @@ def test_gateway_degrades_when_intent_or_ranking_is_down_and_fails_without_retri
         stub.Search(_request("sofa"), timeout=10)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "retrieval" in err.value.details()
-
-
-def test_request_id_from_the_caller_is_kept_and_logged(stack: Stack):
-    import structlog
-    from structlog.testing import capture_logs
-
-    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
-        reply = stack.search().Search(
-            _request("sofa"), timeout=10, metadata=(("x-request-id", "storefront-req-42"),)
-        )
-    assert reply.request_id == "storefront-req-42"
-    hops = {e.get("service") for e in logs if e.get("request_id") == "storefront-req-42"}
-    assert {"gateway", "retrieval", "ranking", "intent"} <= hops, logs
