@@ -144,6 +144,11 @@ def test_pages_do_not_overlap_and_token_is_bound_to_the_request(stack: Stack):
     assert "page_token" in err.value.details()
 
 
+def test_page_size_zero_means_the_documented_default_of_twenty(stack: Stack):
+    reply = stack.search().Search(_request("chair", page_size=0), timeout=10)
+    assert len(reply.results) == 20 and reply.next_page_token
+
+
 def test_filters_restrict_results(stack: Stack):
     filters = common_pb2.Filters(
         product_classes=["Sofas"], price=common_pb2.PriceRange(min=100.0, max=5000.0)
