@@ -27,7 +27,7 @@ from shared.experiments.attribution import Attribution, AttributionSigner
 from shared.models.protocols import TextEncoder
 from shared.models.triton_client import text_encoder_from_settings
 from shared.rpc.clients import open_channel, remaining
-from shared.rpc.convert import embedding_to_proto, validate_query
+from shared.rpc.convert import count_or_default, embedding_to_proto, validate_query
 from shared.rpc.errors import (
     DeadlineExceeded,
     InvalidArgument,
@@ -120,12 +120,9 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
         for name, value in (("user.user_id", user), ("user.session_id", session)):
             if len(value) > MAX_ID_CHARS:
                 raise InvalidArgument(f"{name}: longer than {MAX_ID_CHARS} characters")
-        page_size = request.page_size or DEFAULT_PAGE_SIZE
-        if page_size < 1 or page_size > MAX_PAGE_SIZE:
-            raise InvalidArgument(
-                f"page_size: must be between 1 and {MAX_PAGE_SIZE} (0 means {DEFAULT_PAGE_SIZE}), "
-                f"got {request.page_size}"
-            )
+        page_size = count_or_default(
+            request.page_size, "page_size", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+        )
         fingerprint = request_fingerprint(request)
         offset = self._pages.decode(request.page_token, fingerprint) if request.page_token else 0
         if offset >= MAX_RESULTS:

@@ -23,8 +23,8 @@ from shared.intent.prototypes import Prototypes, build_prototypes, read_taxonomy
 from shared.models.protocols import TextEncoder
 from shared.models.triton_client import text_encoder_from_settings
 from shared.rpc.clients import open_channel
-from shared.rpc.convert import embedding_from_proto, validate_query
-from shared.rpc.errors import FailedPrecondition, InvalidArgument, Unavailable
+from shared.rpc.convert import count_or_default, embedding_from_proto, validate_query
+from shared.rpc.errors import FailedPrecondition, Unavailable
 from shared.rpc.server import ServerHandle, build_server
 from shared.settings import Settings
 
@@ -120,9 +120,7 @@ class IntentServicer(intent_service_pb2_grpc.IntentServiceServicer):
         self, request: intent_service_pb2.ClassifyRequest, context: grpc.ServicerContext
     ) -> intent_service_pb2.ClassifyResponse:
         query = validate_query(request.query)
-        top_k = request.top_k or DEFAULT_TOP_K
-        if top_k < 0 or top_k > MAX_TOP_K:
-            raise InvalidArgument(f"top_k: must be between 1 and {MAX_TOP_K}, got {top_k}")
+        top_k = count_or_default(request.top_k, "top_k", DEFAULT_TOP_K, MAX_TOP_K)
         if request.HasField("query_embedding"):
             vector = embedding_from_proto(request.query_embedding)
         else:

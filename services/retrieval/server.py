@@ -23,6 +23,7 @@ from shared.models.protocols import TextEncoder
 from shared.models.triton_client import text_encoder_from_settings
 from shared.rpc.convert import (
     check_count,
+    count_or_default,
     embedding_from_proto,
     intent_pairs,
     product_from_proto,
@@ -110,9 +111,7 @@ class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
         self, request: pb.RetrieveRequest, context: grpc.ServicerContext
     ) -> pb.RetrieveResponse:
         query = validate_query(request.query)
-        k = request.k or DEFAULT_K
-        if k < 1 or k > MAX_K:
-            raise InvalidArgument(f"k: must be between 1 and {MAX_K}, got {request.k}")
+        k = count_or_default(request.k, "k", DEFAULT_K, MAX_K)
         mode = _MODES.get(request.mode)
         if mode is None:
             raise InvalidArgument(f"mode: unknown retrieval mode {request.mode}")

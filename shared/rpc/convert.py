@@ -84,3 +84,14 @@ def check_count(items: Sequence[object], field: str, limit: int, minimum: int = 
         raise InvalidArgument(f"{field}: at least {minimum} required")
     if len(items) > limit:
         raise InvalidArgument(f"{field}: {len(items)} items exceeds the limit of {limit}")
+
+
+def count_or_default(value: int, field: str, default: int, maximum: int) -> int:
+    """A size field where 0 means the documented default: INVALID_ARGUMENT outside 1..maximum."""
+    if value == 0:
+        return default
+    if value < 1 or value > maximum:
+        raise InvalidArgument(
+            f"{field}: must be between 1 and {maximum} (0 means {default}), got {value}"
+        )
+    return value
