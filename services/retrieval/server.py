@@ -42,6 +42,7 @@ MAX_K = 1000
 MAX_UPSERT_MESSAGE = 1000
 MAX_DELETE = 10_000
 MAX_GET = 1000
+WIRE_CACHE_SIZE = 100_000
 MAX_VALUES = 1000  # attribute values per attribute in GetCatalogStats
 EMBED_BATCH = 32
 PRODUCT_MAX_TOKENS = 64
@@ -105,6 +106,20 @@ class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
         self._encoder = encoder
         # Upserts are serialised: each embeds and writes a batch; retrieves go on meanwhile.
         self._write_lock = threading.Lock()
+        # Serialised product messages of recent candidates: building a message field by
+        # field is most of a 200-candidate answer's cost. An entry is valid while the index
+        # still holds the same Product object (an upsert replaces the object).
+        self._wire: dict[str, tuple[Product, bytes]] = {}
+
+    def _product_bytes(self, product: Product) -> bytes:
+        cached = self._wire.get(product.product_id)
+        if cached is not None and cached[0] is product:
+            return cached[1]
+        if len(self._wire) >= WIRE_CACHE_SIZE:
+            self._wire.clear()
+        wire = product_to_proto(product, with_description=False).SerializeToString()
+        self._wire[product.product_id] = (product, wire)
+        return wire
 
     # -- search -------------------------------------------------------------------------
     def Retrieve(
@@ -143,24 +158,23 @@ class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
             lexical_k=max(k, DEFAULT_K),
             dense_k=max(k, DEFAULT_K),
         )
-        return pb.RetrieveResponse(
-            candidates=[
-                pb.Candidate(
-                    product=product_to_proto(c.product, with_description=False),
-                    fused_score=c.score,
-                    lexical_score=c.lexical_score or 0.0,
-                    lexical_rank=c.lexical_rank or 0,
-                    dense_score=c.dense_score or 0.0,
-                    dense_rank=c.dense_rank or 0,
-                    sources=c.sources,
-                    intent_boost=c.intent_boost,
-                )
-                for c in result.candidates
-            ],
+        response = pb.RetrieveResponse(
             embedding_version=index_version,
             dense_skipped=result.fallback is not None,
             catalog_generation=result.generation,
         )
+        for c in result.candidates:
+            candidate = response.candidates.add(
+                fused_score=c.score,
+                lexical_score=c.lexical_score or 0.0,
+                lexical_rank=c.lexical_rank or 0,
+                dense_score=c.dense_score or 0.0,
+                dense_rank=c.dense_rank or 0,
+                sources=c.sources,
+                intent_boost=c.intent_boost,
+            )
+            candidate.product.MergeFromString(self._product_bytes(c.product))
+        return response
 
     # -- catalog upkeep -------------------------------------------------------------------
     def UpsertProducts(

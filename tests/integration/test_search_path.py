@@ -272,6 +272,30 @@ class _SlowRanking(ranking_service_pb2_grpc.RankingServiceServicer):
         return ranking_service_pb2.RankResponse()
 
 
+def test_an_updated_product_is_served_with_its_new_fields(stack: Stack):
+    retrieval = stack.retrieval_stub()
+
+    def upsert(title: str, price: float) -> None:
+        product = common_pb2.Product(
+            product_id="upd-1", title=title, product_class="Bookcases", price=price
+        )
+        reply = retrieval.UpsertProducts(
+            iter([rpb.UpsertProductsRequest(products=[product])]), timeout=30
+        )
+        assert not reply.results[0].error
+
+    def found() -> tuple[str, float]:
+        reply = retrieval.Retrieve(rpb.RetrieveRequest(query="zebrawood bookcase", k=5), timeout=5)
+        hit = next(c.product for c in reply.candidates if c.product.product_id == "upd-1")
+        return hit.title, hit.price
+
+    upsert("Zebrawood Bookcase", 120.0)
+    assert found() == ("Zebrawood Bookcase", 120.0)
+    upsert("Zebrawood Bookcase with Doors", 180.0)
+    assert found() == ("Zebrawood Bookcase with Doors", 180.0)
+    retrieval.DeleteProducts(rpb.DeleteProductsRequest(product_ids=["upd-1"]), timeout=5)
+
+
 def test_late_ranking_is_skipped_within_the_callers_deadline(stack: Stack):
     slow = build_server(
         "slow-ranking",
