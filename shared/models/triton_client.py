@@ -43,6 +43,7 @@ class TextEncoderClient:
         self._client = grpcclient.InferenceServerClient(url)
         self._lock = threading.Lock()  # guards the lazily read model limits only
         self._limits: tuple[int, int] | None = None
+        self._served_version = ""
 
     def close(self) -> None:
         """Close the gRPC channel."""
@@ -85,7 +86,13 @@ class TextEncoderClient:
             return False
 
     def version(self) -> str:
-        """The model version actually serving (the pinned one, else the newest ready)."""
+        """The model version actually serving (the pinned one, else the newest ready).
+
+        After an inference this is the version that answered it (Triton names it in each
+        response), so asking costs no extra call on the search path.
+        """
+        if self._served_version:
+            return self._served_version
         metadata = self._call(
             "reading model metadata",
             lambda: self._client.get_model_metadata(
@@ -139,6 +146,7 @@ class TextEncoderClient:
                 client_timeout=self.timeout_s,
             ),
         )
+        self._served_version = result.get_response().model_version or self._served_version
         embedding = result.as_numpy("embedding")
         if embedding is None or embedding.shape[0] != len(texts):
             raise Unavailable(

@@ -17,6 +17,11 @@ def open_channel(target: str) -> grpc.Channel:
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.enable_retries", 1),
+            # A restarted service is found again within about two seconds, not gRPC's
+            # default of up to two minutes of reconnect backoff.
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.min_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 2000),
         ],
     )
     return grpc.intercept_channel(channel, RequestIdClientInterceptor())
