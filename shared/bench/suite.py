@@ -116,6 +116,7 @@ class Floor:
             dict(zip(names, vectors, strict=True)), centroids, "floor"
         )
         self.scorer = FeatureScorer()
+        self.candidates = settings.candidates
 
     def embed(self, texts: Sequence[str], max_length: int) -> np.ndarray:
         return self.encoder.run(*self.tokenizer.encode(texts, max_length))
@@ -129,7 +130,7 @@ class Floor:
         t1 = time.perf_counter()
         intent = self.prototypes.classify(vector, 5)
         t2 = time.perf_counter()
-        result = self.index.retrieve(query, vector, Filters(), intent=intent, k=200)
+        result = self.index.retrieve(query, vector, Filters(), intent=intent, k=self.candidates)
         t3 = time.perf_counter()
         self.scorer.score(
             [
