@@ -7,12 +7,9 @@ import sys
 
 import structlog
 
-_configured = False
-
 
 def configure_logging(level: str = "info", service: str = "") -> None:
     """JSON logs on stderr, one object a line, carrying bound contextvars (request_id, arm)."""
-    global _configured
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
@@ -30,8 +27,3 @@ def configure_logging(level: str = "info", service: str = "") -> None:
     )
     if service:
         structlog.contextvars.bind_contextvars(service=service)
-    _configured = True
-
-
-def get_logger(name: str = "shopsense") -> structlog.typing.FilteringBoundLogger:
-    return structlog.get_logger(name)
