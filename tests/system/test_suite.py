@@ -127,3 +127,27 @@ def test_stopping_leaves_no_process_behind(exported_model_repository: Path, tmp_
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_cli_search_and_eval_on_the_real_wands_queries(suite: Suite, tmp_path: Path, capsys):
+    from shared.cli.main import main
+    from shared.paths import shared_data_dir
+
+    assert main(["search", "leather sofa", "--target", suite.address("gateway")]) == 0
+    printed = capsys.readouterr().out
+    assert "leather sofa" in printed and "Sofas" in printed
+
+    out = tmp_path / "report.json"
+    wands = shared_data_dir() / "wands"  # only query.csv: intent metrics only
+    assert (
+        main(
+            ["eval", "--data", str(wands), "--target", suite.address("gateway"), "--json", str(out)]
+        )
+        == 0
+    )
+    import json
+
+    (system,) = json.loads(out.read_text())["systems"]
+    assert system["n_intent_queries"] == 328 and system["errors"] == 0
+    assert system["ndcg_at_10"] is None  # no judgments in that folder
+    assert system["intent_top3"] >= system["intent_top1"] > 0.3
