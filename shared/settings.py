@@ -128,9 +128,9 @@ class Settings:
             _env("SHOPSENSE_TAXONOMY", str(paths.shared_data_dir() / "wands" / "classes.txt"))
         )
     )
-    # How often intent re-reads the catalog's class statistics, seconds. Default 30.
+    # How often intent re-reads the catalog's class statistics, seconds. Default 5.
     intent_refresh_s: float = field(
-        default_factory=lambda: _env_float("SHOPSENSE_INTENT_REFRESH_S", 30.0)
+        default_factory=lambda: _env_float("SHOPSENSE_INTENT_REFRESH_S", 5.0)
     )
     # Log level. SHOPSENSE_LOG_LEVEL, default info.
     log_level: str = field(default_factory=lambda: _env("SHOPSENSE_LOG_LEVEL", "info"))

@@ -29,7 +29,7 @@ from shopsense.common.v1 import common_pb2
 from shopsense.search.v1 import search_service_pb2 as pb
 from shopsense.search.v1 import search_service_pb2_grpc
 
-from shared.cli.catalog import DEMO_PRODUCTS, DEMO_SEED, ensure_demo_store
+from shared.cli.catalog import DEMO_PRODUCTS, DEMO_SEED, ensure_demo_store, wait_for_intent
 from shared.data.wands import load_queries
 from shared.evaluation.demo import _serving
 from shared.settings import Settings
@@ -169,10 +169,13 @@ def bench_floor(floor: Floor, queries: Sequence[str], seconds: float) -> dict:
     }
 
 
-def run(gateway: str, retrieval: str, triton_url: str, settings: Settings, seconds: float) -> None:
+def run(
+    gateway: str, intent: str, retrieval: str, triton_url: str, settings: Settings, seconds: float
+) -> None:
     from shared.models.bench_encoder import bench_encoder
 
     folder = ensure_demo_store(retrieval, DEMO_PRODUCTS, DEMO_SEED, console.print)
+    wait_for_intent(intent, retrieval)
     queries = [q.text for q in load_queries(folder)]
     bench_gateway(gateway, queries[:20], 1, 3.0)  # warm up every hop
     rows = {
@@ -229,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     if _serving(settings.gateway_target):
         run(
             settings.gateway_target,
+            settings.intent_target,
             settings.retrieval_target,
             settings.triton_url,
             settings,
@@ -239,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
 
     console.print("no suite running: starting one for the benchmark")
     with Suite() as suite:
-        run(suite.address("gateway"), suite.address("retrieval"), suite.triton.grpc_url,
-            settings, args.seconds)  # fmt: skip
+        run(suite.address("gateway"), suite.address("intent"), suite.address("retrieval"),
+            suite.triton.grpc_url, settings, args.seconds)  # fmt: skip
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -80,3 +81,25 @@ def ensure_demo_store(
         store = store or generate_store(n_products=products, seed=seed)
         upsert_products(retrieval_target, store.products)
     return folder
+
+
+def wait_for_intent(intent_target: str, retrieval_target: str, timeout_s: float = 90.0) -> str:
+    """Block until intent's prototypes reflect the catalog's current generation (intent
+    refreshes on a timer); returns the intent model version. TimeoutError otherwise."""
+    from shopsense.intent.v1 import intent_service_pb2, intent_service_pb2_grpc
+
+    retrieval = retrieval_service_pb2_grpc.RetrievalServiceStub(open_channel(retrieval_target))
+    intent = intent_service_pb2_grpc.IntentServiceStub(open_channel(intent_target))
+    generation = retrieval.GetCatalogStats(pb.GetCatalogStatsRequest(), timeout=10).generation
+    wanted = f"prototypes-g{generation}"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        reply = intent.Classify(intent_service_pb2.ClassifyRequest(query="sofa"), timeout=10)
+        if reply.intent.model_version == wanted:
+            return wanted
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"intent still serves {reply.intent.model_version}, not {wanted}, "
+                f"after {timeout_s:.0f} s"
+            )
+        time.sleep(0.5)

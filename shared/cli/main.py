@@ -153,7 +153,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from shared.cli.catalog import ensure_demo_store
+    from shared.cli.catalog import ensure_demo_store, wait_for_intent
     from shared.cli.suite import Suite
 
     started = time.monotonic()
@@ -164,6 +164,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     console.print("starting Triton and the services ...")
     with suite:
         ensure_demo_store(suite.address("retrieval"), args.demo_products, DEMO_SEED, console.print)
+        wait_for_intent(suite.address("intent"), suite.address("retrieval"))
         console.print(
             f"[green]shopsense is ready[/green] in {time.monotonic() - started:.1f} s "
             f"(gateway {suite.address('gateway')}, Triton {suite.triton.grpc_url}, "

@@ -8,13 +8,12 @@ does) and stops it afterwards. Prints the tables and writes them as JSON to
 from __future__ import annotations
 
 import argparse
-import time
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
 
-from shared.cli.catalog import DEMO_PRODUCTS, DEMO_SEED, ensure_demo_store
+from shared.cli.catalog import DEMO_PRODUCTS, DEMO_SEED, ensure_demo_store, wait_for_intent
 from shared.data.wands import load_wands
 from shared.evaluation.remote import evaluate_gateway
 from shared.paths import shared_data_dir, state_dir
@@ -33,11 +32,11 @@ def _serving(target: str) -> bool:
     return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def evaluate_all(gateway: str, retrieval: str, products: int, seed: int) -> None:
+def evaluate_all(gateway: str, intent: str, retrieval: str, products: int, seed: int) -> None:
     out = state_dir() / "eval"
     out.mkdir(parents=True, exist_ok=True)
     folder = ensure_demo_store(retrieval, products, seed, console.print)
-    time.sleep(3)  # let intent pick up the loaded catalog's class centroids
+    wait_for_intent(intent, retrieval)  # prototypes from the loaded catalog
     synthetic = load_wands(folder)
     synthetic.name = f"SYNTHETIC demo store ({products} products, seed {seed})"
     report = evaluate_gateway(synthetic, gateway)
@@ -60,13 +59,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = load_settings()
     if _serving(settings.gateway_target):
-        evaluate_all(settings.gateway_target, settings.retrieval_target, args.products, args.seed)
+        evaluate_all(
+            settings.gateway_target,
+            settings.intent_target,
+            settings.retrieval_target,
+            args.products,
+            args.seed,
+        )
         return 0
     from shared.cli.suite import Suite
 
     console.print("no suite running: starting one for the evaluation")
     with Suite(extra_env={"SHOPSENSE_INTENT_REFRESH_S": "2"}) as suite:
-        evaluate_all(suite.address("gateway"), suite.address("retrieval"), args.products, args.seed)
+        evaluate_all(
+            suite.address("gateway"),
+            suite.address("intent"),
+            suite.address("retrieval"),
+            args.products,
+            args.seed,
+        )
     return 0
 
 

@@ -19,7 +19,7 @@ from shopsense.feedback.v1 import feedback_service_pb2_grpc
 from shopsense.search.v1 import search_service_pb2 as spb
 from shopsense.search.v1 import search_service_pb2_grpc
 
-from shared.cli.catalog import catalog_size, ensure_demo_store
+from shared.cli.catalog import catalog_size, ensure_demo_store, wait_for_intent
 from shared.cli.suite import Suite
 from shared.data.wands import load_wands
 from shared.evaluation.remote import evaluate_gateway
@@ -40,7 +40,7 @@ def suite(exported_model_repository: Path, tmp_path_factory) -> Iterator[Suite]:
     )
     with running:
         running.demo_folder = ensure_demo_store(running.address("retrieval"), PRODUCTS, 7)
-        time.sleep(2)  # intent refreshes its prototypes from the loaded catalog
+        wait_for_intent(running.address("intent"), running.address("retrieval"))
         yield running
     os.environ.pop("SHOPSENSE_STATE_DIR", None)
 
