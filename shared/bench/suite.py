@@ -30,8 +30,8 @@ from shopsense.search.v1 import search_service_pb2 as pb
 from shopsense.search.v1 import search_service_pb2_grpc
 
 from shared.cli.catalog import DEMO_PRODUCTS, DEMO_SEED, ensure_demo_store, wait_for_intent
+from shared.cli.suite import running_suite
 from shared.data.wands import load_queries
-from shared.evaluation.demo import _serving
 from shared.settings import Settings
 from shared.settings import load as load_settings
 
@@ -229,22 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=15.0, help="duration of each run")
     args = parser.parse_args(argv)
     settings = load_settings()
-    if _serving(settings.gateway_target):
-        run(
-            settings.gateway_target,
-            settings.intent_target,
-            settings.retrieval_target,
-            settings.triton_url,
-            settings,
-            args.seconds,
-        )
-        return 0
-    from shared.cli.suite import Suite
-
-    console.print("no suite running: starting one for the benchmark")
-    with Suite() as suite:
-        run(suite.address("gateway"), suite.address("intent"), suite.address("retrieval"),
-            suite.triton.grpc_url, settings, args.seconds)  # fmt: skip
+    with running_suite(settings, console.print) as suite:
+        run(suite.gateway, suite.intent, suite.retrieval, suite.triton, settings, args.seconds)
     return 0
 
 

@@ -13,7 +13,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,8 +23,54 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shared.models.triton_server import TritonServer, free_port
 from shared.paths import REPO_ROOT, state_dir, triton_model_repository
+from shared.settings import Settings
 
 SERVICES = ("retrieval", "ranking", "feedback", "intent", "gateway")
+
+
+def is_serving(target: str, timeout_s: float = 1.0) -> bool:
+    """Whether the server at ``target`` answers the health check with SERVING."""
+    with grpc.insecure_channel(target) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=timeout_s
+            )
+        except grpc.RpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where a running suite answers."""
+
+    gateway: str
+    intent: str
+    retrieval: str
+    triton: str
+
+
+@contextmanager
+def running_suite(settings: Settings, say: Callable[[str], None] = print) -> Iterator[Endpoints]:
+    """The suite at the configured addresses when its gateway is SERVING; otherwise one
+    started here (as `make run` starts it) and stopped when the block ends."""
+    if is_serving(settings.gateway_target):
+        yield Endpoints(
+            settings.gateway_target,
+            settings.intent_target,
+            settings.retrieval_target,
+            settings.triton_url,
+        )
+        return
+    say("no suite running: starting one")
+    with Suite() as suite:
+        assert suite.triton is not None
+        yield Endpoints(
+            suite.address("gateway"),
+            suite.address("intent"),
+            suite.address("retrieval"),
+            suite.triton.grpc_url,
+        )
 
 
 @dataclass
@@ -118,24 +165,15 @@ class Suite:
         log_dir = self._log_dir
         deadline = time.monotonic() + timeout_s
         for name in names:
-            channel = grpc.insecure_channel(self.address(name))
-            stub = health_pb2_grpc.HealthStub(channel)
-            while True:
+            while not is_serving(self.address(name)):
                 process = self.processes[name]
                 if process.poll() is not None:
                     tail = (log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
                     raise RuntimeError(f"{name} exited with {process.returncode}:\n{tail}")
-                try:
-                    reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        break
-                except grpc.RpcError:
-                    pass
                 if time.monotonic() > deadline:
                     tail = (log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
                     raise TimeoutError(f"{name} not SERVING after {timeout_s:.0f} s:\n{tail}")
                 time.sleep(0.2)
-            channel.close()
 
     def stop_service(self, name: str, grace_s: float = 10.0) -> None:
         process = self.processes.get(name)

@@ -9,27 +9,16 @@ from __future__ import annotations
 
 import argparse
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
 
 from shared.cli.catalog import DEMO_PRODUCTS, DEMO_SEED, ensure_demo_store, wait_for_intent
+from shared.cli.suite import running_suite
 from shared.data.wands import load_wands
 from shared.evaluation.remote import evaluate_gateway
 from shared.paths import shared_data_dir, state_dir
 from shared.settings import load as load_settings
 
 console = Console(width=160)
-
-
-def _serving(target: str) -> bool:
-    try:
-        reply = health_pb2_grpc.HealthStub(grpc.insecure_channel(target)).Check(
-            health_pb2.HealthCheckRequest(), timeout=1.0
-        )
-    except grpc.RpcError:
-        return False
-    return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def evaluate_all(gateway: str, intent: str, retrieval: str, products: int, seed: int) -> None:
@@ -57,27 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--products", type=int, default=DEMO_PRODUCTS)
     parser.add_argument("--seed", type=int, default=DEMO_SEED)
     args = parser.parse_args(argv)
-    settings = load_settings()
-    if _serving(settings.gateway_target):
-        evaluate_all(
-            settings.gateway_target,
-            settings.intent_target,
-            settings.retrieval_target,
-            args.products,
-            args.seed,
-        )
-        return 0
-    from shared.cli.suite import Suite
-
-    console.print("no suite running: starting one for the evaluation")
-    with Suite(extra_env={"SHOPSENSE_INTENT_REFRESH_S": "2"}) as suite:
-        evaluate_all(
-            suite.address("gateway"),
-            suite.address("intent"),
-            suite.address("retrieval"),
-            args.products,
-            args.seed,
-        )
+    with running_suite(load_settings(), console.print) as suite:
+        evaluate_all(suite.gateway, suite.intent, suite.retrieval, args.products, args.seed)
     return 0
 
 

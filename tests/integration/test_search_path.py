@@ -10,7 +10,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from shopsense.common.v1 import common_pb2
 from shopsense.intent.v1 import intent_service_pb2, intent_service_pb2_grpc
 from shopsense.ranking.v1 import ranking_service_pb2, ranking_service_pb2_grpc
@@ -24,6 +23,7 @@ from services.intent.server import create_server as create_intent
 from services.ranking.server import create_server as create_ranking
 from services.retrieval.server import create_server as create_retrieval
 from shared.cli.catalog import upsert_products
+from shared.cli.suite import is_serving
 from shared.data.synthetic import generate_store
 from shared.experiments.attribution import AttributionSigner
 from shared.models.tokenization import Tokenizer
@@ -36,14 +36,11 @@ ANY = "127.0.0.1:0"
 
 
 def _wait_serving(handle: ServerHandle, timeout: float = 60.0) -> None:
-    stub = health_pb2_grpc.HealthStub(grpc.insecure_channel(handle.address))
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status
-        if status == health_pb2.HealthCheckResponse.SERVING:
-            return
+    while not is_serving(handle.address):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{handle.name} not SERVING")
         time.sleep(0.1)
-    raise TimeoutError(f"{handle.name} not SERVING")
 
 
 @dataclasses.dataclass
