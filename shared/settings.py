@@ -62,6 +62,9 @@ class Settings:
     feedback_listen: str = field(
         default_factory=lambda: _env("SHOPSENSE_FEEDBACK_LISTEN", "127.0.0.1:50055")
     )
+    trainer_listen: str = field(
+        default_factory=lambda: _env("SHOPSENSE_TRAINER_LISTEN", "127.0.0.1:50056")
+    )
     # Where clients reach each service (defaults: the listen addresses above).
     intent_target: str = field(
         default_factory=lambda: _env("SHOPSENSE_INTENT_TARGET", "127.0.0.1:50052")
@@ -77,6 +80,9 @@ class Settings:
     )
     feedback_target: str = field(
         default_factory=lambda: _env("SHOPSENSE_FEEDBACK_TARGET", "127.0.0.1:50055")
+    )
+    trainer_target: str = field(
+        default_factory=lambda: _env("SHOPSENSE_TRAINER_TARGET", "127.0.0.1:50056")
     )
     # Triton's gRPC endpoint, "host:port". SHOPSENSE_TRITON_URL, default 127.0.0.1:8001.
     triton_url: str = field(default_factory=lambda: _env("SHOPSENSE_TRITON_URL", "127.0.0.1:8001"))
@@ -99,6 +105,25 @@ class Settings:
             "SHOPSENSE_FEEDBACK_DB_URL", f"sqlite:///{paths.state_dir() / 'feedback.db'}"
         )
     )
+    # The model registry and training jobs: any SQLAlchemy URL.
+    # SHOPSENSE_REGISTRY_DB_URL, default sqlite:///<state_dir>/registry.db.
+    registry_db_url: str = field(
+        default_factory=lambda: _env(
+            "SHOPSENSE_REGISTRY_DB_URL", f"sqlite:///{paths.state_dir() / 'registry.db'}"
+        )
+    )
+    # Triton's model repository the trainer publishes into. SHOPSENSE_TRITON_MODELS,
+    # default <repo>/triton_models.
+    triton_models: Path = field(default_factory=paths.triton_model_repository)
+    # Training runs (checkpoints, exports, logs). SHOPSENSE_TRAINING_DIR, default <state_dir>/training.
+    training_dir: Path = field(
+        default_factory=lambda: Path(
+            _env("SHOPSENSE_TRAINING_DIR", str(paths.state_dir() / "training"))
+        )
+    )
+    # Candidates the cross-encoder rescores (the rest keep their feature order).
+    # SHOPSENSE_RERANK_DEPTH, default 50.
+    rerank_depth: int = field(default_factory=lambda: _env_int("SHOPSENSE_RERANK_DEPTH", 50))
     # HMAC key that signs attribution tokens. SHOPSENSE_TOKEN_SECRET; the default is for development only.
     token_secret: str = field(
         default_factory=lambda: _env("SHOPSENSE_TOKEN_SECRET", DEV_TOKEN_SECRET)
