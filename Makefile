@@ -10,7 +10,7 @@ GEN_STAMP := $(GEN)/.stamp
 MODEL := triton_models/text_encoder/1/model.onnx
 
 .DEFAULT_GOAL := help
-.PHONY: help venv protos models run test test-unit test-integration test-system eval bench lint format clean
+.PHONY: help venv protos models run train test test-unit test-integration test-system eval bench bench-cross-encoder lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ $(MODEL): | $(STAMP)
 run: venv protos models ## start Triton and every service, load the demo store if empty; Ctrl-C stops all
 	HF_HUB_OFFLINE=1 $(PY) -m shared.cli.main up
 
+train: venv protos models ## fine-tune the three models on the demo store and publish them (about 30 min on 2 cores)
+	HF_HUB_OFFLINE=1 $(PY) -m shared.cli.train
+
 test: venv protos models ## unit, integration and system tests (real Triton, real weights, SQLite and PostgreSQL)
 	@# A throwaway PostgreSQL (Debian's package, installed if missing) for the feedback store's
 	@# production path; without one (no root, no package) those tests say why they skip.
@@ -57,6 +60,9 @@ eval: venv protos models ## nDCG/Recall/MRR on the demo store and intent accurac
 
 bench: venv protos models ## latency and throughput of the suite against the in-process floor
 	HF_HUB_OFFLINE=1 $(PY) -m shared.bench.suite
+
+bench-cross-encoder: venv protos models ## int8 vs fp32 agreement and speed; Triton rerank vs PyTorch eager
+	HF_HUB_OFFLINE=1 $(PY) -m shared.models.bench_cross_encoder
 
 lint: venv ## ruff check and format check
 	$(VENV)/bin/ruff check .

@@ -22,6 +22,7 @@ from shopsense.search.v1 import search_service_pb2 as pb
 from shopsense.search.v1 import search_service_pb2_grpc
 
 from services.gateway.paging import PageTokens, request_fingerprint
+from services.gateway.versions import ModelVersions
 from shared.experiments.assignment import NO_EXPERIMENT, Experiment, assign
 from shared.experiments.attribution import Attribution, AttributionSigner
 from shared.models.protocols import TextEncoder
@@ -102,10 +103,12 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
         downstream: Downstream,
         signer: AttributionSigner,
         experiment: Experiment = NO_EXPERIMENT,
+        model_versions: ModelVersions | None = None,
     ) -> None:
         self._settings = settings
         self._encoder = encoder
         self._down = downstream
+        self._models = model_versions
         self._signer = signer
         self._experiment = experiment
         self._pages = PageTokens(settings.token_secret)
@@ -132,14 +135,18 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
         structlog.contextvars.bind_contextvars(arm=arm)
         degraded = pb.Degraded()
         versions = pb.ModelVersions()
+        serving = self._models.serving if self._models else {}
+        index_version = self._models.text_encoder if self._models else ""
 
         # 1. Embed once; intent and retrieval share the vector.
         embedding: common_pb2.Embedding | None = None
         if options.retrieval_mode != common_pb2.RETRIEVAL_MODE_LEXICAL:
             t = time.monotonic()
             try:
-                vector: np.ndarray = self._encoder.embed([query], max_length=QUERY_MAX_TOKENS)[0]
-                versions.text_encoder = self._encoder.version()
+                vector: np.ndarray = self._encoder.embed(
+                    [query], max_length=QUERY_MAX_TOKENS, version=index_version or None
+                )[0]
+                versions.text_encoder = index_version or self._encoder.version()
                 embedding = embedding_to_proto(vector, versions.text_encoder)
             except ShopsenseError as exc:
                 _log.warning("embedding_failed", error=exc.message)
@@ -152,7 +159,11 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
             t = time.monotonic()
             try:
                 reply = self._down.intent.Classify(
-                    intent_service_pb2.ClassifyRequest(query=query, query_embedding=embedding),
+                    intent_service_pb2.ClassifyRequest(
+                        query=query,
+                        query_embedding=embedding,
+                        model_version=serving.get("intent_classifier", ""),
+                    ),
                     timeout=clock.budget(self._settings.intent_budget),
                 )
                 intent = reply.intent
@@ -189,6 +200,8 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
             degraded.dense = True
         if retrieved.embedding_version:
             versions.text_encoder = retrieved.embedding_version
+            if self._models is not None:
+                self._models.saw_index_version(retrieved.embedding_version)
         candidates = list(retrieved.candidates)
 
         # 4. Ranking (optional hop).
@@ -203,6 +216,7 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
                         intent=intent,
                         candidates=candidates,
                         explain_top=offset + page_size,
+                        model_version=serving.get("cross_encoder", ""),
                     ),
                     timeout=clock.budget(self._settings.ranking_budget),
                 )
@@ -294,11 +308,15 @@ def create_server(
 ) -> ServerHandle:
     if encoder is None:
         encoder = text_encoder_from_settings(settings)
+    model_versions = ModelVersions(
+        settings.trainer_target, settings.retrieval_target, settings.intent_refresh_s
+    )
     servicer = SearchServicer(
         settings,
         encoder,
         downstream or Downstream.connect(settings),
         AttributionSigner(settings.token_secret),
+        model_versions=model_versions,
     )
     handle = build_server(
         "gateway",
@@ -307,5 +325,7 @@ def create_server(
         settings.gateway_listen,
         settings.grpc_workers,
     )
+    model_versions.start()
+    handle.on_stop(model_versions.stop)
     serve_when_ready(handle, lambda: encoder.embed(["warm up"], max_length=8))
     return handle

@@ -1,31 +1,95 @@
-"""RankingService: v1 scores candidates with the transparent feature scorer."""
+"""RankingService: the feature scorer orders every candidate; the fine-tuned cross-encoder
+(on Triton) rescores the top ``rerank_depth`` and is blended in (shared/ranking/rerank.py).
+
+Until a cross-encoder version is published the features rank alone. A background thread
+notices when Triton starts serving one, so the search path never asks Triton in vain.
+"""
 
 from __future__ import annotations
 
+import threading
+
 import grpc
+import structlog
 from shopsense.ranking.v1 import ranking_service_pb2, ranking_service_pb2_grpc
 
-from shared.ranking.features import VERSION, FeatureScorer, RankInput
-from shared.rpc.convert import check_count, intent_pairs, validate_query
-from shared.rpc.errors import InvalidArgument
+from shared.models.tokenization import Tokenizer
+from shared.models.triton_client import CrossEncoderClient
+from shared.ranking.features import FeatureScorer, RankInput
+from shared.ranking.rerank import MAX_DEPTH, ranking_version, rerank_head
+from shared.rpc.clients import remaining
+from shared.rpc.convert import (
+    check_count,
+    intent_pairs,
+    product_from_proto,
+    validate_query,
+    validate_version,
+)
+from shared.rpc.errors import FailedPrecondition, InvalidArgument, Unavailable
 from shared.rpc.server import ServerHandle, build_server
 from shared.settings import Settings
 
 MAX_CANDIDATES = 1000
+PAIR_MAX_TOKENS = 64
+# Time kept back from the caller's deadline to answer with the features when Triton is late.
+ANSWER_MARGIN_S = 0.02
 SERVICE_NAME = ranking_service_pb2.DESCRIPTOR.services_by_name["RankingService"].full_name
+_log = structlog.get_logger("shopsense.ranking")
+
+
+class CrossEncoderWatch:
+    """Whether Triton serves a cross-encoder, refreshed in the background."""
+
+    def __init__(self, client: CrossEncoderClient, interval_s: float) -> None:
+        self.client = client
+        self.available = False
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="cross-encoder-watch", daemon=True)
+
+    def start(self) -> None:
+        self.available = self.client.is_ready()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            available = self.client.is_ready()
+            if available != self.available:
+                _log.info("cross_encoder_availability", available=available)
+            self.available = available
 
 
 class RankingServicer(ranking_service_pb2_grpc.RankingServiceServicer):
-    def __init__(self, scorer: FeatureScorer) -> None:
+    def __init__(
+        self,
+        scorer: FeatureScorer,
+        cross_encoder: CrossEncoderClient | None,
+        watch: CrossEncoderWatch | None,
+        default_depth: int,
+        weight: float,
+    ) -> None:
         self._scorer = scorer
+        self._cross_encoder = cross_encoder
+        self._watch = watch
+        self._default_depth = default_depth
+        self._weight = weight
 
     def Rank(
         self, request: ranking_service_pb2.RankRequest, context: grpc.ServicerContext
     ) -> ranking_service_pb2.RankResponse:
-        validate_query(request.query)
+        query = validate_query(request.query)
         check_count(request.candidates, "candidates", MAX_CANDIDATES, minimum=1)
         if request.explain_top < 0:
             raise InvalidArgument(f"explain_top: must be >= 0, got {request.explain_top}")
+        if request.rerank_depth < -1 or request.rerank_depth > MAX_DEPTH:
+            raise InvalidArgument(
+                f"rerank_depth: must be -1 (off), 0 (default) or 1..{MAX_DEPTH}, "
+                f"got {request.rerank_depth}"
+            )
+        version = validate_version(request.model_version, "model_version")
         explain = request.explain_top or len(request.candidates)
         inputs = []
         seen: set[str] = set()
@@ -54,6 +118,32 @@ class RankingServicer(ranking_service_pb2_grpc.RankingServiceServicer):
             dict(intent_pairs(intent_message)),
             dict(intent_message.attributes) if intent_message else None,
         )
+        depth = self._default_depth if request.rerank_depth == 0 else request.rerank_depth
+        served, skipped = "", False
+        wanted = bool(version) or (self._watch is not None and self._watch.available)
+        if depth > 0 and self._cross_encoder is not None and wanted:
+            head = ranked[:depth]
+            texts = {c.product.product_id: c for c in request.candidates}
+            docs = [product_from_proto(texts[s.product_id].product).embedding_text() for s in head]
+            try:
+                output = self._cross_encoder.score(
+                    query,
+                    docs,
+                    version=version,
+                    max_length=PAIR_MAX_TOKENS,
+                    timeout_s=max(0.01, remaining(context, 5.0) - ANSWER_MARGIN_S),
+                )
+            except Unavailable as error:
+                client = self._cross_encoder
+                if version and not client.is_ready(version) and client.is_ready():
+                    raise FailedPrecondition(
+                        f"model_version: cross_encoder version {version} is not loaded"
+                    ) from error
+                _log.warning("cross_encoder_failed", error=str(error))
+                skipped = True
+            else:
+                ranked = rerank_head(ranked, output.scores, self._weight)
+                served = output.version
         return ranking_service_pb2.RankResponse(
             items=[
                 ranking_service_pb2.RankedItem(
@@ -68,12 +158,30 @@ class RankingServicer(ranking_service_pb2_grpc.RankingServiceServicer):
                 )
                 for position, s in enumerate(ranked)
             ],
-            model_version=VERSION,
+            model_version=ranking_version(served),
+            cross_encoder_skipped=skipped,
+            reranked=min(depth, len(ranked)) if served else 0,
         )
 
 
-def create_server(settings: Settings, scorer: FeatureScorer | None = None) -> ServerHandle:
-    servicer = RankingServicer(scorer or FeatureScorer())
+def create_server(
+    settings: Settings,
+    scorer: FeatureScorer | None = None,
+    cross_encoder: CrossEncoderClient | None = None,
+    watch_interval_s: float = 2.0,
+) -> ServerHandle:
+    from shared.ranking.rerank import DEFAULT_WEIGHT
+
+    if settings.rerank_depth < 0 or settings.rerank_depth > MAX_DEPTH:
+        raise ValueError(
+            f"SHOPSENSE_RERANK_DEPTH: must be 0..{MAX_DEPTH}, got {settings.rerank_depth}"
+        )
+    if cross_encoder is None:
+        cross_encoder = CrossEncoderClient(settings.triton_url, Tokenizer())
+    watch = CrossEncoderWatch(cross_encoder, watch_interval_s)
+    servicer = RankingServicer(
+        scorer or FeatureScorer(), cross_encoder, watch, settings.rerank_depth, DEFAULT_WEIGHT
+    )
     handle = build_server(
         "ranking",
         lambda s: ranking_service_pb2_grpc.add_RankingServiceServicer_to_server(servicer, s),
@@ -81,5 +189,7 @@ def create_server(settings: Settings, scorer: FeatureScorer | None = None) -> Se
         settings.ranking_listen,
         settings.grpc_workers,
     )
-    handle.mark_serving()  # v1 has no model to warm
+    watch.start()
+    handle.on_stop(watch.stop)
+    handle.mark_serving()  # the features need no warm-up; the cross-encoder joins when ready
     return handle

@@ -3,24 +3,32 @@
 Queries arrive with their embedding (the gateway embeds once per search); products are
 embedded here through Triton when they are upserted. The index lives in a SQLite file so a
 restart reloads it without re-embedding.
+
+Text encoder versions: the index holds ONE version (``CatalogIndex.embedding_version``) and
+every embedding made here uses it, through one Triton client per version (cached). A query
+embedding of another version (the gateway raced a reindex swap) is not an error: the query
+is re-embedded with the index's version, which the response names. ``ReindexCatalog``
+re-embeds the catalog with a new version in the index's background thread; meanwhile
+upserts embed with both versions, so the new index is complete when it is swapped in.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 import numpy as np
 import structlog
+from google.protobuf.timestamp_pb2 import Timestamp
 from shopsense.common.v1 import common_pb2
 from shopsense.retrieval.v1 import retrieval_service_pb2 as pb
 from shopsense.retrieval.v1 import retrieval_service_pb2_grpc
 
 from shared.data.catalog import Product
 from shared.models.protocols import TextEncoder
-from shared.models.triton_client import text_encoder_from_settings
+from shared.models.triton_client import TextEncoderClient, text_encoder_from_settings
 from shared.rpc.convert import (
     check_count,
     count_or_default,
@@ -32,7 +40,11 @@ from shared.rpc.convert import (
 )
 from shared.rpc.errors import FailedPrecondition, InvalidArgument, Unavailable
 from shared.rpc.server import ServerHandle, build_server, serve_when_ready
-from shared.search.catalog_index import CatalogIndex
+from shared.search.catalog_index import (
+    CatalogIndex,
+    EmbeddingVersionMismatch,
+    ReindexStatus,
+)
 from shared.search.filters import Filters
 from shared.settings import Settings
 
@@ -45,6 +57,13 @@ MAX_GET = 1000
 WIRE_CACHE_SIZE = 100_000
 MAX_VALUES = 1000  # attribute values per attribute in GetCatalogStats
 EMBED_BATCH = 32
+# Products per reindex step (embedded in Triton requests of REINDEX_EMBED_BATCH, then
+# written to the staging table in one transaction).
+REINDEX_BATCH = 128
+REINDEX_EMBED_BATCH = 64
+MAX_VERSION_LENGTH = 19  # Triton versions are int64
+# A reindex swap between reading the index's version and searching costs one more try.
+_VERSION_TRIES = 3
 PRODUCT_MAX_TOKENS = 64
 QUERY_MAX_TOKENS = 32
 _MODES = {
@@ -58,13 +77,48 @@ _UPSERT_STATUS = {
     "updated": pb.ITEM_STATUS_UPDATED,
     "invalid": pb.ITEM_STATUS_INVALID,
 }
+_REINDEX_STATE = {
+    "idle": pb.REINDEX_STATE_IDLE,
+    "running": pb.REINDEX_STATE_RUNNING,
+    "done": pb.REINDEX_STATE_DONE,
+    "failed": pb.REINDEX_STATE_FAILED,
+    "cancelled": pb.REINDEX_STATE_CANCELLED,
+}
 _log = structlog.get_logger("shopsense.retrieval")
+EncoderFactory = Callable[[str], TextEncoder]
 
 
-def current_embedding_version(index: CatalogIndex) -> str:
-    """The text_encoder version most of the catalog is embedded with ("" when empty)."""
-    versions = index.embedding_versions()
-    return max(versions, key=versions.__getitem__) if versions else ""
+def reindex_status_to_proto(status: ReindexStatus, index_version: str) -> pb.ReindexStatus:
+    """The index's reindex status as the contract's message."""
+    message = pb.ReindexStatus(
+        state=_REINDEX_STATE[status.state],
+        target_version=status.target_version,
+        source_version=status.source_version,
+        products_embedded=status.embedded,
+        products_total=status.total,
+        error=status.error,
+        index_version=index_version,
+        message=status.message,
+    )
+    for name, when in (("started_at", status.started_at), ("finished_at", status.finished_at)):
+        if when is not None:
+            stamp = Timestamp()
+            stamp.FromDatetime(when)
+            getattr(message, name).CopyFrom(stamp)
+    return message
+
+
+def validate_version(version: str, field: str = "text_encoder_version") -> str:
+    """A Triton model version number from a request, or ``InvalidArgument`` naming ``field``."""
+    version = version.strip()
+    if not version:
+        raise InvalidArgument(f'{field}: required (a Triton model version such as "2")')
+    if not version.isdigit() or len(version) > MAX_VERSION_LENGTH:
+        raise InvalidArgument(
+            f"{field}: must be a Triton model version number, at most "
+            f"{MAX_VERSION_LENGTH} digits (got {version[:40]!r})"
+        )
+    return version
 
 
 def filters_from_proto(message: common_pb2.Filters, known_attributes: set[str]) -> Filters:
@@ -100,16 +154,59 @@ def filters_from_proto(message: common_pb2.Filters, known_attributes: set[str]) 
     return filters
 
 
+def _same_client_for_version(encoder: TextEncoder) -> EncoderFactory:
+    """Clients of ``encoder``'s Triton model pinned to a version (for a servicer built
+    without a factory); any other encoder (a test's fake) serves every version itself."""
+    if not isinstance(encoder, TextEncoderClient):
+        return lambda version: encoder
+    return lambda version: TextEncoderClient(
+        encoder.url,
+        encoder.tokenizer,
+        model_name=encoder.model_name,
+        model_version=version,
+        timeout_s=encoder.timeout_s,
+    )
+
+
 class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
-    def __init__(self, index: CatalogIndex, encoder: TextEncoder) -> None:
+    def __init__(
+        self,
+        index: CatalogIndex,
+        encoder: TextEncoder,
+        encoder_for_version: EncoderFactory | None = None,
+    ) -> None:
+        """``encoder`` embeds for an index without a version yet (Triton's newest or the
+        pinned setting); ``encoder_for_version(v)`` makes the client for version ``v``."""
         self._index = index
         self._encoder = encoder
+        self._make_encoder = encoder_for_version or _same_client_for_version(encoder)
+        self._encoders: dict[str, TextEncoder] = {}
+        self._encoders_lock = threading.Lock()
         # Upserts are serialised: each embeds and writes a batch; retrieves go on meanwhile.
         self._write_lock = threading.Lock()
         # Serialised product messages of recent candidates: building a message field by
         # field is most of a 200-candidate answer's cost. An entry is valid while the index
         # still holds the same Product object (an upsert replaces the object).
         self._wire: dict[str, tuple[Product, bytes]] = {}
+
+    def encoder_for(self, version: str) -> TextEncoder:
+        """The cached encoder of ``version`` ("" means the default encoder)."""
+        if not version:
+            return self._encoder
+        with self._encoders_lock:
+            encoder = self._encoders.get(version)
+            if encoder is None:
+                encoder = self._encoders[version] = self._make_encoder(version)
+            return encoder
+
+    def close(self) -> None:
+        """Close the per-version Triton clients this servicer made."""
+        with self._encoders_lock:
+            encoders, self._encoders = list(self._encoders.values()), {}
+        for encoder in encoders:
+            close = getattr(encoder, "close", None)
+            if close is not None and encoder is not self._encoder:
+                close()
 
     def _product_bytes(self, product: Product) -> bytes:
         cached = self._wire.get(product.product_id)
@@ -131,35 +228,55 @@ class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
         if mode is None:
             raise InvalidArgument(f"mode: unknown retrieval mode {request.mode}")
         filters = filters_from_proto(request.filters, self._index.attribute_names())
-        index_version = current_embedding_version(self._index)
-        vector: np.ndarray | None = None
-        if mode != "lexical":
-            if request.HasField("query_embedding"):
-                vector = embedding_from_proto(request.query_embedding)
-                given = request.query_embedding.model_version
-                if given and index_version and given != index_version:
-                    raise FailedPrecondition(
-                        f"query_embedding.model_version: {given!r} does not match the index's "
-                        f"text_encoder version {index_version!r}"
-                    )
-            else:
-                try:
-                    vector = self._encoder.embed([query], max_length=QUERY_MAX_TOKENS)[0]
-                except Unavailable:
-                    if mode == "dense":
-                        raise
-        result = self._index.retrieve(
-            query,
-            vector,
-            filters,
-            intent=intent_pairs(request.intent if request.HasField("intent") else None),
-            k=k,
-            mode=mode,
-            lexical_k=max(k, DEFAULT_K),
-            dense_k=max(k, DEFAULT_K),
-        )
+        given: np.ndarray | None = None
+        given_version = ""
+        if mode != "lexical" and request.HasField("query_embedding"):
+            given = embedding_from_proto(request.query_embedding)
+            given_version = request.query_embedding.model_version
+        for attempt in range(_VERSION_TRIES):
+            index_version = self._index.embedding_version
+            vector: np.ndarray | None = None
+            vector_version: str | None = None  # None: unknown, not checked
+            if mode != "lexical":
+                if given is not None and (
+                    not given_version or not index_version or given_version == index_version
+                ):
+                    vector, vector_version = given, given_version or None
+                else:
+                    if given is not None:
+                        _log.info(
+                            "query_reembedded",
+                            given_version=given_version,
+                            index_version=index_version,
+                        )
+                    vector = self._embed_query(query, index_version, mode)
+                    vector_version = index_version or None
+            try:
+                result = self._index.retrieve(
+                    query,
+                    vector,
+                    filters,
+                    intent=intent_pairs(request.intent if request.HasField("intent") else None),
+                    k=k,
+                    mode=mode,
+                    lexical_k=max(k, DEFAULT_K),
+                    dense_k=max(k, DEFAULT_K),
+                    query_version=vector_version,
+                )
+                break
+            except EmbeddingVersionMismatch as exc:
+                # A reindex swapped between embedding and searching: embed again.
+                _log.info(
+                    "query_version_raced_swap",
+                    query_version=vector_version,
+                    index_version=exc.index_version,
+                )
+                if attempt == _VERSION_TRIES - 1:
+                    raise Unavailable(
+                        "retrieval: the index's text_encoder version kept changing; retry"
+                    ) from exc
         response = pb.RetrieveResponse(
-            embedding_version=index_version,
+            embedding_version=result.embedding_version,
             dense_skipped=result.fallback is not None,
             catalog_generation=result.generation,
         )
@@ -175,6 +292,16 @@ class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
             )
             candidate.product.MergeFromString(self._product_bytes(c.product))
         return response
+
+    def _embed_query(self, query: str, version: str, mode: str) -> np.ndarray | None:
+        """The query's embedding with ``version``; None (lexical fallback) if Triton is
+        down, except in dense mode."""
+        try:
+            return self.encoder_for(version).embed([query], max_length=QUERY_MAX_TOKENS)[0]
+        except Unavailable:
+            if mode == "dense":
+                raise
+            return None
 
     # -- catalog upkeep -------------------------------------------------------------------
     def UpsertProducts(
@@ -196,11 +323,46 @@ class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
             results.extend(self._upsert(pending))
         return pb.UpsertProductsResponse(results=results, catalog_size=len(self._index))
 
+    def _embed_products(self, texts: list[str], version: str) -> tuple[np.ndarray, str]:
+        """Embeddings of product texts with ``version`` ("" = the default encoder), and
+        the version that made them."""
+        encoder = self.encoder_for(version)
+        vectors = encoder.embed(texts, max_length=PRODUCT_MAX_TOKENS, batch_size=EMBED_BATCH)
+        return vectors, version or encoder.version()
+
     def _upsert(self, products: list[Product]) -> list[pb.ItemResult]:
         texts = [p.embedding_text() for p in products]
-        vectors = self._encoder.embed(texts, max_length=PRODUCT_MAX_TOKENS, batch_size=EMBED_BATCH)
-        with self._write_lock:
-            outcomes = self._index.upsert(products, vectors, self._encoder.version())
+        for attempt in range(_VERSION_TRIES):
+            index_version = self._index.embedding_version
+            staging_version = self._index.staging_version
+            vectors, version = self._embed_products(texts, index_version)
+            staging: tuple[str, np.ndarray] | None = None
+            if staging_version == version:
+                staging = (version, vectors)
+            elif staging_version:
+                # A reindex runs: embed with its version too, so the new index has these
+                # products when it is swapped in. If that fails the reindex catches them up
+                # itself (or fails on the same Triton error).
+                try:
+                    staging = (staging_version, self._embed_products(texts, staging_version)[0])
+                except Unavailable as exc:
+                    _log.warning(
+                        "upsert_staging_embed_failed", version=staging_version, error=str(exc)
+                    )
+            try:
+                with self._write_lock:
+                    outcomes = self._index.upsert(
+                        products, vectors, version, staging_embeddings=staging
+                    )
+                break
+            except EmbeddingVersionMismatch as exc:
+                _log.info(
+                    "upsert_version_raced_swap", version=version, index_version=exc.index_version
+                )
+                if attempt == _VERSION_TRIES - 1:
+                    raise Unavailable(
+                        "retrieval: the index's text_encoder version kept changing; retry"
+                    ) from exc
         return [
             pb.ItemResult(
                 product_id=p.product_id,
@@ -268,20 +430,106 @@ class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
                 for top in [sorted(values.items(), key=lambda vc: (-vc[1], vc[0]))[:MAX_VALUES]]
             ],
             generation=generation,
-            embedding_version=current_embedding_version(self._index),
+            embedding_version=self._index.embedding_version,
+            reindex=self._reindex_status(),
         )
+
+    # -- reindex --------------------------------------------------------------------------
+    def _reindex_status(self) -> pb.ReindexStatus:
+        return reindex_status_to_proto(self._index.reindex_status(), self._index.embedding_version)
+
+    def ReindexCatalog(
+        self, request: pb.ReindexCatalogRequest, context: grpc.ServicerContext
+    ) -> pb.ReindexCatalogResponse:
+        version = validate_version(request.text_encoder_version)
+        current = self._index.reindex_status()
+        if current.state == "running" and current.target_version != version:
+            raise FailedPrecondition(
+                f"text_encoder_version: a reindex to version {current.target_version!r} is "
+                f"running; wait for it or cancel it before asking for {version!r}"
+            )
+        encoder = self.encoder_for(version)
+        if version != self._index.embedding_version and current.state != "running":
+            # Check Triton serves the version before starting, so a typo fails here.
+            try:
+                probe = encoder.embed(["reindex probe"], max_length=8)
+            except Unavailable as exc:
+                raise FailedPrecondition(
+                    f"text_encoder_version: version {version!r} of the text encoder is not "
+                    f"served by Triton ({exc.message})"
+                ) from exc
+            if probe.shape[-1] != self._index.dim:
+                raise FailedPrecondition(
+                    f"text_encoder_version: version {version!r} embeds in "
+                    f"{probe.shape[-1]} dimensions; the index has {self._index.dim}"
+                )
+
+        def embed(texts: list[str]) -> np.ndarray:
+            return encoder.embed(
+                texts, max_length=PRODUCT_MAX_TOKENS, batch_size=REINDEX_EMBED_BATCH
+            )
+
+        def finished(status: ReindexStatus) -> None:
+            seconds = (status.finished_at - status.started_at).total_seconds()  # type: ignore[operator]
+            _log.info(
+                "reindex_finished",
+                state=status.state,
+                target_version=status.target_version,
+                embedded=status.embedded,
+                total=status.total,
+                seconds=round(seconds, 3),
+                error=status.error or None,
+            )
+
+        status = self._index.start_reindex(
+            version, embed, batch_size=REINDEX_BATCH, on_finish=finished
+        )
+        _log.info(
+            "reindex_requested",
+            target_version=version,
+            state=status.state,
+            total=status.total,
+            message=status.message or None,
+        )
+        return pb.ReindexCatalogResponse(status=self._reindex_status())
+
+    def GetReindexStatus(
+        self, request: pb.GetReindexStatusRequest, context: grpc.ServicerContext
+    ) -> pb.GetReindexStatusResponse:
+        return pb.GetReindexStatusResponse(status=self._reindex_status())
+
+    def CancelReindex(
+        self, request: pb.CancelReindexRequest, context: grpc.ServicerContext
+    ) -> pb.CancelReindexResponse:
+        status = self._index.cancel_reindex()
+        _log.info("reindex_cancel", state=status.state, target_version=status.target_version)
+        return pb.CancelReindexResponse(status=self._reindex_status())
 
 
 def create_server(
     settings: Settings,
     index: CatalogIndex | None = None,
     encoder: TextEncoder | None = None,
+    encoder_for_version: EncoderFactory | None = None,
 ) -> ServerHandle:
+    """The retrieval server on ``settings.retrieval_listen``, SERVING once Triton answers.
+
+    ``encoder`` embeds for an index without a version yet (default: the settings' text
+    encoder); ``encoder_for_version(v)`` makes the Triton client of version ``v`` (default:
+    a ``TextEncoderClient`` of ``settings.triton_url`` pinned to ``v``, or a client like
+    ``encoder`` when one is given).
+    """
     if encoder is None:
         encoder = text_encoder_from_settings(settings)
+        if encoder_for_version is None:
+            tokenizer = encoder.tokenizer
+
+            def encoder_for_version(version: str) -> TextEncoder:
+                return TextEncoderClient(settings.triton_url, tokenizer, model_version=version)
+
     if index is None:
         index = CatalogIndex.open(settings.catalog_db)
-    servicer = RetrievalServicer(index, encoder)
+    servicer = RetrievalServicer(index, encoder, encoder_for_version)
     handle = build_server(
         "retrieval",
         lambda s: retrieval_service_pb2_grpc.add_RetrievalServiceServicer_to_server(servicer, s),
@@ -290,5 +538,9 @@ def create_server(
         settings.grpc_workers,
     )
     handle.on_stop(index.close)
-    serve_when_ready(handle, lambda: encoder.embed(["warm up"], max_length=8))
+    handle.on_stop(servicer.close)
+    serve_when_ready(
+        handle,
+        lambda: servicer.encoder_for(index.embedding_version).embed(["warm up"], max_length=8),
+    )
     return handle

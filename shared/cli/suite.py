@@ -25,7 +25,8 @@ from shared.models.triton_server import TritonServer, free_port
 from shared.paths import REPO_ROOT, state_dir, triton_model_repository
 from shared.settings import Settings
 
-SERVICES = ("retrieval", "ranking", "feedback", "intent", "gateway")
+# The trainer starts first: it loads the registry's serving versions onto Triton.
+SERVICES = ("trainer", "retrieval", "ranking", "feedback", "intent", "gateway")
 
 
 def is_serving(target: str, timeout_s: float = 1.0) -> bool:
@@ -48,6 +49,7 @@ class Endpoints:
     intent: str
     retrieval: str
     triton: str
+    trainer: str
 
 
 @contextmanager
@@ -60,6 +62,7 @@ def running_suite(settings: Settings, say: Callable[[str], None] = print) -> Ite
             settings.intent_target,
             settings.retrieval_target,
             settings.triton_url,
+            settings.trainer_target,
         )
         return
     say("no suite running: starting one")
@@ -70,6 +73,7 @@ def running_suite(settings: Settings, say: Callable[[str], None] = print) -> Ite
             suite.address("intent"),
             suite.address("retrieval"),
             suite.triton.grpc_url,
+            suite.address("trainer"),
         )
 
 
@@ -100,6 +104,7 @@ class Suite:
             "retrieval": 50053,
             "ranking": 50054,
             "feedback": 50055,
+            "trainer": 50056,
         }
 
     def environment(self) -> dict[str, str]:
@@ -110,6 +115,9 @@ class Suite:
         env["SHOPSENSE_STATE_DIR"] = str(self.state)
         env.setdefault("SHOPSENSE_CATALOG_DB", str(self.state / "catalog.db"))
         env.setdefault("SHOPSENSE_FEEDBACK_DB_URL", f"sqlite:///{self.state / 'feedback.db'}")
+        env.setdefault("SHOPSENSE_REGISTRY_DB_URL", f"sqlite:///{self.state / 'registry.db'}")
+        env.setdefault("SHOPSENSE_TRAINING_DIR", str(self.state / "training"))
+        env["SHOPSENSE_TRITON_MODELS"] = str(self.model_repository)
         assert self.triton is not None
         env["SHOPSENSE_TRITON_URL"] = self.triton.grpc_url
         # One OpenBLAS thread per service process: two cores are shared with Triton.

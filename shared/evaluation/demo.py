@@ -1,34 +1,64 @@
 """`make eval`: the suite on the synthetic demo store, and intent on the real WANDS queries.
 
 Uses the running suite when the gateway answers; otherwise starts one (as `make run`
-does) and stops it afterwards. Prints the tables and writes them as JSON to
-``<state>/eval/``. Figures on the demo store are figures on synthetic data.
+does) and stops it afterwards. On the demo store's held-out judgments one table holds,
+from the same run: the suite as it serves now (the fine-tuned versions once `make train`
+published them), BM25 alone and dense alone through the same gateway, and the
+foundation's pipeline (text_encoder version 1, zero-shot intent, features only) rebuilt
+in this process from the same catalog. Then the model registry's report. Prints the
+tables and writes them as JSON to ``<state>/eval/``. Figures on the demo store are
+figures on synthetic data.
 """
 
 from __future__ import annotations
 
 import argparse
 
+import grpc
 from rich.console import Console
 
 from shared.cli.catalog import DEMO_PRODUCTS, DEMO_SEED, ensure_demo_store, wait_for_intent
-from shared.cli.suite import running_suite
+from shared.cli.suite import Endpoints, running_suite
+from shared.data.dataset import Dataset, Query
 from shared.data.wands import load_wands
+from shared.evaluation.harness import SearchOutcome, evaluate
 from shared.evaluation.remote import evaluate_gateway
-from shared.paths import shared_data_dir, state_dir
+from shared.paths import shared_data_dir, state_dir, triton_model_repository
 from shared.settings import load as load_settings
 
-console = Console(width=160)
+console = Console(width=200)
+FOUNDATION = "foundation v1 (in-process)"
 
 
-def evaluate_all(gateway: str, intent: str, retrieval: str, products: int, seed: int) -> None:
+def foundation_report(dataset: Dataset):  # -> SystemReport
+    """The foundation's pipeline on ``dataset``: text_encoder 1, prototypes, features."""
+    from shared.training.offline_eval import LocalPipeline
+
+    assert dataset.products is not None
+    pipeline = LocalPipeline(
+        dataset.products, triton_model_repository() / "text_encoder" / "1", progress=console.print
+    )
+    try:
+
+        def search(query: Query) -> SearchOutcome:
+            stages = pipeline.search(query.text)
+            return SearchOutcome(stages["pipeline"], stages["classes"])
+
+        return evaluate(dataset, {FOUNDATION: search}).systems[0]
+    finally:
+        pipeline.close()
+
+
+def evaluate_all(endpoints: Endpoints, products: int, seed: int) -> None:
     out = state_dir() / "eval"
     out.mkdir(parents=True, exist_ok=True)
+    gateway, intent, retrieval = endpoints.gateway, endpoints.intent, endpoints.retrieval
     folder = ensure_demo_store(retrieval, products, seed, console.print)
     wait_for_intent(intent, retrieval)  # prototypes from the loaded catalog
     synthetic = load_wands(folder)
-    synthetic.name = f"SYNTHETIC demo store ({products} products, seed {seed})"
+    synthetic.name = f"SYNTHETIC demo store ({products} products, seed {seed}), held-out queries"
     report = evaluate_gateway(synthetic, gateway)
+    report.systems.append(foundation_report(synthetic))
     console.print(report.to_table())
     (out / "demo-store.json").write_text(report.to_json(), encoding="utf-8")
     real_dir = shared_data_dir() / "wands"
@@ -39,6 +69,12 @@ def evaluate_all(gateway: str, intent: str, retrieval: str, products: int, seed:
         console.print(report.to_table())
         (out / "wands-queries.json").write_text(report.to_json(), encoding="utf-8")
     console.print(f"JSON reports in {out}")
+    from shared.training.report import print_report
+
+    try:
+        print_report(endpoints.trainer, console)
+    except grpc.RpcError as exc:
+        console.print(f"model registry unavailable ({exc.code().name}): {exc.details()}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=DEMO_SEED)
     args = parser.parse_args(argv)
     with running_suite(load_settings(), console.print) as suite:
-        evaluate_all(suite.gateway, suite.intent, suite.retrieval, args.products, args.seed)
+        evaluate_all(suite, args.products, args.seed)
     return 0
 
 

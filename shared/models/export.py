@@ -1,28 +1,45 @@
-"""Export the encoders to ONNX into Triton's model repository.
+"""Export models to ONNX: the base text encoder into Triton's repository, and checkpoints.
 
 ``python -m shared.models.export --model text_encoder [--version 1] [--repository DIR]
-[--force]`` writes ``<repository>/text_encoder/<version>/model.onnx`` and the python
-backend adapter ``model.py`` next to it, then checks the ONNX output against PyTorch.
+[--force]`` writes ``<repository>/text_encoder/<version>/model.onnx`` (fp32) and the
+python backend adapter ``model.py`` next to it, then checks the ONNX output against
+PyTorch.
+
+``python -m shared.models.export --checkpoint DIR --out DIR`` exports a trained
+checkpoint (:mod:`shared.training.modules`) of any kind: ``model.fp32.onnx``,
+``model.int8.onnx`` (dynamic, per-channel int8 weights), ``model.onnx`` (the precision
+to serve: int8 when it agrees with fp32 well enough, else fp32), the checkpoint's
+``shopsense_model.json`` and ``export_report.json`` (the checks and the decision).
+:mod:`shared.models.publish` installs such a folder as a Triton version.
 torch and transformers are needed here only, never at serving time.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import json
 import shutil
 import sys
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from shared.models.onnx_runtime import (
+    CROSS_ENCODER,
+    INTENT_CLASSIFIER,
+    OUTPUT_NAMES,
+    TEXT_ENCODER,
+    OnnxModel,
+)
 from shared.models.paths import base_model_dir
 from shared.paths import REPO_ROOT, triton_model_repository
 
-TEXT_ENCODER = "text_encoder"
 MODELS = (TEXT_ENCODER,)
 # The committed model folder (config.pbtxt, configs/) that a repository elsewhere copies.
 COMMITTED_REPOSITORY = REPO_ROOT / "triton_models"
@@ -35,6 +52,20 @@ CHECK_SENTENCES = (
     "king size bed frame, upholstered headboard, grey linen, easy assembly",
     "lamp",
 )
+FP32_FILE, INT8_FILE, SERVED_FILE = "model.fp32.onnx", "model.int8.onnx", "model.onnx"
+SPEC_FILE, REPORT_FILE = "shopsense_model.json", "export_report.json"
+# The agreement metric that decides whether int8 is served, and its bar, per kind.
+AGREEMENT_BARS: dict[str, tuple[str, float]] = {
+    CROSS_ENCODER: ("spearman_int8_fp32", 0.97),
+    TEXT_ENCODER: ("cosine_mean_int8_fp32", 0.99),
+    INTENT_CLASSIFIER: ("top1_agreement_int8_fp32", 0.98),
+}
+# The built-in check set: queries of a small synthetic store, each with this many
+# candidate product texts (its judged products first).
+CHECK_QUERIES, CHECK_CANDIDATES = 32, 20
+CHECK_BATCH = 64
+
+CheckInputs = Sequence[tuple[str, Sequence[str]]]
 
 
 class ExportCheckFailed(RuntimeError):
@@ -50,6 +81,31 @@ class ExportResult:
     exported: bool
     seconds: float
     max_abs_diff: float | None
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What ``export_checkpoint`` wrote and measured (also saved as export_report.json).
+
+    ``served`` is "int8" or "fp32"; ``reason`` says why. ``agreement`` holds the kind's
+    metrics (int8 vs fp32 and vs PyTorch); ``bar`` names the deciding metric and value.
+    """
+
+    kind: str
+    out_dir: Path
+    served: str
+    reason: str
+    fp32_max_abs_diff: float
+    int8_max_abs_diff: float
+    agreement: dict[str, float]
+    bar: dict[str, float]
+    check_queries: int
+    check_rows: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """The report as indented JSON (paths as strings)."""
+        return json.dumps({**asdict(self), "out_dir": str(self.out_dir)}, indent=2)
 
 
 def _sentence_encoder_module():  # -> torch.nn.Module; torch is imported lazily
@@ -75,21 +131,45 @@ def _sentence_encoder_module():  # -> torch.nn.Module; torch is imported lazily
     return SentenceEncoder().eval()
 
 
-def _export_onnx(module, target: Path) -> None:
+def _served_module(model):  # ShopsenseModel -> torch.nn.Module with the served outputs
+    """The checkpoint's module with its served head: softmax for the classifier, a
+    ``[B, 1]`` score for the cross-encoder (Triton's batched output of width 1)."""
     import torch
 
-    from shared.models.tokenization import Tokenizer
+    kind = model.spec.kind
 
-    ids, mask = Tokenizer().encode(list(CHECK_SENTENCES[:2]), max_length=64)
-    args = (torch.from_numpy(ids), torch.from_numpy(mask))
-    dynamic_axes = {
-        "input_ids": {0: "batch", 1: "sequence"},
-        "attention_mask": {0: "batch", 1: "sequence"},
-        "embedding": {0: "batch"},
-    }
+    class Served(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(
+            self,
+            input_ids: torch.Tensor,
+            attention_mask: torch.Tensor,
+            token_type_ids: torch.Tensor | None = None,
+        ) -> torch.Tensor:
+            output = self.model(input_ids, attention_mask, token_type_ids)
+            if kind == INTENT_CLASSIFIER:
+                return torch.softmax(output, dim=-1)
+            if kind == CROSS_ENCODER:
+                return output.unsqueeze(-1)
+            return output
+
+    return Served().eval()
+
+
+def _export_onnx(module, target: Path, example: Sequence[np.ndarray], output_name: str) -> None:
+    """Trace ``module`` on ``example`` (input_ids, attention_mask[, token_type_ids])."""
+    import torch
+
+    input_names = ["input_ids", "attention_mask", "token_type_ids"][: len(example)]
+    args = tuple(torch.from_numpy(array) for array in example)
+    dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in input_names}
+    dynamic_axes[output_name] = {0: "batch"}
     with torch.no_grad(), warnings.catch_warnings():
         # The tracer's warnings (a shape test frozen as a constant, advanced indexing)
-        # are expected for BERT; check_against_torch verifies the graph numerically.
+        # are expected for BERT; the checks after export verify the graph numerically.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", UserWarning)
@@ -98,8 +178,8 @@ def _export_onnx(module, target: Path) -> None:
                 module,
                 args,
                 str(target),
-                input_names=["input_ids", "attention_mask"],
-                output_names=["embedding"],
+                input_names=input_names,
+                output_names=[output_name],
                 dynamic_axes=dynamic_axes,
                 opset_version=OPSET,
                 do_constant_folding=True,
@@ -112,9 +192,9 @@ def _export_onnx(module, target: Path) -> None:
                 module,
                 args,
                 str(target),
-                input_names=["input_ids", "attention_mask"],
-                output_names=["embedding"],
-                dynamic_shapes=({0: batch, 1: sequence}, {0: batch, 1: sequence}),
+                input_names=input_names,
+                output_names=[output_name],
+                dynamic_shapes=tuple({0: batch, 1: sequence} for _ in input_names),
                 opset_version=18,
                 dynamo=True,
                 external_data=False,
@@ -171,6 +251,8 @@ def export_text_encoder(
     version: int = 1, repository: Path | None = None, force: bool = False
 ) -> ExportResult:
     """Export all-MiniLM-L6-v2 as a sentence encoder to ``text_encoder/<version>/``."""
+    from shared.models.tokenization import Tokenizer
+
     repository = Path(repository) if repository else triton_model_repository()
     model_dir = _install_model_folder(TEXT_ENCODER, repository)
     version_dir = model_dir / str(version)
@@ -184,10 +266,11 @@ def export_text_encoder(
 
     start = time.perf_counter()
     module = _sentence_encoder_module()
+    example = Tokenizer().encode(list(CHECK_SENTENCES[:2]), max_length=64)
     # Write next to the target, check, then rename: a failed export leaves nothing behind.
     with tempfile.TemporaryDirectory(dir=version_dir) as tmp:
         staged = Path(tmp) / "model.onnx"
-        _export_onnx(module, staged)
+        _export_onnx(module, staged, example, OUTPUT_NAMES[TEXT_ENCODER])
         diff = check_against_torch(module, staged)
         staged.replace(onnx_path)
     seconds = time.perf_counter() - start
@@ -195,16 +278,232 @@ def export_text_encoder(
     return ExportResult(model_dir, onnx_path, True, seconds, diff)
 
 
+# -- checkpoints -------------------------------------------------------------------------
+
+
+def default_check_inputs(
+    n_queries: int = CHECK_QUERIES, n_candidates: int = CHECK_CANDIDATES
+) -> list[tuple[str, list[str]]]:
+    """Realistic check inputs: shopper queries of a small synthetic store, each with
+    product texts (its judged products first, then others of the catalog)."""
+    from shared.data.synthetic import generate_store
+
+    store = generate_store(n_products=600, n_queries=n_queries, seed=7)
+    texts = {p.product_id: p.embedding_text() for p in store.products}
+    judged: dict[str, list[str]] = {}
+    for label in store.labels:
+        judged.setdefault(label.query_id, []).append(label.product_id)
+    catalog = list(texts)
+    inputs = []
+    for number, query in enumerate(store.queries):
+        ids = list(dict.fromkeys(judged.get(query.query_id, [])))[:n_candidates]
+        others = (catalog[(number * 37 + i) % len(catalog)] for i in range(len(catalog)))
+        ids += [pid for pid in others if pid not in ids][: n_candidates - len(ids)]
+        inputs.append((query.text, [texts[pid] for pid in ids]))
+    return inputs
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation of two score vectors (1.0 when either is constant)."""
+    if len(a) < 2:
+        return 1.0
+    rank_a = np.argsort(np.argsort(a, kind="stable"), kind="stable").astype(np.float64)
+    rank_b = np.argsort(np.argsort(b, kind="stable"), kind="stable").astype(np.float64)
+    rank_a -= rank_a.mean()
+    rank_b -= rank_b.mean()
+    denominator = float(np.sqrt((rank_a**2).sum() * (rank_b**2).sum()))
+    return float((rank_a * rank_b).sum() / denominator) if denominator else 1.0
+
+
+def _check_batches(
+    kind: str, spec, check_inputs: CheckInputs
+) -> tuple[list[tuple[np.ndarray, ...]], list[int]]:
+    """Token batches for ``kind`` and, for the cross-encoder, each query's pair count."""
+    from shared.models.tokenization import Tokenizer
+
+    tokenizer = Tokenizer()
+    queries = [query for query, _ in check_inputs]
+    if kind == CROSS_ENCODER:
+        pairs = [(q, doc) for q, docs in check_inputs for doc in docs]
+        sizes = [len(docs) for _, docs in check_inputs]
+        batches = [
+            tokenizer.encode_pairs(
+                [q for q, _ in pairs[i : i + CHECK_BATCH]],
+                [d for _, d in pairs[i : i + CHECK_BATCH]],
+                spec.doc_max_length,
+            )
+            for i in range(0, len(pairs), CHECK_BATCH)
+        ]
+        return batches, sizes
+    batches = [
+        tokenizer.encode(queries[i : i + CHECK_BATCH], spec.max_length)
+        for i in range(0, len(queries), CHECK_BATCH)
+    ]
+    if kind == TEXT_ENCODER:
+        docs = list(dict.fromkeys(doc for _, candidates in check_inputs for doc in candidates))
+        batches += [
+            tokenizer.encode(docs[i : i + CHECK_BATCH], spec.doc_max_length)
+            for i in range(0, len(docs), CHECK_BATCH)
+        ]
+    return batches, []
+
+
+def _agreement(
+    kind: str, int8: np.ndarray, fp32: np.ndarray, torch_out: np.ndarray, sizes: list[int]
+) -> dict[str, float]:
+    """The kind's agreement metrics of int8 with fp32 (and with PyTorch)."""
+    if kind == CROSS_ENCODER:
+        bounds = np.cumsum([0, *sizes])
+        vs_fp32 = [spearman(int8[a:b, 0], fp32[a:b, 0]) for a, b in itertools.pairwise(bounds)]
+        vs_torch = [
+            spearman(int8[a:b, 0], torch_out[a:b, 0]) for a, b in itertools.pairwise(bounds)
+        ]
+        return {
+            "spearman_int8_fp32": float(np.mean(vs_fp32)),
+            "spearman_int8_fp32_min": float(np.min(vs_fp32)),
+            "spearman_int8_torch": float(np.mean(vs_torch)),
+        }
+    if kind == TEXT_ENCODER:
+        cosine = (int8 * fp32).sum(axis=1) / (
+            np.linalg.norm(int8, axis=1) * np.linalg.norm(fp32, axis=1)
+        )
+        return {
+            "cosine_mean_int8_fp32": float(cosine.mean()),
+            "cosine_min_int8_fp32": float(cosine.min()),
+        }
+    top1 = int8.argmax(axis=1) == fp32.argmax(axis=1)
+    return {
+        "top1_agreement_int8_fp32": float(top1.mean()),
+        "top1_agreement_int8_torch": float(
+            (int8.argmax(axis=1) == torch_out.argmax(axis=1)).mean()
+        ),
+        "max_prob_diff_int8_fp32": float(np.abs(int8 - fp32).max()),
+    }
+
+
+def _quantize(fp32_path: Path, int8_path: Path) -> None:
+    """Dynamic int8 with per-channel weights, on the weight MatMuls only.
+
+    Per-tensor weights shifted rankings (PERFORMANCE.md). Left in fp32: the attention
+    score MatMuls (both operands are activations), the embedding Gathers (lookups, no
+    speed to gain) and the head (a Gemm: the last layer decides the ranking).
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        fp32_path,
+        int8_path,
+        op_types_to_quantize=["MatMul"],
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        extra_options={"MatMulConstBOnly": True},
+    )
+
+
+def export_checkpoint(
+    checkpoint_dir: Path | str, out_dir: Path | str, check_inputs: CheckInputs | None = None
+) -> ExportReport:
+    """Export a checkpoint to fp32 and int8 ONNX in ``out_dir`` and choose the one to serve.
+
+    ``check_inputs`` are ``(query, candidate product texts)`` pairs, e.g. a store's dev
+    queries with their candidates; None uses a built-in synthetic set. The queries feed
+    the classifier and the encoder, the candidates the encoder and the cross-encoder.
+    Raises ExportCheckFailed when fp32 differs from PyTorch by TOLERANCE or more.
+    """
+    import torch
+
+    from shared.training.modules import ShopsenseModel
+
+    checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
+    started = time.perf_counter()
+    model = ShopsenseModel.load(checkpoint_dir)
+    kind, spec = model.spec.kind, model.spec
+    if check_inputs is None:
+        # Top-1 agreement needs many queries to resolve 0.98; they are cheap to classify.
+        queries = CHECK_QUERIES * 8 if kind == INTENT_CLASSIFIER else CHECK_QUERIES
+        check_inputs = default_check_inputs(queries)
+    check_inputs = list(check_inputs)
+    if not check_inputs or any(not docs for _, docs in check_inputs):
+        raise ValueError("check_inputs: need at least one query, each with candidates")
+    module = _served_module(model)
+    batches, sizes = _check_batches(kind, spec, check_inputs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        fp32_path, int8_path = Path(tmp) / FP32_FILE, Path(tmp) / INT8_FILE
+        _export_onnx(module, fp32_path, batches[0], OUTPUT_NAMES[kind])
+        seconds["export"] = time.perf_counter() - started
+        mark = time.perf_counter()
+        _quantize(fp32_path, int8_path)
+        seconds["quantize"] = time.perf_counter() - mark
+
+        mark = time.perf_counter()
+        with torch.no_grad():
+            torch_out = np.concatenate(
+                [module(*(torch.from_numpy(a) for a in batch)).numpy() for batch in batches]
+            )
+        fp32_model, int8_model = OnnxModel(fp32_path), OnnxModel(int8_path)
+        fp32 = np.concatenate([fp32_model.run(*batch) for batch in batches])
+        int8 = np.concatenate([int8_model.run(*batch) for batch in batches])
+        seconds["check"] = time.perf_counter() - mark
+        if torch_out.ndim == 1:
+            torch_out = torch_out[:, None]
+        fp32_diff = float(np.abs(fp32 - torch_out).max())
+        if not fp32_diff < TOLERANCE:
+            raise ExportCheckFailed(
+                f"{checkpoint_dir}: fp32 ONNX max abs difference {fp32_diff:.2e} "
+                f">= {TOLERANCE:.0e} from PyTorch"
+            )
+        agreement = _agreement(kind, int8, fp32, torch_out, sizes)
+        metric, bar = AGREEMENT_BARS[kind]
+        if agreement[metric] >= bar:
+            served, reason = "int8", f"{metric} {agreement[metric]:.4f} >= {bar}"
+        else:
+            served, reason = "fp32", f"{metric} {agreement[metric]:.4f} < {bar}: int8 rejected"
+        for path in (fp32_path, int8_path):
+            path.replace(out_dir / path.name)
+    shutil.copy2(out_dir / (INT8_FILE if served == "int8" else FP32_FILE), out_dir / SERVED_FILE)
+    (out_dir / SPEC_FILE).write_text(spec.to_json(), encoding="utf-8")
+    seconds["total"] = time.perf_counter() - started
+    report = ExportReport(
+        kind=kind,
+        out_dir=out_dir,
+        served=served,
+        reason=reason,
+        fp32_max_abs_diff=fp32_diff,
+        int8_max_abs_diff=float(np.abs(int8 - torch_out).max()),
+        agreement=agreement,
+        bar={metric: bar},
+        check_queries=len(check_inputs),
+        check_rows=int(fp32.shape[0]),
+        seconds={k: round(v, 2) for k, v in seconds.items()},
+    )
+    (out_dir / REPORT_FILE).write_text(report.to_json(), encoding="utf-8")
+    print(f"exported {kind} to {out_dir} in {seconds['total']:.1f} s: serving {served} ({reason})")
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, choices=MODELS)
+    parser.add_argument(
+        "--model", choices=MODELS, help="export the base model into Triton's repository"
+    )
     parser.add_argument("--version", type=int, default=1)
     parser.add_argument("--repository", type=Path, default=None)
     parser.add_argument("--force", action="store_true", help="export even if up to date")
+    parser.add_argument("--checkpoint", type=Path, help="export this checkpoint folder instead")
+    parser.add_argument("--out", type=Path, help="where --checkpoint's export goes")
     args = parser.parse_args(argv)
+    if (args.model is None) == (args.checkpoint is None):
+        parser.error("give exactly one of --model and --checkpoint")
+    if args.checkpoint is not None and args.out is None:
+        parser.error("--checkpoint needs --out")
     try:
-        export_text_encoder(args.version, args.repository, args.force)
+        if args.checkpoint is not None:
+            export_checkpoint(args.checkpoint, args.out)
+        else:
+            export_text_encoder(args.version, args.repository, args.force)
     except ExportCheckFailed as error:
         print(f"EXPORT CHECK FAILED: {error}", file=sys.stderr)
         return 1

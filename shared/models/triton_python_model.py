@@ -1,9 +1,14 @@
-"""Triton python-backend adapter for the text encoder, installed as ``<n>/model.py``.
+"""Triton python-backend adapter for every model kind, installed as ``<n>/model.py``.
 
-A thin shell over ``OnnxSentenceEncoder`` (which imports and tests without Triton).
-Its one job of its own: the dynamic batcher hands over requests of different sequence
-lengths, so they are padded to a common length, run once and split back per request.
-Padding is exact: padded positions have attention_mask 0, so mean pooling ignores them.
+A thin shell over ``OnnxModel`` (which imports and tests without Triton). The version
+folder's ``shopsense_model.json`` says what it serves (a version 1 text_encoder folder
+exported before that file existed is a text_encoder). Its jobs of its own:
+
+- the dynamic batcher hands over requests of different sequence lengths, so they are
+  padded to a common length, run once and split back per request. Padding is exact:
+  padded positions have attention_mask 0, so attention and mean pooling ignore them;
+- an intent classifier also answers ``labels`` (the class names in probability order)
+  when a request asks for it, so a client needs no access to the version's files.
 """
 
 from __future__ import annotations
@@ -13,28 +18,39 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.models.onnx_runtime import OnnxSentenceEncoder
+from shared.models.onnx_runtime import CROSS_ENCODER, INTENT_CLASSIFIER, OUTPUT_NAMES, OnnxModel
 
 PAD_ID = 0
+SPEC_FILE = "shopsense_model.json"
+LABELS_OUTPUT = "labels"
 
 
 def pad_and_concatenate(
-    batches: list[tuple[np.ndarray, np.ndarray]],
-) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """Stack ``(input_ids, attention_mask)`` pairs of any lengths into one padded batch.
+    batches: list[tuple[np.ndarray, ...]],
+) -> tuple[list[np.ndarray], list[int]]:
+    """Stack requests' token arrays (each ``[rows, length]``) into one padded batch.
 
-    Returns the merged arrays and each request's row count, to split the output with.
+    Every request holds the same inputs in the same order (input_ids, attention_mask,
+    token_type_ids); all pad with 0. Returns the merged arrays, in that order, and each
+    request's row count to split the output with.
     """
-    longest = max(ids.shape[1] for ids, _ in batches)
-    rows = [ids.shape[0] for ids, _ in batches]
-    input_ids = np.full((sum(rows), longest), PAD_ID, dtype=np.int64)
-    attention_mask = np.zeros((sum(rows), longest), dtype=np.int64)
+    longest = max(arrays[0].shape[1] for arrays in batches)
+    rows = [arrays[0].shape[0] for arrays in batches]
+    merged = [np.full((sum(rows), longest), PAD_ID, dtype=np.int64) for _ in batches[0]]
     start = 0
-    for (ids, mask), count in zip(batches, rows, strict=True):
-        input_ids[start : start + count, : ids.shape[1]] = ids
-        attention_mask[start : start + count, : mask.shape[1]] = mask
+    for arrays, count in zip(batches, rows, strict=True):
+        for target, array in zip(merged, arrays, strict=True):
+            target[start : start + count, : array.shape[1]] = array
         start += count
-    return input_ids, attention_mask, rows
+    return merged, rows
+
+
+def read_spec(version_dir: Path) -> dict:
+    """The version's ``shopsense_model.json``; a folder without one is a text_encoder."""
+    path = version_dir / SPEC_FILE
+    if not path.is_file():
+        return {"kind": "text_encoder", "labels": []}
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 class TritonPythonModel:
@@ -45,35 +61,59 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         parameters = config.get("parameters", {})
         threads = int(parameters.get("intra_op_threads", {}).get("string_value", "2"))
-        onnx_path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
-        self.encoder = OnnxSentenceEncoder(onnx_path, intra_op_threads=threads)
+        version_dir = Path(args["model_repository"]) / args["model_version"]
+        spec = read_spec(version_dir)
+        self.model = OnnxModel(version_dir / "model.onnx", intra_op_threads=threads)
+        if self.model.kind != spec["kind"]:
+            raise ValueError(
+                f"{version_dir}: {SPEC_FILE} kind {spec['kind']!r} but model.onnx is a "
+                f"{self.model.kind}"
+            )
+        self.output_name = OUTPUT_NAMES[self.model.kind]
+        self.input_names = ["input_ids", "attention_mask"]
+        if self.model.kind == CROSS_ENCODER:
+            self.input_names.append("token_type_ids")
+        self.labels = np.array(
+            [label.encode("utf-8") for label in spec.get("labels", [])], dtype=np.object_
+        )
 
     def execute(self, requests: list) -> list:
         """One onnxruntime run for all merged requests; one response per request."""
         import triton_python_backend_utils as pb_utils  # exists only inside Triton
 
         responses: list = [None] * len(requests)
-        batches: list[tuple[np.ndarray, np.ndarray]] = []
+        batches: list[tuple[np.ndarray, ...]] = []
         valid: list[int] = []
         for index, request in enumerate(requests):
-            ids = pb_utils.get_input_tensor_by_name(request, "input_ids").as_numpy()
-            mask = pb_utils.get_input_tensor_by_name(request, "attention_mask").as_numpy()
-            if ids.shape != mask.shape or ids.ndim != 2:
-                message = f"input_ids {ids.shape} and attention_mask {mask.shape} must match"
+            arrays = tuple(
+                pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+                for name in self.input_names
+            )
+            if any(a.shape != arrays[0].shape for a in arrays) or arrays[0].ndim != 2:
+                shapes = ", ".join(
+                    f"{n} {a.shape}" for n, a in zip(self.input_names, arrays, strict=True)
+                )
+                message = f"{shapes}: must all be [batch, sequence] of one shape"
                 responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(message))
                 continue
-            batches.append((ids, mask))
+            batches.append(arrays)
             valid.append(index)
         if batches:
-            input_ids, attention_mask, rows = pad_and_concatenate(batches)
-            embeddings = self.encoder.run(input_ids, attention_mask)
+            merged, rows = pad_and_concatenate(batches)
+            outputs = self.model.run(*merged)
             start = 0
             for index, count in zip(valid, rows, strict=True):
-                tensor = pb_utils.Tensor("embedding", embeddings[start : start + count])
-                responses[index] = pb_utils.InferenceResponse(output_tensors=[tensor])
+                tensors = [pb_utils.Tensor(self.output_name, outputs[start : start + count])]
+                if self.model.kind == INTENT_CLASSIFIER and (
+                    LABELS_OUTPUT in requests[index].requested_output_names()
+                ):
+                    # Outputs are batched, so every row carries the class names.
+                    labels = np.tile(self.labels, (count, 1))
+                    tensors.append(pb_utils.Tensor(LABELS_OUTPUT, labels))
+                responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
                 start += count
         return responses
 
     def finalize(self) -> None:
         """Release the onnxruntime session."""
-        self.encoder = None
+        self.model = None

@@ -79,6 +79,13 @@ def intent_pairs(intent: common_pb2.Intent | None) -> list[tuple[str, float]]:
     return [(c.product_class, float(c.probability)) for c in intent.classes]
 
 
+def validate_version(value: str, field: str) -> str:
+    """A model version as requests carry it: empty (the serving one) or a positive number."""
+    if value and not (value.isdigit() and len(value) <= 19 and int(value) > 0):
+        raise InvalidArgument(f"{field}: must be empty or a positive integer, got {value!r}")
+    return value
+
+
 def check_count(items: Sequence[object], field: str, limit: int, minimum: int = 0) -> None:
     if len(items) < minimum:
         raise InvalidArgument(f"{field}: at least {minimum} required")

@@ -25,16 +25,35 @@ Retrieval (``retrieve``), hybrid mode:
 "lexical" and "dense" modes use one source and no boost (evaluation baselines). Hybrid
 mode without a query vector falls back to lexical (with the intent boost) and says so in
 ``RetrievalResult.fallback``.
+
+Embedding versions: the index holds vectors of ONE text encoder version at a time
+(``embedding_version``, kept in the ``catalog_meta`` table; a file written before the
+table existed takes its majority version). An empty index without a version takes the
+version of its first upsert; afterwards upserts and query vectors of another version are
+refused (``EmbeddingVersionMismatch``), so a query is never scored against vectors of
+another model.
+
+Reindex (``start_reindex``): a background thread embeds every product with a new version
+into the ``catalog_staging`` table, in batches, while ``retrieve`` keeps serving the old
+vectors. Upserts during the reindex bring the new version's vectors too
+(``staging_embeddings``) and deletes remove staged rows, so the staging never falls
+behind; a product whose staged vector is missing or stale (changed after it was
+embedded, or upserted without a staged vector) is caught up before the swap. The swap is
+one database transaction (staged vectors replace the old ones, the version changes) and
+one write-lock hold (a new vector matrix and new class centroids replace the old ones,
+the generation increments). A failure or cancel discards the staging and leaves the
+index as it was. Opening a file with a half-done staging table discards it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import threading
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,7 +61,7 @@ from pathlib import Path
 from typing import Any, Literal, Self
 
 import numpy as np
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import registry
@@ -62,6 +81,12 @@ MAX_PRODUCT_ID_LENGTH = 128
 # Products applied to memory per write-lock hold: bounds how long a reader can wait.
 APPLY_CHUNK = 512
 _SQL_IN_CHUNK = 500
+# Products embedded per encoder call of a reindex.
+REINDEX_BATCH = 64
+# Catch-up rounds before the swap (products changed while the last round embedded).
+_CATCH_UP_ROUNDS = 5
+_META_VERSION = "embedding_version"
+ReindexState = Literal["idle", "running", "done", "failed", "cancelled"]
 
 
 class _CatalogModel(SQLModel, registry=registry()):
@@ -81,6 +106,92 @@ class ProductRecord(_CatalogModel, table=True):
     embedding_dim: int
     embedding_version: str
     updated_at: datetime
+
+
+class StagedEmbedding(_CatalogModel, table=True):
+    """A product's vector for a running reindex's target version, not yet serving."""
+
+    __tablename__ = "catalog_staging"
+
+    product_id: str = Field(primary_key=True, max_length=MAX_PRODUCT_ID_LENGTH)
+    embedding: bytes
+    embedding_version: str
+    updated_at: datetime
+
+
+class CatalogMeta(_CatalogModel, table=True):
+    """Key-value facts about the whole index (``embedding_version``)."""
+
+    __tablename__ = "catalog_meta"
+
+    key: str = Field(primary_key=True, max_length=64)
+    value: str
+
+
+class EmbeddingVersionMismatch(FailedPrecondition):
+    """Vectors of another text encoder version than the index's were offered.
+
+    ``index_version`` is the index's version at the time, so a caller can re-embed with it.
+    """
+
+    def __init__(self, message: str, index_version: str) -> None:
+        super().__init__(message)
+        self.index_version = index_version
+
+
+class ReindexCancelled(Exception):
+    """Raised inside the reindex thread when the job was cancelled."""
+
+
+@dataclass(slots=True, frozen=True)
+class ReindexStatus:
+    """The progress of the current or last reindex (``state == "idle"``: none yet).
+
+    ``embedded`` counts products the reindex itself embedded; ``total`` is the catalog size
+    at the start plus products caught up before the swap.
+    """
+
+    state: ReindexState = "idle"
+    target_version: str = ""
+    source_version: str = ""
+    embedded: int = 0
+    total: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str = ""
+    message: str = ""
+
+
+@dataclass(slots=True)
+class _ReindexJob:
+    """The mutable state of one reindex, read by ``reindex_status`` under ``_job_lock``."""
+
+    target: str
+    source: str
+    embed: Callable[[Sequence[str]], np.ndarray]
+    batch_size: int
+    started_at: datetime
+    cancel: threading.Event = field(default_factory=threading.Event)
+    state: ReindexState = "running"
+    embedded: int = 0
+    total: int = 0
+    finished_at: datetime | None = None
+    error: str = ""
+    message: str = ""
+    thread: threading.Thread | None = None
+
+    def status(self) -> ReindexStatus:
+        return ReindexStatus(
+            self.state,
+            self.target,
+            self.source,
+            self.embedded,
+            self.total,
+            self.started_at,
+            self.finished_at,
+            self.error,
+            self.message,
+        )
 
 
 @dataclass(slots=True, frozen=True)
@@ -135,6 +246,8 @@ class RetrievalResult:
     requested_mode: str
     fallback: str | None = None
     generation: int = 0
+    # The index's text encoder version when the candidates were read ("" if none yet).
+    embedding_version: str = ""
 
 
 class _ReadWriteLock:
@@ -188,6 +301,8 @@ class _Prepared:
     terms: list[str]
     version: str
     row: int = -1
+    # The reindex target version's vector (None: not given or invalid; caught up later).
+    staged: np.ndarray | None = None
 
 
 @dataclass(slots=True)
@@ -204,6 +319,17 @@ def _clean_product(p: Product) -> Product:
         product_id=p.product_id.strip(),
         attributes={str(k).strip().casefold(): str(v) for k, v in p.attributes.items()},
     )
+
+
+def _vector_error(vec: np.ndarray, dim: int, name: str = "embedding") -> str | None:
+    """Why ``vec`` cannot be indexed, as ``"field: reason"``; None if it can."""
+    if vec.shape != (dim,):
+        return f"{name}: must have {dim} dimensions (got shape {tuple(vec.shape)})"
+    if not np.isfinite(vec).all():
+        return f"{name}: must be finite (found NaN or infinity)"
+    if not float(np.dot(vec, vec)) > 0:
+        return f"{name}: must not be all zeros"
+    return None
 
 
 def _product_error(p: object, vec: np.ndarray, dim: int) -> str | None:
@@ -230,13 +356,7 @@ def _product_error(p: object, vec: np.ndarray, dim: int) -> str | None:
         return f"review_count: must be an integer >= 0 (got {p.review_count!r})"
     if not isinstance(p.attributes, dict):
         return "attributes: must be a mapping of name to value"
-    if vec.shape != (dim,):
-        return f"embedding: must have {dim} dimensions (got shape {tuple(vec.shape)})"
-    if not np.isfinite(vec).all():
-        return "embedding: must be finite (found NaN or infinity)"
-    if not float(np.dot(vec, vec)) > 0:
-        return "embedding: must not be all zeros"
-    return None
+    return _vector_error(vec, dim)
 
 
 class CatalogIndex:
@@ -276,6 +396,13 @@ class CatalogIndex:
         self._class_stats: dict[str, _ClassStats] = {}
         self._version_counts: Counter[str] = Counter()
         self._generation = 0
+        self._embedding_version = ""  # the index's one version; "" until the first upsert
+        # Reindex: the running job's target (set and cleared under _write_mutex), the
+        # product ids with a staged vector for it, and the current or last job.
+        self._staging_target = ""
+        self._staged_ids: set[str] = set()
+        self._job_lock = threading.Lock()
+        self._job: _ReindexJob | None = None
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -308,7 +435,9 @@ class CatalogIndex:
         return index
 
     def close(self) -> None:
-        """Release the database connections (in-memory state stays readable)."""
+        """Cancel a running reindex, then release the database connections (in-memory
+        state stays readable)."""
+        self.cancel_reindex(wait_s=30.0)
         self._engine.dispose()
 
     def __enter__(self) -> Self:
@@ -319,12 +448,24 @@ class CatalogIndex:
 
     def _load(self) -> None:
         t = ProductRecord
-        with self._engine.connect() as conn:
+        with self._engine.begin() as conn:
+            # A reindex interrupted by a restart is discarded, not resumed: its job state
+            # (target, progress) died with the process and a new request is cheap to make.
+            conn.execute(delete(StagedEmbedding))
             records = conn.execute(
                 select(t.row, t.data, t.embedding, t.embedding_dim, t.embedding_version).order_by(
                     t.row
                 )
             ).all()
+            stored = conn.execute(
+                select(CatalogMeta.value).where(CatalogMeta.key == _META_VERSION)
+            ).scalar_one_or_none()
+            if stored is None and records:
+                # A file from before the version was pinned: its majority version.
+                counts = Counter(r.embedding_version for r in records)
+                stored = max(sorted(counts), key=counts.__getitem__)
+                self._write_meta_version(conn, stored)
+        self._embedding_version = stored or ""
         if not records:
             return
         dims = {r.embedding_dim for r in records}
@@ -411,22 +552,46 @@ class CatalogIndex:
 
     # -------------------------------------------------------------------- writing
     def upsert(
-        self, products: Sequence[Product], embeddings: np.ndarray, embedding_version: str
+        self,
+        products: Sequence[Product],
+        embeddings: np.ndarray,
+        embedding_version: str,
+        *,
+        staging_embeddings: tuple[str, np.ndarray] | None = None,
     ) -> list[UpsertOutcome]:
         """Create or replace products with their embeddings, in one transaction.
 
         Each product is validated on its own: an invalid one gets an outcome whose error
         names the field, and the valid ones are still stored. Embeddings are re-normalised
         to unit length. Within one call a repeated product_id is applied in order (the
-        last one wins). Raises ``InvalidArgument`` if the call itself is malformed and
-        ``Unavailable`` if the database write fails (then nothing changed).
+        last one wins).
+
+        ``embedding_version`` must be the index's version (an index without one takes it).
+        During a reindex, ``staging_embeddings = (target_version, vectors)`` are the same
+        products embedded with the reindex's target version: they go to the staging table
+        so the reindex need not embed these products again. If the reindex swapped in
+        ``target_version`` meanwhile, those vectors are stored as the serving ones.
+
+        Raises ``InvalidArgument`` if the call itself is malformed,
+        ``EmbeddingVersionMismatch`` if no vectors of the index's version were given and
+        ``Unavailable`` if the database write fails (in every case nothing changed).
         """
         if not isinstance(embedding_version, str) or not embedding_version.strip():
             raise InvalidArgument("embedding_version: must be non-empty")
+        embedding_version = embedding_version.strip()
         if len(embeddings) != len(products):
             raise InvalidArgument(
                 f"embeddings: expected one per product ({len(products)}), got {len(embeddings)}"
             )
+        staged_version, staged_vectors = "", None
+        if staging_embeddings is not None:
+            staged_version, staged_vectors = staging_embeddings
+            staged_version = str(staged_version).strip()
+            if not staged_version or len(staged_vectors) != len(products):
+                raise InvalidArgument(
+                    "staging_embeddings: expected a version and one vector per product "
+                    f"({len(products)}), got {staged_version!r} and {len(staged_vectors)}"
+                )
         outcomes: list[UpsertOutcome | None] = [None] * len(products)
         prepared: dict[str, _Prepared] = {}  # last occurrence wins
         first_index: dict[str, int] = {}
@@ -439,14 +604,40 @@ class CatalogIndex:
                 continue
             clean = _clean_product(p)
             vec = vec / np.float32(np.linalg.norm(vec))
+            staged = None
+            if staged_vectors is not None:
+                staged = np.asarray(staged_vectors[i], dtype=np.float32)
+                if _vector_error(staged, self.dim) is None:
+                    staged = staged / np.float32(np.linalg.norm(staged))
+                else:
+                    staged = None  # the reindex catches this product up itself
             prepared[clean.product_id] = _Prepared(
-                clean, vec, analyze(clean.lexical_text()), embedding_version.strip()
+                clean, vec, analyze(clean.lexical_text()), embedding_version, staged=staged
             )
             first_index.setdefault(clean.product_id, i)
         if not prepared:
             return [o for o in outcomes if o is not None]
 
         with self._write_mutex:
+            index_version = self._embedding_version or embedding_version
+            if index_version == embedding_version:
+                pass
+            elif staged_version == index_version and all(
+                p.staged is not None for p in prepared.values()
+            ):
+                # A reindex to the staging version was swapped in after the caller embedded.
+                for prep in prepared.values():
+                    prep.vector, prep.version, prep.staged = prep.staged, staged_version, None
+            else:
+                raise EmbeddingVersionMismatch(
+                    f"embedding_version: {embedding_version!r} is not the index's text encoder "
+                    f"version {index_version!r}",
+                    index_version,
+                )
+            stage_as = self._staging_target
+            if stage_as and staged_version != stage_as:
+                for prep in prepared.values():
+                    prep.staged = None
             free, next_row = list(self._free_rows), len(self._products)
             for i, p in enumerate(products):
                 if outcomes[i] is not None:
@@ -462,7 +653,14 @@ class CatalogIndex:
                     else:
                         row, next_row = next_row, next_row + 1
                 prep.row = row
-            self._write_records(list(prepared.values()))
+            self._write_records(list(prepared.values()), index_version, stage_as)
+            if stage_as:
+                for pid, prep in prepared.items():
+                    if prep.staged is not None:
+                        self._staged_ids.add(pid)
+                    else:
+                        self._staged_ids.discard(pid)
+            self._embedding_version = index_version
             self._free_rows = free
             items = list(prepared.values())
             for start in range(0, len(items), APPLY_CHUNK):
@@ -474,7 +672,10 @@ class CatalogIndex:
                     self._generation += 1
         return [o for o in outcomes if o is not None]
 
-    def _write_records(self, items: list[_Prepared]) -> None:
+    def _write_records(self, items: list[_Prepared], index_version: str, stage_as: str) -> None:
+        """Upsert product rows (and their staged vectors while a reindex to ``stage_as``
+        runs; a product without one loses its stale staged row) and pin the index's
+        version, in one transaction."""
         now = datetime.now(UTC)
         params = [
             {
@@ -493,16 +694,57 @@ class CatalogIndex:
             index_elements=["product_id"],
             set_={c: stmt.excluded[c] for c in params[0] if c != "product_id"},
         )
+        staged = [it for it in items if stage_as and it.staged is not None]
+        unstaged = [it.product.product_id for it in items if stage_as and it.staged is None]
         try:
             with self._engine.begin() as conn:
                 conn.execute(stmt, params)
+                if staged:
+                    self._write_staged(
+                        conn, [(it.product.product_id, it.staged) for it in staged], stage_as
+                    )
+                for s in range(0, len(unstaged), _SQL_IN_CHUNK):
+                    chunk = unstaged[s : s + _SQL_IN_CHUNK]
+                    conn.execute(
+                        delete(StagedEmbedding).where(StagedEmbedding.product_id.in_(chunk))
+                    )
+                if index_version != self._embedding_version:
+                    self._write_meta_version(conn, index_version)
         except SQLAlchemyError as exc:
             raise Unavailable(
                 f"catalog database: upsert failed ({exc.__class__.__name__})"
             ) from exc
 
+    @staticmethod
+    def _write_staged(conn: Any, items: list[tuple[str, np.ndarray]], version: str) -> None:
+        now = datetime.now(UTC)
+        stmt = sqlite_insert(StagedEmbedding)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["product_id"],
+            set_={c: stmt.excluded[c] for c in ("embedding", "embedding_version", "updated_at")},
+        )
+        conn.execute(
+            stmt,
+            [
+                {
+                    "product_id": pid,
+                    "embedding": vec.astype("<f4").tobytes(),
+                    "embedding_version": version,
+                    "updated_at": now,
+                }
+                for pid, vec in items
+            ],
+        )
+
+    @staticmethod
+    def _write_meta_version(conn: Any, version: str) -> None:
+        stmt = sqlite_insert(CatalogMeta).values(key=_META_VERSION, value=version)
+        conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": version}))
+
     def delete(self, ids: Sequence[str]) -> list[bool]:
-        """Delete products by id, in one transaction; returns whether each one existed."""
+        """Delete products by id, in one transaction; returns whether each one existed.
+
+        A running reindex's staged vectors of these products are deleted with them."""
         with self._write_mutex:
             found = [pid in self._row_of for pid in ids]
             doomed = sorted({pid for pid, ok in zip(ids, found, strict=True) if ok})
@@ -515,6 +757,9 @@ class CatalogIndex:
                         conn.execute(
                             delete(ProductRecord).where(ProductRecord.product_id.in_(chunk))
                         )
+                        conn.execute(
+                            delete(StagedEmbedding).where(StagedEmbedding.product_id.in_(chunk))
+                        )
             except SQLAlchemyError as exc:
                 raise Unavailable(
                     f"catalog database: delete failed ({exc.__class__.__name__})"
@@ -525,6 +770,7 @@ class CatalogIndex:
                         row = self._row_of[pid]
                         self._unindex_row(row)
                         self._free_rows.append(row)
+                        self._staged_ids.discard(pid)
                     self._generation += 1
             return found
 
@@ -536,6 +782,17 @@ class CatalogIndex:
     def generation(self) -> int:
         """Increments on every change, so caches and other components can tell."""
         return self._generation
+
+    @property
+    def embedding_version(self) -> str:
+        """The text encoder version of the index's vectors ("" before the first upsert)."""
+        return self._embedding_version
+
+    @property
+    def staging_version(self) -> str:
+        """The running reindex's target version, whose vectors upserts should bring too
+        (``upsert(staging_embeddings=...)``); "" when no reindex runs."""
+        return self._staging_target
 
     def get(self, ids: Sequence[str]) -> list[Product | None]:
         """Products by id (None where unknown); treat them as read-only."""
@@ -588,11 +845,16 @@ class CatalogIndex:
         dense_k: int = 200,
         rrf_k: int = 60,
         intent_boost: float | None = None,
+        query_version: str | None = None,
     ) -> RetrievalResult:
         """Candidates for a query: BM25 and dense top lists under the filters, fused by RRF,
         boosted by intent (hybrid only), best first. See the module docstring for formulas.
 
         ``intent_boost`` overrides the constructor's ``intent_weight`` for this call.
+        ``query_version`` is the text encoder version of ``query_vector``; when given, it
+        is checked against the index's version under the same lock as the search, so a
+        reindex swap between embedding and searching raises ``EmbeddingVersionMismatch``
+        (carrying the new version) instead of mixing models.
         Raises ``InvalidArgument`` naming the field for bad arguments or filters.
         """
         if mode not in MODES:
@@ -632,6 +894,17 @@ class CatalogIndex:
         boost_on = mode == "hybrid" and weight > 0 and bool(intent_p)
 
         with self._lock.read():
+            version = self._embedding_version
+            if (
+                qvec is not None
+                and query_version is not None
+                and version not in ("", query_version)
+            ):
+                raise EmbeddingVersionMismatch(
+                    f"query_version: {query_version!r} is not the index's text encoder "
+                    f"version {version!r}",
+                    version,
+                )
             filters.validate(self._postings.attribute_names())
             generation = self._generation
             mask = self._postings.mask(filters, len(self._products))
@@ -686,4 +959,260 @@ class CatalogIndex:
                     intent_boost=float(boosts[i]),
                 )
             )
-        return RetrievalResult(candidates, effective, mode, fallback, generation)
+        return RetrievalResult(candidates, effective, mode, fallback, generation, version)
+
+    # -------------------------------------------------------------------- reindex
+    def reindex_status(self) -> ReindexStatus:
+        """The current or last reindex since the index was opened (state "idle": none)."""
+        with self._job_lock:
+            return self._job.status() if self._job is not None else ReindexStatus()
+
+    def start_reindex(
+        self,
+        target_version: str,
+        embed: Callable[[Sequence[str]], np.ndarray],
+        *,
+        batch_size: int = REINDEX_BATCH,
+        on_finish: Callable[[ReindexStatus], None] | None = None,
+    ) -> ReindexStatus:
+        """Re-embed every product with ``target_version`` in a background thread; returns
+        the status at once.
+
+        ``embed(texts)`` returns one ``target_version`` vector per text (the caller checks
+        beforehand that the encoder serves that version); it is called with at most
+        ``batch_size`` product texts. ``on_finish`` is called from the thread with the
+        final status (done, failed or cancelled).
+
+        Nothing to do (state "done" at once, no thread) when every vector already has
+        ``target_version``, or when the catalog is empty (the version is then pinned for
+        the first upsert). The same target as the running reindex returns its status.
+        Raises ``InvalidArgument`` for an empty version or bad batch size and
+        ``FailedPrecondition`` naming the running target if another reindex runs.
+        """
+        if not isinstance(target_version, str) or not target_version.strip():
+            raise InvalidArgument("text_encoder_version: must be non-empty")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidArgument(f"batch_size: must be an integer >= 1 (got {batch_size!r})")
+        target = target_version.strip()
+        with self._write_mutex, self._job_lock:
+            running = self._job
+            if running is not None and running.state == "running":
+                if running.target == target:
+                    return running.status()
+                raise FailedPrecondition(
+                    f"text_encoder_version: a reindex to version {running.target!r} is "
+                    f"running; wait for it or cancel it before asking for {target!r}"
+                )
+            now = datetime.now(UTC)
+            source = self._embedding_version
+            job = _ReindexJob(target, source, embed, batch_size, now)
+            if not self._row_of or (source == target and set(self._version_counts) <= {target}):
+                if not self._row_of and source != target:
+                    try:
+                        with self._engine.begin() as conn:
+                            self._write_meta_version(conn, target)
+                    except SQLAlchemyError as exc:
+                        raise Unavailable(
+                            f"catalog database: reindex failed ({exc.__class__.__name__})"
+                        ) from exc
+                    with self._lock.write():
+                        self._embedding_version = target
+                        self._generation += 1
+                job.state, job.finished_at = "done", now
+                job.message = (
+                    f"nothing to do: the index already has version {target}"
+                    if self._row_of
+                    else f"nothing to do: the catalog is empty; its version is now {target}"
+                )
+                self._job = job
+                return job.status()
+            try:
+                with self._engine.begin() as conn:
+                    conn.execute(delete(StagedEmbedding))
+            except SQLAlchemyError as exc:
+                raise Unavailable(
+                    f"catalog database: reindex failed ({exc.__class__.__name__})"
+                ) from exc
+            self._staged_ids = set()
+            self._staging_target = target
+            snapshot = [(pid, self._products[row]) for pid, row in self._row_of.items()]
+            job.total = len(snapshot)
+            job.thread = threading.Thread(
+                target=self._run_reindex,
+                args=(job, snapshot, on_finish),
+                name=f"catalog-reindex-{target}",
+                daemon=True,
+            )
+            self._job = job
+            job.thread.start()
+            return job.status()
+
+    def cancel_reindex(self, wait_s: float = 30.0) -> ReindexStatus:
+        """Stop a running reindex, discarding its staged vectors; waits up to ``wait_s``
+        for the thread (an encoder call in flight finishes first). Returns the status:
+        "cancelled", or the last one unchanged when none was running (or it completed
+        before it saw the cancel)."""
+        with self._job_lock:
+            job = self._job
+            if job is None or job.state != "running":
+                return job.status() if job is not None else ReindexStatus()
+            job.cancel.set()
+        if job.thread is not None and job.thread is not threading.current_thread():
+            job.thread.join(wait_s)
+        return self.reindex_status()
+
+    def wait_reindex(self, timeout_s: float | None = None) -> ReindexStatus:
+        """Wait for the running reindex to end (at most ``timeout_s``); its status."""
+        with self._job_lock:
+            job = self._job
+        if job is not None and job.thread is not None:
+            job.thread.join(timeout_s)
+        return self.reindex_status()
+
+    def _run_reindex(
+        self,
+        job: _ReindexJob,
+        snapshot: list[tuple[str, Product]],
+        on_finish: Callable[[ReindexStatus], None] | None,
+    ) -> None:
+        """The reindex thread: embed in batches, catch up, swap; never raises."""
+        state: ReindexState = "done"
+        error = ""
+        try:
+            pending = snapshot
+            for _ in range(_CATCH_UP_ROUNDS + 1):
+                for start in range(0, len(pending), job.batch_size):
+                    if job.cancel.is_set():
+                        raise ReindexCancelled
+                    batch = pending[start : start + job.batch_size]
+                    vectors = job.embed([product.embedding_text() for _, product in batch])
+                    self._stage(job, batch, vectors)
+                    with self._job_lock:
+                        job.embedded += len(batch)
+                pending = self._commit_staging(job)
+                if not pending:
+                    break
+                with self._job_lock:
+                    job.total += len(pending)
+            else:
+                raise RuntimeError(
+                    f"the catalog kept changing: {len(pending)} products still lacked a "
+                    f"version {job.target} vector after {_CATCH_UP_ROUNDS} catch-up rounds"
+                )
+        except ReindexCancelled:
+            state = "cancelled"
+        except Exception as exc:  # any failure leaves the old index serving
+            state = "failed"
+            error = getattr(exc, "message", "") or f"{exc.__class__.__name__}: {exc}"
+        if state != "done":
+            self._discard_staging(job)
+        with self._job_lock:
+            job.state, job.error, job.finished_at = state, error, datetime.now(UTC)
+            if state == "done":
+                job.message = f"the index now has version {job.target}"
+            elif state == "cancelled":
+                job.message = f"cancelled: the index still has version {job.source}"
+            else:
+                job.message = f"failed: the index still has version {job.source}"
+            status = job.status()
+        if on_finish is not None:
+            # A logging callback must not kill the thread.
+            with contextlib.suppress(Exception):
+                on_finish(status)
+
+    def _stage(
+        self, job: _ReindexJob, batch: list[tuple[str, Product]], vectors: np.ndarray
+    ) -> None:
+        """Store a batch's new vectors, except for products changed or deleted since the
+        snapshot (an upsert staged those itself, or they are caught up before the swap)."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(batch), self.dim):
+            raise ValueError(
+                f"embedding: the encoder returned shape {tuple(vectors.shape)} for "
+                f"{len(batch)} products (expected {self.dim} dimensions)"
+            )
+        for (pid, _), vec in zip(batch, vectors, strict=True):
+            error = _vector_error(vec, self.dim)
+            if error is not None:
+                raise ValueError(f"{error} (product {pid!r})")
+        vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        with self._write_mutex:
+            if job.cancel.is_set():
+                raise ReindexCancelled
+            keep = []
+            for (pid, product), vec in zip(batch, vectors, strict=True):
+                row = self._row_of.get(pid)
+                if row is not None and self._products[row] is product:
+                    keep.append((pid, vec))
+            if keep:
+                with self._engine.begin() as conn:
+                    self._write_staged(conn, keep, job.target)
+                self._staged_ids.update(pid for pid, _ in keep)
+
+    def _commit_staging(self, job: _ReindexJob) -> list[tuple[str, Product]]:
+        """Swap the staged vectors in if every product has one; else the products that
+        still need one (nothing changed then)."""
+        with self._write_mutex:
+            if job.cancel.is_set():
+                raise ReindexCancelled
+            missing = [
+                (pid, self._products[row])
+                for pid, row in self._row_of.items()
+                if pid not in self._staged_ids
+            ]
+            if missing:
+                return missing  # type: ignore[return-value]
+            s = StagedEmbedding
+            with self._engine.begin() as conn:
+                staged = conn.execute(select(s.product_id, s.embedding, s.embedding_version)).all()
+                if {r.product_id for r in staged} != self._row_of.keys() or any(
+                    r.embedding_version != job.target for r in staged
+                ):
+                    raise RuntimeError("staging table does not match the catalog")
+                rows = np.asarray([self._row_of[r.product_id] for r in staged], dtype=np.int64)
+                vectors = np.frombuffer(b"".join(r.embedding for r in staged), dtype="<f4")
+                vectors = vectors.reshape(len(staged), self.dim).astype(np.float32)
+                new_vectors = VectorIndex(self.dim)
+                new_vectors.set_many(rows, vectors)
+                new_stats = {
+                    key: _ClassStats(old.name, old.count, np.zeros(self.dim, dtype=np.float64))
+                    for key, old in self._class_stats.items()
+                }
+                for row, vec in zip(rows.tolist(), vectors, strict=True):
+                    key = self._class_keys[row]
+                    if key:
+                        new_stats[key].total += vec
+                updated = conn.execute(
+                    text(
+                        "UPDATE catalog_products SET embedding = s.embedding, "
+                        "embedding_version = s.embedding_version, updated_at = s.updated_at "
+                        "FROM catalog_staging AS s WHERE s.product_id = catalog_products.product_id"
+                    )
+                ).rowcount
+                if updated != len(staged):
+                    raise RuntimeError(f"swap updated {updated} of {len(staged)} products")
+                conn.execute(delete(StagedEmbedding))
+                self._write_meta_version(conn, job.target)
+            versions = [job.target if p is not None else "" for p in self._products]
+            with self._lock.write():
+                self._vectors = new_vectors
+                self._class_stats = new_stats
+                self._versions = versions
+                self._version_counts = Counter({job.target: len(staged)})
+                self._embedding_version = job.target
+                self._generation += 1
+            self._staging_target = ""
+            self._staged_ids = set()
+            return []
+
+    def _discard_staging(self, job: _ReindexJob) -> None:
+        """Forget a stopped reindex's staged vectors (the serving index is untouched)."""
+        with self._write_mutex:
+            if self._staging_target == job.target:
+                self._staging_target = ""
+                self._staged_ids = set()
+            try:
+                with self._engine.begin() as conn:
+                    conn.execute(delete(StagedEmbedding))
+            except SQLAlchemyError:
+                pass  # the next reindex or the next open clears it

@@ -70,7 +70,7 @@ def test_adapter_padding_merges_requests_of_different_lengths(
 ) -> None:
     requests = [tokenizer.encode(SENTENCES[i : i + 2], max_length=64) for i in (0, 2)]
     assert requests[0][0].shape[1] != requests[1][0].shape[1]
-    ids, mask, rows = pad_and_concatenate(requests)
+    (ids, mask), rows = pad_and_concatenate(requests)
     assert rows == [2, 2] and ids.shape[1] == max(r[0].shape[1] for r in requests)
     merged = encoder.run(ids, mask)
     separate = np.concatenate([encoder.run(*request) for request in requests])
@@ -80,3 +80,14 @@ def test_adapter_padding_merges_requests_of_different_lengths(
 def test_empty_batch(encoder: OnnxSentenceEncoder) -> None:
     empty = np.zeros((0, 0), dtype=np.int64)
     assert encoder.run(empty, empty).shape == (0, 384)
+
+
+def test_adapter_padding_merges_pairs_with_token_types(tokenizer: Tokenizer) -> None:
+    short = tokenizer.encode_pairs(["sofa"], ["grey sofa"], max_length=64)
+    long = tokenizer.encode_pairs(["sofa"], [SENTENCES[3]], max_length=64)
+    (ids, mask, types), rows = pad_and_concatenate([short, long])
+    assert rows == [1, 1] and ids.shape == (2, long[0].shape[1])
+    width = short[0].shape[1]
+    # The short pair keeps its segments and is padded with 0 in all three arrays.
+    assert (types[0, :width] == short[2][0]).all() and not types[0, width:].any()
+    assert not ids[0, width:].any() and not mask[0, width:].any()

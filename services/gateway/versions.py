@@ -1,0 +1,81 @@
+"""Which model versions the gateway asks for.
+
+- ``intent_classifier`` and ``cross_encoder``: the version the registry (the trainer
+  service) marks SERVING, re-read in the background; the last known answer stays in use
+  while the trainer is unreachable, and "" (Triton's newest loaded version) before any.
+- ``text_encoder``: the catalog index's version, which retrieval names in every answer;
+  during a reindex it is the old version until the new vectors are swapped in, so a query
+  is always embedded like the catalog it is compared with.
+
+A later issue routes experiment arms to other versions through the same object.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import grpc
+import structlog
+from shopsense.retrieval.v1 import retrieval_service_pb2, retrieval_service_pb2_grpc
+from shopsense.trainer.v1 import trainer_service_pb2, trainer_service_pb2_grpc
+
+from shared.rpc.clients import open_channel
+
+ROUTED_MODELS = ("intent_classifier", "cross_encoder")
+_log = structlog.get_logger("shopsense.gateway.versions")
+
+
+class ModelVersions:
+    """The versions to request, kept fresh by a background thread."""
+
+    def __init__(self, trainer_target: str, retrieval_target: str, interval_s: float) -> None:
+        self._trainer = trainer_service_pb2_grpc.TrainerServiceStub(open_channel(trainer_target))
+        self._retrieval = retrieval_service_pb2_grpc.RetrievalServiceStub(
+            open_channel(retrieval_target)
+        )
+        self._interval_s = interval_s
+        self.serving: dict[str, str] = dict.fromkeys(ROUTED_MODELS, "")
+        self.text_encoder = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="model-versions", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def saw_index_version(self, version: str) -> None:
+        """Retrieval answered with this catalog version: embed the next queries with it."""
+        if version and version != self.text_encoder:
+            _log.info("text_encoder_version", version=version, previous=self.text_encoder)
+            self.text_encoder = version
+
+    def refresh(self) -> None:
+        """Re-read the serving versions and the catalog's version (errors are logged)."""
+        for model in ROUTED_MODELS:
+            try:
+                reply = self._trainer.ListModelVersions(
+                    trainer_service_pb2.ListModelVersionsRequest(model=model), timeout=2.0
+                )
+            except grpc.RpcError as exc:
+                _log.debug("registry_unreachable", code=exc.code().name)
+                break
+            version = str(reply.serving_version) if reply.serving_version else ""
+            if version != self.serving[model]:
+                _log.info("serving_version", model=model, version=version)
+                self.serving[model] = version
+        try:
+            stats = self._retrieval.GetCatalogStats(
+                retrieval_service_pb2.GetCatalogStatsRequest(), timeout=2.0
+            )
+        except grpc.RpcError as exc:
+            _log.debug("retrieval_unreachable", code=exc.code().name)
+        else:
+            self.saw_index_version(stats.embedding_version)
+
+    def _loop(self) -> None:
+        while True:
+            self.refresh()
+            if self._stop.wait(self._interval_s):
+                return

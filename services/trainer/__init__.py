@@ -1,0 +1,1 @@
+"""The trainer service: fine-tunes, registers and publishes model versions."""

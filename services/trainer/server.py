@@ -1,0 +1,638 @@
+"""TrainerService: training jobs in worker processes, the model registry, publish and rollback.
+
+Bad input is refused in the RPC, before a job exists: unknown model, hyperparameters unknown
+or out of range, a dataset that is missing, empty, corrupt or lacks a class (fast checks, the
+same code the worker runs). A job's worker reports back to ``JobRunner``; when it returns a
+result, :meth:`ModelPublisher.register` numbers and registers the version (CANDIDATE) and, on
+request, publishes it.
+
+Publishing is all or nothing: the export is installed as ``<repository>/<model>/<version>/``,
+Triton loads it next to the serving version, and only once it is READY does the registry
+switch (one transaction); then the old version is unloaded (text_encoder: kept while retrieval
+re-embeds the catalog with the new version). If Triton refuses, the old version keeps serving
+and the registry is unchanged.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+import structlog
+from google.protobuf.timestamp_pb2 import Timestamp
+from shopsense.trainer.v1 import trainer_service_pb2 as pb
+from shopsense.trainer.v1 import trainer_service_pb2_grpc as pb_grpc
+
+from services.trainer.jobs import JobRunner, register_result
+from shared.rpc.errors import FailedPrecondition, InvalidArgument, ShopsenseError, Unavailable
+from shared.rpc.server import ServerHandle, build_server
+from shared.settings import Settings
+from shared.storage.database import create_db_engine
+from shared.storage.registry import (
+    JobStage,
+    ModelRegistry,
+    ModelVersion,
+    TrainingJob,
+    VersionStatus,
+)
+from shared.training.modules import MODEL_KINDS, TEXT_ENCODER
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TrainerService"].full_name
+MAX_LIST_JOBS = 1000
+DEFAULT_LIST_JOBS = 20
+# Seconds a watcher sleeps between checks that its client is still there.
+WATCH_POLL_S = 1.0
+# Seconds between reconcile attempts while Triton is starting.
+RECONCILE_RETRY_S = 2.0
+
+_log = structlog.get_logger("shopsense.trainer")
+
+# Reindex trigger: text_encoder version -> None, raising when retrieval did not accept it.
+Reindexer = Callable[[int], None]
+
+
+def _timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def job_message(job: TrainingJob) -> pb.Job:
+    """The registry row as the proto's Job."""
+    message = pb.Job(
+        job_id=job.job_id,
+        model=job.model,
+        state=pb.JobState.Value(f"JOB_STATE_{job.state}"),
+        stage=pb.JobStage.Value(f"JOB_STAGE_{job.stage}"),
+        progress=job.progress,
+        step=job.step,
+        total_steps=job.total_steps,
+        epoch=job.epoch,
+        metrics=job.metrics,
+        error=job.error,
+        result_version=job.result_version or 0,
+        dataset=job.dataset,
+        hyperparameters=job.hyperparameters,
+        parent_version=job.parent_version or 0,
+        teacher_version=job.teacher_version or 0,
+        publish=job.publish,
+        cancel_requested=job.cancel_requested,
+    )
+    for name, value in (
+        ("created_time", job.created_at),
+        ("started_time", job.started_at),
+        ("finished_time", job.finished_at),
+    ):
+        stamp = _timestamp(value)
+        if stamp is not None:
+            getattr(message, name).CopyFrom(stamp)
+    return message
+
+
+def export_summary(report: Mapping[str, Any]) -> pb.ExportSummary:
+    """Precision, largest difference and agreement out of an export report."""
+    served = str(report.get("served", report.get("precision", "")))
+    diff = report.get(f"{served}_max_abs_diff", report.get("max_abs_diff", 0.0))
+    agreement_metrics = report.get("agreement") or {}
+    bar = report.get("bar") or {}
+    agreement = 0.0
+    if isinstance(agreement_metrics, Mapping):
+        metric = next(iter(bar), None) if isinstance(bar, Mapping) else None
+        if metric is not None and metric in agreement_metrics:
+            agreement = float(agreement_metrics[metric])
+        elif agreement_metrics:
+            agreement = min(float(v) for v in agreement_metrics.values())
+    elif isinstance(agreement_metrics, int | float):
+        agreement = float(agreement_metrics)
+    return pb.ExportSummary(precision=served, max_abs_diff=float(diff or 0.0), agreement=agreement)
+
+
+def version_message(row: ModelVersion) -> pb.ModelVersion:
+    """The registry row as the proto's ModelVersion."""
+    message = pb.ModelVersion(
+        model=row.model,
+        version=row.version,
+        parent_version=row.parent_version or 0,
+        data_fingerprint=row.data_fingerprint,
+        hyperparameters=row.hyperparameters,
+        dev_metrics=row.dev_metrics,
+        offline_metrics=row.offline_metrics,
+        training_seconds=row.training_seconds,
+        export=export_summary(row.export_report),
+        status=pb.VersionStatus.Value(f"VERSION_STATUS_{row.status}"),
+        job_id=row.job_id,
+    )
+    for name, value in (("created_time", row.created_at), ("served_time", row.served_at)):
+        stamp = _timestamp(value)
+        if stamp is not None:
+            getattr(message, name).CopyFrom(stamp)
+    return message
+
+
+def check_model(model: str, field: str = "model") -> None:
+    """InvalidArgument naming ``field`` unless ``model`` is a known model kind."""
+    if not model:
+        raise InvalidArgument(f"{field}: required, one of {', '.join(MODEL_KINDS)}")
+    if model not in MODEL_KINDS:
+        raise InvalidArgument(
+            f"{field}: unknown model kind {model!r}; one of {', '.join(MODEL_KINDS)}"
+        )
+
+
+class PublishOutcome:
+    """What a publish or rollback did."""
+
+    def __init__(
+        self,
+        version: ModelVersion,
+        previous: ModelVersion | None,
+        reindex_started: bool = False,
+        note: str = "",
+    ) -> None:
+        self.version = version
+        self.previous = previous
+        self.reindex_started = reindex_started
+        self.note = note
+
+
+class ModelPublisher:
+    """Registers results and moves versions onto Triton, one model at a time.
+
+    ``repository`` is Triton's model repository folder as this machine sees it.
+    """
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        repository: Path,
+        triton_url: str,
+        reindex: Reindexer | None = None,
+    ) -> None:
+        self._registry = registry
+        self._repository = Path(repository)
+        self._triton_url = triton_url
+        self._reindex = reindex
+        self._locks: dict[str, threading.Lock] = {model: threading.Lock() for model in MODEL_KINDS}
+
+    # --- versions in the repository ------------------------------------------------------
+
+    def exported_folder(self, model: str) -> Path | None:
+        """The folder of what serves ``model`` now: its registered serving version's Triton
+        folder (or export), else the repository's highest version (the base model)."""
+        row = self._registry.serving_version(model)
+        if row is not None:
+            folder = self._repository / model / str(row.version)
+            if folder.is_dir():
+                return folder
+            return Path(row.export_dir) if row.export_dir else None
+        model_dir = self._repository / model
+        versions = (
+            sorted(
+                (p for p in model_dir.iterdir() if p.name.isdigit() and p.is_dir()),
+                key=lambda p: int(p.name),
+            )
+            if model_dir.is_dir()
+            else []
+        )
+        return versions[-1] if versions else None
+
+    def serving_exports(self) -> dict[str, str]:
+        """Kind -> folder of the version serving now, for offline evaluation."""
+        out: dict[str, str] = {}
+        for model in MODEL_KINDS:
+            folder = self.exported_folder(model)
+            if folder is not None:
+                out[model] = str(folder)
+        return out
+
+    def register(
+        self,
+        job: TrainingJob,
+        result: Mapping[str, Any],
+        set_stage: Callable[[JobStage], None],
+    ) -> tuple[int, str]:
+        """``JobRunner``'s ``on_result``: register the next version, publish it if asked."""
+        from shared.models.publish import next_version
+
+        set_stage(JobStage.PUBLISHING)
+        with self._locks[job.model]:
+            version = max(
+                self._registry.max_version(job.model) + 1,
+                next_version(self._repository, job.model),
+            )
+            register_result(self._registry, job, result, version)
+        _log.info("version_registered", model=job.model, version=version, job_id=job.job_id)
+        if not job.publish:
+            return version, ""
+        outcome = self.publish(job.model, version)
+        return version, outcome.note
+
+    # --- publish and rollback ------------------------------------------------------------
+
+    def publish(self, model: str, version: int) -> PublishOutcome:
+        """Serve ``version`` of ``model``; the serving one becomes RETIRED."""
+        return self._serve(model, version, VersionStatus.RETIRED)
+
+    def rollback(self, model: str, to_version: int = 0) -> PublishOutcome:
+        """Serve an earlier version again; the serving one becomes ROLLED_BACK."""
+        current = self._registry.serving_version(model)
+        if current is None:
+            raise FailedPrecondition(f"model: {model} has no registered serving version")
+        if to_version == 0:
+            previous = self._registry.previous_serving(model)
+            if previous is None:
+                raise FailedPrecondition(
+                    f"to_version: no version of {model} served before version {current.version}"
+                )
+            to_version = previous.version
+        elif to_version == current.version:
+            raise FailedPrecondition(f"to_version: version {to_version} of {model} is serving")
+        return self._serve(model, to_version, VersionStatus.ROLLED_BACK)
+
+    def _serve(self, model: str, version: int, previous_becomes: VersionStatus) -> PublishOutcome:
+        from shared.models import publish as triton
+
+        with self._locks[model]:
+            target = self._registry.get_version(model, version)
+            current = self._registry.serving_version(model)
+            if current is not None and current.version == version:
+                return PublishOutcome(target, None, note=f"version {version} already serves")
+            folder = self._repository / model / str(version)
+            installed_now = False
+            if not folder.is_dir():
+                export_dir = Path(target.export_dir)
+                if not target.export_dir or not export_dir.is_dir():
+                    raise FailedPrecondition(
+                        f"version: the export of {model} version {version} is gone "
+                        f"({target.export_dir or 'no folder recorded'}); retrain it"
+                    )
+                triton.install_version(self._repository, model, version, export_dir)
+                installed_now = True
+            try:
+                loaded = triton.loaded_versions(self._triton_url, model)
+            except Exception as exc:
+                self._undo_install(model, version, installed_now)
+                raise Unavailable(f"triton: unreachable at {self._triton_url}: {exc}") from exc
+            old = [current.version] if current is not None else loaded
+            try:
+                triton.load_versions(
+                    self._triton_url,
+                    model,
+                    sorted({version, *old}),
+                    repository=self._repository,
+                )
+            except triton.ModelLoadError as exc:
+                self._undo_install(model, version, installed_now)
+                raise FailedPrecondition(f"version: {exc}") from exc
+            except Exception as exc:
+                self._undo_install(model, version, installed_now)
+                raise Unavailable(f"triton: {exc}") from exc
+
+            serving, previous = self._registry.promote(
+                model, version, previous_becomes=previous_becomes
+            )
+            _log.info(
+                "version_serving",
+                model=model,
+                version=version,
+                previous=previous.version if previous else None,
+            )
+            notes: list[str] = []
+            reindex_started = False
+            if model == TEXT_ENCODER:
+                # Retrieval's index holds vectors of the old version: keep it loaded until
+                # the catalog is re-embedded with the new one.
+                reindex_started, note = self._start_reindex(version)
+                if note:
+                    notes.append(note)
+            elif set(old) - {version}:
+                try:
+                    triton.load_versions(
+                        self._triton_url, model, [version], repository=self._repository
+                    )
+                except Exception as exc:
+                    notes.append(f"the previous version is still loaded: {exc}")
+            return PublishOutcome(serving, previous, reindex_started, "; ".join(notes))
+
+    def _undo_install(self, model: str, version: int, installed_now: bool) -> None:
+        if not installed_now:
+            return
+        from shared.models.publish import remove_version
+
+        try:
+            remove_version(self._repository, model, version)
+        except OSError as exc:
+            _log.warning("undo_install_failed", model=model, version=version, error=str(exc))
+
+    def _start_reindex(self, version: int) -> tuple[bool, str]:
+        if self._reindex is None:
+            return False, f"start the catalog reindex with text_encoder version {version}"
+        try:
+            self._reindex(version)
+        except Exception as exc:
+            message = exc.details() if isinstance(exc, grpc.RpcError) else str(exc)
+            _log.warning("reindex_not_started", version=version, error=message)
+            return (
+                False,
+                f"retrieval did not start the catalog reindex ({message}): start it with "
+                f"text_encoder version {version}",
+            )
+        return True, ""
+
+    # --- reconcile ------------------------------------------------------------------------
+
+    def reconcile(self) -> list[str]:
+        """Make Triton serve each model's registered serving version; the models not done."""
+        from shared.models import publish as triton
+
+        pending: list[str] = []
+        for row in self._registry.serving_versions():
+            with self._locks.setdefault(row.model, threading.Lock()):
+                try:
+                    folder = self._repository / row.model / str(row.version)
+                    if not folder.is_dir():
+                        triton.install_version(
+                            self._repository, row.model, row.version, Path(row.export_dir)
+                        )
+                    loaded = triton.loaded_versions(self._triton_url, row.model)
+                    if row.version not in loaded:
+                        triton.load_versions(
+                            self._triton_url,
+                            row.model,
+                            [row.version],
+                            repository=self._repository,
+                        )
+                except Exception as exc:
+                    _log.warning(
+                        "reconcile_pending", model=row.model, version=row.version, error=str(exc)
+                    )
+                    pending.append(row.model)
+        return pending
+
+
+def retrieval_reindexer(target: str, timeout_s: float = 10.0) -> Reindexer:
+    """A Reindexer calling RetrievalService.ReindexCatalog at ``target``."""
+
+    def reindex(version: int) -> None:
+        from shopsense.retrieval.v1 import retrieval_service_pb2 as rpb
+        from shopsense.retrieval.v1 import retrieval_service_pb2_grpc as rpb_grpc
+
+        from shared.rpc.clients import open_channel
+
+        channel = open_channel(target)
+        try:
+            rpb_grpc.RetrievalServiceStub(channel).ReindexCatalog(
+                rpb.ReindexCatalogRequest(text_encoder_version=str(version)), timeout=timeout_s
+            )
+        finally:
+            channel.close()
+
+    return reindex
+
+
+class TrainerServicer(pb_grpc.TrainerServiceServicer):
+    """The RPCs over a registry, a job runner and a publisher (all passed in)."""
+
+    def __init__(
+        self, registry: ModelRegistry, runner: JobRunner, publisher: ModelPublisher
+    ) -> None:
+        self._registry = registry
+        self._runner = runner
+        self._publisher = publisher
+
+    def _checkpoint(self, model: str, version: int, field: str) -> str:
+        row = self._registry.get_version(model, version)
+        if not row.checkpoint_dir or not Path(row.checkpoint_dir).is_dir():
+            raise FailedPrecondition(
+                f"{field}: the checkpoint of {model} version {version} is gone"
+            )
+        return row.checkpoint_dir
+
+    def StartTraining(
+        self, request: pb.StartTrainingRequest, context: grpc.ServicerContext | None
+    ) -> pb.StartTrainingResponse:
+        from shared.training.data import DatasetError, load_training_data
+        from shared.training.hyperparams import HyperparameterError, Hyperparameters
+
+        check_model(request.model)
+        overrides = dict(request.hyperparameters)
+        try:
+            Hyperparameters.for_kind(request.model, overrides)
+        except HyperparameterError as exc:
+            raise InvalidArgument(str(exc)) from exc
+        if not request.dataset:
+            raise InvalidArgument(
+                "dataset: required (a folder with product.csv, query.csv, label.csv)"
+            )
+        dataset = Path(request.dataset)
+        if not dataset.is_dir():
+            raise InvalidArgument(f"dataset: {request.dataset} is not a folder")
+        try:
+            load_training_data(dataset, kind=request.model)
+        except DatasetError as exc:
+            raise InvalidArgument(f"dataset: {exc}") from exc
+        if request.parent_version < 0:
+            raise InvalidArgument("parent_version: must be >= 0")
+        if request.teacher_version < 0:
+            raise InvalidArgument("teacher_version: must be >= 0")
+
+        parent: int | None = request.parent_version or None
+        init_checkpoint = None
+        if parent is None:
+            serving = self._registry.serving_version(request.model)
+            if serving is not None and serving.checkpoint_dir:
+                parent = serving.version
+        if parent is not None:
+            init_checkpoint = self._checkpoint(request.model, parent, "parent_version")
+        teacher_checkpoint = None
+        if request.teacher_version:
+            if request.model != TEXT_ENCODER:
+                raise InvalidArgument(
+                    f"teacher_version: only a text_encoder distils, not a {request.model}"
+                )
+            teacher_checkpoint = self._checkpoint(
+                "cross_encoder", request.teacher_version, "teacher_version"
+            )
+
+        job = self._runner.submit(
+            request.model,
+            str(dataset.resolve()),
+            overrides,
+            parent_version=parent,
+            teacher_version=request.teacher_version or None,
+            publish=request.publish,
+            init_checkpoint=init_checkpoint,
+            teacher_checkpoint=teacher_checkpoint,
+            serving_exports=self._publisher.serving_exports(),
+        )
+        return pb.StartTrainingResponse(job_id=job.job_id, job=job_message(job))
+
+    @staticmethod
+    def _job_id(job_id: str) -> str:
+        if not job_id:
+            raise InvalidArgument("job_id: required")
+        return job_id
+
+    def GetJob(
+        self, request: pb.GetJobRequest, context: grpc.ServicerContext | None
+    ) -> pb.GetJobResponse:
+        job, _ = self._runner.snapshot(self._job_id(request.job_id))
+        return pb.GetJobResponse(job=job_message(job))
+
+    def WatchJob(
+        self, request: pb.WatchJobRequest, context: grpc.ServicerContext | None
+    ) -> Iterator[pb.WatchJobResponse]:
+        job_id = self._job_id(request.job_id)
+        job, revision = self._runner.snapshot(job_id)
+        yield pb.WatchJobResponse(job=job_message(job))
+        while not job.job_state.terminal:
+            if context is not None and not context.is_active():
+                return
+            if self._runner.closed:
+                raise Unavailable("trainer: shutting down; watch again after the restart")
+            if not self._runner.wait_for_change(job_id, revision, WATCH_POLL_S):
+                continue
+            latest, revision = self._runner.snapshot(job_id)
+            if latest != job:
+                job = latest
+                yield pb.WatchJobResponse(job=job_message(job))
+
+    def CancelJob(
+        self, request: pb.CancelJobRequest, context: grpc.ServicerContext | None
+    ) -> pb.CancelJobResponse:
+        job = self._runner.cancel(self._job_id(request.job_id))
+        return pb.CancelJobResponse(job=job_message(job))
+
+    def ListJobs(
+        self, request: pb.ListJobsRequest, context: grpc.ServicerContext | None
+    ) -> pb.ListJobsResponse:
+        if request.model:
+            check_model(request.model)
+        if request.limit < 0 or request.limit > MAX_LIST_JOBS:
+            raise InvalidArgument(f"limit: must be in [0, {MAX_LIST_JOBS}]")
+        jobs = self._registry.list_jobs(request.model or None, request.limit or DEFAULT_LIST_JOBS)
+        live = []
+        for job in jobs:
+            if job.job_state.terminal:
+                live.append(job)
+            else:
+                try:
+                    live.append(self._runner.snapshot(job.job_id)[0])
+                except ShopsenseError:
+                    live.append(job)
+        return pb.ListJobsResponse(jobs=[job_message(job) for job in live])
+
+    def ListModelVersions(
+        self, request: pb.ListModelVersionsRequest, context: grpc.ServicerContext | None
+    ) -> pb.ListModelVersionsResponse:
+        check_model(request.model)
+        rows = self._registry.list_versions(request.model)
+        serving = next((r.version for r in rows if r.status == VersionStatus.SERVING.value), 0)
+        return pb.ListModelVersionsResponse(
+            versions=[version_message(r) for r in rows], serving_version=serving
+        )
+
+    def PublishVersion(
+        self, request: pb.PublishVersionRequest, context: grpc.ServicerContext | None
+    ) -> pb.PublishVersionResponse:
+        check_model(request.model)
+        if request.version < 1:
+            raise InvalidArgument("version: required (>= 1)")
+        outcome = self._publisher.publish(request.model, request.version)
+        return pb.PublishVersionResponse(
+            version=version_message(outcome.version),
+            previous_version=outcome.previous.version if outcome.previous else 0,
+            reindex_started=outcome.reindex_started,
+            note=outcome.note,
+        )
+
+    def RollbackVersion(
+        self, request: pb.RollbackVersionRequest, context: grpc.ServicerContext | None
+    ) -> pb.RollbackVersionResponse:
+        check_model(request.model)
+        if request.to_version < 0:
+            raise InvalidArgument("to_version: must be >= 0 (0: the previous serving version)")
+        outcome = self._publisher.rollback(request.model, request.to_version)
+        return pb.RollbackVersionResponse(
+            version=version_message(outcome.version),
+            rolled_back_version=outcome.previous.version if outcome.previous else 0,
+            reindex_started=outcome.reindex_started,
+            note=outcome.note,
+        )
+
+
+def _reconcile_in_background(handle: ServerHandle, publisher: ModelPublisher) -> None:
+    """Retry until Triton serves every registered serving version (Triton may be starting)."""
+    stop = threading.Event()
+    handle.on_stop(stop.set)
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                pending = publisher.reconcile()
+            except Exception as exc:  # the registry or Triton still starting
+                _log.warning("reconcile_failed", error=str(exc))
+                pending = ["?"]
+            if not pending:
+                _log.info("reconciled")
+                return
+            stop.wait(RECONCILE_RETRY_S)
+
+    threading.Thread(target=loop, name="trainer-reconcile", daemon=True).start()
+
+
+def create_server(
+    settings: Settings,
+    runner: JobRunner | None = None,
+    registry: ModelRegistry | None = None,
+    reindex: Reindexer | None = None,
+) -> ServerHandle:
+    """Start the trainer on ``settings.trainer_listen`` (port 0 picks a free one).
+
+    Opens the registry at ``settings.registry_db_url`` unless ``registry`` (or ``runner``) is
+    given, marks jobs a previous trainer left running FAILED, reconciles Triton with the
+    registry in the background, and reports SERVING once the registry answers. ``reindex``
+    defaults to calling retrieval at ``settings.retrieval_target``.
+    """
+    if runner is not None:
+        registry = runner.registry
+    owns_engine = registry is None
+    if registry is None:
+        registry = ModelRegistry(create_db_engine(settings.registry_db_url))
+    publisher = ModelPublisher(
+        registry,
+        settings.triton_models,
+        settings.triton_url,
+        reindex if reindex is not None else retrieval_reindexer(settings.retrieval_target),
+    )
+    owns_runner = runner is None
+    if runner is None:
+        runner = JobRunner(registry, settings.training_dir, on_result=publisher.register)
+    try:
+        registry.ping()
+        runner.recover("trainer restarted")
+    except Exception:
+        if owns_engine:
+            registry.engine.dispose()
+        raise
+    servicer = TrainerServicer(registry, runner, publisher)
+    handle = build_server(
+        "trainer",
+        lambda server: pb_grpc.add_TrainerServiceServicer_to_server(servicer, server),
+        [SERVICE_NAME],
+        address=settings.trainer_listen,
+        max_workers=settings.grpc_workers,
+    )
+    if owns_runner:
+        handle.on_stop(runner.close)
+    if owns_engine:
+        handle.on_stop(registry.engine.dispose)
+    _reconcile_in_background(handle, publisher)
+    handle.mark_serving()
+    return handle

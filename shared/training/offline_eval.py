@@ -1,0 +1,246 @@
+"""Offline evaluation of a model version on the dev judgments, in one process.
+
+The trainer runs this after exporting a candidate version: the whole search pipeline is
+assembled in this process from ONNX files (the candidate in its slot, the serving
+versions of the other two models in theirs), with the same catalog index, feature scorer
+and cross-encoder blend the services use, and measured on the training dataset's dev
+queries (never on the held-out queries `make eval` reports). Metrics, all means over the
+dev queries (keys as stored in the registry):
+
+- ``intent/top1``, ``intent/top3``: the classifier (or the zero-shot prototypes);
+- ``dense/…``: dense retrieval alone with this text encoder;
+- ``retrieval/…``: the retrieval service's hybrid order (BM25 + dense + intent boost);
+- ``pipeline/…``: after ranking (features, plus the cross-encoder when there is one);
+- ``bm25/…``: BM25 alone, the keyword baseline;
+each ``…`` being ``ndcg@10``, ``recall@100`` and ``mrr@10``.
+
+Catalog embeddings are cached per (model file, catalog) under ``<state>/offline-eval``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from shared.data.catalog import Product
+from shared.data.dataset import Query
+from shared.evaluation.metrics import evaluate_run, intent_accuracy
+from shared.intent.attributes import AttributeMatcher
+from shared.intent.prototypes import Prototypes, build_prototypes
+from shared.models.onnx_runtime import OnnxSentenceEncoder, session_options
+from shared.models.tokenization import Tokenizer
+from shared.paths import state_dir
+from shared.ranking.features import FeatureScorer, RankInput
+from shared.ranking.rerank import DEFAULT_DEPTH, DEFAULT_WEIGHT, rerank_head
+from shared.search.catalog_index import CatalogIndex
+
+SPEC_FILE = "shopsense_model.json"
+CANDIDATES = 100
+QUERY_TOKENS = 32
+PRODUCT_TOKENS = 64
+PAIR_TOKENS = 64
+EMBED_BATCH = 64
+
+
+def _spec(folder: Path) -> dict:
+    path = Path(folder) / SPEC_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+class _Session:
+    """An onnxruntime session fed by input name (two or three token arrays)."""
+
+    def __init__(self, path: Path, threads: int = 2) -> None:
+        self.session = ort.InferenceSession(
+            str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
+        )
+        self.inputs = [i.name for i in self.session.get_inputs()]
+
+    def run(self, **arrays: np.ndarray) -> np.ndarray:
+        feed = {name: np.ascontiguousarray(arrays[name], dtype=np.int64) for name in self.inputs}
+        return self.session.run(None, feed)[0]
+
+
+@dataclass
+class LocalPipeline:
+    """The search pipeline in one process, built from exported model folders.
+
+    ``text_encoder`` is required; without ``intent_classifier`` the zero-shot prototypes
+    classify; without ``cross_encoder`` the features alone rank.
+    """
+
+    products: Sequence[Product]
+    text_encoder: Path
+    intent_classifier: Path | None = None
+    cross_encoder: Path | None = None
+    rerank_depth: int = DEFAULT_DEPTH
+    rerank_weight: float = DEFAULT_WEIGHT
+    cache_dir: Path | None = None
+    progress: Callable[[str], None] | None = None
+
+    def __post_init__(self) -> None:
+        self.tokenizer = Tokenizer()
+        self.encoder = OnnxSentenceEncoder(Path(self.text_encoder) / "model.onnx")
+        self.classifier = self.labels = None
+        if self.intent_classifier is not None:
+            self.classifier = _Session(Path(self.intent_classifier) / "model.onnx")
+            self.labels = list(_spec(self.intent_classifier)["labels"])
+        self.reranker = None
+        if self.cross_encoder is not None:
+            self.reranker = _Session(Path(self.cross_encoder) / "model.onnx")
+        self._workdir = tempfile.TemporaryDirectory(prefix="shopsense-offline-eval-")
+        self.index = CatalogIndex.open(Path(self._workdir.name) / "catalog.db")
+        vectors = self._catalog_vectors()
+        for start in range(0, len(self.products), 1024):
+            self.index.upsert(
+                list(self.products[start : start + 1024]), vectors[start : start + 1024], "eval"
+            )
+        centroids = {c: v for c, (_, v) in self.index.class_centroids().items()}
+        names = sorted(centroids)
+        self.prototypes: Prototypes = build_prototypes(
+            dict(zip(names, self.embed(names, 16), strict=True)), centroids, "prototypes"
+        )
+        self.attributes = AttributeMatcher(self.index.attribute_values())
+        self.scorer = FeatureScorer()
+        self._texts = {p.product_id: p.embedding_text() for p in self.products}
+
+    def close(self) -> None:
+        """Release the index and its temporary file."""
+        self.index.close()
+        self._workdir.cleanup()
+
+    # -- parts ----------------------------------------------------------------------------
+    def embed(self, texts: Sequence[str], max_length: int) -> np.ndarray:
+        """Unit embeddings with the text encoder."""
+        out = [
+            self.encoder.run(*self.tokenizer.encode(texts[i : i + EMBED_BATCH], max_length))
+            for i in range(0, len(texts), EMBED_BATCH)
+        ]
+        return np.concatenate(out) if out else np.zeros((0, self.encoder.dimension), np.float32)
+
+    def _catalog_vectors(self) -> np.ndarray:
+        model = Path(self.text_encoder) / "model.onnx"
+        digest = hashlib.sha256(model.read_bytes()).hexdigest()[:16]
+        texts = [p.embedding_text() for p in self.products]
+        catalog = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
+        cache = Path(self.cache_dir or state_dir() / "offline-eval") / f"{digest}-{catalog}.npy"
+        if cache.is_file():
+            return np.load(cache)
+        if self.progress:
+            self.progress(f"embedding {len(texts)} products for the offline evaluation")
+        vectors = self.embed(texts, PRODUCT_TOKENS)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        staged = cache.with_suffix(".tmp.npy")
+        np.save(staged, vectors)
+        staged.replace(cache)
+        return vectors
+
+    def classify(self, query: str, vector: np.ndarray, top_k: int = 5) -> list[tuple[str, float]]:
+        """Top classes with probabilities: the classifier, else the prototypes."""
+        if self.classifier is None or self.labels is None:
+            return self.prototypes.classify(vector, top_k)
+        ids, mask = self.tokenizer.encode([query], QUERY_TOKENS)
+        probabilities = self.classifier.run(input_ids=ids, attention_mask=mask)[0]
+        top = np.argsort(-probabilities)[:top_k]
+        return [(self.labels[i], float(probabilities[i])) for i in top]
+
+    def cross_scores(self, query: str, product_ids: Sequence[str]) -> np.ndarray:
+        """Cross-encoder logits of (query, product) pairs."""
+        assert self.reranker is not None
+        docs = [self._texts[pid] for pid in product_ids]
+        ids, mask, types = self.tokenizer.encode_pairs([query] * len(docs), docs, PAIR_TOKENS)
+        return self.reranker.run(input_ids=ids, attention_mask=mask, token_type_ids=types).reshape(
+            -1
+        )
+
+    # -- one query ------------------------------------------------------------------------
+    def search(self, query: str) -> dict[str, list[str]]:
+        """Ranked product ids of one query at every stage, plus its predicted classes."""
+        vector = self.embed([query], QUERY_TOKENS)[0]
+        intent = self.classify(query, vector)
+        dense = self.index.retrieve(query, vector, k=CANDIDATES, mode="dense")
+        lexical = self.index.retrieve(query, None, k=CANDIDATES, mode="lexical")
+        hybrid = self.index.retrieve(query, vector, intent=intent, k=CANDIDATES)
+        wanted = self.attributes.match(query)
+        scored = self.scorer.score(
+            [
+                RankInput(
+                    c.product.product_id, c.product.product_class, c.score, c.dense_score,
+                    c.lexical_score, c.product.rating, c.product.review_count,
+                    c.product.attributes,
+                )
+                for c in hybrid.candidates
+            ],
+            dict(intent),
+            wanted,
+        )  # fmt: skip
+        if self.reranker is not None and scored:
+            head = [s.product_id for s in scored[: self.rerank_depth]]
+            scored = rerank_head(scored, self.cross_scores(query, head), self.rerank_weight)
+        return {
+            "classes": [c for c, _ in intent],
+            "bm25": [c.product.product_id for c in lexical.candidates],
+            "dense": [c.product.product_id for c in dense.candidates],
+            "retrieval": [c.product.product_id for c in hybrid.candidates],
+            "pipeline": [s.product_id for s in scored],
+        }
+
+
+def evaluate_pipeline(
+    pipeline: LocalPipeline, queries: Sequence[Query], labels: Mapping[str, Mapping[str, str]]
+) -> dict[str, float]:
+    """The module docstring's metrics of ``pipeline`` on ``queries``."""
+    runs: dict[str, dict[str, list[str]]] = {}
+    for query in queries:
+        for stage, ranked in pipeline.search(query.text).items():
+            runs.setdefault(stage, {})[query.query_id] = ranked
+    judged = {q.query_id: labels[q.query_id] for q in queries if labels.get(q.query_id)}
+    metrics: dict[str, float] = {}
+    for stage in ("bm25", "dense", "retrieval", "pipeline"):
+        result = evaluate_run(runs.get(stage, {}), judged)
+        for key in ("ndcg@10", "recall@100", "mrr@10"):
+            metrics[f"{stage}/{key}"] = float(result[key])
+    accuracy = intent_accuracy(
+        runs.get("classes", {}), {q.query_id: q.query_class for q in queries}
+    )
+    metrics["intent/top1"] = float(accuracy["top1"])
+    metrics["intent/top3"] = float(accuracy["top3"])
+    metrics["dev_queries"] = float(len(queries))
+    return metrics
+
+
+def evaluate_version(
+    kind: str,
+    export_dir: Path,
+    dataset_dir: Path,
+    serving_exports: Mapping[str, Path],
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, float]:
+    """Metrics of the pipeline with ``export_dir`` as ``kind`` and ``serving_exports`` (kind
+    -> exported version folder) in the other slots; ``text_encoder`` must be one of them
+    unless ``kind`` is the text encoder. Dev queries come from the dataset's split."""
+    from shared.training.data import load_training_data
+
+    data = load_training_data(Path(dataset_dir))
+    slots = {k: Path(v) for k, v in serving_exports.items()}
+    slots[kind] = Path(export_dir)
+    if "text_encoder" not in slots:
+        raise ValueError("serving_exports: a text_encoder version is needed for the pipeline")
+    pipeline = LocalPipeline(
+        data.products,
+        slots["text_encoder"],
+        slots.get("intent_classifier"),
+        slots.get("cross_encoder"),
+        progress=progress,
+    )
+    try:
+        return evaluate_pipeline(pipeline, data.dev_queries, data.labels)
+    finally:
+        pipeline.close()

@@ -1,0 +1,150 @@
+"""The model registry as a report: a table per model and a PNG chart.
+
+Reads every version from the TrainerService (``ListModelVersions``): status, lineage,
+training time, export precision, and the offline metrics measured on the dev judgments,
+each compared with the previous version and with BM25 alone. The chart shows each job's
+learning curves (from ``<training_dir>/<job_id>/history.json``) and the headline metric
+per version.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import grpc
+from rich.console import Console
+from rich.table import Table
+from shopsense.trainer.v1 import trainer_service_pb2 as tpb
+from shopsense.trainer.v1 import trainer_service_pb2_grpc
+
+from shared.paths import state_dir
+
+MODELS = ("intent_classifier", "text_encoder", "cross_encoder")
+# The metric each model is judged by, and the ones shown beside it.
+HEADLINE = {
+    "intent_classifier": "intent/top1",
+    "text_encoder": "retrieval/ndcg@10",
+    "cross_encoder": "pipeline/ndcg@10",
+}
+SHOWN = (
+    "intent/top1",
+    "intent/top3",
+    "dense/ndcg@10",
+    "retrieval/ndcg@10",
+    "retrieval/recall@100",
+    "pipeline/ndcg@10",
+    "pipeline/recall@100",
+    "pipeline/mrr@10",
+)
+
+
+def list_versions(trainer: str) -> dict[str, list[tpb.ModelVersion]]:
+    """Every registered version per model, oldest first."""
+    stub = trainer_service_pb2_grpc.TrainerServiceStub(grpc.insecure_channel(trainer))
+    out = {}
+    for model in MODELS:
+        reply = stub.ListModelVersions(tpb.ListModelVersionsRequest(model=model), timeout=10)
+        out[model] = sorted(reply.versions, key=lambda v: v.version)
+    return out
+
+
+def _status(version: tpb.ModelVersion) -> str:
+    return tpb.VersionStatus.Name(version.status).removeprefix("VERSION_STATUS_").lower()
+
+
+def _delta(value: float | None, before: float | None) -> str:
+    if value is None:
+        return "-"
+    if before is None:
+        return f"{value:.3f}"
+    return f"{value:.3f} ({value - before:+.3f})"
+
+
+def version_table(model: str, versions: Sequence[tpb.ModelVersion]) -> Table:
+    """One row per version; each metric with its change against the previous version."""
+    table = Table(title=f"{model}: versions (offline metrics on the dev judgments)")
+    for column in ("version", "parent", "status", "train s", "served", *SHOWN, "bm25 nDCG@10"):
+        table.add_column(column, justify="right" if column != "status" else "left")
+    previous: Mapping[str, float] = {}
+    for v in versions:
+        metrics = dict(v.offline_metrics)
+        table.add_row(
+            str(v.version),
+            str(v.parent_version or "base"),
+            _status(v),
+            f"{v.training_seconds:.0f}",
+            v.export.precision or "-",
+            *[_delta(metrics.get(k), previous.get(k)) for k in SHOWN],
+            _delta(metrics.get("bm25/ndcg@10"), None),
+        )
+        previous = metrics
+    return table
+
+
+def _history(training_dir: Path, job_id: str) -> list[dict]:
+    path = training_dir / job_id / "history.json"
+    if not path.is_file():
+        return []
+    return list(json.loads(path.read_text(encoding="utf-8")))
+
+
+def write_chart(
+    versions: Mapping[str, Sequence[tpb.ModelVersion]], training_dir: Path, out: Path
+) -> Path:
+    """Learning curves of every job (top row) and the headline metric per version (bottom)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(MODELS), figsize=(6 * len(MODELS), 8), squeeze=False)
+    for column, model in enumerate(MODELS):
+        curves, per_version = axes[0][column], axes[1][column]
+        curves.set_title(f"{model}: training loss")
+        curves.set_xlabel("step")
+        for v in versions.get(model, []):
+            history = [h for h in _history(training_dir, v.job_id) if "train_loss" in h]
+            if history:
+                curves.plot(
+                    [h["step"] for h in history],
+                    [h["train_loss"] for h in history],
+                    label=f"v{v.version}",
+                )
+        if curves.lines:
+            curves.legend()
+        key = HEADLINE[model]
+        per_version.set_title(f"{model}: {key} per version (dev)")
+        points = [(v.version, v.offline_metrics[key]) for v in versions.get(model, [])
+                  if key in v.offline_metrics]  # fmt: skip
+        if points:
+            per_version.plot([p[0] for p in points], [p[1] for p in points], marker="o")
+            baseline = [
+                v.offline_metrics["bm25/ndcg@10"]
+                for v in versions.get(model, [])
+                if "bm25/ndcg@10" in v.offline_metrics
+            ]
+            if baseline and "ndcg" in key:
+                per_version.axhline(baseline[-1], linestyle="--", color="grey", label="BM25")
+                per_version.legend()
+        per_version.set_xlabel("version")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
+def print_report(trainer: str, console: Console, training_dir: Path | None = None) -> Path:
+    """Print every model's version table and write the chart; returns the PNG's path."""
+    training_dir = Path(training_dir or state_dir() / "training")
+    versions = list_versions(trainer)
+    for model in MODELS:
+        if versions[model]:
+            console.print(version_table(model, versions[model]))
+        else:
+            console.print(f"{model}: no trained version yet (make train)")
+    chart = write_chart(versions, training_dir, state_dir() / "reports" / "model-versions.png")
+    console.print(f"chart: {chart}")
+    return chart
