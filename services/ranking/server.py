@@ -65,7 +65,7 @@ class CrossEncoderWatch:
 class RankingServicer(ranking_service_pb2_grpc.RankingServiceServicer):
     def __init__(
         self,
-        scorer: FeatureScorer,
+        scorer: FeatureScorer | None,
         cross_encoder: CrossEncoderClient | None,
         watch: CrossEncoderWatch | None,
         default_depth: int,
@@ -113,7 +113,10 @@ class RankingServicer(ranking_service_pb2_grpc.RankingServiceServicer):
                 )
             )
         intent_message = request.intent if request.HasField("intent") else None
-        ranked = self._scorer.score(
+        scorer = self._scorer or FeatureScorer.for_intent(
+            intent_message.model_version if intent_message else ""
+        )
+        ranked = scorer.score(
             inputs,
             dict(intent_pairs(intent_message)),
             dict(intent_message.attributes) if intent_message else None,
@@ -158,7 +161,7 @@ class RankingServicer(ranking_service_pb2_grpc.RankingServiceServicer):
                 )
                 for position, s in enumerate(ranked)
             ],
-            model_version=ranking_version(served),
+            model_version=ranking_version(served, scorer.version),
             cross_encoder_skipped=skipped,
             reranked=min(depth, len(ranked)) if served else 0,
         )
@@ -179,9 +182,7 @@ def create_server(
     if cross_encoder is None:
         cross_encoder = CrossEncoderClient(settings.triton_url, Tokenizer())
     watch = CrossEncoderWatch(cross_encoder, watch_interval_s)
-    servicer = RankingServicer(
-        scorer or FeatureScorer(), cross_encoder, watch, settings.rerank_depth, DEFAULT_WEIGHT
-    )
+    servicer = RankingServicer(scorer, cross_encoder, watch, settings.rerank_depth, DEFAULT_WEIGHT)
     handle = build_server(
         "ranking",
         lambda s: ranking_service_pb2_grpc.add_RankingServiceServicer_to_server(servicer, s),

@@ -29,6 +29,7 @@ from shopsense.retrieval.v1 import retrieval_service_pb2_grpc
 from shared.data.catalog import Product
 from shared.models.protocols import TextEncoder
 from shared.models.triton_client import TextEncoderClient, text_encoder_from_settings
+from shared.ranking.features import intent_boost_for
 from shared.rpc.convert import (
     check_count,
     count_or_default,
@@ -257,6 +258,7 @@ class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
                     vector,
                     filters,
                     intent=intent_pairs(request.intent if request.HasField("intent") else None),
+                    intent_boost=intent_boost_for(request.intent.model_version),
                     k=k,
                     mode=mode,
                     lexical_k=max(k, DEFAULT_K),

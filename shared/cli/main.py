@@ -1,4 +1,5 @@
-"""The `shopsense` command line: run the suite, search, load catalogs, evaluate."""
+"""The `shopsense` command line: run the suite, search, load catalogs, evaluate, manage
+model versions."""
 
 from __future__ import annotations
 
@@ -177,6 +178,52 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _trainer_stub(args: argparse.Namespace):  # -> TrainerServiceStub
+    from shopsense.trainer.v1 import trainer_service_pb2_grpc
+
+    target = args.target or load_settings().trainer_target
+    return trainer_service_pb2_grpc.TrainerServiceStub(open_channel(target))
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """The model registry: list, publish, roll back, report."""
+    from shopsense.trainer.v1 import trainer_service_pb2 as tpb
+
+    from shared.training.report import MODELS, print_report, version_table
+
+    stub = _trainer_stub(args)
+    try:
+        if args.models_command == "list":
+            for model in [args.model] if args.model else MODELS:
+                reply = stub.ListModelVersions(
+                    tpb.ListModelVersionsRequest(model=model), timeout=10
+                )
+                versions = sorted(reply.versions, key=lambda v: v.version)
+                console.print(version_table(model, versions) if versions else f"{model}: none")
+        elif args.models_command == "publish":
+            reply = stub.PublishVersion(
+                tpb.PublishVersionRequest(model=args.model, version=args.version), timeout=300
+            )
+            console.print(
+                f"{args.model}: version {reply.version.version} serving "
+                f"(was {reply.previous_version or 'none'}) {reply.note}"
+            )
+        elif args.models_command == "rollback":
+            reply = stub.RollbackVersion(
+                tpb.RollbackVersionRequest(model=args.model, to_version=args.to or 0), timeout=300
+            )
+            console.print(
+                f"{args.model}: version {reply.version.version} serving again, "
+                f"{reply.rolled_back_version} rolled back {reply.note}"
+            )
+        else:
+            print_report(args.target or load_settings().trainer_target, console)
+    except grpc.RpcError as exc:
+        console.print(f"[red]{exc.code().name}[/red]: {exc.details()}")
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shopsense", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -231,6 +278,20 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--json", help="write the report as JSON here")
     ev.add_argument("--target", help="gateway address (default SHOPSENSE_GATEWAY_TARGET)")
     ev.set_defaults(func=cmd_eval)
+
+    models = sub.add_parser("models", help="the model registry (trainer service)")
+    models.add_argument("--target", help="trainer address (default SHOPSENSE_TRAINER_TARGET)")
+    msub = models.add_subparsers(dest="models_command", required=True)
+    listing = msub.add_parser("list", help="every version with its status and metrics")
+    listing.add_argument("--model", help="one model (default: all three)")
+    publish = msub.add_parser("publish", help="serve a registered version")
+    publish.add_argument("model")
+    publish.add_argument("version", type=int)
+    rollback = msub.add_parser("rollback", help="serve the version that served before")
+    rollback.add_argument("model")
+    rollback.add_argument("--to", type=int, help="a given version instead")
+    msub.add_parser("report", help="the tables and the PNG chart")
+    models.set_defaults(func=cmd_models)
 
     args = parser.parse_args(argv)
     return int(args.func(args))

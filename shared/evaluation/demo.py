@@ -13,13 +13,14 @@ figures on synthetic data.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 import grpc
 from rich.console import Console
 
 from shared.cli.catalog import DEMO_PRODUCTS, DEMO_SEED, ensure_demo_store, wait_for_intent
 from shared.cli.suite import Endpoints, running_suite
-from shared.data.dataset import Dataset, Query
+from shared.data.dataset import Query
 from shared.data.wands import load_wands
 from shared.evaluation.harness import SearchOutcome, evaluate
 from shared.evaluation.remote import evaluate_gateway
@@ -30,26 +31,19 @@ console = Console(width=200)
 FOUNDATION = "foundation v1 (in-process)"
 
 
-def foundation_report(dataset: Dataset):  # -> SystemReport
-    """The foundation's pipeline on ``dataset``: text_encoder 1, prototypes, features."""
-    from shared.training.offline_eval import LocalPipeline
+def foundation_system(pipeline) -> Callable[[Query], SearchOutcome]:
+    """The foundation's pipeline as an evaluation system."""
 
-    assert dataset.products is not None
-    pipeline = LocalPipeline(
-        dataset.products, triton_model_repository() / "text_encoder" / "1", progress=console.print
-    )
-    try:
+    def search(query: Query) -> SearchOutcome:
+        stages = pipeline.search(query.text)
+        return SearchOutcome(stages["pipeline"], stages["classes"])
 
-        def search(query: Query) -> SearchOutcome:
-            stages = pipeline.search(query.text)
-            return SearchOutcome(stages["pipeline"], stages["classes"])
-
-        return evaluate(dataset, {FOUNDATION: search}).systems[0]
-    finally:
-        pipeline.close()
+    return search
 
 
 def evaluate_all(endpoints: Endpoints, products: int, seed: int) -> None:
+    from shared.training.offline_eval import LocalPipeline
+
     out = state_dir() / "eval"
     out.mkdir(parents=True, exist_ok=True)
     gateway, intent, retrieval = endpoints.gateway, endpoints.intent, endpoints.retrieval
@@ -57,17 +51,28 @@ def evaluate_all(endpoints: Endpoints, products: int, seed: int) -> None:
     wait_for_intent(intent, retrieval)  # prototypes from the loaded catalog
     synthetic = load_wands(folder)
     synthetic.name = f"SYNTHETIC demo store ({products} products, seed {seed}), held-out queries"
-    report = evaluate_gateway(synthetic, gateway)
-    report.systems.append(foundation_report(synthetic))
-    console.print(report.to_table())
-    (out / "demo-store.json").write_text(report.to_json(), encoding="utf-8")
-    real_dir = shared_data_dir() / "wands"
-    if (real_dir / "query.csv").is_file():
-        real = load_wands(real_dir)
-        real.name = f"REAL WANDS queries ({real_dir})"
-        report = evaluate_gateway(real, gateway)
+    assert synthetic.products is not None
+    # The foundation: text_encoder 1, zero-shot prototypes, features; the same catalog.
+    foundation = LocalPipeline(
+        synthetic.products,
+        triton_model_repository() / "text_encoder" / "1",
+        progress=console.print,
+    )
+    try:
+        report = evaluate_gateway(synthetic, gateway)
+        report.systems += evaluate(synthetic, {FOUNDATION: foundation_system(foundation)}).systems
         console.print(report.to_table())
-        (out / "wands-queries.json").write_text(report.to_json(), encoding="utf-8")
+        (out / "demo-store.json").write_text(report.to_json(), encoding="utf-8")
+        real_dir = shared_data_dir() / "wands"
+        if (real_dir / "query.csv").is_file():
+            real = load_wands(real_dir)
+            real.name = f"REAL WANDS queries ({real_dir})"
+            report = evaluate_gateway(real, gateway)
+            report.systems += evaluate(real, {FOUNDATION: foundation_system(foundation)}).systems
+            console.print(report.to_table())
+            (out / "wands-queries.json").write_text(report.to_json(), encoding="utf-8")
+    finally:
+        foundation.close()
     console.print(f"JSON reports in {out}")
     from shared.training.report import print_report
 

@@ -200,10 +200,27 @@ def print_table(results: dict[str, float | str]) -> None:
         print(f"{name:<{width}}  {value}")
 
 
+def latest_checkpoint(training_dir: Path) -> Path | None:
+    """The newest cross-encoder checkpoint under ``training_dir`` (``make train``'s runs)."""
+    found = [
+        spec.parent
+        for spec in Path(training_dir).glob("*/checkpoint/shopsense_model.json")
+        if json.loads(spec.read_text(encoding="utf-8")).get("kind") == "cross_encoder"
+    ]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit status."""
+    from shared.settings import load as load_settings
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="a cross-encoder checkpoint (default: the newest one `make train` wrote)",
+    )
     parser.add_argument("--queries", type=int, default=20, help="queries of 100 candidates")
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per figure")
     parser.add_argument("--triton-url", default=None, help="a Triton serving cross_encoder")
@@ -211,7 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.queries < 1 or args.repeats < 1:
         parser.error("--queries and --repeats must be at least 1")
-    results = run(args.checkpoint, args.queries, args.repeats, args.triton_url)
+    checkpoint = args.checkpoint or latest_checkpoint(load_settings().training_dir)
+    if checkpoint is None:
+        parser.error("no cross-encoder checkpoint found: run `make train` or pass --checkpoint")
+    results = run(checkpoint, args.queries, args.repeats, args.triton_url)
     print_table(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -381,12 +382,39 @@ def _agreement(
     }
 
 
-def _quantize(fp32_path: Path, int8_path: Path) -> None:
+# The int8 variants tried, fastest first: how many of the first transformer layers keep
+# their feed-forward MatMuls in fp32. On a fine-tuned cross-encoder the early layers' FFN
+# activations carry the outliers that per-tensor activation scales round away (Spearman
+# with fp32 0.92 all-int8, 0.974 with layers 0-1 in fp32, 0.988 with 0-2, at 8% and 20%
+# of int8's speed-up respectively); the first variant that meets the bar is served.
+INT8_FP32_FFN_LAYERS = (0, 2, 3, 4)
+_LAYER = re.compile(r"layer\.(\d+)/")
+
+
+def _ffn_matmuls(fp32_path: Path, first_layers: int) -> list[str]:
+    """Names of the feed-forward MatMuls (intermediate and output dense) of the first
+    ``first_layers`` transformer layers."""
+    import onnx
+
+    names = []
+    for node in onnx.load(str(fp32_path), load_external_data=False).graph.node:
+        found = _LAYER.search(node.name)
+        if node.op_type != "MatMul" or found is None or int(found.group(1)) >= first_layers:
+            continue
+        if "/intermediate/dense/" in node.name or (
+            "/output/dense/" in node.name and "/attention/" not in node.name
+        ):
+            names.append(node.name)
+    return names
+
+
+def _quantize(fp32_path: Path, int8_path: Path, fp32_ffn_layers: int = 0) -> None:
     """Dynamic int8 with per-channel weights, on the weight MatMuls only.
 
     Per-tensor weights shifted rankings (PERFORMANCE.md). Left in fp32: the attention
     score MatMuls (both operands are activations), the embedding Gathers (lookups, no
-    speed to gain) and the head (a Gemm: the last layer decides the ranking).
+    speed to gain), the head (a Gemm: the last layer decides the ranking) and the
+    feed-forward MatMuls of the first ``fp32_ffn_layers`` layers.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -396,6 +424,7 @@ def _quantize(fp32_path: Path, int8_path: Path) -> None:
         op_types_to_quantize=["MatMul"],
         per_channel=True,
         weight_type=QuantType.QInt8,
+        nodes_to_exclude=_ffn_matmuls(fp32_path, fp32_ffn_layers) if fp32_ffn_layers else [],
         extra_options={"MatMulConstBOnly": True},
     )
 
@@ -434,18 +463,12 @@ def export_checkpoint(
         _export_onnx(module, fp32_path, batches[0], OUTPUT_NAMES[kind])
         seconds["export"] = time.perf_counter() - started
         mark = time.perf_counter()
-        _quantize(fp32_path, int8_path)
-        seconds["quantize"] = time.perf_counter() - mark
-
-        mark = time.perf_counter()
         with torch.no_grad():
             torch_out = np.concatenate(
                 [module(*(torch.from_numpy(a) for a in batch)).numpy() for batch in batches]
             )
-        fp32_model, int8_model = OnnxModel(fp32_path), OnnxModel(int8_path)
+        fp32_model = OnnxModel(fp32_path)
         fp32 = np.concatenate([fp32_model.run(*batch) for batch in batches])
-        int8 = np.concatenate([int8_model.run(*batch) for batch in batches])
-        seconds["check"] = time.perf_counter() - mark
         if torch_out.ndim == 1:
             torch_out = torch_out[:, None]
         fp32_diff = float(np.abs(fp32 - torch_out).max())
@@ -454,12 +477,24 @@ def export_checkpoint(
                 f"{checkpoint_dir}: fp32 ONNX max abs difference {fp32_diff:.2e} "
                 f">= {TOLERANCE:.0e} from PyTorch"
             )
-        agreement = _agreement(kind, int8, fp32, torch_out, sizes)
+        seconds["check"] = time.perf_counter() - mark
         metric, bar = AGREEMENT_BARS[kind]
+        tried = []
+        for fp32_layers in INT8_FP32_FFN_LAYERS:
+            mark = time.perf_counter()
+            _quantize(fp32_path, int8_path, fp32_layers)
+            seconds["quantize"] = seconds.get("quantize", 0.0) + time.perf_counter() - mark
+            int8_model = OnnxModel(int8_path)
+            int8 = np.concatenate([int8_model.run(*batch) for batch in batches])
+            agreement = _agreement(kind, int8, fp32, torch_out, sizes)
+            agreement["int8_fp32_ffn_layers"] = float(fp32_layers)
+            tried.append(f"{metric} {agreement[metric]:.4f} with {fp32_layers} fp32 FFN layers")
+            if agreement[metric] >= bar:
+                break
         if agreement[metric] >= bar:
-            served, reason = "int8", f"{metric} {agreement[metric]:.4f} >= {bar}"
+            served, reason = "int8", f"{tried[-1]} >= {bar}"
         else:
-            served, reason = "fp32", f"{metric} {agreement[metric]:.4f} < {bar}: int8 rejected"
+            served, reason = "fp32", f"{'; '.join(tried)}: all < {bar}, int8 rejected"
         for path in (fp32_path, int8_path):
             path.replace(out_dir / path.name)
     shutil.copy2(out_dir / (INT8_FILE if served == "int8" else FP32_FILE), out_dir / SERVED_FILE)

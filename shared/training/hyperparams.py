@@ -226,7 +226,7 @@ _RULES = {
 # Sized for the 2-core CPU budget (see the module docstring).
 _KIND_DEFAULTS: dict[str, dict[str, object]] = {
     INTENT_CLASSIFIER: {
-        "epochs": 2,
+        "epochs": 4,
         "batch_size": 32,
         "learning_rate": 2e-4,
         "max_length": 16,
@@ -260,14 +260,14 @@ _KIND_DEFAULTS: dict[str, dict[str, object]] = {
     CROSS_ENCODER: {
         "epochs": 1,
         "batch_size": 32,
-        "learning_rate": 5e-5,
+        "learning_rate": 2e-4,
         "max_length": 20,
         "doc_max_length": 56,
         "freeze_layers": 2,
         "group_size": 8,
-        "cross_encoder_loss": "listwise",
-        "max_train_examples": 1800,
-        "eval_queries": 150,
-        "eval_every": 150,
+        "cross_encoder_loss": "pointwise",
+        "max_train_examples": 1600,
+        "eval_queries": 60,
+        "eval_every": 200,
     },
 }

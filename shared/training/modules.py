@@ -2,11 +2,14 @@
 
 Every model is all-MiniLM-L6-v2 (a 6-layer BERT) plus its own adaptation layer:
 
-- ``intent_classifier``: mean pooling -> dropout -> linear over the store's classes
-  (logits; the exported graph adds the softmax);
+- ``intent_classifier``: mean pooling -> L2 normalisation -> dropout -> linear over the
+  store's classes (a cosine classifier, whose rows start as the zero-shot class
+  prototypes: see ``IntentRecipe.initialise``; logits, the exported graph adds the
+  softmax);
 - ``text_encoder``: mean pooling -> L2 normalisation (a bi-encoder);
-- ``cross_encoder``: ``[CLS] query [SEP] product [SEP]`` -> [CLS] state -> dropout ->
-  linear -> one relevance logit.
+- ``cross_encoder``: ``[CLS] query [SEP] product [SEP]`` -> mean pooling over the pair ->
+  dropout -> linear -> one relevance logit (mean pooling, as the base model was trained,
+  learned faster on this CPU budget than the untrained [CLS] state).
 
 A checkpoint is a folder holding ``model.safetensors`` (the module's whole state dict,
 LoRA already merged) and ``shopsense_model.json`` (:class:`ModelSpec`). The same spec
@@ -128,8 +131,9 @@ class ShopsenseModel(nn.Module):
             return nn.functional.normalize(mean_pool(tokens, attention_mask), p=2.0, dim=1)
         assert self.head is not None
         if self.spec.kind == INTENT_CLASSIFIER:
-            return self.head(self.dropout(mean_pool(tokens, attention_mask)))
-        return self.head(self.dropout(tokens[:, 0])).squeeze(-1)
+            pooled = nn.functional.normalize(mean_pool(tokens, attention_mask), p=2.0, dim=1)
+            return self.head(self.dropout(pooled))
+        return self.head(self.dropout(mean_pool(tokens, attention_mask))).squeeze(-1)
 
     # -- checkpoints ---------------------------------------------------------------------
     def save(self, folder: Path) -> Path:

@@ -37,7 +37,7 @@ from shared.intent.prototypes import Prototypes, build_prototypes
 from shared.models.onnx_runtime import OnnxSentenceEncoder, session_options
 from shared.models.tokenization import Tokenizer
 from shared.paths import state_dir
-from shared.ranking.features import FeatureScorer, RankInput
+from shared.ranking.features import FeatureScorer, RankInput, intent_boost_for
 from shared.ranking.rerank import DEFAULT_DEPTH, DEFAULT_WEIGHT, rerank_head
 from shared.search.catalog_index import CatalogIndex
 
@@ -108,7 +108,10 @@ class LocalPipeline:
             dict(zip(names, self.embed(names, 16), strict=True)), centroids, "prototypes"
         )
         self.attributes = AttributeMatcher(self.index.attribute_values())
-        self.scorer = FeatureScorer()
+        # The weights the services pick for this pipeline's intent source.
+        source = "intent_classifier/" if self.classifier is not None else ""
+        self.scorer = FeatureScorer.for_intent(source)
+        self.intent_boost = intent_boost_for(source)
         self._texts = {p.product_id: p.embedding_text() for p in self.products}
 
     def close(self) -> None:
@@ -167,7 +170,9 @@ class LocalPipeline:
         intent = self.classify(query, vector)
         dense = self.index.retrieve(query, vector, k=CANDIDATES, mode="dense")
         lexical = self.index.retrieve(query, None, k=CANDIDATES, mode="lexical")
-        hybrid = self.index.retrieve(query, vector, intent=intent, k=CANDIDATES)
+        hybrid = self.index.retrieve(
+            query, vector, intent=intent, k=CANDIDATES, intent_boost=self.intent_boost
+        )
         wanted = self.attributes.match(query)
         scored = self.scorer.score(
             [

@@ -95,6 +95,12 @@ class _Base:
         return augment_query(text, rng, self.hp.augment_prob)
 
 
+# Products per class averaged into a prototype, and the prototypes' logit scale (the
+# intent service's softmax temperature is 0.05).
+PROTOTYPE_PRODUCTS = 16
+PROTOTYPE_SCALE = 20.0
+
+
 class IntentRecipe(_Base):
     """Query -> class."""
 
@@ -106,6 +112,38 @@ class IntentRecipe(_Base):
             data, hp.pseudo_queries_per_product, hp.max_train_examples, hp.seed
         )
         self._loss = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
+
+    @torch.inference_mode()
+    def initialise(self, model: nn.Module) -> None:
+        """Start the head at the zero-shot prototypes, so training starts from the
+        foundation's accuracy instead of chance: each class's row is
+        ``PROTOTYPE_SCALE * normalise(0.7 * centroid + 0.3 * name)``, the centroid being
+        the mean embedding of up to ``PROTOTYPE_PRODUCTS`` of its products (as the intent
+        service's prototypes, shared/intent/prototypes.py)."""
+        model.eval()
+        rng = random.Random(self.hp.seed)
+        by_class: dict[str, list[str]] = {}
+        for product in self.data.products:
+            by_class.setdefault(product.product_class, []).append(product_text(product))
+        rows = []
+        for name in self.data.classes:
+            texts = by_class.get(name, [])
+            sample = rng.sample(texts, min(PROTOTYPE_PRODUCTS, len(texts)))
+            vectors = self._embed(model, [name, *sample])
+            named, centroid = vectors[0], vectors[1:].mean(dim=0) if sample else vectors[0]
+            centroid = nn.functional.normalize(centroid, dim=0)
+            rows.append(nn.functional.normalize(0.7 * centroid + 0.3 * named, dim=0))
+        head = model.head
+        head.weight.copy_(torch.stack(rows).to(head.weight) * PROTOTYPE_SCALE)
+        head.bias.zero_()
+
+    def _embed(self, model: nn.Module, texts: Sequence[str]) -> torch.Tensor:
+        """Unit mean-pooled embeddings of the model's transformer (no head)."""
+        from shared.training.modules import mean_pool
+
+        ids, mask = _tensors(self.tokenizer.encode(list(texts), 48), self.device.torch_device)
+        tokens = model.bert(input_ids=ids, attention_mask=mask)[0]
+        return nn.functional.normalize(mean_pool(tokens, mask).float(), dim=1)
 
     def batches(self, epoch: int) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
         """Shuffled, augmented, tokenized batches of (inputs, class indices)."""
@@ -273,13 +311,13 @@ class EncoderRecipe(_Base):
         return out
 
     def evaluate(self, model: nn.Module, final: bool) -> dict[str, float]:
-        """Dense retrieval over the catalog (mid-training: a sampled corpus that holds
-        judged products of the evaluated queries; judgments outside it are ignored)."""
+        """Dense retrieval over a sampled corpus that holds judged products of the evaluated
+        queries (judgments outside it are ignored). The final evaluation uses the same
+        sample: the trainer's offline evaluation measures the exported model on the whole
+        catalog, so embedding it twice would only spend the time budget."""
         queries = _eval_queries(self.data, self.hp.eval_queries, True)
         must = [r for q in queries for r in sorted(self.data.judged(q))[:_JUDGED_PER_QUERY]]
-        rows = sample_rows(
-            len(self.texts), 0 if final else self.hp.eval_products, self.hp.seed, must
-        )
+        rows = sample_rows(len(self.texts), self.hp.eval_products, self.hp.seed, must)
         corpus = self.encode(model, [self.texts[r] for r in rows], self.hp.doc_max_length)
         vectors = self.encode(model, [q.text for q in queries], self.hp.max_length)
         k = min(100, len(rows))

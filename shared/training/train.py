@@ -119,6 +119,8 @@ def train_model(
     seed_everything(hp.seed)
     model = _starting_model(kind, hp, data.classes, init_checkpoint)
     recipe = _recipe(kind, data, hp, device, teacher_checkpoint)
+    if init_checkpoint is None and isinstance(recipe, IntentRecipe):
+        recipe.initialise(model.to(device.torch_device))
 
     def report(stage: str, step: int, total: int, epoch: int, metrics: dict[str, float]) -> None:
         notify(Progress(stage, step, total, epoch, metrics))

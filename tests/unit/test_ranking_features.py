@@ -76,3 +76,19 @@ def test_attribute_match_rewards_products_with_the_named_values():
     assert parts["blue"]["attribute_match"] == pytest.approx(0.5)
     only_colour = FeatureScorer().score([blue, grey], {"Sofas": 1.0}, {"colour": "grey"})
     assert only_colour[0].product_id == "grey"
+
+
+def test_a_fine_tuned_intent_is_trusted_more_than_the_prototypes() -> None:
+    from shared.ranking.features import (
+        FINE_TUNED_INTENT_VERSION,
+        VERSION,
+        FeatureScorer,
+        intent_boost_for,
+    )
+
+    tuned = FeatureScorer.for_intent("intent_classifier/3")
+    zero_shot = FeatureScorer.for_intent("prototypes-g12")
+    assert tuned.version == FINE_TUNED_INTENT_VERSION and zero_shot.version == VERSION
+    assert tuned.weights["intent_match"] > zero_shot.weights["intent_match"]
+    assert intent_boost_for("intent_classifier/3") > intent_boost_for("prototypes-g12")
+    assert intent_boost_for("") == intent_boost_for("prototypes-g12")
