@@ -84,8 +84,10 @@ def ensure_demo_store(
 
 
 def wait_for_intent(intent_target: str, retrieval_target: str, timeout_s: float = 90.0) -> str:
-    """Block until intent's prototypes reflect the catalog's current generation (intent
-    refreshes on a timer); returns the intent model version. TimeoutError otherwise."""
+    """Block until intent answers for the catalog as it is: with the fine-tuned classifier
+    (which does not depend on the catalog), or with prototypes of the catalog's current
+    generation (intent refreshes them on a timer). Returns the intent model version;
+    TimeoutError otherwise."""
     from shopsense.intent.v1 import intent_service_pb2, intent_service_pb2_grpc
 
     retrieval = retrieval_service_pb2_grpc.RetrievalServiceStub(open_channel(retrieval_target))
@@ -95,8 +97,9 @@ def wait_for_intent(intent_target: str, retrieval_target: str, timeout_s: float 
     deadline = time.monotonic() + timeout_s
     while True:
         reply = intent.Classify(intent_service_pb2.ClassifyRequest(query="sofa"), timeout=10)
-        if reply.intent.model_version == wanted:
-            return wanted
+        served = reply.intent.model_version
+        if served == wanted or served.startswith("intent_classifier/"):
+            return served
         if time.monotonic() > deadline:
             raise TimeoutError(
                 f"intent still serves {reply.intent.model_version}, not {wanted}, "

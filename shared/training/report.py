@@ -28,15 +28,16 @@ HEADLINE = {
     "text_encoder": "retrieval/ndcg@10",
     "cross_encoder": "pipeline/ndcg@10",
 }
+# (column, metric key): nDCG@10 unless the column says otherwise.
 SHOWN = (
-    "intent/top1",
-    "intent/top3",
-    "dense/ndcg@10",
-    "retrieval/ndcg@10",
-    "retrieval/recall@100",
-    "pipeline/ndcg@10",
-    "pipeline/recall@100",
-    "pipeline/mrr@10",
+    ("intent top-1", "intent/top1"),
+    ("intent top-3", "intent/top3"),
+    ("dense", "dense/ndcg@10"),
+    ("retrieval", "retrieval/ndcg@10"),
+    ("pipeline", "pipeline/ndcg@10"),
+    ("pipeline R@100", "pipeline/recall@100"),
+    ("pipeline MRR@10", "pipeline/mrr@10"),
+    ("BM25", "bm25/ndcg@10"),
 )
 
 
@@ -64,9 +65,9 @@ def _delta(value: float | None, before: float | None) -> str:
 
 def version_table(model: str, versions: Sequence[tpb.ModelVersion]) -> Table:
     """One row per version; each metric with its change against the previous version."""
-    table = Table(title=f"{model}: versions (offline metrics on the dev judgments)")
-    for column in ("version", "parent", "status", "train s", "served", *SHOWN, "bm25 nDCG@10"):
-        table.add_column(column, justify="right" if column != "status" else "left")
+    table = Table(title=f"{model}: versions, offline on the dev judgments (nDCG@10 unless named)")
+    for column in ("version", "parent", "status", "train s", "served", *(c for c, _ in SHOWN)):
+        table.add_column(column, justify="left" if column == "status" else "right")
     previous: Mapping[str, float] = {}
     for v in versions:
         metrics = dict(v.offline_metrics)
@@ -76,18 +77,18 @@ def version_table(model: str, versions: Sequence[tpb.ModelVersion]) -> Table:
             _status(v),
             f"{v.training_seconds:.0f}",
             v.export.precision or "-",
-            *[_delta(metrics.get(k), previous.get(k)) for k in SHOWN],
-            _delta(metrics.get("bm25/ndcg@10"), None),
+            *[_delta(metrics.get(key), previous.get(key)) for _, key in SHOWN],
         )
         previous = metrics
     return table
 
 
 def _history(training_dir: Path, job_id: str) -> list[dict]:
+    """The evaluations of a job's run (``history.json``, as ``train_model`` writes it)."""
     path = training_dir / job_id / "history.json"
-    if not path.is_file():
+    if not job_id or not path.is_file():
         return []
-    return list(json.loads(path.read_text(encoding="utf-8")))
+    return list(json.loads(path.read_text(encoding="utf-8")).get("history", []))
 
 
 def write_chart(
