@@ -187,21 +187,17 @@ def run_training_job(spec: JobSpec, report: Report, should_stop: ShouldStop) -> 
     if should_stop():
         raise JobCancelled("cancelled before offline evaluation")
 
-    offline: dict[str, float] = {}
-    try:
-        from shared.training.offline_eval import evaluate_version
-    except ImportError:  # offline evaluation not installed: register without it
-        evaluate_version = None
-    if evaluate_version is not None:
-        report({"stage": JobStage.OFFLINE_EVAL.value})
-        serving = {k: Path(v) for k, v in spec.serving_exports.items() if k != spec.model}
-        offline = {
-            str(k): float(v)
-            for k, v in evaluate_version(
-                spec.model, export_dir, Path(spec.dataset_dir), serving
-            ).items()
-        }
-        report({"metrics": _numbers("offline/", offline)})
+    from shared.training.offline_eval import evaluate_version
+
+    report({"stage": JobStage.OFFLINE_EVAL.value})
+    serving = {k: Path(v) for k, v in spec.serving_exports.items() if k != spec.model}
+    offline = {
+        str(k): float(v)
+        for k, v in evaluate_version(
+            spec.model, export_dir, Path(spec.dataset_dir), serving
+        ).items()
+    }
+    report({"metrics": _numbers("offline/", offline)})
     return {
         "checkpoint_dir": str(result.checkpoint_dir),
         "export_dir": str(export_dir),

@@ -98,11 +98,24 @@ def test_feedback_with_the_search_token_is_stored_and_a_forged_one_rejected(suit
     assert again.results[0].status == fpb.EVENT_STATUS_DUPLICATE
 
 
+def _search_once_reconnected(suite: Suite, query: str, timeout_s: float = 10.0):
+    """Search, retrying UNAVAILABLE while the gateway's channel to a restarted service
+    reconnects (its backoff may still be running when the service is SERVING again)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return _search(suite, query)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def test_catalog_survives_a_retrieval_restart_without_reembedding(suite: Suite):
     before = _search(suite, "outdoor teak bench")
     suite.restart("retrieval")
     assert catalog_size(suite.address("retrieval")) == PRODUCTS
-    after = _search(suite, "outdoor teak bench")
+    after = _search_once_reconnected(suite, "outdoor teak bench")
     assert [r.product_id for r in after.results] == [r.product_id for r in before.results]
 
 
