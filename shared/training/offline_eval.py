@@ -20,52 +20,31 @@ Catalog embeddings are cached per (model file, catalog) under ``<state>/offline-
 from __future__ import annotations
 
 import hashlib
-import json
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from shared.data.catalog import Product
 from shared.data.dataset import Query
 from shared.evaluation.metrics import evaluate_run, intent_accuracy
 from shared.intent.attributes import AttributeMatcher
 from shared.intent.prototypes import Prototypes, build_prototypes
-from shared.models.onnx_runtime import OnnxSentenceEncoder, session_options
+from shared.models.onnx_runtime import OnnxModel, OnnxSentenceEncoder
 from shared.models.tokenization import Tokenizer
+from shared.models.triton_python_model import read_spec
 from shared.paths import state_dir
 from shared.ranking.features import FeatureScorer, RankInput, intent_boost_for
 from shared.ranking.rerank import DEFAULT_DEPTH, DEFAULT_WEIGHT, rerank_head
 from shared.search.catalog_index import CatalogIndex
 
-SPEC_FILE = "shopsense_model.json"
 CANDIDATES = 100
 QUERY_TOKENS = 32
 PRODUCT_TOKENS = 64
 PAIR_TOKENS = 64
 EMBED_BATCH = 64
-
-
-def _spec(folder: Path) -> dict:
-    path = Path(folder) / SPEC_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-
-class _Session:
-    """An onnxruntime session fed by input name (two or three token arrays)."""
-
-    def __init__(self, path: Path, threads: int = 2) -> None:
-        self.session = ort.InferenceSession(
-            str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
-        )
-        self.inputs = [i.name for i in self.session.get_inputs()]
-
-    def run(self, **arrays: np.ndarray) -> np.ndarray:
-        feed = {name: np.ascontiguousarray(arrays[name], dtype=np.int64) for name in self.inputs}
-        return self.session.run(None, feed)[0]
 
 
 @dataclass
@@ -90,11 +69,11 @@ class LocalPipeline:
         self.encoder = OnnxSentenceEncoder(Path(self.text_encoder) / "model.onnx")
         self.classifier = self.labels = None
         if self.intent_classifier is not None:
-            self.classifier = _Session(Path(self.intent_classifier) / "model.onnx")
-            self.labels = list(_spec(self.intent_classifier)["labels"])
+            self.classifier = OnnxModel(Path(self.intent_classifier) / "model.onnx")
+            self.labels = list(read_spec(Path(self.intent_classifier))["labels"])
         self.reranker = None
         if self.cross_encoder is not None:
-            self.reranker = _Session(Path(self.cross_encoder) / "model.onnx")
+            self.reranker = OnnxModel(Path(self.cross_encoder) / "model.onnx")
         self._workdir = tempfile.TemporaryDirectory(prefix="shopsense-offline-eval-")
         self.index = CatalogIndex.open(Path(self._workdir.name) / "catalog.db")
         vectors = self._catalog_vectors()
@@ -150,7 +129,7 @@ class LocalPipeline:
         if self.classifier is None or self.labels is None:
             return self.prototypes.classify(vector, top_k)
         ids, mask = self.tokenizer.encode([query], QUERY_TOKENS)
-        probabilities = self.classifier.run(input_ids=ids, attention_mask=mask)[0]
+        probabilities = self.classifier.run(ids, mask)[0]
         top = np.argsort(-probabilities)[:top_k]
         return [(self.labels[i], float(probabilities[i])) for i in top]
 
@@ -159,9 +138,7 @@ class LocalPipeline:
         assert self.reranker is not None
         docs = [self._texts[pid] for pid in product_ids]
         ids, mask, types = self.tokenizer.encode_pairs([query] * len(docs), docs, PAIR_TOKENS)
-        return self.reranker.run(input_ids=ids, attention_mask=mask, token_type_ids=types).reshape(
-            -1
-        )
+        return self.reranker.run(ids, mask, types).reshape(-1)
 
     # -- one query ------------------------------------------------------------------------
     def search(self, query: str) -> dict[str, list[str]]:
