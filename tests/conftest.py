@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +29,21 @@ def exported_model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repository = tmp_path_factory.mktemp("triton_models")
     export_text_encoder(version=1, repository=repository)
     return repository
+
+
+@pytest.fixture(scope="session")
+def engine_atol() -> Callable[[Path], float]:
+    """Absolute tolerance between two runs of one version folder on the engine its export
+    chose: fp32 arithmetic agrees to 1e-4 whatever the batch; bf16 rounds differently
+    with the batch's shape (up to about 1e-3 on unit embeddings). Either is far below what
+    a wrong row, version or padding would show."""
+
+    def atol(version_dir: Path) -> float:
+        from shared.models.onnx_runtime import served_engine
+
+        return 1e-4 if served_engine(version_dir)[1] == "fp32" else 5e-3
+
+    return atol
 
 
 @pytest.fixture(scope="session")

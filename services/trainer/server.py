@@ -98,7 +98,9 @@ def job_message(job: TrainingJob) -> pb.Job:
 def export_summary(report: Mapping[str, Any]) -> pb.ExportSummary:
     """Precision, largest difference and agreement out of an export report."""
     served = str(report.get("served", report.get("precision", "")))
-    diff = report.get(f"{served}_max_abs_diff", report.get("max_abs_diff", 0.0))
+    diff = report.get(
+        "served_max_abs_diff", report.get(f"{served}_max_abs_diff", report.get("max_abs_diff"))
+    )
     agreement_metrics = report.get("agreement") or {}
     bar = report.get("bar") or {}
     agreement = 0.0
@@ -110,7 +112,12 @@ def export_summary(report: Mapping[str, Any]) -> pb.ExportSummary:
             agreement = min(float(v) for v in agreement_metrics.values())
     elif isinstance(agreement_metrics, int | float):
         agreement = float(agreement_metrics)
-    return pb.ExportSummary(precision=served, max_abs_diff=float(diff or 0.0), agreement=agreement)
+    return pb.ExportSummary(
+        precision=served,
+        max_abs_diff=float(diff or 0.0),
+        agreement=agreement,
+        engine=str(report.get("engine", "onnxruntime" if served else "")),
+    )
 
 
 def version_message(row: ModelVersion) -> pb.ModelVersion:

@@ -4,9 +4,9 @@ Measures, in one run on this machine:
 - Search through the gateway at concurrency 1 and 8: p50, p99, throughput, and the median
   time of each hop (the gateway reports them in the ``x-shopsense-timings`` trailer);
 - the text encoder through Triton at batch 1 and 32 (and in-process onnxruntime);
-- the floor: embed, classify, retrieve and rank the same queries in this process with the
-  same ONNX model, the same catalog file and the same scorer, no RPC; and the
-  suite-to-floor ratio.
+- the floor: embed, classify, retrieve and rank (cross-encoder included) the same queries
+  in this process with the same model versions on the same engines, the same catalog
+  file, scorer and blend, no RPC; and the suite-to-floor ratio.
 Uses the running suite if the gateway answers, else starts one. Queries are the synthetic
 demo store's (figures are on synthetic data).
 """
@@ -20,9 +20,9 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 from shopsense.common.v1 import common_pb2
@@ -93,60 +93,53 @@ def bench_gateway(target: str, queries: Sequence[str], concurrency: int, seconds
 
 
 class Floor:
-    """The same pipeline in this process: onnxruntime embedding, prototypes, the catalog
-    index file, the feature scorer; no RPC, no Triton."""
+    """The suite's pipeline in this process (:class:`LocalPipeline` over the suite's own
+    catalog index file): the text encoder version of the index's vectors, the serving
+    intent classifier and cross-encoder (or the prototypes and features alone where none
+    serves), each on the engine its export chose; the same scorer and blend; no RPC, no
+    Triton."""
 
     def __init__(self, settings: Settings) -> None:
-        from shared.intent.prototypes import build_prototypes, read_taxonomy
-        from shared.models.onnx_runtime import OnnxSentenceEncoder
-        from shared.models.tokenization import Tokenizer
+        from shopsense.trainer.v1 import trainer_service_pb2 as tpb
+        from shopsense.trainer.v1 import trainer_service_pb2_grpc
+
         from shared.paths import triton_model_repository
-        from shared.ranking.features import FeatureScorer
         from shared.search.catalog_index import CatalogIndex
+        from shared.training.offline_eval import LocalPipeline
 
-        self.tokenizer = Tokenizer()
-        self.encoder = OnnxSentenceEncoder(
-            triton_model_repository() / "text_encoder" / "1" / "model.onnx"
+        repository = triton_model_repository()
+        index = CatalogIndex.open(settings.catalog_db)
+        text_encoder = index.embedding_version or "1"
+        index.close()
+        folders: dict[str, Path | None] = {"intent_classifier": None, "cross_encoder": None}
+        with grpc.insecure_channel(settings.trainer_target) as channel:
+            stub = trainer_service_pb2_grpc.TrainerServiceStub(channel)
+            for model in folders:
+                reply = stub.ListModelVersions(
+                    tpb.ListModelVersionsRequest(model=model), timeout=10
+                )
+                if reply.serving_version:
+                    folders[model] = repository / model / str(reply.serving_version)
+        self.versions = {
+            "text_encoder": text_encoder,
+            **{m: (f.name if f else "none") for m, f in folders.items()},
+        }
+        self.pipeline = LocalPipeline(
+            [],
+            repository / "text_encoder" / text_encoder,
+            folders["intent_classifier"],
+            folders["cross_encoder"],
+            rerank_depth=settings.rerank_depth,
+            catalog_db=settings.catalog_db,
         )
-        self.index = CatalogIndex.open(settings.catalog_db)
-        names = sorted(set(read_taxonomy(settings.taxonomy_path)) | set(self.index.classes()))
-        vectors = self.embed(names, 16)
-        centroids = {c: v for c, (_, v) in self.index.class_centroids().items()}
-        self.prototypes = build_prototypes(
-            dict(zip(names, vectors, strict=True)), centroids, "floor"
-        )
-        self.scorer = FeatureScorer()
-        self.candidates = settings.candidates
-
-    def embed(self, texts: Sequence[str], max_length: int) -> np.ndarray:
-        return self.encoder.run(*self.tokenizer.encode(texts, max_length))
 
     def search(self, query: str) -> dict[str, float]:
-        from shared.ranking.features import RankInput
-        from shared.search.filters import Filters
+        timings: dict[str, float] = {}
+        self.pipeline.rank(query, timings)
+        return timings
 
-        t0 = time.perf_counter()
-        vector = self.embed([query], 32)[0]
-        t1 = time.perf_counter()
-        intent = self.prototypes.classify(vector, 5)
-        t2 = time.perf_counter()
-        result = self.index.retrieve(query, vector, Filters(), intent=intent, k=self.candidates)
-        t3 = time.perf_counter()
-        self.scorer.score(
-            [
-                RankInput(
-                    c.product.product_id, c.product.product_class, c.score, c.dense_score,
-                    c.lexical_score, c.product.rating, c.product.review_count,
-                )
-                for c in result.candidates
-            ],
-            dict(intent),
-        )  # fmt: skip
-        t4 = time.perf_counter()
-        return {
-            "embed": (t1 - t0) * 1e3, "intent": (t2 - t1) * 1e3,
-            "retrieval": (t3 - t2) * 1e3, "ranking": (t4 - t3) * 1e3, "total": (t4 - t0) * 1e3,
-        }  # fmt: skip
+    def close(self) -> None:
+        self.pipeline.close()
 
 
 def bench_floor(floor: Floor, queries: Sequence[str], seconds: float) -> dict:
@@ -183,8 +176,14 @@ def run(
         "suite, 8 clients": bench_gateway(gateway, queries, 8, seconds),
     }
     floor = Floor(settings)
-    bench_floor(floor, queries[:20], 2.0)
-    rows["floor (one process), 1 client"] = bench_floor(floor, queries, seconds)
+    try:
+        bench_floor(floor, queries[:20], 2.0)
+        rows["floor (one process), 1 client"] = bench_floor(floor, queries, seconds)
+    finally:
+        floor.close()
+    console.print(
+        "models: " + ", ".join(f"{model} {version}" for model, version in floor.versions.items())
+    )
 
     hops = ["embed", "intent", "retrieval", "ranking", "total"]
     table = Table(
@@ -212,7 +211,8 @@ def run(
         f"p99 {suite['p99_ms'] / base['p99_ms']:.2f}x"
     )
     encoder = bench_encoder(url=triton_url, seconds=min(seconds, 5.0))
-    table = Table(title="text_encoder: Triton (gRPC, python backend, onnxruntime) vs in-process")
+    engine = next(iter(encoder.pop("engine", {"onnxruntime": 1.0})))
+    table = Table(title=f"text_encoder: Triton (gRPC, python backend, {engine}) vs in-process")
     for column in ("case", "texts/s", "p50 ms per call"):
         table.add_column(column)
     for case, r in encoder.items():

@@ -35,7 +35,7 @@ def foundation_system(pipeline) -> Callable[[Query], SearchOutcome]:
     """The foundation's pipeline as an evaluation system."""
 
     def search(query: Query) -> SearchOutcome:
-        stages = pipeline.search(query.text)
+        stages = pipeline.rank(query.text)
         return SearchOutcome(stages["pipeline"], stages["classes"])
 
     return search

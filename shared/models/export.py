@@ -2,14 +2,16 @@
 
 ``python -m shared.models.export --model text_encoder [--version 1] [--repository DIR]
 [--force]`` writes ``<repository>/text_encoder/<version>/model.onnx`` (fp32) and the
-python backend adapter ``model.py`` next to it, then checks the ONNX output against
-PyTorch.
+python backend adapter ``model.py`` next to it, checks the ONNX output against PyTorch,
+then measures the engines on it and writes the choice to ``export_report.json`` (see
+below; the base model has no int8 variant).
 
 ``python -m shared.models.export --checkpoint DIR --out DIR`` exports a trained
 checkpoint (:mod:`shared.training.modules`) of any kind: ``model.fp32.onnx``,
-``model.int8.onnx`` (dynamic, per-channel int8 weights), ``model.onnx`` (the precision
-to serve: int8 when it agrees with fp32 well enough, else fp32), the checkpoint's
-``shopsense_model.json`` and ``export_report.json`` (the checks and the decision).
+``model.int8.onnx`` (dynamic, per-channel int8 weights), ``model.onnx`` (the graph to
+serve), the checkpoint's ``shopsense_model.json`` and ``export_report.json`` (the
+checks, every engine and precision tried with its agreement and speed on this machine,
+and the choice: the fastest that agrees with fp32 well enough).
 :mod:`shared.models.publish` installs such a folder as a Triton version.
 torch and transformers are needed here only, never at serving time.
 """
@@ -34,9 +36,11 @@ import numpy as np
 from shared.models.onnx_runtime import (
     CROSS_ENCODER,
     INTENT_CLASSIFIER,
+    ONNXRUNTIME,
     OUTPUT_NAMES,
     TEXT_ENCODER,
     OnnxModel,
+    available_engines,
 )
 from shared.models.paths import base_model_dir
 from shared.paths import REPO_ROOT, triton_model_repository
@@ -55,11 +59,12 @@ CHECK_SENTENCES = (
 )
 FP32_FILE, INT8_FILE, SERVED_FILE = "model.fp32.onnx", "model.int8.onnx", "model.onnx"
 SPEC_FILE, REPORT_FILE = "shopsense_model.json", "export_report.json"
-# The agreement metric that decides whether int8 is served, and its bar, per kind.
+# The agreement with fp32 that a faster engine or precision must reach to be served,
+# per kind: its metric and bar.
 AGREEMENT_BARS: dict[str, tuple[str, float]] = {
-    CROSS_ENCODER: ("spearman_int8_fp32", 0.97),
-    TEXT_ENCODER: ("cosine_mean_int8_fp32", 0.99),
-    INTENT_CLASSIFIER: ("top1_agreement_int8_fp32", 0.98),
+    CROSS_ENCODER: ("spearman_vs_fp32", 0.97),
+    TEXT_ENCODER: ("cosine_mean_vs_fp32", 0.99),
+    INTENT_CLASSIFIER: ("top1_agreement_vs_fp32", 0.98),
 }
 # The built-in check set: queries of a small synthetic store, each with this many
 # candidate product texts (its judged products first).
@@ -85,23 +90,44 @@ class ExportResult:
 
 
 @dataclass(frozen=True)
+class Candidate:
+    """One engine and precision tried on the check set: its agreement with fp32, its
+    time over the whole check set on this machine, and whether it met the bar."""
+
+    engine: str
+    precision: str
+    agreement: dict[str, float]
+    check_ms: float
+    admitted: bool
+    note: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.engine} {self.precision}" + (f" ({self.note})" if self.note else "")
+
+
+@dataclass(frozen=True)
 class ExportReport:
     """What ``export_checkpoint`` wrote and measured (also saved as export_report.json).
 
-    ``served`` is "int8" or "fp32"; ``reason`` says why. ``agreement`` holds the kind's
-    metrics (int8 vs fp32 and vs PyTorch); ``bar`` names the deciding metric and value.
+    ``engine`` and ``served`` (the precision: "fp32", "int8" or "bf16") are what the
+    version runs on; ``reason`` says why. ``agreement`` holds the served candidate's
+    metrics (vs fp32 and vs PyTorch), ``candidates`` every candidate tried, ``bar`` the
+    deciding metric and value.
     """
 
     kind: str
     out_dir: Path
+    engine: str
     served: str
     reason: str
     fp32_max_abs_diff: float
-    int8_max_abs_diff: float
+    served_max_abs_diff: float
     agreement: dict[str, float]
     bar: dict[str, float]
     check_queries: int
     check_rows: int
+    candidates: list[dict] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -262,6 +288,8 @@ def export_text_encoder(
     # The adapter is cheap and may have changed: always refresh it.
     shutil.copy2(ADAPTER_SOURCE, version_dir / "model.py")
     if onnx_path.is_file() and not force:
+        if not (version_dir / REPORT_FILE).is_file():
+            choose_base_engine(version_dir, _sentence_encoder_module())
         print(f"{onnx_path}: up to date")
         return ExportResult(model_dir, onnx_path, False, 0.0, None)
 
@@ -273,10 +301,58 @@ def export_text_encoder(
         staged = Path(tmp) / "model.onnx"
         _export_onnx(module, staged, example, OUTPUT_NAMES[TEXT_ENCODER])
         diff = check_against_torch(module, staged)
+        (version_dir / REPORT_FILE).unlink(missing_ok=True)
         staged.replace(onnx_path)
+    choose_base_engine(version_dir, module)
     seconds = time.perf_counter() - start
     print(f"exported {onnx_path} in {seconds:.1f} s")
     return ExportResult(model_dir, onnx_path, True, seconds, diff)
+
+
+def choose_base_engine(version_dir: Path, module) -> ExportReport:
+    """Measure the engines on the base text encoder's fp32 ``model.onnx`` and write the
+    choice to ``export_report.json`` beside it (no int8: the base model serves fp32 or
+    an engine's bf16 where it agrees).
+
+    The check set is the built-in synthetic one: queries and product texts.
+    """
+    import torch
+
+    from shared.training.modules import ModelSpec
+
+    started = time.perf_counter()
+    spec = ModelSpec(kind=TEXT_ENCODER)
+    check_inputs = default_check_inputs()
+    batches, sizes = _check_batches(TEXT_ENCODER, spec, check_inputs)
+    onnx_path = version_dir / SERVED_FILE
+    with torch.no_grad():
+        torch_out = np.concatenate(
+            [module(*(torch.from_numpy(a) for a in batch)).numpy() for batch in batches]
+        )
+    fp32 = np.concatenate([OnnxModel(onnx_path).run(*batch) for batch in batches])
+    seconds: dict[str, float] = {}
+    tried = _candidates(TEXT_ENCODER, onnx_path, batches, (fp32, torch_out, sizes), None, seconds)
+    chosen, output, reason = _choose(TEXT_ENCODER, tried)
+    metric, bar = AGREEMENT_BARS[TEXT_ENCODER]
+    seconds["total"] = time.perf_counter() - started
+    report = ExportReport(
+        kind=TEXT_ENCODER,
+        out_dir=version_dir,
+        engine=chosen.engine,
+        served=chosen.precision,
+        reason=reason,
+        fp32_max_abs_diff=float(np.abs(fp32 - torch_out).max()),
+        served_max_abs_diff=float(np.abs(output - torch_out).max()),
+        agreement=chosen.agreement,
+        bar={metric: bar},
+        check_queries=len(check_inputs),
+        check_rows=int(fp32.shape[0]),
+        candidates=[asdict(candidate) for candidate, _ in tried],
+        seconds={k: round(v, 2) for k, v in seconds.items()},
+    )
+    (version_dir / REPORT_FILE).write_text(report.to_json(), encoding="utf-8")
+    print(f"{onnx_path}: serving {reason}")
+    return report
 
 
 # -- checkpoints -------------------------------------------------------------------------
@@ -350,35 +426,36 @@ def _check_batches(
 
 
 def _agreement(
-    kind: str, int8: np.ndarray, fp32: np.ndarray, torch_out: np.ndarray, sizes: list[int]
+    kind: str, output: np.ndarray, fp32: np.ndarray, torch_out: np.ndarray, sizes: list[int]
 ) -> dict[str, float]:
-    """The kind's agreement metrics of int8 with fp32 (and with PyTorch)."""
+    """The kind's agreement metrics of a candidate's ``output`` with fp32 onnxruntime
+    (and with PyTorch)."""
     if kind == CROSS_ENCODER:
         bounds = np.cumsum([0, *sizes])
-        vs_fp32 = [spearman(int8[a:b, 0], fp32[a:b, 0]) for a, b in itertools.pairwise(bounds)]
+        vs_fp32 = [spearman(output[a:b, 0], fp32[a:b, 0]) for a, b in itertools.pairwise(bounds)]
         vs_torch = [
-            spearman(int8[a:b, 0], torch_out[a:b, 0]) for a, b in itertools.pairwise(bounds)
+            spearman(output[a:b, 0], torch_out[a:b, 0]) for a, b in itertools.pairwise(bounds)
         ]
         return {
-            "spearman_int8_fp32": float(np.mean(vs_fp32)),
-            "spearman_int8_fp32_min": float(np.min(vs_fp32)),
-            "spearman_int8_torch": float(np.mean(vs_torch)),
+            "spearman_vs_fp32": float(np.mean(vs_fp32)),
+            "spearman_min_vs_fp32": float(np.min(vs_fp32)),
+            "spearman_vs_torch": float(np.mean(vs_torch)),
         }
     if kind == TEXT_ENCODER:
-        cosine = (int8 * fp32).sum(axis=1) / (
-            np.linalg.norm(int8, axis=1) * np.linalg.norm(fp32, axis=1)
+        cosine = (output * fp32).sum(axis=1) / (
+            np.linalg.norm(output, axis=1) * np.linalg.norm(fp32, axis=1)
         )
         return {
-            "cosine_mean_int8_fp32": float(cosine.mean()),
-            "cosine_min_int8_fp32": float(cosine.min()),
+            "cosine_mean_vs_fp32": float(cosine.mean()),
+            "cosine_min_vs_fp32": float(cosine.min()),
         }
-    top1 = int8.argmax(axis=1) == fp32.argmax(axis=1)
+    top1 = output.argmax(axis=1) == fp32.argmax(axis=1)
     return {
-        "top1_agreement_int8_fp32": float(top1.mean()),
-        "top1_agreement_int8_torch": float(
-            (int8.argmax(axis=1) == torch_out.argmax(axis=1)).mean()
+        "top1_agreement_vs_fp32": float(top1.mean()),
+        "top1_agreement_vs_torch": float(
+            (output.argmax(axis=1) == torch_out.argmax(axis=1)).mean()
         ),
-        "max_prob_diff_int8_fp32": float(np.abs(int8 - fp32).max()),
+        "max_prob_diff_vs_fp32": float(np.abs(output - fp32).max()),
     }
 
 
@@ -429,11 +506,82 @@ def _quantize(fp32_path: Path, int8_path: Path, fp32_ffn_layers: int = 0) -> Non
     )
 
 
+def _try(
+    kind: str,
+    path: Path,
+    engine: str,
+    precision: str,
+    batches: list[tuple[np.ndarray, ...]],
+    reference: tuple[np.ndarray, np.ndarray, list[int]],
+    note: str = "",
+) -> tuple[Candidate, np.ndarray]:
+    """Run the check set on one engine and precision: agreement with fp32, and the time
+    of the whole set after one warm-up batch."""
+    fp32, torch_out, sizes = reference
+    model = OnnxModel(path, engine=engine, precision=precision)
+    model.run(*batches[0])
+    mark = time.perf_counter()
+    output = np.concatenate([model.run(*batch) for batch in batches])
+    check_ms = (time.perf_counter() - mark) * 1000.0
+    agreement = _agreement(kind, output, fp32, torch_out, sizes)
+    metric, bar = AGREEMENT_BARS[kind]
+    admitted = (engine == ONNXRUNTIME and precision == "fp32") or agreement[metric] >= bar
+    candidate = Candidate(engine, precision, agreement, round(check_ms, 1), admitted, note)
+    return candidate, output
+
+
+def _candidates(
+    kind: str,
+    fp32_path: Path,
+    batches: list[tuple[np.ndarray, ...]],
+    reference: tuple[np.ndarray, np.ndarray, list[int]],
+    int8_path: Path | None,
+    seconds: dict[str, float],
+) -> list[tuple[Candidate, np.ndarray]]:
+    """Every engine of this machine on the fp32 graph, then (with ``int8_path``) the int8
+    ladder on onnxruntime until a variant meets the bar; each with its output."""
+    mark = time.perf_counter()
+    tried = [
+        _try(kind, fp32_path, engine, precision, batches, reference)
+        for engine, precision in available_engines()
+    ]
+    seconds["engines"] = time.perf_counter() - mark
+    if int8_path is None:
+        return tried
+    for fp32_layers in INT8_FP32_FFN_LAYERS:
+        mark = time.perf_counter()
+        _quantize(fp32_path, int8_path, fp32_layers)
+        seconds["quantize"] = seconds.get("quantize", 0.0) + time.perf_counter() - mark
+        note = f"{fp32_layers} fp32 FFN layers" if fp32_layers else "all layers"
+        tried.append(_try(kind, int8_path, ONNXRUNTIME, "int8", batches, reference, note))
+        if tried[-1][0].admitted:
+            break
+    return tried
+
+
+def _choose(
+    kind: str, tried: list[tuple[Candidate, np.ndarray]]
+) -> tuple[Candidate, np.ndarray, str]:
+    """The fastest admitted candidate, its output and the reason, in words."""
+    metric, bar = AGREEMENT_BARS[kind]
+    chosen, output = min(((c, o) for c, o in tried if c.admitted), key=lambda p: p[0].check_ms)
+    fp32_ms = tried[0][0].check_ms
+    reason = (
+        f"fastest of {len(tried)} tried with {metric} >= {bar}: {chosen.name} "
+        f"{chosen.check_ms:.0f} ms on the check set, {fp32_ms / chosen.check_ms:.2f}x "
+        f"onnxruntime fp32; {metric} {chosen.agreement.get(metric, 1.0):.4f}"
+    )
+    return chosen, output, reason
+
+
 def export_checkpoint(
     checkpoint_dir: Path | str, out_dir: Path | str, check_inputs: CheckInputs | None = None
 ) -> ExportReport:
-    """Export a checkpoint to fp32 and int8 ONNX in ``out_dir`` and choose the one to serve.
+    """Export a checkpoint to fp32 and int8 ONNX in ``out_dir`` and choose how to serve it.
 
+    Every engine and precision this machine offers (onnxruntime fp32 and int8, OpenVINO
+    fp32 and bf16: :func:`available_engines`) runs the check set; the fastest whose
+    agreement with fp32 meets the kind's bar is served (fp32 onnxruntime always does).
     ``check_inputs`` are ``(query, candidate product texts)`` pairs, e.g. a store's dev
     queries with their candidates; None uses a built-in synthetic set. The queries feed
     the classifier and the encoder, the candidates the encoder and the cross-encoder.
@@ -458,6 +606,7 @@ def export_checkpoint(
     batches, sizes = _check_batches(kind, spec, check_inputs)
     out_dir.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
+    metric, bar = AGREEMENT_BARS[kind]
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         fp32_path, int8_path = Path(tmp) / FP32_FILE, Path(tmp) / INT8_FILE
         _export_onnx(module, fp32_path, batches[0], OUTPUT_NAMES[kind])
@@ -467,10 +616,9 @@ def export_checkpoint(
             torch_out = np.concatenate(
                 [module(*(torch.from_numpy(a) for a in batch)).numpy() for batch in batches]
             )
-        fp32_model = OnnxModel(fp32_path)
-        fp32 = np.concatenate([fp32_model.run(*batch) for batch in batches])
         if torch_out.ndim == 1:
             torch_out = torch_out[:, None]
+        fp32 = np.concatenate([OnnxModel(fp32_path).run(*batch) for batch in batches])
         fp32_diff = float(np.abs(fp32 - torch_out).max())
         if not fp32_diff < TOLERANCE:
             raise ExportCheckFailed(
@@ -478,43 +626,31 @@ def export_checkpoint(
                 f">= {TOLERANCE:.0e} from PyTorch"
             )
         seconds["check"] = time.perf_counter() - mark
-        metric, bar = AGREEMENT_BARS[kind]
-        tried = []
-        for fp32_layers in INT8_FP32_FFN_LAYERS:
-            mark = time.perf_counter()
-            _quantize(fp32_path, int8_path, fp32_layers)
-            seconds["quantize"] = seconds.get("quantize", 0.0) + time.perf_counter() - mark
-            int8_model = OnnxModel(int8_path)
-            int8 = np.concatenate([int8_model.run(*batch) for batch in batches])
-            agreement = _agreement(kind, int8, fp32, torch_out, sizes)
-            agreement["int8_fp32_ffn_layers"] = float(fp32_layers)
-            tried.append(f"{metric} {agreement[metric]:.4f} with {fp32_layers} fp32 FFN layers")
-            if agreement[metric] >= bar:
-                break
-        if agreement[metric] >= bar:
-            served, reason = "int8", f"{tried[-1]} >= {bar}"
-        else:
-            served, reason = "fp32", f"{'; '.join(tried)}: all < {bar}, int8 rejected"
+        tried = _candidates(kind, fp32_path, batches, (fp32, torch_out, sizes), int8_path, seconds)
+        chosen, output, reason = _choose(kind, tried)
         for path in (fp32_path, int8_path):
             path.replace(out_dir / path.name)
-    shutil.copy2(out_dir / (INT8_FILE if served == "int8" else FP32_FILE), out_dir / SERVED_FILE)
+    graph = INT8_FILE if chosen.precision == "int8" else FP32_FILE
+    shutil.copy2(out_dir / graph, out_dir / SERVED_FILE)
     (out_dir / SPEC_FILE).write_text(spec.to_json(), encoding="utf-8")
     seconds["total"] = time.perf_counter() - started
     report = ExportReport(
         kind=kind,
         out_dir=out_dir,
-        served=served,
+        engine=chosen.engine,
+        served=chosen.precision,
         reason=reason,
         fp32_max_abs_diff=fp32_diff,
-        int8_max_abs_diff=float(np.abs(int8 - torch_out).max()),
-        agreement=agreement,
+        served_max_abs_diff=float(np.abs(output - torch_out).max()),
+        agreement=chosen.agreement,
         bar={metric: bar},
         check_queries=len(check_inputs),
         check_rows=int(fp32.shape[0]),
+        candidates=[asdict(candidate) for candidate, _ in tried],
         seconds={k: round(v, 2) for k, v in seconds.items()},
     )
     (out_dir / REPORT_FILE).write_text(report.to_json(), encoding="utf-8")
-    print(f"exported {kind} to {out_dir} in {seconds['total']:.1f} s: serving {served} ({reason})")
+    print(f"exported {kind} to {out_dir} in {seconds['total']:.1f} s: serving {reason}")
     return report
 
 

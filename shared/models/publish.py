@@ -74,7 +74,8 @@ def install_version(
     """Install ``export_dir`` as ``<repository>/<model>/<version>/`` and return that folder.
 
     Copies model.onnx (or ``model.<precision>.onnx`` when ``precision`` is "fp32" or
-    "int8", e.g. fp32 for GPUs), shopsense_model.json, export_report.json and the adapter
+    "int8", e.g. fp32 for GPUs, to run on onnxruntime whatever engine the export chose),
+    shopsense_model.json, export_report.json and the adapter
     as model.py into a staging folder next to the target, then renames it: Triton never
     sees half a version. A repository other than the committed one gets the committed
     config.pbtxt and configs/ it lacks. Raises VersionExistsError if the version exists.
@@ -109,6 +110,11 @@ def install_version(
     try:
         for name, path in sources.items():
             shutil.copy2(path, staging / name)
+        if precision is not None and (staging / REPORT_FILE).is_file():
+            # The graph was chosen here, not by the export: onnxruntime runs it.
+            report = json.loads((staging / REPORT_FILE).read_text(encoding="utf-8"))
+            report.update(engine="onnxruntime", served=precision)
+            (staging / REPORT_FILE).write_text(json.dumps(report, indent=2), encoding="utf-8")
         staging.chmod(0o755)
         staging.rename(target)
     except BaseException:

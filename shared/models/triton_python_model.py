@@ -1,6 +1,7 @@
 """Triton python-backend adapter for every model kind, installed as ``<n>/model.py``.
 
-A thin shell over ``OnnxModel`` (which imports and tests without Triton). The version
+A thin shell over ``OnnxModel`` (which imports and tests without Triton), on the engine
+the version's export chose. The version
 folder's ``shopsense_model.json`` says what it serves (a version 1 text_encoder folder
 exported before that file existed is a text_encoder). Its jobs of its own:
 
@@ -63,7 +64,8 @@ class TritonPythonModel:
         threads = int(parameters.get("intra_op_threads", {}).get("string_value", "2"))
         version_dir = Path(args["model_repository"]) / args["model_version"]
         spec = read_spec(version_dir)
-        self.model = OnnxModel(version_dir / "model.onnx", intra_op_threads=threads)
+        # On the engine and precision the version's export chose (export_report.json).
+        self.model = OnnxModel.for_version(version_dir, intra_op_threads=threads)
         if self.model.kind != spec["kind"]:
             raise ValueError(
                 f"{version_dir}: {SPEC_FILE} kind {spec['kind']!r} but model.onnx is a "
@@ -78,7 +80,7 @@ class TritonPythonModel:
         )
 
     def execute(self, requests: list) -> list:
-        """One onnxruntime run for all merged requests; one response per request."""
+        """One run for all merged requests; one response per request."""
         import triton_python_backend_utils as pb_utils  # exists only inside Triton
 
         responses: list = [None] * len(requests)
@@ -115,5 +117,5 @@ class TritonPythonModel:
         return responses
 
     def finalize(self) -> None:
-        """Release the onnxruntime session."""
+        """Release the model's session."""
         self.model = None

@@ -266,8 +266,9 @@ _KIND_DEFAULTS: dict[str, dict[str, object]] = {
         "freeze_layers": 2,
         "group_size": 8,
         "cross_encoder_loss": "pointwise",
-        "max_train_examples": 1600,
+        # Dev nDCG@10 was still climbing at 1,600 groups (0.731); 2,400 reached 0.762.
+        "max_train_examples": 2400,
         "eval_queries": 60,
-        "eval_every": 200,
+        "eval_every": 300,
     },
 }

@@ -14,13 +14,14 @@ dev queries (keys as stored in the registry):
 - ``bm25/…``: BM25 alone, the keyword baseline;
 each ``…`` being ``ndcg@10``, ``recall@100`` and ``mrr@10``.
 
-Catalog embeddings are cached per (model file, catalog) under ``<state>/offline-eval``.
+Catalog embeddings are cached per (model file, engine, catalog) under ``<state>/offline-eval``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,24 +64,33 @@ class LocalPipeline:
     rerank_weight: float = DEFAULT_WEIGHT
     cache_dir: Path | None = None
     progress: Callable[[str], None] | None = None
+    # An existing catalog index file (e.g. the running suite's) to search instead of
+    # indexing ``products``; its vectors must be this text encoder's.
+    catalog_db: Path | None = None
 
     def __post_init__(self) -> None:
         self.tokenizer = Tokenizer()
-        self.encoder = OnnxSentenceEncoder(Path(self.text_encoder) / "model.onnx")
+        self.encoder = OnnxSentenceEncoder.for_version(Path(self.text_encoder))
         self.classifier = self.labels = None
         if self.intent_classifier is not None:
-            self.classifier = OnnxModel(Path(self.intent_classifier) / "model.onnx")
+            self.classifier = OnnxModel.for_version(Path(self.intent_classifier))
             self.labels = list(read_spec(Path(self.intent_classifier))["labels"])
         self.reranker = None
         if self.cross_encoder is not None:
-            self.reranker = OnnxModel(Path(self.cross_encoder) / "model.onnx")
-        self._workdir = tempfile.TemporaryDirectory(prefix="shopsense-offline-eval-")
-        self.index = CatalogIndex.open(Path(self._workdir.name) / "catalog.db")
-        vectors = self._catalog_vectors()
-        for start in range(0, len(self.products), 1024):
-            self.index.upsert(
-                list(self.products[start : start + 1024]), vectors[start : start + 1024], "eval"
-            )
+            self.reranker = OnnxModel.for_version(Path(self.cross_encoder))
+        self._workdir = None
+        if self.catalog_db is not None:
+            self.index = CatalogIndex.open(Path(self.catalog_db))
+        else:
+            self._workdir = tempfile.TemporaryDirectory(prefix="shopsense-offline-eval-")
+            self.index = CatalogIndex.open(Path(self._workdir.name) / "catalog.db")
+            vectors = self._catalog_vectors()
+            for start in range(0, len(self.products), 1024):
+                self.index.upsert(
+                    list(self.products[start : start + 1024]),
+                    vectors[start : start + 1024],
+                    "eval",
+                )
         centroids = {c: v for c, (_, v) in self.index.class_centroids().items()}
         names = sorted(centroids)
         self.prototypes: Prototypes = build_prototypes(
@@ -91,12 +101,12 @@ class LocalPipeline:
         source = "intent_classifier/" if self.classifier is not None else ""
         self.scorer = FeatureScorer.for_intent(source)
         self.intent_boost = intent_boost_for(source)
-        self._texts = {p.product_id: p.embedding_text() for p in self.products}
 
     def close(self) -> None:
         """Release the index and its temporary file."""
         self.index.close()
-        self._workdir.cleanup()
+        if self._workdir is not None:
+            self._workdir.cleanup()
 
     # -- parts ----------------------------------------------------------------------------
     def embed(self, texts: Sequence[str], max_length: int) -> np.ndarray:
@@ -109,7 +119,8 @@ class LocalPipeline:
 
     def _catalog_vectors(self) -> np.ndarray:
         model = Path(self.text_encoder) / "model.onnx"
-        digest = hashlib.sha256(model.read_bytes()).hexdigest()[:16]
+        engine = f"{self.encoder.engine}-{self.encoder.precision}".encode()
+        digest = hashlib.sha256(model.read_bytes() + engine).hexdigest()[:16]
         texts = [p.embedding_text() for p in self.products]
         catalog = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
         cache = Path(self.cache_dir or state_dir() / "offline-eval") / f"{digest}-{catalog}.npy"
@@ -133,23 +144,32 @@ class LocalPipeline:
         top = np.argsort(-probabilities)[:top_k]
         return [(self.labels[i], float(probabilities[i])) for i in top]
 
-    def cross_scores(self, query: str, product_ids: Sequence[str]) -> np.ndarray:
-        """Cross-encoder logits of (query, product) pairs."""
+    def cross_scores(self, query: str, docs: Sequence[str]) -> np.ndarray:
+        """Cross-encoder logits of (query, product text) pairs."""
         assert self.reranker is not None
-        docs = [self._texts[pid] for pid in product_ids]
         ids, mask, types = self.tokenizer.encode_pairs([query] * len(docs), docs, PAIR_TOKENS)
         return self.reranker.run(ids, mask, types).reshape(-1)
 
     # -- one query ------------------------------------------------------------------------
-    def search(self, query: str) -> dict[str, list[str]]:
-        """Ranked product ids of one query at every stage, plus its predicted classes."""
+    def rank(self, query: str, timings: dict[str, float] | None = None) -> dict[str, list[str]]:
+        """The served path of one query: embed, classify, hybrid retrieval, features and
+        the cross-encoder's rerank. Returns the predicted classes, the retrieval order
+        and the final order; ``timings`` (if given) gets each step's milliseconds."""
+        clock = [time.perf_counter()]
+
+        def lap(step: str) -> None:
+            clock.append(time.perf_counter())
+            if timings is not None:
+                timings[step] = (clock[-1] - clock[-2]) * 1e3
+
         vector = self.embed([query], QUERY_TOKENS)[0]
+        lap("embed")
         intent = self.classify(query, vector)
-        dense = self.index.retrieve(query, vector, k=CANDIDATES, mode="dense")
-        lexical = self.index.retrieve(query, None, k=CANDIDATES, mode="lexical")
+        lap("intent")
         hybrid = self.index.retrieve(
             query, vector, intent=intent, k=CANDIDATES, intent_boost=self.intent_boost
         )
+        lap("retrieval")
         wanted = self.attributes.match(query)
         scored = self.scorer.score(
             [
@@ -164,14 +184,29 @@ class LocalPipeline:
             wanted,
         )  # fmt: skip
         if self.reranker is not None and scored:
-            head = [s.product_id for s in scored[: self.rerank_depth]]
+            texts = {c.product.product_id: c.product.embedding_text() for c in hybrid.candidates}
+            head = [texts[s.product_id] for s in scored[: self.rerank_depth]]
             scored = rerank_head(scored, self.cross_scores(query, head), self.rerank_weight)
+        lap("ranking")
+        if timings is not None:
+            timings["total"] = (clock[-1] - clock[0]) * 1e3
         return {
             "classes": [c for c, _ in intent],
-            "bm25": [c.product.product_id for c in lexical.candidates],
-            "dense": [c.product.product_id for c in dense.candidates],
             "retrieval": [c.product.product_id for c in hybrid.candidates],
             "pipeline": [s.product_id for s in scored],
+        }
+
+    def search(self, query: str) -> dict[str, list[str]]:
+        """Ranked product ids of one query at every stage, plus its predicted classes:
+        :meth:`rank`'s, and BM25 alone and dense alone."""
+        ranked = self.rank(query)
+        vector = self.embed([query], QUERY_TOKENS)[0]
+        dense = self.index.retrieve(query, vector, k=CANDIDATES, mode="dense")
+        lexical = self.index.retrieve(query, None, k=CANDIDATES, mode="lexical")
+        return {
+            **ranked,
+            "bm25": [c.product.product_id for c in lexical.candidates],
+            "dense": [c.product.product_id for c in dense.candidates],
         }
 
 

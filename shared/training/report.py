@@ -63,6 +63,14 @@ def _delta(value: float | None, before: float | None) -> str:
     return f"{value:.3f} ({value - before:+.3f})"
 
 
+def _served(export: tpb.ExportSummary) -> str:
+    """Engine and precision, short: "ov bf16", "ort int8"."""
+    if not export.precision:
+        return "-"
+    engine = {"openvino": "ov", "onnxruntime": "ort"}.get(export.engine, export.engine)
+    return f"{engine} {export.precision}".strip()
+
+
 def version_table(model: str, versions: Sequence[tpb.ModelVersion]) -> Table:
     """One row per version; each metric with its change against the previous version."""
     table = Table(title=f"{model}: versions, offline on the dev judgments (nDCG@10 unless named)")
@@ -76,7 +84,7 @@ def version_table(model: str, versions: Sequence[tpb.ModelVersion]) -> Table:
             str(v.parent_version or "base"),
             _status(v),
             f"{v.training_seconds:.0f}",
-            v.export.precision or "-",
+            _served(v.export),
             *[_delta(metrics.get(key), previous.get(key)) for _, key in SHOWN],
         )
         previous = metrics

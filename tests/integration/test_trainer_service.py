@@ -127,7 +127,12 @@ def test_train_publish_train_again_and_roll_back(
     assert v1.status == pb.VERSION_STATUS_SERVING and v1.job_id == first
     assert len(v1.data_fingerprint) == 64 and v1.dev_metrics and v1.training_seconds > 0
     assert v1.hyperparameters["max_steps"] == "3" and v1.parent_version == 0
-    assert v1.export.precision in ("fp32", "int8")
+    assert (v1.export.engine, v1.export.precision) in {
+        ("onnxruntime", "fp32"),
+        ("onnxruntime", "int8"),
+        ("openvino", "fp32"),
+        ("openvino", "bf16"),
+    }
     assert loaded_versions(triton_server.grpc_url, MODEL) == [1]
     assert loaded_versions(triton_server.grpc_url, "text_encoder") == [1]  # untouched
 

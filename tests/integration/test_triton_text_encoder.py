@@ -33,9 +33,14 @@ def client(triton_server: TritonServer, tokenizer: Tokenizer) -> TextEncoderClie
 
 
 @pytest.fixture(scope="module")
+def atol(exported_model_repository: Path, engine_atol) -> float:
+    return engine_atol(exported_model_repository / "text_encoder" / "1")
+
+
+@pytest.fixture(scope="module")
 def reference(exported_model_repository: Path, tokenizer: Tokenizer) -> np.ndarray:
-    """In-process onnxruntime embeddings, one sentence at a time."""
-    encoder = OnnxSentenceEncoder(exported_model_repository / "text_encoder" / "1" / "model.onnx")
+    """In-process embeddings on the version's engine, one sentence at a time."""
+    encoder = OnnxSentenceEncoder.for_version(exported_model_repository / "text_encoder" / "1")
     return np.concatenate([encoder.run(*tokenizer.encode([t], max_length=64)) for t in TEXTS])
 
 
@@ -44,17 +49,17 @@ def test_ready_and_version(client: TextEncoderClient) -> None:
     assert client.version() == "1"
 
 
-def test_embed_matches_onnxruntime_in_process(
-    client: TextEncoderClient, reference: np.ndarray
+def test_embed_matches_the_engine_in_process(
+    client: TextEncoderClient, reference: np.ndarray, atol: float
 ) -> None:
     embeddings = client.embed(TEXTS, batch_size=3)
     assert embeddings.dtype == np.float32 and embeddings.shape == (len(TEXTS), 384)
-    assert np.abs(embeddings - reference).max() < 1e-4
+    assert np.abs(embeddings - reference).max() < atol
     assert client.embed([]).shape == (0, 384)
 
 
 def test_concurrent_requests_of_different_lengths_are_merged_and_correct(
-    client: TextEncoderClient, reference: np.ndarray
+    client: TextEncoderClient, reference: np.ndarray, atol: float
 ) -> None:
     """8 threads send single texts of different lengths at once: the dynamic batcher
     merges them, so the adapter's padding path runs, and every answer must be right."""
@@ -69,7 +74,7 @@ def test_concurrent_requests_of_different_lengths_are_merged_and_correct(
         for _ in range(rounds):
             got = client.embed([TEXTS[index]])[0]
             diff = float(np.abs(got - reference[index]).max())
-            if diff >= 1e-4:
+            if diff >= atol:
                 errors.append(f"text {index}: max abs diff {diff:.2e}")
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(len(TEXTS))]

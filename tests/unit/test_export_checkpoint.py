@@ -15,7 +15,12 @@ from shared.models.export import (
     export_checkpoint,
     spearman,
 )
-from shared.models.onnx_runtime import OnnxModel, OnnxSentenceEncoder
+from shared.models.onnx_runtime import (
+    OnnxModel,
+    OnnxSentenceEncoder,
+    available_engines,
+    served_engine,
+)
 from shared.models.tokenization import Tokenizer
 
 pytestmark = pytest.mark.unit
@@ -50,16 +55,36 @@ def test_writes_both_precisions_and_the_report(exported: tuple[Path, ExportRepor
         assert (out / name).is_file(), name
     # int8 weights in the encoder layers; the embedding table (47 MB) stays fp32.
     assert (out / "model.int8.onnx").stat().st_size < 0.7 * (out / "model.fp32.onnx").stat().st_size
-    served = (out / f"model.{report.served}.onnx").read_bytes()
-    assert (out / "model.onnx").read_bytes() == served
+    graph = "model.int8.onnx" if report.served == "int8" else "model.fp32.onnx"
+    assert (out / "model.onnx").read_bytes() == (out / graph).read_bytes()
     saved = json.loads((out / "export_report.json").read_text())
-    assert saved["served"] == report.served and saved["kind"] == report.kind
+    assert saved["served"] == report.served and saved["engine"] == report.engine
+    assert saved["kind"] == report.kind
+    assert served_engine(out) == (report.engine, report.served)
     metric, bar = AGREEMENT_BARS[report.kind]
     assert report.bar == {metric: bar}
-    assert (report.served == "int8") == (report.agreement[metric] >= bar)
-    assert metric in report.reason
     assert report.fp32_max_abs_diff < 1e-4
-    assert report.int8_max_abs_diff > report.fp32_max_abs_diff
+    assert metric in report.reason
+
+
+def test_serves_the_fastest_candidate_that_agrees(exported: tuple[Path, ExportReport]) -> None:
+    _, report = exported
+    metric, bar = AGREEMENT_BARS[report.kind]
+    candidates = report.candidates
+    tried = {(c["engine"], c["precision"]) for c in candidates}
+    # Every engine of this machine on the fp32 graph, and int8 on onnxruntime.
+    assert set(available_engines()) | {("onnxruntime", "int8")} <= tried
+    for candidate in candidates:
+        assert candidate["check_ms"] > 0
+        reference = candidate["engine"] == "onnxruntime" and candidate["precision"] == "fp32"
+        assert candidate["admitted"] == (reference or candidate["agreement"][metric] >= bar)
+    admitted = [c for c in candidates if c["admitted"]]
+    fastest = min(admitted, key=lambda c: c["check_ms"])
+    assert (report.engine, report.served) == (fastest["engine"], fastest["precision"])
+    assert report.agreement == fastest["agreement"]
+    # The int8 ladder stops at the first variant that meets the bar.
+    int8 = [c for c in candidates if c["precision"] == "int8"]
+    assert all(not c["admitted"] for c in int8[:-1])
 
 
 def test_served_graph_outputs(exported: tuple[Path, ExportReport], tokenizer: Tokenizer) -> None:

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from shared.models.onnx_runtime import OnnxSentenceEncoder
+from shared.models.onnx_runtime import OnnxSentenceEncoder, available_engines, served_engine
 from shared.models.tokenization import Tokenizer
 from shared.models.triton_python_model import pad_and_concatenate
 
@@ -30,6 +31,18 @@ def test_export_writes_the_served_layout(exported_model_repository: Path) -> Non
     assert (model / "configs" / "gpu.pbtxt").is_file()
     assert (model / "1" / "model.onnx").stat().st_size > 50_000_000
     assert "class TritonPythonModel" in (model / "1" / "model.py").read_text()
+
+
+def test_export_measures_the_engines_and_writes_its_choice(
+    exported_model_repository: Path,
+) -> None:
+    version = exported_model_repository / "text_encoder" / "1"
+    report = json.loads((version / "export_report.json").read_text())
+    tried = {(c["engine"], c["precision"]) for c in report["candidates"]}
+    assert tried == set(available_engines())
+    assert served_engine(version) in tried
+    assert report["agreement"]["cosine_mean_vs_fp32"] >= 0.99
+    assert report["fp32_max_abs_diff"] < 1e-4
 
 
 def test_second_export_is_up_to_date(
