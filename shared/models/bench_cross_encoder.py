@@ -132,9 +132,10 @@ def run(
         results["served_100_ms"] = median_ms(lambda: served.run(*encoded[0]), repeats)
         results["served_speedup"] = results["ort_fp32_100_ms"] / results["served_100_ms"]
         results["tokens_per_pair"] = int(encoded[0][0].shape[1])
+        metric = next(iter(report.bar))
         results["candidates"] = [
             f"{c['engine']} {c['precision']}{' (' + c['note'] + ')' if c['note'] else ''}: "
-            f"{c['check_ms']:.0f} ms, agreement {min(c['agreement'].values()):.4f}"
+            f"{c['check_ms']:.0f} ms, {metric} {c['agreement'][metric]:.4f}"
             f"{'' if c['admitted'] else ' (rejected)'}"
             for c in report.candidates
         ]
