@@ -332,26 +332,10 @@ def choose_base_engine(version_dir: Path, module) -> ExportReport:
     fp32 = np.concatenate([OnnxModel(onnx_path).run(*batch) for batch in batches])
     seconds: dict[str, float] = {}
     tried = _candidates(TEXT_ENCODER, onnx_path, batches, (fp32, torch_out, sizes), None, seconds)
-    chosen, output, reason = _choose(TEXT_ENCODER, tried)
-    metric, bar = AGREEMENT_BARS[TEXT_ENCODER]
-    seconds["total"] = time.perf_counter() - started
-    report = ExportReport(
-        kind=TEXT_ENCODER,
-        out_dir=version_dir,
-        engine=chosen.engine,
-        served=chosen.precision,
-        reason=reason,
-        fp32_max_abs_diff=float(np.abs(fp32 - torch_out).max()),
-        served_max_abs_diff=float(np.abs(output - torch_out).max()),
-        agreement=chosen.agreement,
-        bar={metric: bar},
-        check_queries=len(check_inputs),
-        check_rows=int(fp32.shape[0]),
-        candidates=[asdict(candidate) for candidate, _ in tried],
-        seconds={k: round(v, 2) for k, v in seconds.items()},
+    report = _write_report(
+        TEXT_ENCODER, version_dir, tried, fp32, torch_out, len(check_inputs), seconds, started
     )
-    (version_dir / REPORT_FILE).write_text(report.to_json(), encoding="utf-8")
-    print(f"{onnx_path}: serving {reason}")
+    print(f"{onnx_path}: serving {report.reason}")
     return report
 
 
@@ -574,6 +558,39 @@ def _choose(
     return chosen, output, reason
 
 
+def _write_report(
+    kind: str,
+    out_dir: Path,
+    tried: list[tuple[Candidate, np.ndarray]],
+    fp32: np.ndarray,
+    torch_out: np.ndarray,
+    check_queries: int,
+    seconds: dict[str, float],
+    started: float,
+) -> ExportReport:
+    """Choose among ``tried`` and write ``export_report.json`` into ``out_dir``."""
+    chosen, output, reason = _choose(kind, tried)
+    metric, bar = AGREEMENT_BARS[kind]
+    seconds["total"] = time.perf_counter() - started
+    report = ExportReport(
+        kind=kind,
+        out_dir=out_dir,
+        engine=chosen.engine,
+        served=chosen.precision,
+        reason=reason,
+        fp32_max_abs_diff=float(np.abs(fp32 - torch_out).max()),
+        served_max_abs_diff=float(np.abs(output - torch_out).max()),
+        agreement=chosen.agreement,
+        bar={metric: bar},
+        check_queries=check_queries,
+        check_rows=int(fp32.shape[0]),
+        candidates=[asdict(candidate) for candidate, _ in tried],
+        seconds={k: round(v, 2) for k, v in seconds.items()},
+    )
+    (out_dir / REPORT_FILE).write_text(report.to_json(), encoding="utf-8")
+    return report
+
+
 def export_checkpoint(
     checkpoint_dir: Path | str, out_dir: Path | str, check_inputs: CheckInputs | None = None
 ) -> ExportReport:
@@ -606,7 +623,6 @@ def export_checkpoint(
     batches, sizes = _check_batches(kind, spec, check_inputs)
     out_dir.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
-    metric, bar = AGREEMENT_BARS[kind]
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         fp32_path, int8_path = Path(tmp) / FP32_FILE, Path(tmp) / INT8_FILE
         _export_onnx(module, fp32_path, batches[0], OUTPUT_NAMES[kind])
@@ -627,30 +643,15 @@ def export_checkpoint(
             )
         seconds["check"] = time.perf_counter() - mark
         tried = _candidates(kind, fp32_path, batches, (fp32, torch_out, sizes), int8_path, seconds)
-        chosen, output, reason = _choose(kind, tried)
         for path in (fp32_path, int8_path):
             path.replace(out_dir / path.name)
-    graph = INT8_FILE if chosen.precision == "int8" else FP32_FILE
-    shutil.copy2(out_dir / graph, out_dir / SERVED_FILE)
     (out_dir / SPEC_FILE).write_text(spec.to_json(), encoding="utf-8")
-    seconds["total"] = time.perf_counter() - started
-    report = ExportReport(
-        kind=kind,
-        out_dir=out_dir,
-        engine=chosen.engine,
-        served=chosen.precision,
-        reason=reason,
-        fp32_max_abs_diff=fp32_diff,
-        served_max_abs_diff=float(np.abs(output - torch_out).max()),
-        agreement=chosen.agreement,
-        bar={metric: bar},
-        check_queries=len(check_inputs),
-        check_rows=int(fp32.shape[0]),
-        candidates=[asdict(candidate) for candidate, _ in tried],
-        seconds={k: round(v, 2) for k, v in seconds.items()},
+    report = _write_report(
+        kind, out_dir, tried, fp32, torch_out, len(check_inputs), seconds, started
     )
-    (out_dir / REPORT_FILE).write_text(report.to_json(), encoding="utf-8")
-    print(f"exported {kind} to {out_dir} in {seconds['total']:.1f} s: serving {reason}")
+    graph = INT8_FILE if report.served == "int8" else FP32_FILE
+    shutil.copy2(out_dir / graph, out_dir / SERVED_FILE)
+    print(f"exported {kind} to {out_dir} in {seconds['total']:.1f} s: serving {report.reason}")
     return report
 
 

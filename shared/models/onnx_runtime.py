@@ -198,6 +198,10 @@ class OnnxModel:
         self.kind: str = kind_of_output(self.output_name)
         # Width of the output row: 384 (embedding), C (classes) or 1 (score).
         self.width: int = int(width) if isinstance(width, int) else 0
+        self._validate()
+
+    def _validate(self) -> None:
+        """A subclass's check of the loaded graph (any kind is fine here)."""
 
     @classmethod
     def for_version(cls, version_dir: Path | str, intra_op_threads: int = 2) -> OnnxModel:
@@ -273,15 +277,7 @@ class OnnxModel:
 class OnnxSentenceEncoder(OnnxModel):
     """Runs a text encoder's ``model.onnx`` (-> L2-normalised ``embedding``)."""
 
-    def __init__(
-        self,
-        path: Path | str,
-        intra_op_threads: int = 2,
-        engine: str = ONNXRUNTIME,
-        precision: str = "fp32",
-        bucket_rows: int = BUCKET_ROWS,
-    ) -> None:
-        super().__init__(path, intra_op_threads, engine, precision, bucket_rows)
+    def _validate(self) -> None:
         if self.kind != TEXT_ENCODER:
             raise ValueError(f"path: {self.path} is a {self.kind}, not a {TEXT_ENCODER}")
         self.dimension: int = self.width

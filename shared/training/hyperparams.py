@@ -226,7 +226,8 @@ _RULES = {
 # Sized for the 2-core CPU budget (see the module docstring).
 _KIND_DEFAULTS: dict[str, dict[str, object]] = {
     INTENT_CLASSIFIER: {
-        "epochs": 4,
+        # Dev top-1 was still rising at 4 epochs (0.905); 6 reached 0.922.
+        "epochs": 6,
         "batch_size": 32,
         "learning_rate": 2e-4,
         "max_length": 16,
