@@ -99,18 +99,22 @@ class Floor:
     serves), each on the engine its export chose; the same scorer and blend; no RPC, no
     Triton."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, retrieval: str) -> None:
+        from shopsense.retrieval.v1 import retrieval_service_pb2 as rpb
+        from shopsense.retrieval.v1 import retrieval_service_pb2_grpc
         from shopsense.trainer.v1 import trainer_service_pb2 as tpb
         from shopsense.trainer.v1 import trainer_service_pb2_grpc
 
         from shared.paths import triton_model_repository
-        from shared.search.catalog_index import CatalogIndex
         from shared.training.offline_eval import LocalPipeline
 
         repository = triton_model_repository()
-        index = CatalogIndex.open(settings.catalog_db)
-        text_encoder = index.embedding_version or "1"
-        index.close()
+        # The version of the index's vectors, as retrieval serves them.
+        with grpc.insecure_channel(retrieval) as channel:
+            reply = retrieval_service_pb2_grpc.RetrievalServiceStub(channel).GetReindexStatus(
+                rpb.GetReindexStatusRequest(), timeout=10
+            )
+        text_encoder = reply.status.index_version or "1"
         folders: dict[str, Path | None] = {"intent_classifier": None, "cross_encoder": None}
         with grpc.insecure_channel(settings.trainer_target) as channel:
             stub = trainer_service_pb2_grpc.TrainerServiceStub(channel)
@@ -175,7 +179,7 @@ def run(
         "suite, 1 client": bench_gateway(gateway, queries, 1, seconds),
         "suite, 8 clients": bench_gateway(gateway, queries, 8, seconds),
     }
-    floor = Floor(settings)
+    floor = Floor(settings, retrieval)
     try:
         bench_floor(floor, queries[:20], 2.0)
         rows["floor (one process), 1 client"] = bench_floor(floor, queries, seconds)

@@ -329,9 +329,12 @@ def choose_base_engine(version_dir: Path, module) -> ExportReport:
         torch_out = np.concatenate(
             [module(*(torch.from_numpy(a) for a in batch)).numpy() for batch in batches]
         )
-    fp32 = np.concatenate([OnnxModel(onnx_path).run(*batch) for batch in batches])
+    reference = _reference(TEXT_ENCODER, onnx_path, batches, torch_out, sizes)
+    fp32 = reference[1]
     seconds: dict[str, float] = {}
-    tried = _candidates(TEXT_ENCODER, onnx_path, batches, (fp32, torch_out, sizes), None, seconds)
+    tried = _candidates(
+        TEXT_ENCODER, onnx_path, batches, reference, torch_out, sizes, None, seconds
+    )
     report = _write_report(
         TEXT_ENCODER, version_dir, tried, fp32, torch_out, len(check_inputs), seconds, started
     )
@@ -496,38 +499,56 @@ def _try(
     engine: str,
     precision: str,
     batches: list[tuple[np.ndarray, ...]],
-    reference: tuple[np.ndarray, np.ndarray, list[int]],
+    reference: tuple[np.ndarray | None, np.ndarray, list[int]],
     note: str = "",
 ) -> tuple[Candidate, np.ndarray]:
     """Run the check set on one engine and precision: agreement with fp32, and the time
-    of the whole set after one warm-up batch."""
+    of the whole set after one warm-up batch. A reference of None for fp32 makes this
+    run the fp32 reference itself (onnxruntime fp32)."""
     fp32, torch_out, sizes = reference
     model = OnnxModel(path, engine=engine, precision=precision)
     model.run(*batches[0])
     mark = time.perf_counter()
     output = np.concatenate([model.run(*batch) for batch in batches])
     check_ms = (time.perf_counter() - mark) * 1000.0
-    agreement = _agreement(kind, output, fp32, torch_out, sizes)
+    agreement = _agreement(kind, output, output if fp32 is None else fp32, torch_out, sizes)
     metric, bar = AGREEMENT_BARS[kind]
     admitted = (engine == ONNXRUNTIME and precision == "fp32") or agreement[metric] >= bar
     candidate = Candidate(engine, precision, agreement, round(check_ms, 1), admitted, note)
     return candidate, output
 
 
+def _reference(
+    kind: str,
+    fp32_path: Path,
+    batches: list[tuple[np.ndarray, ...]],
+    torch_out: np.ndarray,
+    sizes: list[int],
+) -> tuple[Candidate, np.ndarray]:
+    """The onnxruntime fp32 run of the check set: the reference every other candidate is
+    compared with, and itself the first candidate."""
+    return _try(kind, fp32_path, ONNXRUNTIME, "fp32", batches, (None, torch_out, sizes))
+
+
 def _candidates(
     kind: str,
     fp32_path: Path,
     batches: list[tuple[np.ndarray, ...]],
-    reference: tuple[np.ndarray, np.ndarray, list[int]],
+    reference: tuple[Candidate, np.ndarray],
+    torch_out: np.ndarray,
+    sizes: list[int],
     int8_path: Path | None,
     seconds: dict[str, float],
 ) -> list[tuple[Candidate, np.ndarray]]:
-    """Every engine of this machine on the fp32 graph, then (with ``int8_path``) the int8
-    ladder on onnxruntime until a variant meets the bar; each with its output."""
+    """``reference`` (the onnxruntime fp32 run, :func:`_reference`), then every other
+    engine of this machine on the fp32 graph, then (with ``int8_path``) the int8 ladder on
+    onnxruntime until a variant meets the bar; each with its output."""
     mark = time.perf_counter()
-    tried = [
-        _try(kind, fp32_path, engine, precision, batches, reference)
+    fp32 = (reference[1], torch_out, sizes)
+    tried = [reference] + [
+        _try(kind, fp32_path, engine, precision, batches, fp32)
         for engine, precision in available_engines()
+        if (engine, precision) != (ONNXRUNTIME, "fp32")
     ]
     seconds["engines"] = time.perf_counter() - mark
     if int8_path is None:
@@ -537,7 +558,7 @@ def _candidates(
         _quantize(fp32_path, int8_path, fp32_layers)
         seconds["quantize"] = seconds.get("quantize", 0.0) + time.perf_counter() - mark
         note = f"{fp32_layers} fp32 FFN layers" if fp32_layers else "all layers"
-        tried.append(_try(kind, int8_path, ONNXRUNTIME, "int8", batches, reference, note))
+        tried.append(_try(kind, int8_path, ONNXRUNTIME, "int8", batches, fp32, note))
         if tried[-1][0].admitted:
             break
     return tried
@@ -634,7 +655,8 @@ def export_checkpoint(
             )
         if torch_out.ndim == 1:
             torch_out = torch_out[:, None]
-        fp32 = np.concatenate([OnnxModel(fp32_path).run(*batch) for batch in batches])
+        reference = _reference(kind, fp32_path, batches, torch_out, sizes)
+        fp32 = reference[1]
         fp32_diff = float(np.abs(fp32 - torch_out).max())
         if not fp32_diff < TOLERANCE:
             raise ExportCheckFailed(
@@ -642,7 +664,9 @@ def export_checkpoint(
                 f">= {TOLERANCE:.0e} from PyTorch"
             )
         seconds["check"] = time.perf_counter() - mark
-        tried = _candidates(kind, fp32_path, batches, (fp32, torch_out, sizes), int8_path, seconds)
+        tried = _candidates(
+            kind, fp32_path, batches, reference, torch_out, sizes, int8_path, seconds
+        )
         for path in (fp32_path, int8_path):
             path.replace(out_dir / path.name)
     (out_dir / SPEC_FILE).write_text(spec.to_json(), encoding="utf-8")

@@ -151,10 +151,16 @@ class LocalPipeline:
         return self.reranker.run(ids, mask, types).reshape(-1)
 
     # -- one query ------------------------------------------------------------------------
-    def rank(self, query: str, timings: dict[str, float] | None = None) -> dict[str, list[str]]:
-        """The served path of one query: embed, classify, hybrid retrieval, features and
-        the cross-encoder's rerank. Returns the predicted classes, the retrieval order
-        and the final order; ``timings`` (if given) gets each step's milliseconds."""
+    def rank(
+        self,
+        query: str,
+        timings: dict[str, float] | None = None,
+        vector: np.ndarray | None = None,
+    ) -> dict[str, list[str]]:
+        """The served path of one query: embed (unless ``vector`` is given), classify,
+        hybrid retrieval, features and the cross-encoder's rerank. Returns the predicted
+        classes, the retrieval order and the final order; ``timings`` (if given) gets each
+        step's milliseconds."""
         clock = [time.perf_counter()]
 
         def lap(step: str) -> None:
@@ -162,7 +168,8 @@ class LocalPipeline:
             if timings is not None:
                 timings[step] = (clock[-1] - clock[-2]) * 1e3
 
-        vector = self.embed([query], QUERY_TOKENS)[0]
+        if vector is None:
+            vector = self.embed([query], QUERY_TOKENS)[0]
         lap("embed")
         intent = self.classify(query, vector)
         lap("intent")
@@ -199,8 +206,8 @@ class LocalPipeline:
     def search(self, query: str) -> dict[str, list[str]]:
         """Ranked product ids of one query at every stage, plus its predicted classes:
         :meth:`rank`'s, and BM25 alone and dense alone."""
-        ranked = self.rank(query)
         vector = self.embed([query], QUERY_TOKENS)[0]
+        ranked = self.rank(query, vector=vector)
         dense = self.index.retrieve(query, vector, k=CANDIDATES, mode="dense")
         lexical = self.index.retrieve(query, None, k=CANDIDATES, mode="lexical")
         return {
