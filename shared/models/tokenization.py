@@ -56,7 +56,8 @@ class Tokenizer:
 
     def encode(self, texts: Sequence[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
         """``(input_ids, attention_mask)``, int64 ``[B, T]`` with T the longest in the batch."""
-        encodings = self._for_thread(max_length).encode_batch(list(texts))
+        # encode_batch_fast: no character offsets, which nothing here reads (~20% faster).
+        encodings = self._for_thread(max_length).encode_batch_fast(list(texts))
         return _stack(encodings, "ids"), _stack(encodings, "attention_mask")
 
     def encode_pairs(
@@ -69,7 +70,7 @@ class Tokenizer:
         if len(queries) != len(docs):
             raise ValueError(f"queries and docs differ in length: {len(queries)} != {len(docs)}")
         pairs = list(zip(queries, docs, strict=True))
-        encodings = self._for_thread(max_length).encode_batch(pairs)
+        encodings = self._for_thread(max_length).encode_batch_fast(pairs)
         return (
             _stack(encodings, "ids"),
             _stack(encodings, "attention_mask"),
