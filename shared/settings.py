@@ -160,6 +160,9 @@ class Settings:
     intent_refresh_s: float = field(
         default_factory=lambda: _env_float("SHOPSENSE_INTENT_REFRESH_S", 5.0)
     )
+    # A TOML file of experiments the trainer creates (and starts, with `start = true`) when
+    # it starts; see README. SHOPSENSE_EXPERIMENTS_FILE, default none.
+    experiments_file: str = field(default_factory=lambda: _env("SHOPSENSE_EXPERIMENTS_FILE", ""))
     # Log level. SHOPSENSE_LOG_LEVEL, default info.
     log_level: str = field(default_factory=lambda: _env("SHOPSENSE_LOG_LEVEL", "info"))
 

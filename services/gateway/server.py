@@ -23,8 +23,16 @@ from shopsense.search.v1 import search_service_pb2_grpc
 
 from services.gateway.paging import PageTokens, request_fingerprint
 from services.gateway.versions import ModelVersions
-from shared.experiments.assignment import NO_EXPERIMENT, Experiment, assign
+from shared.experiments.assignment import (
+    CONTROL,
+    INTERLEAVING,
+    NO_EXPERIMENT,
+    Arm,
+    Experiment,
+    assign_arm,
+)
 from shared.experiments.attribution import Attribution, AttributionSigner
+from shared.experiments.interleaving import TEAM_A, TEAM_B, seed_for, team_draft
 from shared.models.protocols import TextEncoder
 from shared.models.triton_client import text_encoder_from_settings
 from shared.rpc.clients import open_channel, remaining
@@ -95,6 +103,27 @@ class _Clock:
         self.timings[hop] = round((time.monotonic() - started) * 1e3, 3)
 
 
+# (product id, score, score parts) in result order.
+_Ranked = tuple[str, float, list]
+# The arm name in responses and tokens when two arms are interleaved.
+INTERLEAVED = "interleaved"
+
+
+@dataclass
+class _ArmRun:
+    """What one arm's pipeline produced for a request."""
+
+    intent: common_pb2.Intent | None = None
+    candidates: list[retrieval_service_pb2.Candidate] = field(default_factory=list)
+    order: list[_Ranked] = field(default_factory=list)
+    versions: pb.ModelVersions = field(default_factory=pb.ModelVersions)
+    degraded: pb.Degraded = field(default_factory=pb.Degraded)
+
+
+def _by_id(order: list[_Ranked]) -> dict[str, _Ranked]:
+    return {row[0]: row for row in order}
+
+
 class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
     def __init__(
         self,
@@ -131,116 +160,81 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
         if offset >= MAX_RESULTS:
             raise InvalidArgument(f"page_token: offset {offset} is past the last result")
         options = request.options
-        arm = assign(self._experiment, user, session)
-        structlog.contextvars.bind_contextvars(arm=arm)
-        degraded = pb.Degraded()
-        versions = pb.ModelVersions()
+        experiment, arms = self._arms(user, session)
+        arm_name = INTERLEAVED if len(arms) == 2 else arms[0].name
+        experiment_name = experiment.name if experiment is not None else ""
+        structlog.contextvars.bind_contextvars(arm=arm_name, experiment=experiment_name)
         serving = self._models.serving if self._models else {}
         index_version = self._models.text_encoder if self._models else ""
 
-        # 1. Embed once; intent and retrieval share the vector.
+        # 1. Embed once; intent and retrieval share the vector (every arm's: a text_encoder
+        # pin is always the index's version).
         embedding: common_pb2.Embedding | None = None
+        embed_failed = False
+        embedded_with = ""
         if options.retrieval_mode != common_pb2.RETRIEVAL_MODE_LEXICAL:
             t = time.monotonic()
             try:
                 vector: np.ndarray = self._encoder.embed(
                     [query], max_length=QUERY_MAX_TOKENS, version=index_version or None
                 )[0]
-                versions.text_encoder = index_version or self._encoder.version()
-                embedding = embedding_to_proto(vector, versions.text_encoder)
+                embedded_with = index_version or self._encoder.version()
+                embedding = embedding_to_proto(vector, embedded_with)
             except ShopsenseError as exc:
                 _log.warning("embedding_failed", error=exc.message)
-                degraded.dense = True
+                embed_failed = True
             clock.record("embed", t)
 
-        # 2. Intent (optional hop).
-        intent: common_pb2.Intent | None = None
-        if not options.skip_intent:
-            t = time.monotonic()
-            try:
-                reply = self._down.intent.Classify(
-                    intent_service_pb2.ClassifyRequest(
-                        query=query,
-                        query_embedding=embedding,
-                        model_version=serving.get("intent_classifier", ""),
-                    ),
-                    timeout=clock.budget(self._settings.intent_budget),
-                )
-                intent = reply.intent
-                versions.intent = intent.model_version
-            except grpc.RpcError as exc:
-                _log.warning("intent_degraded", code=exc.code().name, error=exc.details())
-                degraded.intent = True
-            clock.record("intent", t)
-
-        # 3. Retrieval (required hop).
-        t = time.monotonic()
         k = max(self._settings.candidates, min(MAX_RESULTS, offset + page_size))
-        try:
-            retrieved = self._down.retrieval.Retrieve(
-                retrieval_service_pb2.RetrieveRequest(
-                    query=query,
-                    intent=intent,
-                    filters=request.filters,
-                    k=k,
-                    query_embedding=embedding,
-                    mode=options.retrieval_mode,
-                ),
-                timeout=max(0.005, clock.left() - 0.002),
+        runs = [
+            self._run_arm(
+                arm, request, query, embedding, serving, k, offset + page_size, clock, tag
             )
-        except grpc.RpcError as exc:
-            code = exc.code()
-            if code in _CALLER_ERRORS:
-                raise from_status(code, exc.details()) from exc
-            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise DeadlineExceeded("retrieval did not answer within the deadline") from exc
-            raise Unavailable(f"retrieval service unavailable: {exc.details()}") from exc
-        clock.record("retrieval", t)
-        if retrieved.dense_skipped:
-            degraded.dense = True
-        if retrieved.embedding_version:
-            versions.text_encoder = retrieved.embedding_version
-            if self._models is not None:
-                self._models.saw_index_version(retrieved.embedding_version)
-        candidates = list(retrieved.candidates)
-
-        # 4. Ranking (optional hop).
-        ranked: list[ranking_service_pb2.RankedItem] | None = None
-        if candidates and not options.skip_ranking:
-            t = time.monotonic()
-            try:
-                reply = self._down.ranking.Rank(
-                    ranking_service_pb2.RankRequest(
-                        query=query,
-                        user=request.user,
-                        intent=intent,
-                        candidates=candidates,
-                        explain_top=offset + page_size,
-                        model_version=serving.get("cross_encoder", ""),
-                    ),
-                    timeout=clock.budget(self._settings.ranking_budget),
-                )
-                ranked = list(reply.items)
-                versions.ranking = reply.model_version
-            except grpc.RpcError as exc:
-                _log.warning("ranking_degraded", code=exc.code().name, error=exc.details())
-                degraded.ranking = True
-            clock.record("ranking", t)
-
-        response = self._assemble(candidates, ranked, intent, offset, page_size)
-        response.degraded.CopyFrom(degraded)
-        response.model_versions.CopyFrom(versions)
-        response.experiment_arm = arm
+            for arm, tag in zip(arms, ("", "_b"), strict=False)
+        ]
+        for run in runs:
+            run.versions.text_encoder = run.versions.text_encoder or embedded_with
+            run.degraded.dense = run.degraded.dense or embed_failed
+        first = runs[0]
+        by_id = {c.product.product_id: c for run in runs for c in run.candidates}
+        teams = ""
+        if len(runs) == 2:
+            assert experiment is not None
+            merged, teams = team_draft(
+                [pid for pid, _, _ in runs[0].order],
+                [pid for pid, _, _ in runs[1].order],
+                seed_for(experiment.salt, user or session, fingerprint),
+                limit=MAX_RESULTS,
+            )
+            picked = {TEAM_A: _by_id(runs[0].order), TEAM_B: _by_id(runs[1].order)}
+            order = [picked[team][pid] for pid, team in zip(merged, teams, strict=True)]
+        else:
+            order = first.order
+        response = self._assemble(by_id, order, first.intent, offset, page_size)
+        response.degraded.CopyFrom(first.degraded)
+        if len(runs) == 2:
+            for name in ("intent", "ranking", "dense"):
+                if getattr(runs[1].degraded, name):
+                    setattr(response.degraded, name, True)
+        response.model_versions.CopyFrom(first.versions)
+        response.experiment_arm = arm_name
         response.request_id = current_request_id()
+        versions = {
+            "intent": first.versions.intent,
+            "text_encoder": first.versions.text_encoder,
+            "ranking": first.versions.ranking,
+        }
+        if len(runs) == 2:
+            versions["intent_b"] = runs[1].versions.intent
+            versions["ranking_b"] = runs[1].versions.ranking
         response.attribution_token = self._signer.encode(
             Attribution(
                 request_id=response.request_id,
-                arm=arm,
-                model_versions={
-                    "intent": versions.intent,
-                    "text_encoder": versions.text_encoder,
-                    "ranking": versions.ranking,
-                },
+                arm=arm_name,
+                model_versions=versions,
+                experiment=experiment_name,
+                teams=teams[offset : offset + page_size],
+                offset=offset,
             )
         )
         if offset + page_size < response.total_size:
@@ -251,19 +245,132 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
         )
         return response
 
+    def _arms(self, user: str, session: str) -> tuple[Experiment | None, list[Arm]]:
+        """The running experiment and the shopper's arms (two when interleaving);
+        ``(None, [control])`` outside any experiment."""
+        experiment = self._models.experiment if self._models else None
+        experiment = experiment or self._experiment
+        if experiment is NO_EXPERIMENT:
+            return None, [CONTROL]
+        arm = assign_arm(experiment, user, session)
+        if arm is None:
+            return None, [CONTROL]
+        if experiment.type == INTERLEAVING:
+            return experiment, list(experiment.arms)
+        return experiment, [arm]
+
+    def _run_arm(
+        self,
+        arm: Arm,
+        request: pb.SearchRequest,
+        query: str,
+        embedding: common_pb2.Embedding | None,
+        serving: dict[str, str],
+        k: int,
+        explain_top: int,
+        clock: _Clock,
+        tag: str,
+    ) -> _ArmRun:
+        """Intent, retrieval and ranking with the arm's versions and settings."""
+        options = request.options
+        run = _ArmRun()
+        intent_version = arm.pinned("intent_classifier") or serving.get("intent_classifier", "")
+        ranking_version = arm.pinned("cross_encoder") or serving.get("cross_encoder", "")
+
+        # 2. Intent (optional hop).
+        if not options.skip_intent:
+            t = time.monotonic()
+            try:
+                reply = self._down.intent.Classify(
+                    intent_service_pb2.ClassifyRequest(
+                        query=query, query_embedding=embedding, model_version=intent_version
+                    ),
+                    timeout=clock.budget(self._settings.intent_budget),
+                )
+                run.intent = reply.intent
+                run.versions.intent = reply.intent.model_version
+            except grpc.RpcError as exc:
+                _log.warning("intent_degraded", code=exc.code().name, error=exc.details())
+                run.degraded.intent = True
+            clock.record("intent" + tag, t)
+
+        # 3. Retrieval (required hop).
+        t = time.monotonic()
+        weights = arm.pipeline.fusion_weights
+        try:
+            retrieved = self._down.retrieval.Retrieve(
+                retrieval_service_pb2.RetrieveRequest(
+                    query=query,
+                    intent=run.intent,
+                    filters=request.filters,
+                    k=k,
+                    query_embedding=embedding,
+                    mode=options.retrieval_mode,
+                    fusion=(
+                        retrieval_service_pb2.FusionWeights(
+                            lexical=weights["lexical"], dense=weights["dense"]
+                        )
+                        if weights
+                        else None
+                    ),
+                ),
+                timeout=max(0.005, clock.left() - 0.002),
+            )
+        except grpc.RpcError as exc:
+            code = exc.code()
+            if code in _CALLER_ERRORS:
+                raise from_status(code, exc.details()) from exc
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise DeadlineExceeded("retrieval did not answer within the deadline") from exc
+            raise Unavailable(f"retrieval service unavailable: {exc.details()}") from exc
+        clock.record("retrieval" + tag, t)
+        if retrieved.dense_skipped:
+            run.degraded.dense = True
+        if retrieved.embedding_version:
+            run.versions.text_encoder = retrieved.embedding_version
+            if self._models is not None:
+                self._models.saw_index_version(retrieved.embedding_version)
+        run.candidates = list(retrieved.candidates)
+
+        # 4. Ranking (optional hop).
+        ranked: list[ranking_service_pb2.RankedItem] | None = None
+        if run.candidates and not options.skip_ranking:
+            t = time.monotonic()
+            try:
+                reply = self._down.ranking.Rank(
+                    ranking_service_pb2.RankRequest(
+                        query=query,
+                        user=request.user,
+                        intent=run.intent,
+                        candidates=run.candidates,
+                        explain_top=explain_top,
+                        model_version=ranking_version,
+                        rerank_depth=arm.pipeline.rerank_depth,
+                    ),
+                    timeout=clock.budget(self._settings.ranking_budget),
+                )
+                ranked = list(reply.items)
+                run.versions.ranking = reply.model_version
+            except grpc.RpcError as exc:
+                _log.warning("ranking_degraded", code=exc.code().name, error=exc.details())
+                run.degraded.ranking = True
+            clock.record("ranking" + tag, t)
+        if ranked is not None:
+            run.order = [(item.product_id, item.score, list(item.parts)) for item in ranked]
+        else:
+            run.order = [(c.product.product_id, c.fused_score, []) for c in run.candidates]
+        if arm.pipeline.reverse_ranking:
+            run.order.reverse()
+        return run
+
     @staticmethod
     def _assemble(
-        candidates: list[retrieval_service_pb2.Candidate],
-        ranked: list[ranking_service_pb2.RankedItem] | None,
+        by_id: dict[str, retrieval_service_pb2.Candidate],
+        order: list[_Ranked],
         intent: common_pb2.Intent | None,
         offset: int,
         page_size: int,
     ) -> pb.SearchResponse:
-        by_id = {c.product.product_id: c for c in candidates}
-        if ranked is not None:
-            order = [(item.product_id, item.score, list(item.parts)) for item in ranked]
-        else:
-            order = [(c.product.product_id, c.fused_score, []) for c in candidates]
         order = order[:MAX_RESULTS]
         intent_classes = {c.product_class for c in intent.classes} if intent else set()
         response = pb.SearchResponse(total_size=len(order))

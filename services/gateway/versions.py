@@ -7,7 +7,9 @@
   during a reindex it is the old version until the new vectors are swapped in, so a query
   is always embedded like the catalog it is compared with.
 
-A later issue routes experiment arms to other versions through the same object.
+- the running experiment (ExperimentService, on the trainer), re-read with the versions:
+  its arms pin versions and pipeline settings; None when none runs. While the trainer is
+  unreachable the last known experiment stays in force, so assignment does not flap.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ import threading
 
 import grpc
 import structlog
+from shopsense.experiments.v1 import experiment_service_pb2, experiment_service_pb2_grpc
 from shopsense.retrieval.v1 import retrieval_service_pb2, retrieval_service_pb2_grpc
 from shopsense.trainer.v1 import trainer_service_pb2, trainer_service_pb2_grpc
 
+from shared.experiments.assignment import Experiment
+from shared.experiments.proto import from_proto
 from shared.rpc.clients import open_channel
 
 ROUTED_MODELS = ("intent_classifier", "cross_encoder")
@@ -29,7 +34,10 @@ class ModelVersions:
     """The versions to request, kept fresh by a background thread."""
 
     def __init__(self, trainer_target: str, retrieval_target: str, interval_s: float) -> None:
-        self._trainer = trainer_service_pb2_grpc.TrainerServiceStub(open_channel(trainer_target))
+        trainer = open_channel(trainer_target)
+        self._trainer = trainer_service_pb2_grpc.TrainerServiceStub(trainer)
+        self._experiments = experiment_service_pb2_grpc.ExperimentServiceStub(trainer)
+        self.experiment: Experiment | None = None
         self._retrieval = retrieval_service_pb2_grpc.RetrievalServiceStub(
             open_channel(retrieval_target)
         )
@@ -65,6 +73,20 @@ class ModelVersions:
             if version != self.serving[model]:
                 _log.info("serving_version", model=model, version=version)
                 self.serving[model] = version
+        try:
+            reply = self._experiments.ListExperiments(
+                experiment_service_pb2.ListExperimentsRequest(
+                    state=experiment_service_pb2.EXPERIMENT_STATE_RUNNING
+                ),
+                timeout=2.0,
+            )
+        except grpc.RpcError as exc:
+            _log.debug("experiments_unreachable", code=exc.code().name)
+        else:
+            running = from_proto(reply.experiments[0]) if reply.experiments else None
+            if running != self.experiment:
+                _log.info("experiment", name=running.name if running else None)
+                self.experiment = running
         try:
             stats = self._retrieval.GetCatalogStats(
                 retrieval_service_pb2.GetCatalogStatsRequest(), timeout=2.0

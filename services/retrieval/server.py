@@ -264,6 +264,11 @@ class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
                     lexical_k=max(k, DEFAULT_K),
                     dense_k=max(k, DEFAULT_K),
                     query_version=vector_version,
+                    source_weights=(
+                        {"lexical": request.fusion.lexical, "dense": request.fusion.dense}
+                        if request.HasField("fusion")
+                        else None
+                    ),
                 )
                 break
             except EmbeddingVersionMismatch as exc:

@@ -24,14 +24,18 @@ from typing import Any
 import grpc
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
+from shopsense.experiments.v1 import experiment_service_pb2_grpc as experiment_pb_grpc
 from shopsense.trainer.v1 import trainer_service_pb2 as pb
 from shopsense.trainer.v1 import trainer_service_pb2_grpc as pb_grpc
 
+from services.trainer.experiments import SERVICE_NAME as EXPERIMENT_SERVICE_NAME
+from services.trainer.experiments import ExperimentServicer
 from services.trainer.jobs import JobRunner, register_result
 from shared.rpc.errors import FailedPrecondition, InvalidArgument, ShopsenseError, Unavailable
 from shared.rpc.server import ServerHandle, build_server
 from shared.settings import Settings
 from shared.storage.database import create_db_engine
+from shared.storage.experiments import ExperimentStore
 from shared.storage.registry import (
     JobStage,
     ModelRegistry,
@@ -186,6 +190,8 @@ class ModelPublisher:
         self._triton_url = triton_url
         self._reindex = reindex
         self._locks: dict[str, threading.Lock] = {model: threading.Lock() for model in MODEL_KINDS}
+        # Model -> versions a running experiment pins: kept loaded next to the serving one.
+        self.pinned: Callable[[str], set[int]] = lambda model: set()
 
     # --- versions in the repository ------------------------------------------------------
 
@@ -318,10 +324,13 @@ class ModelPublisher:
                 reindex_started, note = self._start_reindex(version)
                 if note:
                     notes.append(note)
-            elif set(old) - {version}:
+            elif set(old) - {version, *self.pinned(model)}:
                 try:
                     triton.load_versions(
-                        self._triton_url, model, [version], repository=self._repository
+                        self._triton_url,
+                        model,
+                        sorted({version, *self.pinned(model)}),
+                        repository=self._repository,
                     )
                 except Exception as exc:
                     notes.append(f"the previous version is still loaded: {exc}")
@@ -352,6 +361,41 @@ class ModelPublisher:
             )
         return True, ""
 
+    def load_alongside(self, model: str, versions: set[int]) -> None:
+        """Install and load ``versions`` of ``model`` on Triton next to what it serves
+        (an experiment's pins). FailedPrecondition when a version's export is gone or
+        does not load; Unavailable when Triton cannot be reached."""
+        from shared.models import publish as triton
+
+        with self._locks[model]:
+            installed: list[int] = []
+            for version in sorted(versions):
+                if not (self._repository / model / str(version)).is_dir():
+                    row = self._registry.get_version(model, version)
+                    if not row.export_dir or not Path(row.export_dir).is_dir():
+                        raise FailedPrecondition(
+                            f"{model} version {version}: its export is gone "
+                            f"({row.export_dir or 'no folder recorded'})"
+                        )
+                    triton.install_version(self._repository, model, version, Path(row.export_dir))
+                    installed.append(version)
+            try:
+                loaded = set(triton.loaded_versions(self._triton_url, model))
+                triton.load_versions(
+                    self._triton_url,
+                    model,
+                    sorted(loaded | versions),
+                    repository=self._repository,
+                )
+            except triton.ModelLoadError as exc:
+                for version in installed:
+                    self._undo_install(model, version, True)
+                raise FailedPrecondition(f"{model}: {exc}") from exc
+            except Exception as exc:
+                for version in installed:
+                    self._undo_install(model, version, True)
+                raise Unavailable(f"triton: {exc}") from exc
+
     # --- reconcile ------------------------------------------------------------------------
 
     def reconcile(self) -> list[str]:
@@ -368,11 +412,21 @@ class ModelPublisher:
                             self._repository, row.model, row.version, Path(row.export_dir)
                         )
                     loaded = triton.loaded_versions(self._triton_url, row.model)
-                    if row.version not in loaded:
+                    wanted = {row.version, *self.pinned(row.model)}
+                    if not wanted <= set(loaded):
+                        for version in sorted(wanted - {row.version}):
+                            if not (self._repository / row.model / str(version)).is_dir():
+                                pinned = self._registry.get_version(row.model, version)
+                                triton.install_version(
+                                    self._repository,
+                                    row.model,
+                                    version,
+                                    Path(pinned.export_dir),
+                                )
                         triton.load_versions(
                             self._triton_url,
                             row.model,
-                            [row.version],
+                            sorted(wanted),
                             repository=self._repository,
                         )
                 except Exception as exc:
@@ -574,6 +628,37 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
         )
 
 
+def _running_pins(store: ExperimentStore, model: str) -> set[int]:
+    """Versions of ``model`` the running experiment pins (none when none runs)."""
+    row = store.running()
+    return row.experiment.pins().get(model, set()) if row is not None else set()
+
+
+def catalog_index_version(target: str, timeout_s: float = 5.0) -> Callable[[], str]:
+    """A function asking retrieval at ``target`` for the catalog index's encoder version."""
+
+    def index_version() -> str:
+        from shopsense.retrieval.v1 import retrieval_service_pb2 as rpb
+        from shopsense.retrieval.v1 import retrieval_service_pb2_grpc as rpb_grpc
+
+        from shared.rpc.clients import open_channel
+
+        channel = open_channel(target)
+        try:
+            stats = rpb_grpc.RetrievalServiceStub(channel).GetCatalogStats(
+                rpb.GetCatalogStatsRequest(), timeout=timeout_s
+            )
+        except grpc.RpcError as exc:
+            raise Unavailable(
+                f"retrieval: cannot read the catalog's version: {exc.details()}"
+            ) from exc
+        finally:
+            channel.close()
+        return stats.embedding_version
+
+    return index_version
+
+
 def _reconcile_in_background(handle: ServerHandle, publisher: ModelPublisher) -> None:
     """Retry until Triton serves every registered serving version (Triton may be starting)."""
     stop = threading.Event()
@@ -629,10 +714,33 @@ def create_server(
             registry.engine.dispose()
         raise
     servicer = TrainerServicer(registry, runner, publisher)
+    store = ExperimentStore(registry.engine)
+    publisher.pinned = lambda model: _running_pins(store, model)
+    experiments = ExperimentServicer(
+        store,
+        registry,
+        publisher.load_alongside,
+        catalog_index_version(settings.retrieval_target),
+    )
+    if settings.experiments_file:
+        try:
+            names = experiments.apply_file(Path(settings.experiments_file))
+        except Exception:
+            if owns_runner:
+                runner.close()
+            if owns_engine:
+                registry.engine.dispose()
+            raise
+        _log.info("experiments_file_applied", path=settings.experiments_file, experiments=names)
+
+    def register(server: grpc.Server) -> None:
+        pb_grpc.add_TrainerServiceServicer_to_server(servicer, server)
+        experiment_pb_grpc.add_ExperimentServiceServicer_to_server(experiments, server)
+
     handle = build_server(
         "trainer",
-        lambda server: pb_grpc.add_TrainerServiceServicer_to_server(servicer, server),
-        [SERVICE_NAME],
+        register,
+        [SERVICE_NAME, EXPERIMENT_SERVICE_NAME],
         address=settings.trainer_listen,
         max_workers=settings.grpc_workers,
     )

@@ -1,5 +1,5 @@
 """The `shopsense` command line: run the suite, search, load catalogs, evaluate, manage
-model versions."""
+model versions and experiments."""
 
 from __future__ import annotations
 
@@ -292,6 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     rollback.add_argument("--to", type=int, help="a given version instead")
     msub.add_parser("report", help="the tables and the PNG chart")
     models.set_defaults(func=cmd_models)
+
+    from shared.cli.experiments import add_parser as add_experiments_parser
+
+    add_experiments_parser(sub, console)
 
     args = parser.parse_args(argv)
     return int(args.func(args))

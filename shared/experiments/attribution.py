@@ -2,6 +2,9 @@
 
 A token is ``v1.<payload>.<signature>`` where payload is base64url JSON
 ``{"rid": request id, "arm": experiment arm, "mv": {model: version}, "iat": unix seconds}``
+plus, inside an experiment, ``"exp"`` (its name) and for interleaving ``"tm"``: the arm
+that contributed each result of the page, one letter a position ("a" the first arm, "b"
+the second), from 1-based position ``"off"`` + 1 on.
 and signature is base64url HMAC-SHA256 over ``v1.<payload>`` with the suite's secret.
 Changing one byte of the payload or signature makes ``decode`` fail.
 """
@@ -30,6 +33,16 @@ class Attribution:
     arm: str
     model_versions: dict[str, str] = field(default_factory=dict)
     issued_at: int = 0
+    # The experiment the arm belongs to; "" outside any.
+    experiment: str = ""
+    # Interleaving: "a"/"b" per result of the page, the first at position offset + 1.
+    teams: str = ""
+    offset: int = 0
+
+    def team_at(self, position: int) -> str:
+        """The interleaved arm letter of the result at 1-based ``position`` ("" if none)."""
+        index = position - self.offset - 1
+        return self.teams[index] if 0 <= index < len(self.teams) else ""
 
 
 def _b64(data: bytes) -> str:
@@ -58,6 +71,11 @@ class AttributionSigner:
             "mv": attribution.model_versions,
             "iat": attribution.issued_at or int(time.time()),
         }
+        if attribution.experiment:
+            payload["exp"] = attribution.experiment
+        if attribution.teams:
+            payload["tm"] = attribution.teams
+            payload["off"] = attribution.offset
         body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("utf-8"))
         message = f"{_PREFIX}.{body}"
         return f"{message}.{self._sign(message)}"
@@ -79,6 +97,9 @@ class AttributionSigner:
                 arm=str(payload["arm"]),
                 model_versions={str(k): str(v) for k, v in dict(payload["mv"]).items()},
                 issued_at=int(payload["iat"]),
+                experiment=str(payload.get("exp", "")),
+                teams=str(payload.get("tm", "")),
+                offset=int(payload.get("off", 0)),
             )
         except (ValueError, KeyError, TypeError, binascii.Error) as exc:
             raise InvalidArgument(f"{field_name}: malformed payload") from exc

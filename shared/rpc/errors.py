@@ -24,6 +24,10 @@ class NotFound(ShopsenseError):
     code = grpc.StatusCode.NOT_FOUND
 
 
+class AlreadyExists(ShopsenseError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
 class FailedPrecondition(ShopsenseError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 

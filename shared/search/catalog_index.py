@@ -53,7 +53,7 @@ import json
 import math
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -846,11 +846,13 @@ class CatalogIndex:
         rrf_k: int = 60,
         intent_boost: float | None = None,
         query_version: str | None = None,
+        source_weights: Mapping[str, float] | None = None,
     ) -> RetrievalResult:
         """Candidates for a query: BM25 and dense top lists under the filters, fused by RRF,
         boosted by intent (hybrid only), best first. See the module docstring for formulas.
 
-        ``intent_boost`` overrides the constructor's ``intent_weight`` for this call.
+        ``intent_boost`` overrides the constructor's ``intent_weight`` for this call, and
+        ``source_weights`` (``{"lexical": w, "dense": w}``) its fusion weights.
         ``query_version`` is the text encoder version of ``query_vector``; when given, it
         is checked against the index's version under the same lock as the search, so a
         reindex swap between embedding and searching raises ``EmbeddingVersionMismatch``
@@ -864,6 +866,15 @@ class CatalogIndex:
                 raise InvalidArgument(f"{name}: must be an integer >= 1 (got {value!r})")
         if not isinstance(rrf_k, int) or rrf_k < 0:
             raise InvalidArgument(f"rrf_k: must be an integer >= 0 (got {rrf_k!r})")
+        weights = dict(self.source_weights)
+        if source_weights is not None:
+            for name in ("lexical", "dense"):
+                value = float(source_weights.get(name, 0.0))
+                if not math.isfinite(value) or value < 0:
+                    raise InvalidArgument(f"fusion.{name}: must be finite and >= 0 (got {value})")
+                weights[name] = value
+            if weights["lexical"] == 0 and weights["dense"] == 0:
+                raise InvalidArgument("fusion: the lexical and dense weights are both 0")
         weight = self.intent_weight if intent_boost is None else float(intent_boost)
         if not math.isfinite(weight) or weight < 0:
             raise InvalidArgument(f"intent_boost: must be finite and >= 0 (got {intent_boost})")
@@ -916,9 +927,7 @@ class CatalogIndex:
                 )
             if use_dense:
                 lists["dense"], source_scores["dense"] = self._vectors.search(qvec, dense_k, mask)
-            rows, fused, ranks = reciprocal_rank_fusion_arrays(
-                lists, k=rrf_k, weights=self.source_weights
-            )
+            rows, fused, ranks = reciprocal_rank_fusion_arrays(lists, k=rrf_k, weights=weights)
             boosts = np.zeros(len(rows))
             if boost_on and len(rows):
                 keys = self._class_keys

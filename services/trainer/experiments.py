@@ -1,0 +1,169 @@
+"""ExperimentService, served by the trainer next to the registry the arms are checked against.
+
+A definition is refused at configuration time, naming the field, when it is malformed or
+pins a version that does not exist; starting loads every pinned version on Triton first,
+so the gateway never routes a shopper to a version Triton cannot answer with. Definitions
+also come from a TOML file (``SHOPSENSE_EXPERIMENTS_FILE``) applied when the trainer
+starts, through the same checks.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import structlog
+from shopsense.experiments.v1 import experiment_service_pb2 as pb
+from shopsense.experiments.v1 import experiment_service_pb2_grpc as pb_grpc
+
+from shared.experiments.assignment import Experiment, from_dict, validate
+from shared.experiments.proto import STATES, from_proto, row_to_proto
+from shared.rpc.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from shared.storage.experiments import ExperimentState, ExperimentStore
+from shared.storage.registry import ModelRegistry
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExperimentService"].full_name
+_STATE_NAMES = {value: ExperimentState(name) for name, value in STATES.items()}
+_log = structlog.get_logger("shopsense.trainer.experiments")
+
+# What the servicer needs from the publisher: load versions of a model on Triton next to
+# the serving one (raising FailedPrecondition or Unavailable), and the index's encoder.
+LoadVersions = Callable[[str, set[int]], None]
+IndexVersion = Callable[[], str]
+
+
+def check_pins(
+    experiment: Experiment,
+    registry: ModelRegistry,
+    index_version: IndexVersion,
+    field_name: str = "experiment",
+) -> None:
+    """NotFound naming the arm's field when a pinned version is not registered;
+    FailedPrecondition when a text_encoder pin is not the catalog index's version."""
+    for i, arm in enumerate(experiment.arms):
+        for model, version in arm.models.items():
+            if not version:
+                continue
+            where = f"{field_name}.arms[{i}].models.{model}"
+            try:
+                registry.get_version(model, int(version))
+            except NotFound:
+                known = sorted(row.version for row in registry.list_versions(model))
+                raise NotFound(
+                    f"{where}: {model} has no registered version {version} "
+                    f"(registered: {', '.join(map(str, known)) or 'none'})"
+                ) from None
+            if model == "text_encoder":
+                current = index_version()
+                if version != current:
+                    raise FailedPrecondition(
+                        f"{where}: the catalog index holds text_encoder {current or '(none)'} "
+                        f"vectors, not {version}; one index serves at a time, so reindex "
+                        "before pinning another encoder"
+                    )
+
+
+class ExperimentServicer(pb_grpc.ExperimentServiceServicer):
+    def __init__(
+        self,
+        store: ExperimentStore,
+        registry: ModelRegistry,
+        load_versions: LoadVersions,
+        index_version: IndexVersion,
+    ) -> None:
+        self._store = store
+        self._registry = registry
+        self._load = load_versions
+        self._index_version = index_version
+
+    def create(self, experiment: Experiment, field_name: str = "experiment") -> Experiment:
+        experiment = validate(experiment, field_name)
+        check_pins(experiment, self._registry, self._index_version, field_name)
+        row, created = self._store.create(experiment)
+        if created:
+            _log.info("experiment_created", name=experiment.name, arms=len(experiment.arms))
+        return row.experiment
+
+    def start(self, name: str) -> None:
+        row = self._store.get(name)
+        running = self._store.running()
+        if running is not None and running.name != name:
+            raise FailedPrecondition(
+                f"name: experiment {running.name!r} is running; stop it first "
+                "(one experiment runs at a time)"
+            )
+        if row.experiment_state == ExperimentState.DRAFT:
+            for model, versions in row.experiment.pins().items():
+                if model != "text_encoder":  # loaded already: the index's version
+                    self._load(model, versions)
+        self._store.start(name)
+        _log.info("experiment_started", name=name)
+
+    def apply_file(self, path: Path) -> list[str]:
+        """Create (and start, where ``start = true``) the file's experiments; their names.
+
+        The file holds ``[[experiment]]`` tables in the shape of ``assignment.to_dict``
+        plus an optional ``start``. A bad definition raises naming the file and field.
+        """
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise InvalidArgument(f"SHOPSENSE_EXPERIMENTS_FILE: {path}: {exc}") from exc
+        names = []
+        for i, table in enumerate(data.get("experiment", [])):
+            table = dict(table)
+            start = bool(table.pop("start", False))
+            where = f"{path}: experiment[{i}]"
+            experiment = self.create(from_dict(table, where), where)
+            names.append(experiment.name)
+            row = self._store.get(experiment.name)
+            if start and row.experiment_state == ExperimentState.DRAFT:
+                self.start(experiment.name)
+        return names
+
+    # --- RPCs ----------------------------------------------------------------------------
+
+    def CreateExperiment(
+        self, request: pb.CreateExperimentRequest, context: grpc.ServicerContext
+    ) -> pb.CreateExperimentResponse:
+        if not request.HasField("experiment"):
+            raise InvalidArgument("experiment: required")
+        experiment = self.create(from_proto(request.experiment))
+        return pb.CreateExperimentResponse(
+            experiment=row_to_proto(self._store.get(experiment.name))
+        )
+
+    def GetExperiment(
+        self, request: pb.GetExperimentRequest, context: grpc.ServicerContext
+    ) -> pb.GetExperimentResponse:
+        return pb.GetExperimentResponse(experiment=row_to_proto(self._store.get(request.name)))
+
+    def ListExperiments(
+        self, request: pb.ListExperimentsRequest, context: grpc.ServicerContext
+    ) -> pb.ListExperimentsResponse:
+        if request.state == pb.EXPERIMENT_STATE_UNSPECIFIED:
+            state = None
+        elif request.state in _STATE_NAMES:
+            state = _STATE_NAMES[request.state]
+        else:
+            raise InvalidArgument(f"state: unknown experiment state {request.state}")
+        rows = self._store.list(state)
+        return pb.ListExperimentsResponse(experiments=[row_to_proto(row) for row in rows])
+
+    def StartExperiment(
+        self, request: pb.StartExperimentRequest, context: grpc.ServicerContext
+    ) -> pb.StartExperimentResponse:
+        self.start(request.name)
+        return pb.StartExperimentResponse(experiment=row_to_proto(self._store.get(request.name)))
+
+    def StopExperiment(
+        self, request: pb.StopExperimentRequest, context: grpc.ServicerContext
+    ) -> pb.StopExperimentResponse:
+        row = self._store.stop(request.name, request.reason[:2000])
+        _log.info("experiment_stopped", name=row.name, reason=row.stop_reason)
+        return pb.StopExperimentResponse(experiment=row_to_proto(row))
+
+
+__all__ = ["SERVICE_NAME", "ExperimentServicer", "Unavailable", "check_pins"]

@@ -1,0 +1,125 @@
+"""`shopsense experiments ...`: define, list, start and stop experiments (the trainer's
+ExperimentService)."""
+
+from __future__ import annotations
+
+import argparse
+import tomllib
+from pathlib import Path
+
+import grpc
+from rich.console import Console
+from rich.table import Table
+from shopsense.experiments.v1 import experiment_service_pb2 as pb
+from shopsense.experiments.v1 import experiment_service_pb2_grpc as pb_grpc
+
+from shared.experiments.assignment import from_dict
+from shared.experiments.proto import STATES, to_proto
+from shared.rpc.clients import open_channel
+from shared.rpc.errors import InvalidArgument
+from shared.settings import load as load_settings
+
+_STATE_NAMES = {value: name for name, value in STATES.items()}
+
+
+def table(experiments: list[pb.Experiment]) -> Table:
+    """One row an arm: what it pins and sets."""
+    out = Table(title="experiments")
+    for column in ("experiment", "type", "state", "arm", "share", "pins", "pipeline"):
+        out.add_column(column)
+    for experiment in experiments:
+        kind = "interleaving" if experiment.type == pb.EXPERIMENT_TYPE_INTERLEAVING else "A/B"
+        for number, arm in enumerate(experiment.arms):
+            pins = ", ".join(
+                f"{model} {getattr(arm.models, model)}"
+                for model in ("intent_classifier", "text_encoder", "cross_encoder")
+                if getattr(arm.models, model)
+            )
+            p = arm.pipeline
+            settings = [
+                f"rerank_depth {p.rerank_depth}" if p.rerank_depth else "",
+                f"fusion {p.lexical_weight:g}/{p.dense_weight:g}"
+                if p.lexical_weight or p.dense_weight
+                else "",
+                "reversed" if p.reverse_ranking else "",
+            ]
+            first = number == 0
+            out.add_row(
+                experiment.name if first else "",
+                kind if first else "",
+                _STATE_NAMES.get(experiment.state, "?") if first else "",
+                arm.name,
+                f"{arm.share:g}",
+                pins or "serving",
+                ", ".join(s for s in settings if s) or "defaults",
+            )
+    return out
+
+
+def read_file(path: Path) -> list[tuple[pb.Experiment, bool]]:
+    """The file's ``[[experiment]]`` tables as messages, each with its ``start`` flag."""
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    out = []
+    for i, raw in enumerate(data.get("experiment", [])):
+        raw = dict(raw)
+        start = bool(raw.pop("start", False))
+        out.append((to_proto(from_dict(raw, f"{path}: experiment[{i}]")), start))
+    if not out:
+        raise InvalidArgument(f"{path}: no [[experiment]] table")
+    return out
+
+
+def cmd_experiments(args: argparse.Namespace, console: Console) -> int:
+    stub = pb_grpc.ExperimentServiceStub(
+        open_channel(args.target or load_settings().trainer_target)
+    )
+    try:
+        if args.experiments_command == "create":
+            for message, start in read_file(Path(args.file)):
+                reply = stub.CreateExperiment(
+                    pb.CreateExperimentRequest(experiment=message), timeout=30
+                )
+                state = _STATE_NAMES.get(reply.experiment.state, "?")
+                console.print(f"{reply.experiment.name}: {state}")
+                # As when the trainer applies the file: only a DRAFT is started.
+                if start and reply.experiment.state == pb.EXPERIMENT_STATE_DRAFT:
+                    stub.StartExperiment(pb.StartExperimentRequest(name=message.name), timeout=300)
+                    console.print(f"{message.name}: running")
+        elif args.experiments_command == "list":
+            state = STATES[args.state.upper()] if args.state else pb.EXPERIMENT_STATE_UNSPECIFIED
+            reply = stub.ListExperiments(pb.ListExperimentsRequest(state=state), timeout=10)
+            console.print(table(list(reply.experiments)) if reply.experiments else "none")
+        elif args.experiments_command == "start":
+            stub.StartExperiment(pb.StartExperimentRequest(name=args.name), timeout=300)
+            console.print(f"{args.name}: running")
+        elif args.experiments_command == "stop":
+            reply = stub.StopExperiment(
+                pb.StopExperimentRequest(name=args.name, reason=args.reason or "by hand"),
+                timeout=30,
+            )
+            console.print(f"{args.name}: stopped ({reply.experiment.stop_reason})")
+    except grpc.RpcError as exc:
+        console.print(f"[red]{exc.code().name}[/red]: {exc.details()}")
+        return 1
+    except (InvalidArgument, OSError, tomllib.TOMLDecodeError) as exc:
+        console.print(f"[red]INVALID_ARGUMENT[/red]: {exc}")
+        return 1
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction, console: Console) -> None:
+    experiments = sub.add_parser("experiments", help="online experiments (trainer service)")
+    experiments.add_argument("--target", help="trainer address (default SHOPSENSE_TRAINER_TARGET)")
+    esub = experiments.add_subparsers(dest="experiments_command", required=True)
+    create = esub.add_parser(
+        "create", help="create the experiments of a TOML file (and start those with start=true)"
+    )
+    create.add_argument("file")
+    listing = esub.add_parser("list", help="experiments and their arms")
+    listing.add_argument("--state", choices=["draft", "running", "stopped"])
+    start = esub.add_parser("start", help="start a DRAFT experiment")
+    start.add_argument("name")
+    stop = esub.add_parser("stop", help="stop the running experiment")
+    stop.add_argument("name")
+    stop.add_argument("--reason")
+    experiments.set_defaults(func=lambda args: cmd_experiments(args, console))

@@ -1,0 +1,113 @@
+"""Experiments between their messages (shopsense.experiments.v1) and the domain types."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from shopsense.experiments.v1 import experiment_service_pb2 as pb
+
+from shared.experiments.assignment import (
+    AB,
+    INTERLEAVING,
+    PINNABLE_MODELS,
+    Arm,
+    Experiment,
+    Pipeline,
+)
+from shared.rpc.errors import InvalidArgument
+from shared.storage.experiments import ExperimentRow
+
+_TYPES = {
+    pb.EXPERIMENT_TYPE_UNSPECIFIED: AB,
+    pb.EXPERIMENT_TYPE_AB: AB,
+    pb.EXPERIMENT_TYPE_INTERLEAVING: INTERLEAVING,
+}
+_TYPE_ENUM = {AB: pb.EXPERIMENT_TYPE_AB, INTERLEAVING: pb.EXPERIMENT_TYPE_INTERLEAVING}
+STATES = {
+    "DRAFT": pb.EXPERIMENT_STATE_DRAFT,
+    "RUNNING": pb.EXPERIMENT_STATE_RUNNING,
+    "STOPPED": pb.EXPERIMENT_STATE_STOPPED,
+}
+
+
+def from_proto(message: pb.Experiment, field_name: str = "experiment") -> Experiment:
+    """The definition a message carries (unchecked: see ``assignment.validate``)."""
+    kind = _TYPES.get(message.type)
+    if kind is None:
+        raise InvalidArgument(f"{field_name}.type: unknown experiment type {message.type}")
+    fraction = message.targeting.traffic_fraction if message.HasField("targeting") else 0.0
+    return Experiment(
+        name=message.name,
+        salt=message.salt,
+        type=kind,
+        arms=tuple(
+            Arm(
+                name=arm.name,
+                share=arm.share,
+                models={
+                    model: getattr(arm.models, model)
+                    for model in PINNABLE_MODELS
+                    if getattr(arm.models, model)
+                },
+                pipeline=Pipeline(
+                    rerank_depth=arm.pipeline.rerank_depth,
+                    lexical_weight=arm.pipeline.lexical_weight,
+                    dense_weight=arm.pipeline.dense_weight,
+                    reverse_ranking=arm.pipeline.reverse_ranking,
+                ),
+            )
+            for arm in message.arms
+        ),
+        traffic_fraction=fraction or 1.0,
+        signed_in_only=message.targeting.signed_in_only,
+        description=message.description,
+    )
+
+
+def _timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def to_proto(experiment: Experiment) -> pb.Experiment:
+    """The definition as a message (no state)."""
+    return pb.Experiment(
+        name=experiment.name,
+        salt=experiment.salt,
+        type=_TYPE_ENUM[experiment.type],
+        description=experiment.description,
+        targeting=pb.Targeting(
+            traffic_fraction=experiment.traffic_fraction,
+            signed_in_only=experiment.signed_in_only,
+        ),
+        arms=[
+            pb.Arm(
+                name=arm.name,
+                share=arm.share,
+                models=pb.ModelPins(**{m: arm.pinned(m) for m in PINNABLE_MODELS}),
+                pipeline=pb.PipelineSettings(
+                    rerank_depth=arm.pipeline.rerank_depth,
+                    lexical_weight=arm.pipeline.lexical_weight,
+                    dense_weight=arm.pipeline.dense_weight,
+                    reverse_ranking=arm.pipeline.reverse_ranking,
+                ),
+            )
+            for arm in experiment.arms
+        ],
+    )
+
+
+def row_to_proto(row: ExperimentRow) -> pb.Experiment:
+    """A stored experiment with its state and times."""
+    message = to_proto(row.experiment)
+    message.state = STATES[row.state]
+    message.stop_reason = row.stop_reason
+    for name in ("created_at", "started_at", "stopped_at"):
+        stamp = _timestamp(getattr(row, name))
+        if stamp is not None:
+            getattr(message, name).CopyFrom(stamp)
+    return message

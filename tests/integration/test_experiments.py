@@ -1,0 +1,368 @@
+"""Experiments end to end: defined through the trainer's ExperimentService (and a config
+file), checked against the registry, started onto a real Triton, and applied by the
+gateway to real searches: arms pin versions and settings, assignment is sticky, tokens
+name the experiment, interleaving merges two arms and credits each result to one.
+
+Real parts: a Triton of this module's own, real gRPC servers on port 0, a real registry
+file and catalog file, exported (untrained-head) models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from shopsense.common.v1 import common_pb2
+from shopsense.experiments.v1 import experiment_service_pb2 as epb
+from shopsense.experiments.v1 import experiment_service_pb2_grpc as epb_grpc
+from shopsense.search.v1 import search_service_pb2 as spb
+from shopsense.search.v1 import search_service_pb2_grpc
+
+from services.gateway.server import INTERLEAVED
+from services.gateway.server import create_server as create_gateway
+from services.intent.server import create_server as create_intent
+from services.ranking.server import create_server as create_ranking
+from services.retrieval.server import create_server as create_retrieval
+from services.trainer.server import create_server as create_trainer
+from shared.cli.catalog import upsert_products
+from shared.cli.main import console, main
+from shared.cli.suite import is_serving
+from shared.data.synthetic import generate_store
+from shared.experiments.attribution import AttributionSigner
+from shared.models.export import export_checkpoint
+from shared.models.publish import install_version, loaded_versions
+from shared.models.triton_server import TritonServer
+from shared.rpc.errors import NotFound
+from shared.rpc.server import ServerHandle
+from shared.settings import Settings
+from shared.storage.database import create_db_engine
+from shared.storage.registry import ModelRegistry
+
+pytestmark = pytest.mark.integration
+ANY = "127.0.0.1:0"
+SECRET = "test-secret"
+STORE = generate_store(n_products=300, n_queries=10, seed=5)
+CLASSES = sorted({p.product_class for p in STORE.products})
+QUERY = STORE.queries[0].text
+
+
+def _export(tmp: Path, name: str, **spec: object) -> Path:
+    import torch
+
+    from shared.training.modules import ModelSpec, ShopsenseModel
+
+    torch.manual_seed(11)
+    checkpoint = ShopsenseModel.pretrained(ModelSpec(**spec)).save(tmp / f"ckpt-{name}")
+    checks = [
+        (p.title, [q.embedding_text() for q in STORE.products[:8]]) for p in STORE.products[:4]
+    ]
+    out = tmp / f"export-{name}"
+    export_checkpoint(checkpoint, out, check_inputs=checks)
+    return out
+
+
+def _wait(condition, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.1)
+
+
+@dataclasses.dataclass
+class Stack:
+    triton: TritonServer
+    trainer: ServerHandle
+    gateway: ServerHandle
+    settings: Settings
+
+    def experiments(self) -> epb_grpc.ExperimentServiceStub:
+        return epb_grpc.ExperimentServiceStub(grpc.insecure_channel(self.trainer.address))
+
+    def search(self, session: str, query: str = QUERY, **fields) -> spb.SearchResponse:
+        stub = search_service_pb2_grpc.SearchServiceStub(
+            grpc.insecure_channel(self.gateway.address)
+        )
+        request = spb.SearchRequest(
+            query=query, user=common_pb2.UserContext(session_id=session), **fields
+        )
+        return stub.Search(request, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def stack(exported_model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    tmp = tmp_path_factory.mktemp("experiments")
+    repository = tmp / "repository"
+    shutil.copytree(exported_model_repository / "text_encoder", repository / "text_encoder")
+    intent_export = _export(tmp, "intent", kind="intent_classifier", labels=CLASSES)
+    cross_export = _export(tmp, "cross", kind="cross_encoder")
+    install_version(repository, "intent_classifier", 1, intent_export)
+    install_version(repository, "cross_encoder", 1, cross_export)
+    # The registry: intent 1 and cross-encoder 1 serve; cross-encoder 2 (the same weights,
+    # another number) is a candidate that is not on Triton until an experiment needs it.
+    registry_url = f"sqlite:///{tmp / 'registry.db'}"
+    registry = ModelRegistry(create_db_engine(registry_url))
+    registry.register_version("intent_classifier", 1, export_dir=str(intent_export))
+    registry.promote("intent_classifier", 1)
+    for version in (1, 2):
+        registry.register_version("cross_encoder", version, export_dir=str(cross_export))
+    registry.promote("cross_encoder", 1)
+    registry.engine.dispose()
+
+    triton = TritonServer(repository, log_file=tmp / "triton.log").start()
+    settings = dataclasses.replace(
+        Settings(),
+        state_dir=tmp,
+        catalog_db=tmp / "catalog.db",
+        registry_db_url=registry_url,
+        training_dir=tmp / "training",
+        triton_models=repository,
+        triton_url=triton.grpc_url,
+        retrieval_listen=ANY,
+        ranking_listen=ANY,
+        intent_listen=ANY,
+        gateway_listen=ANY,
+        trainer_listen=ANY,
+        intent_refresh_s=0.3,
+        token_secret=SECRET,
+        grpc_workers=8,
+    )
+    retrieval = create_retrieval(settings)
+    ranking = create_ranking(settings, watch_interval_s=0.2)
+    settings = dataclasses.replace(
+        settings, retrieval_target=retrieval.address, ranking_target=ranking.address
+    )
+    intent = create_intent(settings)
+    trainer = create_trainer(settings)
+    settings = dataclasses.replace(
+        settings, intent_target=intent.address, trainer_target=trainer.address
+    )
+    gateway = create_gateway(settings)
+    handles = [retrieval, ranking, intent, trainer, gateway]
+    try:
+        for handle in handles:
+            _wait(lambda h=handle: is_serving(h.address), f"{handle.name} SERVING")
+        reply = upsert_products(retrieval.address, STORE.products, progress=False)
+        assert not [r.error for r in reply.results if r.error]
+        yield Stack(triton, trainer, gateway, settings)
+    finally:
+        for handle in reversed(handles):
+            handle.stop(0.5)
+        triton.stop()
+
+
+def _ab(name: str, **treatment_pins: str) -> epb.Experiment:
+    return epb.Experiment(
+        name=name,
+        description="cross-encoder 2 against 1",
+        arms=[
+            epb.Arm(name="control", share=0.5),
+            epb.Arm(
+                name="treatment",
+                share=0.5,
+                models=epb.ModelPins(**treatment_pins),
+                pipeline=epb.PipelineSettings(rerank_depth=20),
+            ),
+        ],
+    )
+
+
+@pytest.mark.parametrize(
+    ("arm_changes", "code", "named"),
+    [
+        ({"models": {"cross_encoder": "9"}}, grpc.StatusCode.NOT_FOUND, "arms[1].models.cross"),
+        ({"models": {"intent_classifier": "4"}}, grpc.StatusCode.NOT_FOUND, "arms[1].models.int"),
+        ({"models": {"text_encoder": "3"}}, grpc.StatusCode.NOT_FOUND, "arms[1].models.text"),
+        ({"share": 0.7}, grpc.StatusCode.INVALID_ARGUMENT, "the shares must sum to 1"),
+        ({"name": "control"}, grpc.StatusCode.INVALID_ARGUMENT, "arms[1].name"),
+    ],
+)
+def test_bad_experiments_are_refused_at_configuration_time(
+    stack: Stack, arm_changes: dict, code: grpc.StatusCode, named: str
+) -> None:
+    definition = _ab("refused")
+    arm = definition.arms[1]
+    for key, value in arm_changes.items():
+        if key == "models":
+            arm.models.CopyFrom(epb.ModelPins(**value))
+        else:
+            setattr(arm, key, value)
+    with pytest.raises(grpc.RpcError) as raised:
+        stack.experiments().CreateExperiment(
+            epb.CreateExperimentRequest(experiment=definition), timeout=10
+        )
+    assert raised.value.code() == code
+    assert named in raised.value.details()
+    with pytest.raises(grpc.RpcError) as missing:
+        stack.experiments().GetExperiment(epb.GetExperimentRequest(name="refused"), timeout=10)
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def _arm_of(stack: Stack, session: str) -> tuple[spb.SearchResponse, object]:
+    reply = stack.search(session)
+    return reply, AttributionSigner(SECRET).decode(reply.attribution_token)
+
+
+def test_an_ab_experiment_routes_arms_to_their_versions_until_stopped(stack: Stack) -> None:
+    stub = stack.experiments()
+    created = stub.CreateExperiment(
+        epb.CreateExperimentRequest(experiment=_ab("ce-2-vs-1", cross_encoder="2")), timeout=10
+    ).experiment
+    assert created.state == epb.EXPERIMENT_STATE_DRAFT and created.salt == "ce-2-vs-1"
+    assert loaded_versions(stack.triton.grpc_url, "cross_encoder") == [1]
+
+    started = stub.StartExperiment(epb.StartExperimentRequest(name="ce-2-vs-1"), timeout=120)
+    assert started.experiment.state == epb.EXPERIMENT_STATE_RUNNING
+    assert loaded_versions(stack.triton.grpc_url, "cross_encoder") == [1, 2]
+    stub.CreateExperiment(epb.CreateExperimentRequest(experiment=_ab("other")), timeout=10)
+    with pytest.raises(grpc.RpcError) as second:
+        stub.StartExperiment(epb.StartExperimentRequest(name="other"), timeout=10)
+    assert second.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "'ce-2-vs-1' is running" in second.value.details()
+
+    # The gateway picks the experiment up on its next refresh.
+    _wait(lambda: _arm_of(stack, "probe")[1].experiment == "ce-2-vs-1", "gateway sees it", 30)
+    arms: dict[str, list[str]] = {"control": [], "treatment": []}
+    for i in range(40):
+        session = f"shopper-{i}"
+        reply, token = _arm_of(stack, session)
+        assert token.experiment == "ce-2-vs-1" and token.arm == reply.experiment_arm
+        arms[reply.experiment_arm].append(session)
+        if reply.degraded.ranking:  # ranking may not have seen version 2 load yet
+            continue
+        wanted = "cross_encoder/2" if reply.experiment_arm == "treatment" else "cross_encoder/1"
+        assert reply.model_versions.ranking.startswith(wanted), reply.model_versions
+        assert token.model_versions["ranking"] == reply.model_versions.ranking
+    assert 8 <= len(arms["treatment"]) <= 32, arms  # Binomial(40, 0.5): 4 sd either side
+    # Sticky: the same shoppers land in the same arms on every request.
+    for arm, sessions in arms.items():
+        assert {_arm_of(stack, s)[0].experiment_arm for s in sessions[:5]} == {arm}
+    treated = stack.search(arms["treatment"][0])
+    assert treated.model_versions.ranking.startswith("cross_encoder/2")
+    # rerank_depth 20: the cross-encoder's part is in the 20 best only.
+    parts = [{p.feature for p in r.explanation.score_parts} for r in treated.results]
+    assert all("cross_encoder" in p for p in parts[:5])
+
+    stopped = stub.StopExperiment(
+        epb.StopExperimentRequest(name="ce-2-vs-1", reason="enough data"), timeout=10
+    ).experiment
+    assert stopped.state == epb.EXPERIMENT_STATE_STOPPED and stopped.stop_reason == "enough data"
+    _wait(lambda: _arm_of(stack, "probe")[1].experiment == "", "gateway drops it", 30)
+    reply, token = _arm_of(stack, arms["treatment"][0])
+    assert reply.experiment_arm == "control" and token.experiment == ""
+    assert reply.model_versions.ranking.startswith("cross_encoder/1")
+    listed = stub.ListExperiments(
+        epb.ListExperimentsRequest(state=epb.EXPERIMENT_STATE_STOPPED), timeout=10
+    )
+    assert [e.name for e in listed.experiments] == ["ce-2-vs-1"]
+
+
+def test_interleaving_merges_two_arms_and_names_who_picked_each_result(stack: Stack) -> None:
+    stub = stack.experiments()
+    running = stub.ListExperiments(
+        epb.ListExperimentsRequest(state=epb.EXPERIMENT_STATE_RUNNING), timeout=10
+    )
+    for experiment in running.experiments:
+        stub.StopExperiment(epb.StopExperimentRequest(name=experiment.name), timeout=10)
+    _wait(lambda: _arm_of(stack, "probe")[1].experiment == "", "no experiment", 30)
+    baseline = [r.product_id for r in stack.search("shopper-x", page_size=30).results]
+
+    definition = epb.Experiment(
+        name="reversed-vs-serving",
+        type=epb.EXPERIMENT_TYPE_INTERLEAVING,
+        arms=[
+            epb.Arm(name="serving", share=0.5),
+            epb.Arm(
+                name="reversed", share=0.5, pipeline=epb.PipelineSettings(reverse_ranking=True)
+            ),
+        ],
+    )
+    stub.CreateExperiment(epb.CreateExperimentRequest(experiment=definition), timeout=10)
+    stub.StartExperiment(epb.StartExperimentRequest(name="reversed-vs-serving"), timeout=60)
+    _wait(
+        lambda: _arm_of(stack, "probe")[1].experiment == "reversed-vs-serving",
+        "gateway sees the interleaving",
+        30,
+    )
+    reply = stack.search("shopper-x", page_size=30)
+    token = AttributionSigner(SECRET).decode(reply.attribution_token)
+    assert reply.experiment_arm == token.arm == INTERLEAVED
+    assert len(token.teams) == len(reply.results) == 30
+    ids = [r.product_id for r in reply.results]
+    assert len(set(ids)) == len(ids)
+    picked_a = [pid for pid, team in zip(ids, token.teams, strict=True) if team == "a"]
+    picked_b = [pid for pid, team in zip(ids, token.teams, strict=True) if team == "b"]
+    assert picked_a and picked_b and abs(len(picked_a) - len(picked_b)) <= 1
+    # The serving arm's picks keep its order; the reversed arm's start from the bottom.
+    assert picked_a == [pid for pid in baseline if pid in set(picked_a)]
+    assert ids[0] in (baseline[0],) or token.teams[0] == "b"
+    # The next page continues the same merge, and its token credits its own positions.
+    second = stack.search("shopper-x", page_size=30, page_token=reply.next_page_token)
+    second_token = AttributionSigner(SECRET).decode(second.attribution_token)
+    assert second_token.offset == 30 and second_token.team_at(31) in ("a", "b")
+    assert not set(ids) & {r.product_id for r in second.results}
+    stub.StopExperiment(epb.StopExperimentRequest(name="reversed-vs-serving"), timeout=10)
+
+
+def test_a_config_file_defines_and_starts_experiments_when_the_trainer_starts(
+    stack: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    stub = stack.experiments()
+    for experiment in stub.ListExperiments(
+        epb.ListExperimentsRequest(state=epb.EXPERIMENT_STATE_RUNNING), timeout=10
+    ).experiments:
+        stub.StopExperiment(epb.StopExperimentRequest(name=experiment.name), timeout=10)
+    good = tmp_path / "experiments.toml"
+    good.write_text(
+        """
+[[experiment]]
+name = "from-file"
+start = true
+description = "rerank depth 10 against the default"
+
+[[experiment.arms]]
+name = "control"
+share = 0.5
+
+[[experiment.arms]]
+name = "shallow"
+share = 0.5
+models = { cross_encoder = "2" }
+pipeline = { rerank_depth = 10 }
+""",
+        encoding="utf-8",
+    )
+    settings = dataclasses.replace(stack.settings, trainer_listen=ANY, experiments_file=str(good))
+    trainer = create_trainer(settings)
+    try:
+        _wait(lambda: is_serving(trainer.address), "second trainer SERVING")
+        got = epb_grpc.ExperimentServiceStub(grpc.insecure_channel(trainer.address)).GetExperiment(
+            epb.GetExperimentRequest(name="from-file"), timeout=10
+        )
+        assert got.experiment.state == epb.EXPERIMENT_STATE_RUNNING
+        assert got.experiment.arms[1].models.cross_encoder == "2"
+    finally:
+        trainer.stop(0.5)
+    stub.StopExperiment(epb.StopExperimentRequest(name="from-file"), timeout=10)
+    # The command line reads the same file format and lists what the trainer holds.
+    cli = ["experiments", "--target", stack.trainer.address]
+    monkeypatch.setattr(console, "width", 200)  # no wrapping in the captured table
+    assert main([*cli, "create", str(good)]) == 0  # the same definition again: no change
+    assert main([*cli, "list", "--state", "stopped"]) == 0
+    listed = capsys.readouterr().out
+    assert "from-file" in listed and "shallow" in listed and "rerank_depth 10" in listed
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        good.read_text(encoding="utf-8")
+        .replace('"from-file"', '"bad-pin"')
+        .replace('cross_encoder = "2"', 'cross_encoder = "7"'),
+        encoding="utf-8",
+    )
+    with pytest.raises(NotFound, match=r"bad.toml: experiment\[0\].arms\[1\].models.cross_encoder"):
+        create_trainer(dataclasses.replace(settings, experiments_file=str(bad)))
