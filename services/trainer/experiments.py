@@ -9,7 +9,6 @@ starts, through the same checks.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,9 +17,9 @@ import structlog
 from shopsense.experiments.v1 import experiment_service_pb2 as pb
 from shopsense.experiments.v1 import experiment_service_pb2_grpc as pb_grpc
 
-from shared.experiments.assignment import Experiment, from_dict, validate
+from shared.experiments.assignment import Experiment, read_file, validate
 from shared.experiments.proto import STATES, from_proto, row_to_proto
-from shared.rpc.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from shared.rpc.errors import FailedPrecondition, InvalidArgument, NotFound
 from shared.storage.experiments import ExperimentState, ExperimentStore
 from shared.storage.registry import ModelRegistry
 
@@ -107,16 +106,10 @@ class ExperimentServicer(pb_grpc.ExperimentServiceServicer):
         The file holds ``[[experiment]]`` tables in the shape of ``assignment.to_dict``
         plus an optional ``start``. A bad definition raises naming the file and field.
         """
-        try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise InvalidArgument(f"SHOPSENSE_EXPERIMENTS_FILE: {path}: {exc}") from exc
         names = []
-        for i, table in enumerate(data.get("experiment", [])):
-            table = dict(table)
-            start = bool(table.pop("start", False))
-            where = f"{path}: experiment[{i}]"
-            experiment = self.create(from_dict(table, where), where)
+        for experiment, start in read_file(Path(path), "SHOPSENSE_EXPERIMENTS_FILE: "):
+            where = f"{path}: experiment[{len(names)}]"
+            experiment = self.create(experiment, where)
             names.append(experiment.name)
             row = self._store.get(experiment.name)
             if start and row.experiment_state == ExperimentState.DRAFT:
@@ -164,6 +157,3 @@ class ExperimentServicer(pb_grpc.ExperimentServiceServicer):
         row = self._store.stop(request.name, request.reason[:2000])
         _log.info("experiment_stopped", name=row.name, reason=row.stop_reason)
         return pb.StopExperimentResponse(experiment=row_to_proto(row))
-
-
-__all__ = ["SERVICE_NAME", "ExperimentServicer", "Unavailable", "check_pins"]

@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import grpc
 import structlog
-from google.protobuf.timestamp_pb2 import Timestamp
 from shopsense.experiments.v1 import experiment_service_pb2_grpc as experiment_pb_grpc
 from shopsense.trainer.v1 import trainer_service_pb2 as pb
 from shopsense.trainer.v1 import trainer_service_pb2_grpc as pb_grpc
@@ -31,6 +29,7 @@ from shopsense.trainer.v1 import trainer_service_pb2_grpc as pb_grpc
 from services.trainer.experiments import SERVICE_NAME as EXPERIMENT_SERVICE_NAME
 from services.trainer.experiments import ExperimentServicer
 from services.trainer.jobs import JobRunner, register_result
+from shared.rpc.convert import timestamp_or_none
 from shared.rpc.errors import FailedPrecondition, InvalidArgument, ShopsenseError, Unavailable
 from shared.rpc.server import ServerHandle, build_server
 from shared.settings import Settings
@@ -59,14 +58,6 @@ _log = structlog.get_logger("shopsense.trainer")
 Reindexer = Callable[[int], None]
 
 
-def _timestamp(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def job_message(job: TrainingJob) -> pb.Job:
     """The registry row as the proto's Job."""
     message = pb.Job(
@@ -93,7 +84,7 @@ def job_message(job: TrainingJob) -> pb.Job:
         ("started_time", job.started_at),
         ("finished_time", job.finished_at),
     ):
-        stamp = _timestamp(value)
+        stamp = timestamp_or_none(value)
         if stamp is not None:
             getattr(message, name).CopyFrom(stamp)
     return message
@@ -140,7 +131,7 @@ def version_message(row: ModelVersion) -> pb.ModelVersion:
         job_id=row.job_id,
     )
     for name, value in (("created_time", row.created_at), ("served_time", row.served_at)):
-        stamp = _timestamp(value)
+        stamp = timestamp_or_none(value)
         if stamp is not None:
             getattr(message, name).CopyFrom(stamp)
     return message

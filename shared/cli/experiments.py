@@ -4,7 +4,6 @@ ExperimentService)."""
 from __future__ import annotations
 
 import argparse
-import tomllib
 from pathlib import Path
 
 import grpc
@@ -13,7 +12,7 @@ from rich.table import Table
 from shopsense.experiments.v1 import experiment_service_pb2 as pb
 from shopsense.experiments.v1 import experiment_service_pb2_grpc as pb_grpc
 
-from shared.experiments.assignment import from_dict
+from shared.experiments.assignment import read_file
 from shared.experiments.proto import STATES, to_proto
 from shared.rpc.clients import open_channel
 from shared.rpc.errors import InvalidArgument
@@ -56,26 +55,14 @@ def table(experiments: list[pb.Experiment]) -> Table:
     return out
 
 
-def read_file(path: Path) -> list[tuple[pb.Experiment, bool]]:
-    """The file's ``[[experiment]]`` tables as messages, each with its ``start`` flag."""
-    data = tomllib.loads(path.read_text(encoding="utf-8"))
-    out = []
-    for i, raw in enumerate(data.get("experiment", [])):
-        raw = dict(raw)
-        start = bool(raw.pop("start", False))
-        out.append((to_proto(from_dict(raw, f"{path}: experiment[{i}]")), start))
-    if not out:
-        raise InvalidArgument(f"{path}: no [[experiment]] table")
-    return out
-
-
 def cmd_experiments(args: argparse.Namespace, console: Console) -> int:
     stub = pb_grpc.ExperimentServiceStub(
         open_channel(args.target or load_settings().trainer_target)
     )
     try:
         if args.experiments_command == "create":
-            for message, start in read_file(Path(args.file)):
+            for experiment, start in read_file(Path(args.file)):
+                message = to_proto(experiment)
                 reply = stub.CreateExperiment(
                     pb.CreateExperimentRequest(experiment=message), timeout=30
                 )
@@ -101,7 +88,7 @@ def cmd_experiments(args: argparse.Namespace, console: Console) -> int:
     except grpc.RpcError as exc:
         console.print(f"[red]{exc.code().name}[/red]: {exc.details()}")
         return 1
-    except (InvalidArgument, OSError, tomllib.TOMLDecodeError) as exc:
+    except InvalidArgument as exc:
         console.print(f"[red]INVALID_ARGUMENT[/red]: {exc}")
         return 1
     return 0

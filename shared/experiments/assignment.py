@@ -15,8 +15,10 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from shared.rpc.errors import InvalidArgument
 
@@ -299,3 +301,22 @@ def _only(data: Mapping, allowed: set[str], where: str) -> None:
         raise InvalidArgument(
             f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})"
         )
+
+
+def read_file(path: Path, context: str = "") -> list[tuple[Experiment, bool]]:
+    """The ``[[experiment]]`` tables of a TOML file, each with its ``start`` flag
+    (unchecked: call ``validate``). InvalidArgument names the file, and the table and
+    key where one is wrong; ``context`` prefixes the message (e.g. the setting's name)."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise InvalidArgument(f"{context}{path}: {exc}") from exc
+    tables = data.get("experiment", [])
+    if not tables or not isinstance(tables, list):
+        raise InvalidArgument(f"{context}{path}: no [[experiment]] table")
+    out = []
+    for i, raw in enumerate(tables):
+        raw = dict(raw)
+        start = bool(raw.pop("start", False))
+        out.append((from_dict(raw, f"{context}{path}: experiment[{i}]"), start))
+    return out

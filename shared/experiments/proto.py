@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from google.protobuf.timestamp_pb2 import Timestamp
 from shopsense.experiments.v1 import experiment_service_pb2 as pb
 
 from shared.experiments.assignment import (
@@ -15,6 +12,7 @@ from shared.experiments.assignment import (
     Experiment,
     Pipeline,
 )
+from shared.rpc.convert import timestamp_or_none
 from shared.rpc.errors import InvalidArgument
 from shared.storage.experiments import ExperimentRow
 
@@ -65,14 +63,6 @@ def from_proto(message: pb.Experiment, field_name: str = "experiment") -> Experi
     )
 
 
-def _timestamp(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def to_proto(experiment: Experiment) -> pb.Experiment:
     """The definition as a message (no state)."""
     return pb.Experiment(
@@ -107,7 +97,7 @@ def row_to_proto(row: ExperimentRow) -> pb.Experiment:
     message.state = STATES[row.state]
     message.stop_reason = row.stop_reason
     for name in ("created_at", "started_at", "stopped_at"):
-        stamp = _timestamp(getattr(row, name))
+        stamp = timestamp_or_none(getattr(row, name))
         if stamp is not None:
             getattr(message, name).CopyFrom(stamp)
     return message

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import numpy as np
+from google.protobuf.timestamp_pb2 import Timestamp
 from shopsense.common.v1 import common_pb2
 
 from shared.data.catalog import Product
@@ -102,3 +104,12 @@ def count_or_default(value: int, field: str, default: int, maximum: int) -> int:
             f"{field}: must be between 1 and {maximum} (0 means {default}), got {value}"
         )
     return value
+
+
+def timestamp_or_none(value: datetime | None) -> Timestamp | None:
+    """An aware datetime as a protobuf Timestamp; None stays None (field left unset)."""
+    if value is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,7 +33,6 @@ from shared.cli.main import console, main
 from shared.cli.suite import is_serving
 from shared.data.synthetic import generate_store
 from shared.experiments.attribution import AttributionSigner
-from shared.models.export import export_checkpoint
 from shared.models.publish import install_version, loaded_versions
 from shared.models.triton_server import TritonServer
 from shared.rpc.errors import NotFound
@@ -42,6 +40,7 @@ from shared.rpc.server import ServerHandle
 from shared.settings import Settings
 from shared.storage.database import create_db_engine
 from shared.storage.registry import ModelRegistry
+from tests.support import export_untrained, wait_until
 
 pytestmark = pytest.mark.integration
 ANY = "127.0.0.1:0"
@@ -49,29 +48,6 @@ SECRET = "test-secret"
 STORE = generate_store(n_products=300, n_queries=10, seed=5)
 CLASSES = sorted({p.product_class for p in STORE.products})
 QUERY = STORE.queries[0].text
-
-
-def _export(tmp: Path, name: str, **spec: object) -> Path:
-    import torch
-
-    from shared.training.modules import ModelSpec, ShopsenseModel
-
-    torch.manual_seed(11)
-    checkpoint = ShopsenseModel.pretrained(ModelSpec(**spec)).save(tmp / f"ckpt-{name}")
-    checks = [
-        (p.title, [q.embedding_text() for q in STORE.products[:8]]) for p in STORE.products[:4]
-    ]
-    out = tmp / f"export-{name}"
-    export_checkpoint(checkpoint, out, check_inputs=checks)
-    return out
-
-
-def _wait(condition, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.1)
 
 
 @dataclasses.dataclass
@@ -99,8 +75,10 @@ def stack(exported_model_repository: Path, tmp_path_factory: pytest.TempPathFact
     tmp = tmp_path_factory.mktemp("experiments")
     repository = tmp / "repository"
     shutil.copytree(exported_model_repository / "text_encoder", repository / "text_encoder")
-    intent_export = _export(tmp, "intent", kind="intent_classifier", labels=CLASSES)
-    cross_export = _export(tmp, "cross", kind="cross_encoder")
+    intent_export = export_untrained(
+        tmp, "intent", STORE.products, seed=11, kind="intent_classifier", labels=CLASSES
+    )
+    cross_export = export_untrained(tmp, "cross", STORE.products, seed=11, kind="cross_encoder")
     install_version(repository, "intent_classifier", 1, intent_export)
     install_version(repository, "cross_encoder", 1, cross_export)
     # The registry: intent 1 and cross-encoder 1 serve; cross-encoder 2 (the same weights,
@@ -146,7 +124,7 @@ def stack(exported_model_repository: Path, tmp_path_factory: pytest.TempPathFact
     handles = [retrieval, ranking, intent, trainer, gateway]
     try:
         for handle in handles:
-            _wait(lambda h=handle: is_serving(h.address), f"{handle.name} SERVING")
+            wait_until(lambda h=handle: is_serving(h.address), f"{handle.name} SERVING")
         reply = upsert_products(retrieval.address, STORE.products, progress=False)
         assert not [r.error for r in reply.results if r.error]
         yield Stack(triton, trainer, gateway, settings)
@@ -226,7 +204,7 @@ def test_an_ab_experiment_routes_arms_to_their_versions_until_stopped(stack: Sta
     assert "'ce-2-vs-1' is running" in second.value.details()
 
     # The gateway picks the experiment up on its next refresh.
-    _wait(lambda: _arm_of(stack, "probe")[1].experiment == "ce-2-vs-1", "gateway sees it", 30)
+    wait_until(lambda: _arm_of(stack, "probe")[1].experiment == "ce-2-vs-1", "gateway sees it", 30)
     arms: dict[str, list[str]] = {"control": [], "treatment": []}
     for i in range(40):
         session = f"shopper-{i}"
@@ -252,7 +230,7 @@ def test_an_ab_experiment_routes_arms_to_their_versions_until_stopped(stack: Sta
         epb.StopExperimentRequest(name="ce-2-vs-1", reason="enough data"), timeout=10
     ).experiment
     assert stopped.state == epb.EXPERIMENT_STATE_STOPPED and stopped.stop_reason == "enough data"
-    _wait(lambda: _arm_of(stack, "probe")[1].experiment == "", "gateway drops it", 30)
+    wait_until(lambda: _arm_of(stack, "probe")[1].experiment == "", "gateway drops it", 30)
     reply, token = _arm_of(stack, arms["treatment"][0])
     assert reply.experiment_arm == "control" and token.experiment == ""
     assert reply.model_versions.ranking.startswith("cross_encoder/1")
@@ -269,7 +247,7 @@ def test_interleaving_merges_two_arms_and_names_who_picked_each_result(stack: St
     )
     for experiment in running.experiments:
         stub.StopExperiment(epb.StopExperimentRequest(name=experiment.name), timeout=10)
-    _wait(lambda: _arm_of(stack, "probe")[1].experiment == "", "no experiment", 30)
+    wait_until(lambda: _arm_of(stack, "probe")[1].experiment == "", "no experiment", 30)
     baseline = [r.product_id for r in stack.search("shopper-x", page_size=30).results]
 
     definition = epb.Experiment(
@@ -284,7 +262,7 @@ def test_interleaving_merges_two_arms_and_names_who_picked_each_result(stack: St
     )
     stub.CreateExperiment(epb.CreateExperimentRequest(experiment=definition), timeout=10)
     stub.StartExperiment(epb.StartExperimentRequest(name="reversed-vs-serving"), timeout=60)
-    _wait(
+    wait_until(
         lambda: _arm_of(stack, "probe")[1].experiment == "reversed-vs-serving",
         "gateway sees the interleaving",
         30,
@@ -340,7 +318,7 @@ pipeline = { rerank_depth = 10 }
     settings = dataclasses.replace(stack.settings, trainer_listen=ANY, experiments_file=str(good))
     trainer = create_trainer(settings)
     try:
-        _wait(lambda: is_serving(trainer.address), "second trainer SERVING")
+        wait_until(lambda: is_serving(trainer.address), "second trainer SERVING")
         got = epb_grpc.ExperimentServiceStub(grpc.insecure_channel(trainer.address)).GetExperiment(
             epb.GetExperimentRequest(name="from-file"), timeout=10
         )

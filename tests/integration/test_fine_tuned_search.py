@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,31 +30,16 @@ from services.retrieval.server import create_server as create_retrieval
 from shared.cli.catalog import upsert_products
 from shared.cli.suite import is_serving
 from shared.data.synthetic import generate_store
-from shared.models.export import export_checkpoint
 from shared.models.publish import install_version, load_versions
 from shared.models.triton_server import TritonServer
 from shared.rpc.server import ServerHandle
 from shared.settings import Settings
+from tests.support import export_untrained, wait_until
 
 pytestmark = pytest.mark.integration
 ANY = "127.0.0.1:0"
 STORE = generate_store(n_products=300, n_queries=10, seed=5)
 CLASSES = sorted({p.product_class for p in STORE.products})
-
-
-def _export(tmp: Path, name: str, **spec: object) -> Path:
-    import torch
-
-    from shared.training.modules import ModelSpec, ShopsenseModel
-
-    torch.manual_seed(7)
-    checkpoint = ShopsenseModel.pretrained(ModelSpec(**spec)).save(tmp / f"ckpt-{name}")
-    checks = [
-        (p.title, [q.embedding_text() for q in STORE.products[:8]]) for p in STORE.products[:4]
-    ]
-    out = tmp / f"export-{name}"
-    export_checkpoint(checkpoint, out, check_inputs=checks)
-    return out
 
 
 @dataclasses.dataclass
@@ -83,14 +67,6 @@ class Stack:
         )
 
 
-def _wait(condition, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.1)
-
-
 @pytest.fixture(scope="module")
 def stack(exported_model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     tmp = tmp_path_factory.mktemp("fine-tuned")
@@ -100,9 +76,14 @@ def stack(exported_model_repository: Path, tmp_path_factory: pytest.TempPathFact
         repository,
         "intent_classifier",
         1,
-        _export(tmp, "intent", kind="intent_classifier", labels=CLASSES),
+        export_untrained(tmp, "intent", STORE.products, kind="intent_classifier", labels=CLASSES),
     )
-    install_version(repository, "cross_encoder", 1, _export(tmp, "cross", kind="cross_encoder"))
+    install_version(
+        repository,
+        "cross_encoder",
+        1,
+        export_untrained(tmp, "cross", STORE.products, kind="cross_encoder"),
+    )
     triton = TritonServer(repository, log_file=tmp / "triton.log").start()
     settings = dataclasses.replace(
         Settings(),
@@ -127,7 +108,7 @@ def stack(exported_model_repository: Path, tmp_path_factory: pytest.TempPathFact
     handles = [retrieval, ranking, intent, gateway]
     try:
         for handle in handles:
-            _wait(lambda h=handle: is_serving(h.address), f"{handle.name} SERVING")
+            wait_until(lambda h=handle: is_serving(h.address), f"{handle.name} SERVING")
         reply = upsert_products(retrieval.address, STORE.products, progress=False)
         assert not [r.error for r in reply.results if r.error]
         yield Stack(triton, ranking, intent, gateway)
@@ -245,13 +226,13 @@ def test_unloading_the_models_falls_back_to_prototypes_and_features(stack: Stack
                 and reply.model_versions.intent.startswith("prototypes-g")
             )
 
-        _wait(fell_back, "search back on prototypes and features", timeout=30)
+        wait_until(fell_back, "search back on prototypes and features", timeout=30)
         reply = stack.search("oak dining table")
         assert reply.results and not reply.degraded.ranking and not reply.degraded.intent
     finally:
         load_versions(url, "cross_encoder", [1])
         load_versions(url, "intent_classifier", [1])
-    _wait(
+    wait_until(
         lambda: stack.search("sofa").model_versions.ranking == "cross_encoder/1+features-v2",
         "cross-encoder back",
         timeout=30,

@@ -17,6 +17,7 @@ from shared.experiments.assignment import (
     assign,
     assign_arm,
     from_dict,
+    read_file,
     to_dict,
     validate,
 )
@@ -197,3 +198,24 @@ def test_the_store_keeps_one_running_experiment_and_immutable_definitions(tmp_pa
     # A second process on the same file sees the same state.
     again = ExperimentStore(create_db_engine(f"sqlite:///{tmp_path / 'registry.db'}"))
     assert again.running().experiment == second
+
+
+def test_an_experiments_file_is_read_with_its_start_flags_and_refused_by_name(tmp_path) -> None:
+    path = tmp_path / "experiments.toml"
+    path.write_text(
+        '[[experiment]]\nname = "a"\nstart = true\n'
+        '[[experiment.arms]]\nname = "x"\nshare = 0.5\n'
+        '[[experiment.arms]]\nname = "y"\nshare = 0.5\nmodels = { cross_encoder = "2" }\n',
+        encoding="utf-8",
+    )
+    [(experiment, start)] = read_file(path)
+    assert start and validate(experiment).arms[1].pinned("cross_encoder") == "2"
+    path.write_text("[[experiment]]\nname = \n", encoding="utf-8")
+    with pytest.raises(InvalidArgument, match=r"experiments\.toml: "):
+        read_file(path)
+    path.write_text("[something]\n", encoding="utf-8")
+    with pytest.raises(InvalidArgument, match=r"no \[\[experiment\]\] table"):
+        read_file(path)
+    path.write_text('[[experiment]]\nname = "a"\ncolour = "red"\n', encoding="utf-8")
+    with pytest.raises(InvalidArgument, match=r"experiment\[0\]: unknown key 'colour'"):
+        read_file(path)
