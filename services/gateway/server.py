@@ -120,6 +120,14 @@ class _ArmRun:
     degraded: pb.Degraded = field(default_factory=pb.Degraded)
 
 
+def _same_retrieval(a: Arm, b: Arm) -> bool:
+    """Whether two arms get the same intent and candidates (they may rank differently)."""
+    return (
+        a.pinned("intent_classifier") == b.pinned("intent_classifier")
+        and a.pipeline.fusion_weights == b.pipeline.fusion_weights
+    )
+
+
 def _by_id(order: list[_Ranked]) -> dict[str, _Ranked]:
     return {row[0]: row for row in order}
 
@@ -186,12 +194,17 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
             clock.record("embed", t)
 
         k = max(self._settings.candidates, min(MAX_RESULTS, offset + page_size))
-        runs = [
-            self._run_arm(
-                arm, request, query, embedding, serving, k, offset + page_size, clock, tag
+        runs: list[_ArmRun] = []
+        for arm, tag in zip(arms, ("", "_b"), strict=False):
+            # Interleaved arms that differ only in ranking share one intent and retrieval.
+            same = next(
+                (r for a, r in zip(arms, runs, strict=False) if _same_retrieval(a, arm)), None
             )
-            for arm, tag in zip(arms, ("", "_b"), strict=False)
-        ]
+            runs.append(
+                self._run_arm(
+                    arm, request, query, embedding, serving, k, offset + page_size, clock, tag, same
+                )
+            )
         for run in runs:
             run.versions.text_encoder = run.versions.text_encoder or embedded_with
             run.degraded.dense = run.degraded.dense or embed_failed
@@ -270,12 +283,21 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
         explain_top: int,
         clock: _Clock,
         tag: str,
+        retrieved_by: _ArmRun | None = None,
     ) -> _ArmRun:
-        """Intent, retrieval and ranking with the arm's versions and settings."""
+        """Intent, retrieval and ranking with the arm's versions and settings; with
+        ``retrieved_by``, that run's intent and candidates are reused (same settings)."""
         options = request.options
         run = _ArmRun()
+        if retrieved_by is not None:
+            run.intent, run.candidates = retrieved_by.intent, retrieved_by.candidates
+            run.versions.CopyFrom(retrieved_by.versions)
+            run.versions.ranking = ""
+            run.degraded.CopyFrom(retrieved_by.degraded)
+            run.degraded.ranking = False
+            self._rank_arm(arm, request, query, serving, explain_top, clock, tag, run)
+            return run
         intent_version = arm.pinned("intent_classifier") or serving.get("intent_classifier", "")
-        ranking_version = arm.pinned("cross_encoder") or serving.get("cross_encoder", "")
 
         # 2. Intent (optional hop).
         if not options.skip_intent:
@@ -331,10 +353,25 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
             if self._models is not None:
                 self._models.saw_index_version(retrieved.embedding_version)
         run.candidates = list(retrieved.candidates)
+        self._rank_arm(arm, request, query, serving, explain_top, clock, tag, run)
+        return run
 
+    def _rank_arm(
+        self,
+        arm: Arm,
+        request: pb.SearchRequest,
+        query: str,
+        serving: dict[str, str],
+        explain_top: int,
+        clock: _Clock,
+        tag: str,
+        run: _ArmRun,
+    ) -> None:
+        """Rank ``run``'s candidates with the arm's cross-encoder and depth into its order."""
+        ranking_version = arm.pinned("cross_encoder") or serving.get("cross_encoder", "")
         # 4. Ranking (optional hop).
         ranked: list[ranking_service_pb2.RankedItem] | None = None
-        if run.candidates and not options.skip_ranking:
+        if run.candidates and not request.options.skip_ranking:
             t = time.monotonic()
             try:
                 reply = self._down.ranking.Rank(
@@ -361,7 +398,6 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
             run.order = [(c.product.product_id, c.fused_score, []) for c in run.candidates]
         if arm.pipeline.reverse_ranking:
             run.order.reverse()
-        return run
 
     @staticmethod
     def _assemble(

@@ -22,7 +22,7 @@ from shopsense.experiments.v1 import experiment_service_pb2_grpc as epb_grpc
 from shopsense.search.v1 import search_service_pb2 as spb
 from shopsense.search.v1 import search_service_pb2_grpc
 
-from services.gateway.server import INTERLEAVED
+from services.gateway.server import INTERLEAVED, TIMINGS_KEY
 from services.gateway.server import create_server as create_gateway
 from services.intent.server import create_server as create_intent
 from services.ranking.server import create_server as create_ranking
@@ -267,7 +267,17 @@ def test_interleaving_merges_two_arms_and_names_who_picked_each_result(stack: St
         "gateway sees the interleaving",
         30,
     )
-    reply = stack.search("shopper-x", page_size=30)
+    reply, call = search_service_pb2_grpc.SearchServiceStub(
+        grpc.insecure_channel(stack.gateway.address)
+    ).Search.with_call(
+        spb.SearchRequest(
+            query=QUERY, user=common_pb2.UserContext(session_id="shopper-x"), page_size=30
+        ),
+        timeout=30,
+    )
+    timings = dict(call.trailing_metadata())[TIMINGS_KEY]
+    # The arms differ only in ranking: one retrieval, two rankings.
+    assert "ranking_b=" in timings and "retrieval_b=" not in timings, timings
     token = AttributionSigner(SECRET).decode(reply.attribution_token)
     assert reply.experiment_arm == token.arm == INTERLEAVED
     assert len(token.teams) == len(reply.results) == 30
