@@ -10,7 +10,7 @@ GEN_STAMP := $(GEN)/.stamp
 MODEL := triton_models/text_encoder/1/model.onnx
 
 .DEFAULT_GOAL := help
-.PHONY: help venv protos models run train test test-unit test-integration test-system eval bench bench-cross-encoder lint format clean
+.PHONY: help venv protos models run train test test-unit test-integration test-system eval bench bench-cross-encoder bench-feedback lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -63,6 +63,9 @@ bench: venv protos models ## latency and throughput of the suite against the in-
 
 bench-cross-encoder: venv protos models ## int8 vs fp32 agreement and speed; Triton rerank vs PyTorch eager
 	HF_HUB_OFFLINE=1 $(PY) -m shared.models.bench_cross_encoder
+
+bench-feedback: venv protos ## feedback ingestion rate into SQLite (batches, duplicates, one stream), nothing lost
+	$(PY) -m services.feedback.bench
 
 lint: venv ## ruff check and format check
 	$(VENV)/bin/ruff check .

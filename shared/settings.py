@@ -163,6 +163,12 @@ class Settings:
     # A TOML file of experiments the trainer creates (and starts, with `start = true`) when
     # it starts; see README. SHOPSENSE_EXPERIMENTS_FILE, default none.
     experiments_file: str = field(default_factory=lambda: _env("SHOPSENSE_EXPERIMENTS_FILE", ""))
+    # How long after a search its feedback counts, seconds: an event older than this, or
+    # whose attribution token was issued longer before it, is rejected.
+    # SHOPSENSE_ATTRIBUTION_WINDOW_S, default 604800 (7 days).
+    attribution_window_s: float = field(
+        default_factory=lambda: _env_float("SHOPSENSE_ATTRIBUTION_WINDOW_S", 604800.0)
+    )
     # Log level. SHOPSENSE_LOG_LEVEL, default info.
     log_level: str = field(default_factory=lambda: _env("SHOPSENSE_LOG_LEVEL", "info"))
 

@@ -1,19 +1,24 @@
-"""``python -m services.feedback.bench --events 20000 --batch 500``: events/s through gRPC.
+"""``make bench-feedback`` (``python -m services.feedback.bench``): events/s through gRPC.
 
-Starts the feedback server in-process on port 0 over a temporary SQLite file (or ``--db-url``),
-sends the events in batches from ``--threads`` client threads, then sends them again (all
-duplicates), and prints the throughput and per-call latency of each pass. Every call waits
-for a durable commit, so this measures the whole path a storefront pays for.
+Starts the feedback service in its own process over a temporary SQLite file (or
+``--db-url``) and measures three passes of realistic events (signed tokens, a quarter of
+them purchases): ``--events`` in RecordEvents batches from ``--threads`` client threads;
+the same again (all duplicates); then ``--streamed`` new events over one StreamEvents
+stream of ``--batch``-event chunks, the table growing all the while. Every answer waits
+for a durable commit, so this measures the whole path a storefront pays for. At the end
+the database is counted: the figures stand only if every accepted event is there.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,15 +26,17 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from shopsense.feedback.v1 import feedback_service_pb2 as pb
 from shopsense.feedback.v1 import feedback_service_pb2_grpc as pb_grpc
 
-from services.feedback.server import create_server
+from shared.cli.suite import is_serving
 from shared.experiments.attribution import Attribution, AttributionSigner
+from shared.models.triton_server import free_port
 from shared.rpc.clients import open_channel
 from shared.rpc.logging import configure_logging
-from shared.settings import Settings
+from shared.storage.database import create_db_engine
+from shared.storage.feedback import FeedbackStore
 
 
 def build_requests(
-    events: int, batch: int, signer: AttributionSigner
+    events: int, batch: int, signer: AttributionSigner, prefix: str = "bench"
 ) -> list[pb.RecordEventsRequest]:
     """Realistic events: every one carries a signed token, a quarter are purchases."""
     timestamp = Timestamp()
@@ -41,7 +48,7 @@ def build_requests(
         purchase = i % 4 == 3
         all_events.append(
             pb.Event(
-                event_id=f"bench-{i:09d}",
+                event_id=f"{prefix}-{i:09d}",
                 type=pb.EVENT_TYPE_PURCHASE if purchase else kind,
                 timestamp=timestamp,
                 user_id=f"user-{i % 997}",
@@ -90,6 +97,21 @@ def send_all(
     return time.perf_counter() - started, latencies, accepted[0]
 
 
+def stream_all(address: str, requests: list[pb.RecordEventsRequest]) -> tuple[float, int]:
+    """Seconds to stream every batch as one chunk and get every answer; events accepted."""
+    channel = open_channel(address)
+    stub = pb_grpc.FeedbackServiceStub(channel)
+    chunks = (
+        pb.StreamEventsRequest(sequence=n + 1, events=request.events)
+        for n, request in enumerate(requests)
+    )
+    started = time.perf_counter()
+    accepted = sum(answer.accepted for answer in stub.StreamEvents(chunks, timeout=600))
+    seconds = time.perf_counter() - started
+    channel.close()
+    return seconds, accepted
+
+
 def _report(label: str, events: int, seconds: float, latencies: list[float]) -> None:
     ordered = sorted(latencies)
     p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
@@ -99,38 +121,82 @@ def _report(label: str, events: int, seconds: float, latencies: list[float]) -> 
     )
 
 
+def start_service(db_url: str, secret: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``python -m services.feedback`` in its own process, as it runs in production (a
+    client in the same process would share its interpreter lock); its address once SERVING."""
+    address = f"127.0.0.1:{free_port()}"
+    env = {
+        **os.environ,
+        "SHOPSENSE_FEEDBACK_LISTEN": address,
+        "SHOPSENSE_FEEDBACK_DB_URL": db_url,
+        "SHOPSENSE_TOKEN_SECRET": secret,
+        "SHOPSENSE_LOG_LEVEL": "warning",
+        # No catalog to ask: its check is a set lookup once warm, and the bench's ids are
+        # made up.
+        "SHOPSENSE_RETRIEVAL_TARGET": "127.0.0.1:9",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.feedback"],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while not is_serving(address):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise SystemExit(f"the feedback service did not start: see {log}")
+        time.sleep(0.1)
+    return process, address
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--batch", type=int, default=500, help="events per call (<= 10000)")
+    parser.add_argument("--events", type=int, default=100_000, help="events per pass")
+    parser.add_argument("--batch", type=int, default=1_000, help="events per call (<= 10000)")
     parser.add_argument("--threads", type=int, default=1, help="concurrent client threads")
+    parser.add_argument("--streamed", type=int, default=300_000, help="events of the stream")
     parser.add_argument("--db-url", default="", help="default: a temporary SQLite file")
     args = parser.parse_args(argv)
 
     configure_logging("warning", "feedback-bench")
     secret = "bench-secret"
+    signer = AttributionSigner(secret)
     with tempfile.TemporaryDirectory(prefix="feedback-bench-") as tmp:
         db_url = args.db_url or f"sqlite:///{Path(tmp) / 'feedback.db'}"
-        settings = replace(
-            Settings(), feedback_listen="127.0.0.1:0", feedback_db_url=db_url, token_secret=secret
-        )
-        requests = build_requests(args.events, args.batch, AttributionSigner(secret))
-        handle = create_server(settings)
+        requests = build_requests(args.events, args.batch, signer)
+        stream = build_requests(args.streamed, args.batch, signer, "stream")
+        process, address = start_service(db_url, secret, Path(tmp) / "feedback.log")
         try:
             print(
-                f"feedback bench: {args.events} events, {args.batch} per call, "
-                f"{args.threads} thread(s), {db_url.split('://')[0]}"
+                f"feedback bench: {db_url.split('://')[0]}, the service in its own process, "
+                f"{args.batch} events a call or chunk, {args.threads} client thread(s)"
             )
-            seconds, latencies, accepted = send_all(handle.address, requests, args.threads)
+            seconds, latencies, accepted = send_all(address, requests, args.threads)
             if accepted != args.events:
                 raise SystemExit(f"expected {args.events} accepted, got {accepted}")
-            _report("new", args.events, seconds, latencies)
-            seconds, latencies, accepted = send_all(handle.address, requests, args.threads)
+            _report("batches", args.events, seconds, latencies)
+            seconds, latencies, accepted = send_all(address, requests, args.threads)
             if accepted != 0:
                 raise SystemExit(f"expected only duplicates on resend, got {accepted} accepted")
             _report("duplicate", args.events, seconds, latencies)
+            seconds, accepted = stream_all(address, stream)
+            if accepted != args.streamed:
+                raise SystemExit(f"expected {args.streamed} accepted on the stream, got {accepted}")
+            print(
+                f"{'stream':<10} {args.streamed / seconds:>10,.0f} events/s   "
+                f"({args.streamed:,} events, the table growing to {args.events + args.streamed:,})"
+            )
         finally:
-            handle.stop(0)
+            process.terminate()
+            process.wait(timeout=30)
+        store = FeedbackStore(create_db_engine(db_url))
+        stored = store.count()
+        store.engine.dispose()
+        sent = args.events + args.streamed
+        if stored != sent:
+            raise SystemExit(f"lost events: {stored:,} stored of {sent:,} accepted")
+        print(f"stored     {stored:>10,} events in the database: every accepted event (none lost)")
 
 
 if __name__ == "__main__":

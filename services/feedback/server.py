@@ -1,5 +1,8 @@
 """FeedbackService: validates each event of a batch, stores the valid ones, replies after commit.
 
+Events name products the catalog holds (asked of retrieval, see ``catalog.CatalogCheck``);
+when retrieval cannot be reached they are stored unchecked rather than refused.
+
 Per-event problems never fail the call: the event is REJECTED with a message naming the field
 and the rest of the batch is stored. Only problems with the batch itself (empty, too large)
 fail the call, and then nothing is stored.
@@ -9,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 
@@ -19,16 +22,24 @@ import structlog
 from shopsense.feedback.v1 import feedback_service_pb2 as pb
 from shopsense.feedback.v1 import feedback_service_pb2_grpc as pb_grpc
 
+from services.feedback.catalog import CatalogCheck
 from shared.experiments.attribution import Attribution, AttributionSigner
 from shared.rpc.errors import InvalidArgument, ResourceExhausted, Unavailable
 from shared.rpc.server import ServerHandle, build_server
 from shared.settings import DEV_TOKEN_SECRET, Settings
 from shared.storage.database import create_db_engine
-from shared.storage.feedback import MAX_ID_CHARS, MICROS_PER_UNIT, FeedbackStore, ValidEvent
+from shared.storage.feedback import (
+    MAX_ID_CHARS,
+    MICROS_PER_UNIT,
+    FeedbackEvent,
+    FeedbackStore,
+    ValidEvent,
+)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FeedbackService"].full_name
 MAX_EVENTS_PER_CALL = 10_000
 MAX_FUTURE_SKEW = timedelta(minutes=5)
+DEFAULT_WINDOW = timedelta(days=7)
 # Larger amounts would overflow the 64-bit micros column; no real purchase comes close.
 MAX_AMOUNT = Decimal(1_000_000_000_000)
 
@@ -67,6 +78,13 @@ def _check_text(name: str, value: str, *, required: bool) -> None:
         raise InvalidArgument(f"{name}: must not contain NUL characters")
 
 
+def _duration(value: timedelta) -> str:
+    seconds = value.total_seconds()
+    if seconds % 86400 == 0:
+        return f"{int(seconds // 86400)} days"
+    return f"{seconds:g} s"
+
+
 def _amount_micros(amount: float) -> int:
     if not math.isfinite(amount):
         raise InvalidArgument("amount: must be a finite number")
@@ -87,6 +105,7 @@ def validate_event(
     signer: AttributionSigner,
     now: datetime,
     verified_tokens: dict[str, Attribution] | None = None,
+    window: timedelta = DEFAULT_WINDOW,
 ) -> ValidEvent:
     """The event in storage terms, or InvalidArgument naming the first offending field.
 
@@ -112,6 +131,10 @@ def validate_event(
     occurred_at = ts.ToDatetime(tzinfo=UTC)
     if occurred_at > now + MAX_FUTURE_SKEW:
         raise InvalidArgument("timestamp: more than 5 minutes in the future")
+    if occurred_at < now - window:
+        raise InvalidArgument(
+            f"timestamp: more than {_duration(window)} in the past (the attribution window)"
+        )
 
     if not event.user_id and not event.session_id:
         raise InvalidArgument("user_id: at least one of user_id and session_id is required")
@@ -139,7 +162,7 @@ def validate_event(
     if event.quantity < 0:
         raise InvalidArgument("quantity: must be >= 0")
 
-    request_id = arm = None
+    request_id = arm = experiment = team = None
     if event.attribution_token:
         token = event.attribution_token
         attribution = verified_tokens.get(token) if verified_tokens is not None else None
@@ -147,7 +170,17 @@ def validate_event(
             attribution = signer.decode(token, "attribution_token")
             if verified_tokens is not None:
                 verified_tokens[token] = attribution
+        issued = datetime.fromtimestamp(attribution.issued_at, UTC)
+        if issued > occurred_at + MAX_FUTURE_SKEW:
+            raise InvalidArgument("attribution_token: issued after the event it is attached to")
+        if occurred_at - issued > window:
+            raise InvalidArgument(
+                f"attribution_token: expired (issued more than {_duration(window)} before "
+                "the event)"
+            )
         request_id, arm = attribution.request_id, attribution.arm
+        experiment = attribution.experiment or None
+        team = attribution.team_at(event.position) or None if event.position else None
 
     return ValidEvent(
         event_id=event.event_id,
@@ -160,6 +193,8 @@ def validate_event(
         attribution_token=event.attribution_token or None,
         request_id=request_id,
         arm=arm,
+        experiment=experiment,
+        team=team,
         position=event.position or None,
         amount_micros=amount_micros,
         currency=event.currency or None,
@@ -168,35 +203,54 @@ def validate_event(
 
 
 class FeedbackServicer(pb_grpc.FeedbackServiceServicer):
-    """RecordEvents over a store, a token signer and a clock (all passed in, so tests fake them)."""
+    """The RPCs over a store, a token signer and a clock (all passed in, so tests fake them)."""
 
     def __init__(
-        self, store: FeedbackStore, signer: AttributionSigner, clock: Clock = utc_now
+        self,
+        store: FeedbackStore,
+        signer: AttributionSigner,
+        clock: Clock = utc_now,
+        window: timedelta = DEFAULT_WINDOW,
+        catalog: CatalogCheck | None = None,
     ) -> None:
         self._store = store
         self._signer = signer
         self._clock = clock
+        self._window = window
+        self._catalog = catalog
 
-    def RecordEvents(
-        self, request: pb.RecordEventsRequest, context: grpc.ServicerContext | None
-    ) -> pb.RecordEventsResponse:
-        count = len(request.events)
+    def _record(self, events, field: str = "events") -> tuple[list[pb.EventResult], int, int]:
+        """Check and store a batch; per-event results, accepted and duplicates.
+
+        Returns after the commit. A problem with the batch itself (empty, too large, the
+        database down) raises, and then nothing is stored.
+        """
+        count = len(events)
         if count == 0:
-            raise InvalidArgument("events: at least one event is required")
+            raise InvalidArgument(f"{field}: at least one event is required")
         if count > MAX_EVENTS_PER_CALL:
             raise ResourceExhausted(
-                f"events: {count} events in one call exceeds the limit of "
+                f"{field}: {count} events in one call exceeds the limit of "
                 f"{MAX_EVENTS_PER_CALL}; nothing was stored, split the batch"
             )
-
         now = self._clock()
+        unknown = (
+            self._catalog.unknown({e.product_id for e in events if e.product_id})
+            if self._catalog is not None
+            else None
+        )
         results: list[pb.EventResult] = []
         valid: list[ValidEvent] = []
         valid_positions: list[int] = []
-        verified_tokens: dict[str, Attribution] = {}  # this call only: memory stays bounded
-        for position, event in enumerate(request.events):
+        verified_tokens: dict[str, Attribution] = {}  # this batch only: memory stays bounded
+        for position, event in enumerate(events):
             try:
-                valid.append(validate_event(event, self._signer, now, verified_tokens))
+                checked = validate_event(event, self._signer, now, verified_tokens, self._window)
+                if unknown and checked.product_id in unknown:
+                    raise InvalidArgument(
+                        f"product_id: {checked.product_id!r} is not in the catalog"
+                    )
+                valid.append(checked)
                 valid_positions.append(position)
                 results.append(pb.EventResult(event_id=event.event_id))
             except InvalidArgument as exc:
@@ -207,7 +261,6 @@ class FeedbackServicer(pb_grpc.FeedbackServiceServicer):
                         error=exc.message,
                     )
                 )
-
         try:
             stored = self._store.record(valid)
         except sqlalchemy.exc.OperationalError as exc:
@@ -218,14 +271,85 @@ class FeedbackServicer(pb_grpc.FeedbackServiceServicer):
             results[position].status = (
                 pb.EVENT_STATUS_ACCEPTED if is_new else pb.EVENT_STATUS_DUPLICATE
             )
-
         accepted = sum(stored)
-        duplicates = len(stored) - accepted
-        rejected = count - len(stored)
+        return results, accepted, len(stored) - accepted
+
+    def RecordEvents(
+        self, request: pb.RecordEventsRequest, context: grpc.ServicerContext | None
+    ) -> pb.RecordEventsResponse:
+        results, accepted, duplicates = self._record(request.events)
+        rejected = len(results) - accepted - duplicates
         _log.info("events_recorded", accepted=accepted, duplicates=duplicates, rejected=rejected)
         return pb.RecordEventsResponse(
             results=results, accepted=accepted, duplicates=duplicates, rejected=rejected
         )
+
+    def StreamEvents(
+        self, requests: Iterator[pb.StreamEventsRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.StreamEventsResponse]:
+        totals = [0, 0, 0]
+        for request in requests:
+            field = f"events (chunk {request.sequence})"
+            results, accepted, duplicates = self._record(request.events, field)
+            rejections = [r for r in results if r.status == pb.EVENT_STATUS_REJECTED]
+            for index, value in enumerate((accepted, duplicates, len(rejections))):
+                totals[index] += value
+            yield pb.StreamEventsResponse(
+                sequence=request.sequence,
+                accepted=accepted,
+                duplicates=duplicates,
+                rejected=len(rejections),
+                rejections=rejections,
+            )
+        _log.info(
+            "event_stream_ended", accepted=totals[0], duplicates=totals[1], rejected=totals[2]
+        )
+
+    @staticmethod
+    def _shopper(request: pb.ShopperRequest) -> tuple[str, str]:
+        if not request.user_id and not request.session_id:
+            raise InvalidArgument("user_id: at least one of user_id and session_id is required")
+        _check_text("user_id", request.user_id, required=False)
+        _check_text("session_id", request.session_id, required=False)
+        return request.user_id, request.session_id
+
+    def ExportShopperEvents(
+        self, request: pb.ShopperRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.Event]:
+        user_id, session_id = self._shopper(request)
+        rows = self._store.shopper_events(user_id, session_id)
+        _log.info("shopper_exported", events=len(rows))
+        for row in rows:
+            yield event_message(row)
+
+    def DeleteShopperEvents(
+        self, request: pb.ShopperRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteShopperEventsResponse:
+        user_id, session_id = self._shopper(request)
+        deleted = self._store.delete_shopper(user_id, session_id)
+        _log.info("shopper_deleted", events=deleted)
+        return pb.DeleteShopperEventsResponse(deleted=deleted)
+
+
+_TYPE_ENUMS = {name: value for value, name in _TYPE_NAMES.items()}
+
+
+def event_message(row: FeedbackEvent) -> pb.Event:
+    """A stored event as the client sent it (amounts back in currency units)."""
+    message = pb.Event(
+        event_id=row.event_id,
+        type=_TYPE_ENUMS[row.type],
+        user_id=row.user_id or "",
+        session_id=row.session_id or "",
+        product_id=row.product_id,
+        attribution_token=row.attribution_token or "",
+        position=row.position or 0,
+        amount=float(row.amount) if row.amount is not None else 0.0,
+        currency=row.currency or "",
+        quantity=row.quantity,
+    )
+    message.timestamp.FromDatetime(row.occurred_at)
+    return message
 
 
 def create_server(settings: Settings, store: FeedbackStore | None = None) -> ServerHandle:
@@ -239,7 +363,12 @@ def create_server(settings: Settings, store: FeedbackStore | None = None) -> Ser
     owns_engine = store is None
     if store is None:
         store = FeedbackStore(create_db_engine(settings.feedback_db_url))
-    servicer = FeedbackServicer(store, AttributionSigner(settings.token_secret))
+    servicer = FeedbackServicer(
+        store,
+        AttributionSigner(settings.token_secret),
+        window=timedelta(seconds=settings.attribution_window_s),
+        catalog=CatalogCheck(settings.retrieval_target),
+    )
     handle = build_server(
         "feedback",
         lambda server: pb_grpc.add_FeedbackServiceServicer_to_server(servicer, server),

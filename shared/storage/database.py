@@ -19,6 +19,9 @@ from sqlmodel import SQLModel
 SQLITE_BUSY_TIMEOUT_S = 30.0
 
 
+SQLITE_CACHE_KIB = 65_536
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
@@ -30,6 +33,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        # 64 MiB of page cache per connection instead of 2 MiB: the feedback table's five
+        # B-trees outgrow 2 MiB after some 100,000 events, and then every insert waited on
+        # page reads (21,000 events/s fell to 11,000 by the third 100,000).
+        cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     finally:
         cursor.close()
 

@@ -53,6 +53,7 @@ def settings_for(db_url: str) -> Settings:
         feedback_db_url=db_url,
         token_secret=SECRET,
         grpc_workers=8,
+        retrieval_target="127.0.0.1:9",  # no catalog to ask: events are stored unchecked
     )
 
 

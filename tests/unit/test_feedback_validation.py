@@ -149,10 +149,42 @@ def test_quantity_must_not_be_negative() -> None:
     assert validate_event(make_event(quantity=3), SIGNER, NOW).quantity == 3
 
 
+ISSUED = int((NOW - timedelta(minutes=10)).timestamp())
+
+
 def test_attribution_token_is_decoded() -> None:
-    token = SIGNER.encode(Attribution(request_id="req-7", arm="treatment", issued_at=1))
+    token = SIGNER.encode(Attribution(request_id="req-7", arm="treatment", issued_at=ISSUED))
     valid = validate_event(make_event(attribution_token=token), SIGNER, NOW)
     assert (valid.attribution_token, valid.request_id, valid.arm) == (token, "req-7", "treatment")
+    assert valid.experiment is None and valid.team is None
+
+
+def test_the_token_names_the_experiment_and_the_interleaved_team_of_the_position() -> None:
+    token = SIGNER.encode(
+        Attribution("req-8", "interleaved", {}, ISSUED, "ce-2-vs-1", "abba", offset=20)
+    )
+    valid = validate_event(make_event(attribution_token=token, position=23), SIGNER, NOW)
+    assert (valid.experiment, valid.team) == ("ce-2-vs-1", "b")
+    unplaced = validate_event(make_event(attribution_token=token), SIGNER, NOW)
+    assert (unplaced.experiment, unplaced.team) == ("ce-2-vs-1", None)
+
+
+@pytest.mark.parametrize(
+    ("issued", "occurred", "message"),
+    [
+        (NOW - timedelta(days=8), NOW - timedelta(minutes=1), "attribution_token: expired"),
+        (NOW, NOW - timedelta(hours=1), "attribution_token: issued after the event"),
+        (NOW - timedelta(days=9), NOW - timedelta(days=8), "timestamp: more than 7 days in"),
+    ],
+)
+def test_expired_tokens_and_stale_events_are_rejected(
+    issued: datetime, occurred: datetime, message: str
+) -> None:
+    token = SIGNER.encode(Attribution("req-9", "control", {}, int(issued.timestamp())))
+    event = make_event(attribution_token=token, timestamp=_ts(occurred))
+    assert rejection(event).startswith(message)
+    if "after" not in message:  # a store with a longer window takes the late event
+        assert validate_event(event, SIGNER, NOW, window=timedelta(days=30)).request_id == "req-9"
 
 
 def test_forged_token_is_rejected_with_the_signers_message() -> None:
@@ -163,7 +195,7 @@ def test_forged_token_is_rejected_with_the_signers_message() -> None:
 
 
 def test_altered_token_is_rejected() -> None:
-    token = SIGNER.encode(Attribution(request_id="req-7", arm="control", issued_at=1))
+    token = SIGNER.encode(Attribution(request_id="req-7", arm="control", issued_at=ISSUED))
     head, payload, signature = token.split(".")
     flipped = payload[:-1] + ("A" if payload[-1] != "A" else "B")
     altered = f"{head}.{flipped}.{signature}"
