@@ -121,10 +121,14 @@ def _report(label: str, events: int, seconds: float, latencies: list[float]) -> 
     )
 
 
-def start_service(db_url: str, secret: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_service(
+    db_url: str, secret: str, log: Path, address: str = ""
+) -> tuple[subprocess.Popen[bytes], str]:
     """``python -m services.feedback`` in its own process, as it runs in production (a
-    client in the same process would share its interpreter lock); its address once SERVING."""
-    address = f"127.0.0.1:{free_port()}"
+    client in the same process would share its interpreter lock), on ``address`` (default:
+    a free port); the process and its address once SERVING. Its log is appended to ``log``.
+    """
+    address = address or f"127.0.0.1:{free_port()}"
     env = {
         **os.environ,
         "SHOPSENSE_FEEDBACK_LISTEN": address,

@@ -10,7 +10,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -23,6 +22,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from shopsense.feedback.v1 import feedback_service_pb2 as pb
 from shopsense.feedback.v1 import feedback_service_pb2_grpc as pb_grpc
 
+from services.feedback.bench import start_service
 from services.feedback.server import create_server
 from services.retrieval.server import create_server as create_retrieval
 from shared.cli.catalog import upsert_products
@@ -130,21 +130,7 @@ def test_a_shoppers_events_are_exported_and_deleted_on_request(server: str) -> N
 
 
 def _start_process(address: str, db: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "SHOPSENSE_FEEDBACK_LISTEN": address,
-        "SHOPSENSE_FEEDBACK_DB_URL": f"sqlite:///{db}",
-        "SHOPSENSE_TOKEN_SECRET": SECRET,
-        "SHOPSENSE_RETRIEVAL_TARGET": "127.0.0.1:9",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.feedback"],
-        env=env,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-    )
-    wait_until(lambda: is_serving(address), "feedback SERVING", timeout=60)
-    return process
+    return start_service(f"sqlite:///{db}", SECRET, log, address)[0]
 
 
 def _stored_ids(db: Path) -> set[str]:
