@@ -170,8 +170,16 @@ def test_tokens_carry_the_experiment_and_the_interleaved_teams() -> None:
     assert plain.experiment == "" and plain.teams == "" and plain.team_at(1) == ""
 
 
-def test_the_store_keeps_one_running_experiment_and_immutable_definitions(tmp_path) -> None:
-    store = ExperimentStore(create_db_engine(f"sqlite:///{tmp_path / 'registry.db'}"))
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_store_keeps_one_running_experiment_and_immutable_definitions(
+    backend: str, tmp_path, request: pytest.FixtureRequest
+) -> None:
+    url = (
+        f"sqlite:///{tmp_path / 'registry.db'}"
+        if backend == "sqlite"
+        else str(request.getfixturevalue("postgres_url"))
+    )
+    store = ExperimentStore(create_db_engine(url))
     first = validate(_experiment())
     row, created = store.create(first)
     assert created and row.experiment_state == ExperimentState.DRAFT
@@ -195,8 +203,8 @@ def test_the_store_keeps_one_running_experiment_and_immutable_definitions(tmp_pa
         store.get("nope")
     assert [r.name for r in store.list()] == ["ce-v3", "ce-v2"]
     assert store.start("ce-v3").experiment_state == ExperimentState.RUNNING
-    # A second process on the same file sees the same state.
-    again = ExperimentStore(create_db_engine(f"sqlite:///{tmp_path / 'registry.db'}"))
+    # A second engine on the same database sees the same state.
+    again = ExperimentStore(create_db_engine(url))
     assert again.running().experiment == second
 
 

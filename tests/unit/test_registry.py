@@ -31,9 +31,14 @@ pytestmark = pytest.mark.unit
 MODEL = "cross_encoder"
 
 
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[ModelRegistry]:
-    reg = ModelRegistry(create_db_engine(f"sqlite:///{tmp_path / 'registry.db'}"))
+@pytest.fixture(params=["sqlite", "postgresql"])
+def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ModelRegistry]:
+    """The registry on a SQLite file, and on PostgreSQL (the production backend)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'registry.db'}"
+    else:
+        url = str(request.getfixturevalue("postgres_url"))
+    reg = ModelRegistry(create_db_engine(url))
     yield reg
     reg.engine.dispose()
 
