@@ -9,18 +9,23 @@ starts, through the same checks.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+import sqlalchemy
 import structlog
 from shopsense.experiments.v1 import experiment_service_pb2 as pb
 from shopsense.experiments.v1 import experiment_service_pb2_grpc as pb_grpc
 
 from shared.experiments.assignment import Experiment, read_file, validate
-from shared.experiments.proto import STATES, from_proto, row_to_proto
+from shared.experiments.proto import STATES, from_proto, report_message, row_to_proto
+from shared.experiments.report import MIN_SHOPPERS, build_report
 from shared.rpc.errors import FailedPrecondition, InvalidArgument, NotFound
+from shared.storage.database import create_db_engine
 from shared.storage.experiments import ExperimentState, ExperimentStore
+from shared.storage.feedback import FeedbackStore
 from shared.storage.registry import ModelRegistry
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExperimentService"].full_name
@@ -71,11 +76,33 @@ class ExperimentServicer(pb_grpc.ExperimentServiceServicer):
         registry: ModelRegistry,
         load_versions: LoadVersions,
         index_version: IndexVersion,
+        feedback_url: str = "",
     ) -> None:
         self._store = store
         self._registry = registry
         self._load = load_versions
         self._index_version = index_version
+        # Reports read the feedback store (the same database in production, another file
+        # by default), opened at the first report so that a trainer never touches it
+        # otherwise.
+        self._feedback_url = feedback_url
+        self._feedback: sqlalchemy.Engine | None = None
+        self._feedback_lock = threading.Lock()
+
+    def _feedback_engine(self) -> sqlalchemy.Engine:
+        if not self._feedback_url:
+            raise FailedPrecondition("feedback: no feedback database is configured")
+        with self._feedback_lock:
+            if self._feedback is None:
+                self._feedback = FeedbackStore(create_db_engine(self._feedback_url)).engine
+            return self._feedback
+
+    def close(self) -> None:
+        """Release the feedback database, if a report opened it."""
+        with self._feedback_lock:
+            if self._feedback is not None:
+                self._feedback.dispose()
+                self._feedback = None
 
     def create(self, experiment: Experiment, field_name: str = "experiment") -> Experiment:
         experiment = validate(experiment, field_name)
@@ -150,6 +177,17 @@ class ExperimentServicer(pb_grpc.ExperimentServiceServicer):
     ) -> pb.StartExperimentResponse:
         self.start(request.name)
         return pb.StartExperimentResponse(experiment=row_to_proto(self._store.get(request.name)))
+
+    def GetExperimentReport(
+        self, request: pb.GetExperimentReportRequest, context: grpc.ServicerContext
+    ) -> pb.GetExperimentReportResponse:
+        if request.min_shoppers < 0:
+            raise InvalidArgument("min_shoppers: must be >= 0")
+        row = self._store.get(request.name)
+        report = build_report(
+            self._feedback_engine(), row.experiment, request.min_shoppers or MIN_SHOPPERS
+        )
+        return report_message(report, row_to_proto(row))
 
     def StopExperiment(
         self, request: pb.StopExperimentRequest, context: grpc.ServicerContext

@@ -712,6 +712,7 @@ def create_server(
         registry,
         publisher.load_alongside,
         catalog_index_version(settings.retrieval_target),
+        feedback_url=settings.feedback_db_url,
     )
     if settings.experiments_file:
         try:
@@ -739,6 +740,7 @@ def create_server(
         handle.on_stop(runner.close)
     if owns_engine:
         handle.on_stop(registry.engine.dispose)
+    handle.on_stop(experiments.close)
     _reconcile_in_background(handle, publisher)
     handle.mark_serving()
     return handle

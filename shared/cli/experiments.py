@@ -55,6 +55,72 @@ def table(experiments: list[pb.Experiment]) -> Table:
     return out
 
 
+def report_table(reply: pb.GetExperimentReportResponse) -> Table:
+    """Per arm and metric: the value with its 95% interval, and the difference."""
+    out = Table(title=f"experiment {reply.experiment.name}")
+    for column in (
+        "arm",
+        "shoppers",
+        "searches",
+        "impressions",
+        "clicks",
+        "metric",
+        "value [95% CI]",
+        "vs first arm",
+        "p",
+    ):
+        out.add_column(column)
+    for arm in reply.arms:
+        for number, metric in enumerate(arm.metrics):
+            e, d = metric.estimate, metric.difference
+            first = number == 0
+            out.add_row(
+                arm.arm if first else "",
+                str(arm.shoppers) if first else "",
+                str(arm.searches) if first else "",
+                str(arm.impressions) if first else "",
+                str(arm.clicks) if first else "",
+                metric.name,
+                f"{e.value:.4g} [{e.low:.4g}, {e.high:.4g}]",
+                f"{d.value:+.4g} [{d.low:+.4g}, {d.high:+.4g}] ({metric.relative_difference:+.1%})"
+                if metric.HasField("difference")
+                else "",
+                f"{metric.p_value:.3g}" if metric.HasField("difference") else "",
+            )
+    return out
+
+
+def write_chart(reply: pb.GetExperimentReportResponse, path: Path) -> Path:
+    """A PNG: one panel a metric, each arm's value with its 95% interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [m.name for m in reply.arms[0].metrics] if reply.arms else []
+    figure, axes = plt.subplots(1, max(1, len(names)), figsize=(4 * max(1, len(names)), 3.5))
+    axes = list(axes) if len(names) > 1 else [axes]
+    for axis, index in zip(axes, range(len(names)), strict=False):
+        arms = [a.arm for a in reply.arms]
+        values = [a.metrics[index].estimate for a in reply.arms]
+        axis.bar(arms, [v.value for v in values], color="#8fb3d9")
+        axis.errorbar(
+            arms,
+            [v.value for v in values],
+            yerr=[[v.value - v.low for v in values], [v.high - v.value for v in values]],
+            fmt="none",
+            ecolor="black",
+            capsize=6,
+        )
+        axis.set_title(names[index])
+    figure.suptitle(f"{reply.experiment.name}: {reply.verdict}", fontsize=9)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
 def cmd_experiments(args: argparse.Namespace, console: Console) -> int:
     stub = pb_grpc.ExperimentServiceStub(
         open_channel(args.target or load_settings().trainer_target)
@@ -79,6 +145,26 @@ def cmd_experiments(args: argparse.Namespace, console: Console) -> int:
         elif args.experiments_command == "start":
             stub.StartExperiment(pb.StartExperimentRequest(name=args.name), timeout=300)
             console.print(f"{args.name}: running")
+        elif args.experiments_command == "report":
+            reply = stub.GetExperimentReport(
+                pb.GetExperimentReportRequest(name=args.name, min_shoppers=args.min_shoppers),
+                timeout=120,
+            )
+            console.print(report_table(reply))
+            if reply.HasField("interleaving"):
+                il = reply.interleaving
+                wins = ", ".join(f"{arm} {count}" for arm, count in il.wins.items())
+                console.print(
+                    f"interleaving: searches won {wins}, ties {il.ties}; preference share "
+                    f"{il.preference_share:.3f}, p = {il.p_value:.3g}"
+                )
+            console.print(
+                f"sample ratio mismatch: p = {reply.srm_p_value:.3g}"
+                f"{' [red]MISMATCH[/red]' if reply.sample_ratio_mismatch else ''}"
+            )
+            console.print(f"verdict: [bold]{reply.verdict}[/bold]")
+            if args.png:
+                console.print(f"chart: {write_chart(reply, Path(args.png))}")
         elif args.experiments_command == "stop":
             reply = stub.StopExperiment(
                 pb.StopExperimentRequest(name=args.name, reason=args.reason or "by hand"),
@@ -106,6 +192,10 @@ def add_parser(sub: argparse._SubParsersAction, console: Console) -> None:
     listing.add_argument("--state", choices=["draft", "running", "stopped"])
     start = esub.add_parser("start", help="start a DRAFT experiment")
     start.add_argument("name")
+    report = esub.add_parser("report", help="per-arm rates with intervals, p-values, verdict")
+    report.add_argument("name")
+    report.add_argument("--min-shoppers", type=int, default=0, help="default 100")
+    report.add_argument("--png", help="also write a chart here")
     stop = esub.add_parser("stop", help="stop the running experiment")
     stop.add_argument("name")
     stop.add_argument("--reason")

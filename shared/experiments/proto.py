@@ -12,6 +12,8 @@ from shared.experiments.assignment import (
     Experiment,
     Pipeline,
 )
+from shared.experiments.report import Report
+from shared.experiments.stats import Estimate
 from shared.rpc.convert import timestamp_or_none
 from shared.rpc.errors import InvalidArgument
 from shared.storage.experiments import ExperimentRow
@@ -100,4 +102,44 @@ def row_to_proto(row: ExperimentRow) -> pb.Experiment:
         stamp = timestamp_or_none(getattr(row, name))
         if stamp is not None:
             getattr(message, name).CopyFrom(stamp)
+    return message
+
+
+def _interval(estimate: Estimate) -> pb.Interval:
+    return pb.Interval(value=estimate.value, low=estimate.low, high=estimate.high)
+
+
+def report_message(report: Report, experiment: pb.Experiment) -> pb.GetExperimentReportResponse:
+    """A report as the RPC answers it (nan stays nan: the figure is undefined)."""
+    message = pb.GetExperimentReportResponse(
+        experiment=experiment,
+        srm_p_value=report.srm_p_value,
+        sample_ratio_mismatch=report.sample_ratio_mismatch,
+        verdict=report.verdict,
+    )
+    for arm in report.arms:
+        arm_message = message.arms.add(
+            arm=arm.arm,
+            shoppers=arm.shoppers,
+            searches=arm.searches,
+            impressions=arm.impressions,
+            clicks=arm.clicks,
+        )
+        for metric in arm.metrics:
+            metric_message = arm_message.metrics.add(
+                name=metric.name, estimate=_interval(metric.estimate)
+            )
+            if metric.comparison is not None:
+                metric_message.difference.CopyFrom(_interval(metric.comparison.difference))
+                metric_message.relative_difference = metric.comparison.relative
+                metric_message.p_value = metric.comparison.p_value
+    if report.interleaving is not None:
+        message.interleaving.CopyFrom(
+            pb.InterleavingReport(
+                wins=report.interleaving.wins,
+                ties=report.interleaving.ties,
+                preference_share=report.interleaving.preference_share,
+                p_value=report.interleaving.p_value,
+            )
+        )
     return message

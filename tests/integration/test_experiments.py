@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -39,6 +40,7 @@ from shared.rpc.errors import NotFound
 from shared.rpc.server import ServerHandle
 from shared.settings import Settings
 from shared.storage.database import create_db_engine
+from shared.storage.feedback import FeedbackStore, ValidEvent
 from shared.storage.registry import ModelRegistry
 from tests.support import export_untrained, wait_until
 
@@ -98,6 +100,7 @@ def stack(exported_model_repository: Path, tmp_path_factory: pytest.TempPathFact
         state_dir=tmp,
         catalog_db=tmp / "catalog.db",
         registry_db_url=registry_url,
+        feedback_db_url=f"sqlite:///{tmp / 'feedback.db'}",
         training_dir=tmp / "training",
         triton_models=repository,
         triton_url=triton.grpc_url,
@@ -354,3 +357,61 @@ pipeline = { rerank_depth = 10 }
     )
     with pytest.raises(NotFound, match=r"bad.toml: experiment\[0\].arms\[1\].models.cross_encoder"):
         create_trainer(dataclasses.replace(settings, experiments_file=str(bad)))
+
+
+def test_the_report_reads_the_experiments_feedback_through_rpc_and_cli(
+    stack: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    stub = stack.experiments()
+    stub.CreateExperiment(epb.CreateExperimentRequest(experiment=_ab("report-me")), timeout=10)
+    # What the feedback service stores for the experiment's tokens: treatment shoppers
+    # click twice as often.
+    now = datetime.now(UTC)
+    events, n = [], 0
+    for arm, clicks in (("control", 1), ("treatment", 2)):
+        for s in range(150):
+            for kind, count in (("impression", 10), ("click", clicks)):
+                for _ in range(count):
+                    n += 1
+                    events.append(
+                        ValidEvent(
+                            f"ev-{n}",
+                            kind,
+                            now,
+                            now,
+                            f"p{n % 40}",
+                            user_id=f"{arm}-{s}",
+                            request_id=f"{arm}-{s}-r",
+                            arm=arm,
+                            experiment="report-me",
+                        )
+                    )
+    feedback = FeedbackStore(create_db_engine(stack.settings.feedback_db_url))
+    feedback.record(events)
+    feedback.engine.dispose()
+
+    reply = stub.GetExperimentReport(epb.GetExperimentReportRequest(name="report-me"), timeout=30)
+    control, treatment = reply.arms
+    assert (control.shoppers, control.impressions, control.clicks) == (150, 1500, 150)
+    ctr = treatment.metrics[0]
+    assert ctr.name == "ctr" and ctr.estimate.value == pytest.approx(0.2)
+    assert ctr.difference.value == pytest.approx(0.1) and ctr.p_value < 1e-6
+    assert not control.metrics[0].HasField("difference")
+    assert reply.srm_p_value == pytest.approx(1.0) and not reply.sample_ratio_mismatch
+    assert reply.verdict.startswith("treatment: ctr higher")
+    few = stub.GetExperimentReport(
+        epb.GetExperimentReportRequest(name="report-me", min_shoppers=1000), timeout=30
+    )
+    assert few.verdict.startswith("no verdict: arm control has 150 shoppers")
+    for name, code in (("nope", grpc.StatusCode.NOT_FOUND),):
+        with pytest.raises(grpc.RpcError) as missing:
+            stub.GetExperimentReport(epb.GetExperimentReportRequest(name=name), timeout=10)
+        assert missing.value.code() == code
+
+    monkeypatch.setattr(console, "width", 220)
+    chart = tmp_path / "report.png"
+    cli = ["experiments", "--target", stack.trainer.address]
+    assert main([*cli, "report", "report-me", "--png", str(chart)]) == 0
+    printed = capsys.readouterr().out
+    assert "verdict: treatment: ctr higher" in printed and "0.2 [" in printed
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
