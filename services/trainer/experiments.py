@@ -69,6 +69,10 @@ def check_pins(
                     )
 
 
+def _cannot_publish(model: str, version: int) -> None:
+    raise FailedPrecondition(f"{model}: this trainer cannot publish versions")
+
+
 class ExperimentServicer(pb_grpc.ExperimentServiceServicer):
     def __init__(
         self,
@@ -77,10 +81,12 @@ class ExperimentServicer(pb_grpc.ExperimentServiceServicer):
         load_versions: LoadVersions,
         index_version: IndexVersion,
         feedback_url: str = "",
+        publish: Callable[[str, int], object] | None = None,
     ) -> None:
         self._store = store
         self._registry = registry
         self._load = load_versions
+        self._publish = publish or _cannot_publish
         self._index_version = index_version
         # Reports read the feedback store (the same database in production, another file
         # by default), opened at the first report so that a trainer never touches it
@@ -188,6 +194,39 @@ class ExperimentServicer(pb_grpc.ExperimentServiceServicer):
             self._feedback_engine(), row.experiment, request.min_shoppers or MIN_SHOPPERS
         )
         return report_message(report, row_to_proto(row))
+
+    def PromoteArm(
+        self, request: pb.PromoteArmRequest, context: grpc.ServicerContext
+    ) -> pb.PromoteArmResponse:
+        row = self._store.get(request.name)
+        if row.experiment_state == ExperimentState.DRAFT:
+            raise FailedPrecondition(f"name: experiment {request.name!r} never ran")
+        try:
+            arm = row.experiment.arm(request.arm)
+        except KeyError:
+            names = ", ".join(a.name for a in row.experiment.arms)
+            raise NotFound(f"arm: no arm {request.arm!r} in {request.name!r} ({names})") from None
+        serving: dict[str, str] = {}
+        for model, version in sorted(arm.models.items()):
+            if version:
+                self._publish(model, int(version))
+                serving[model] = version
+        if row.experiment_state == ExperimentState.RUNNING:
+            self._store.stop(request.name, f"promoted arm {arm.name}")
+        p = arm.pipeline
+        settings = [
+            f"SHOPSENSE_RERANK_DEPTH={p.rerank_depth}" if p.rerank_depth > 0 else "",
+            "rerank depth -1 (features only)" if p.rerank_depth < 0 else "",
+            f"fusion weights lexical {p.lexical_weight:g}, dense {p.dense_weight:g}"
+            if p.fusion_weights
+            else "",
+        ]
+        wanted = [s for s in settings if s]
+        note = f"pipeline settings to apply by hand: {'; '.join(wanted)}" if wanted else ""
+        _log.info("arm_promoted", name=request.name, arm=arm.name, serving=serving)
+        return pb.PromoteArmResponse(
+            experiment=row_to_proto(self._store.get(request.name)), serving=serving, note=note
+        )
 
     def StopExperiment(
         self, request: pb.StopExperimentRequest, context: grpc.ServicerContext

@@ -713,6 +713,7 @@ def create_server(
         publisher.load_alongside,
         catalog_index_version(settings.retrieval_target),
         feedback_url=settings.feedback_db_url,
+        publish=publisher.publish,
     )
     if settings.experiments_file:
         try:

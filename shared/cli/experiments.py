@@ -165,6 +165,12 @@ def cmd_experiments(args: argparse.Namespace, console: Console) -> int:
             console.print(f"verdict: [bold]{reply.verdict}[/bold]")
             if args.png:
                 console.print(f"chart: {write_chart(reply, Path(args.png))}")
+        elif args.experiments_command == "promote":
+            reply = stub.PromoteArm(pb.PromoteArmRequest(name=args.name, arm=args.arm), timeout=300)
+            serving = ", ".join(f"{m} {v}" for m, v in sorted(reply.serving.items())) or "none"
+            console.print(f"{args.name}: arm {args.arm} promoted (serving now: {serving})")
+            if reply.note:
+                console.print(reply.note)
         elif args.experiments_command == "stop":
             reply = stub.StopExperiment(
                 pb.StopExperimentRequest(name=args.name, reason=args.reason or "by hand"),
@@ -196,6 +202,11 @@ def add_parser(sub: argparse._SubParsersAction, console: Console) -> None:
     report.add_argument("name")
     report.add_argument("--min-shoppers", type=int, default=0, help="default 100")
     report.add_argument("--png", help="also write a chart here")
+    promote = esub.add_parser(
+        "promote", help="serve an arm's pinned versions and stop the experiment"
+    )
+    promote.add_argument("name")
+    promote.add_argument("arm")
     stop = esub.add_parser("stop", help="stop the running experiment")
     stop.add_argument("name")
     stop.add_argument("--reason")

@@ -415,3 +415,50 @@ def test_the_report_reads_the_experiments_feedback_through_rpc_and_cli(
     printed = capsys.readouterr().out
     assert "verdict: treatment: ctr higher" in printed and "0.2 [" in printed
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_promoting_an_arm_serves_its_versions_and_a_rollback_undoes_it(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from shopsense.trainer.v1 import trainer_service_pb2 as tpb
+    from shopsense.trainer.v1 import trainer_service_pb2_grpc as tpb_grpc
+
+    stub = stack.experiments()
+    for experiment in stub.ListExperiments(
+        epb.ListExperimentsRequest(state=epb.EXPERIMENT_STATE_RUNNING), timeout=10
+    ).experiments:
+        stub.StopExperiment(epb.StopExperimentRequest(name=experiment.name), timeout=10)
+    stub.CreateExperiment(
+        epb.CreateExperimentRequest(experiment=_ab("promote-me", cross_encoder="2")), timeout=10
+    )
+    with pytest.raises(grpc.RpcError) as draft:
+        stub.PromoteArm(epb.PromoteArmRequest(name="promote-me", arm="treatment"), timeout=10)
+    assert draft.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    stub.StartExperiment(epb.StartExperimentRequest(name="promote-me"), timeout=120)
+    with pytest.raises(grpc.RpcError) as no_arm:
+        stub.PromoteArm(epb.PromoteArmRequest(name="promote-me", arm="winner"), timeout=10)
+    assert no_arm.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "arm: no arm 'winner'" in no_arm.value.details()
+
+    cli = ["experiments", "--target", stack.trainer.address]
+    assert main([*cli, "promote", "promote-me", "treatment"]) == 0
+    printed = capsys.readouterr().out
+    assert "serving now: cross_encoder 2" in printed and "SHOPSENSE_RERANK_DEPTH=20" in printed
+    got = stub.GetExperiment(epb.GetExperimentRequest(name="promote-me"), timeout=10).experiment
+    assert got.state == epb.EXPERIMENT_STATE_STOPPED and got.stop_reason == "promoted arm treatment"
+    trainer = tpb_grpc.TrainerServiceStub(grpc.insecure_channel(stack.trainer.address))
+    listed = trainer.ListModelVersions(tpb.ListModelVersionsRequest(model="cross_encoder"))
+    assert listed.serving_version == 2
+    wait_until(
+        lambda: stack.search("anyone").model_versions.ranking.startswith("cross_encoder/2"),
+        "the gateway serves the promoted version",
+        30,
+    )
+    # A promotion is a publish: the registry's rollback undoes it.
+    trainer.RollbackVersion(tpb.RollbackVersionRequest(model="cross_encoder"), timeout=120)
+    assert (
+        trainer.ListModelVersions(
+            tpb.ListModelVersionsRequest(model="cross_encoder")
+        ).serving_version
+        == 1
+    )

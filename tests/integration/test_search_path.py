@@ -22,7 +22,7 @@ from services.gateway.server import create_server as create_gateway
 from services.intent.server import create_server as create_intent
 from services.ranking.server import create_server as create_ranking
 from services.retrieval.server import create_server as create_retrieval
-from shared.cli.catalog import upsert_products
+from shared.cli.catalog import upsert_products, wait_for_intent
 from shared.cli.suite import is_serving
 from shared.data.synthetic import generate_store
 from shared.experiments.attribution import AttributionSigner
@@ -96,6 +96,9 @@ def stack(triton_server, tokenizer, tmp_path_factory) -> Iterator[Stack]:
         store = generate_store(n_products=400, n_queries=20, seed=3)
         reply = upsert_products(retrieval.address, store.products, progress=False)
         assert [r.error for r in reply.results if r.error] == []
+        # Intent's prototypes follow the catalog on a timer: until they do, two searches a
+        # moment apart could be boosted by two generations (pages then overlap).
+        wait_for_intent(intent.address, retrieval.address)
         yield Stack(settings, retrieval, ranking, intent, gateway, store.products)
     finally:
         for h in reversed(handles):
