@@ -297,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
 
     add_experiments_parser(sub, console)
 
+    from shared.cli.simulate import add_parser as add_simulate_parser
+
+    add_simulate_parser(sub, console)
+
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -462,3 +462,58 @@ def test_promoting_an_arm_serves_its_versions_and_a_rollback_undoes_it(
         ).serving_version
         == 1
     )
+
+
+def test_simulated_shoppers_drive_the_suite_and_the_report_finds_the_reversed_arm(
+    stack: Stack,
+) -> None:
+    from services.feedback.server import create_server as create_feedback
+    from shared.simulation.shoppers import ShopperSimulator
+
+    stub = stack.experiments()
+    for experiment in stub.ListExperiments(
+        epb.ListExperimentsRequest(state=epb.EXPERIMENT_STATE_RUNNING), timeout=10
+    ).experiments:
+        stub.StopExperiment(epb.StopExperimentRequest(name=experiment.name), timeout=10)
+    definition = epb.Experiment(
+        name="sim-reversed",
+        arms=[
+            epb.Arm(name="control", share=0.5),
+            epb.Arm(
+                name="reversed", share=0.5, pipeline=epb.PipelineSettings(reverse_ranking=True)
+            ),
+        ],
+    )
+    stub.CreateExperiment(epb.CreateExperimentRequest(experiment=definition), timeout=10)
+    stub.StartExperiment(epb.StartExperimentRequest(name="sim-reversed"), timeout=60)
+    wait_until(
+        lambda: _arm_of(stack, "probe")[1].experiment == "sim-reversed", "gateway sees it", 30
+    )
+    feedback = create_feedback(dataclasses.replace(stack.settings, feedback_listen=ANY))
+    try:
+        wait_until(lambda: is_serving(feedback.address), "feedback SERVING")
+        simulator = ShopperSimulator(
+            STORE.to_dataset(), stack.gateway.address, feedback.address, seed=3
+        )
+        summary = simulator.run(shoppers=60, searches_each=2)
+        assert summary.events_rejected == 0, summary.rejections
+        assert summary.events_accepted == summary.events_sent > 0
+        control, reversed_ = summary.arms["control"], summary.arms["reversed"]
+        assert control.searches + reversed_.searches == 120
+        # Position bias and hidden relevance: the reversed arm shows its worst first.
+        assert control.clicks / control.impressions > 2 * reversed_.clicks / reversed_.impressions
+        # Seeded: the same shoppers again make the same events, which are all duplicates.
+        again = ShopperSimulator(
+            STORE.to_dataset(), stack.gateway.address, feedback.address, seed=3
+        ).run(shoppers=60, searches_each=2)
+        assert again.events_duplicate == summary.events_sent and again.events_accepted == 0
+    finally:
+        feedback.stop(0.5)
+    reply = stub.GetExperimentReport(
+        epb.GetExperimentReportRequest(name="sim-reversed", min_shoppers=20), timeout=30
+    )
+    by_arm = {a.arm: a for a in reply.arms}
+    assert by_arm["control"].clicks == control.clicks  # the suite counted what was sent
+    assert by_arm["reversed"].impressions == reversed_.impressions
+    assert "reversed: ctr lower" in reply.verdict
+    stub.StopExperiment(epb.StopExperimentRequest(name="sim-reversed"), timeout=10)

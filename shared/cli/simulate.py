@@ -1,0 +1,81 @@
+"""`shopsense simulate`: seeded simulated shoppers against the running suite."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import grpc
+from rich.console import Console
+from rich.table import Table
+
+from shared.paths import state_dir
+from shared.settings import load as load_settings
+
+DEMO_STORE = "demo-store-20000-s7"
+
+
+def cmd_simulate(args: argparse.Namespace, console: Console) -> int:
+    from shared.data.wands import load_wands
+    from shared.simulation.shoppers import ShopperSimulator
+
+    settings = load_settings()
+    folder = Path(args.data) if args.data else state_dir() / DEMO_STORE
+    if not (folder / "label.csv").is_file():
+        console.print(f"[red]INVALID_ARGUMENT[/red]: --data: {folder} has no label.csv")
+        return 1
+    simulator = ShopperSimulator(
+        load_wands(folder),
+        args.gateway or settings.gateway_target,
+        args.feedback or settings.feedback_target,
+        seed=args.seed,
+    )
+    try:
+        summary = simulator.run(args.shoppers, args.searches)
+    except grpc.RpcError as exc:
+        console.print(f"[red]{exc.code().name}[/red]: {exc.details()}")
+        return 1
+    table = Table(title=f"{args.shoppers} simulated shoppers, seed {args.seed} (SYNTHETIC)")
+    for column in (
+        "arm",
+        "searches",
+        "impressions",
+        "clicks",
+        "CTR",
+        "carts",
+        "purchases",
+        "revenue",
+    ):
+        table.add_column(column)
+    for arm, c in sorted(summary.arms.items()):
+        ctr = c.clicks / c.impressions if c.impressions else 0.0
+        table.add_row(
+            arm,
+            str(c.searches),
+            str(c.impressions),
+            str(c.clicks),
+            f"{ctr:.3f}",
+            str(c.carts),
+            str(c.purchases),
+            f"{c.revenue:,.2f}",
+        )
+    console.print(table)
+    console.print(
+        f"events sent {summary.events_sent}: accepted {summary.events_accepted}, "
+        f"duplicates {summary.events_duplicate}, rejected {summary.events_rejected}"
+        + (f" {dict(summary.rejections)}" if summary.rejections else "")
+    )
+    return 0 if summary.events_rejected == 0 else 1
+
+
+def add_parser(sub: argparse._SubParsersAction, console: Console) -> None:
+    simulate = sub.add_parser(
+        "simulate", help="seeded simulated shoppers search and send feedback through the suite"
+    )
+    simulate.add_argument("--shoppers", type=int, default=100)
+    simulate.add_argument("--searches", type=int, default=2, help="searches per shopper")
+    simulate.add_argument("--seed", type=int, default=1)
+    simulate.add_argument("--data", help=f"a WANDS folder with labels (default var/{DEMO_STORE})")
+    simulate.add_argument("--gateway", help="default SHOPSENSE_GATEWAY_TARGET")
+    simulate.add_argument("--feedback", help="default SHOPSENSE_FEEDBACK_TARGET")
+    simulate.set_defaults(func=lambda args: cmd_simulate(args, console))
