@@ -20,7 +20,7 @@ from shopsense.experiments.v1 import experiment_service_pb2 as pb
 from shopsense.experiments.v1 import experiment_service_pb2_grpc as pb_grpc
 
 from shared.experiments.assignment import Experiment, read_file, validate
-from shared.experiments.proto import STATES, from_proto, report_message, row_to_proto
+from shared.experiments.proto import STATE_NAMES, from_proto, report_message, row_to_proto
 from shared.experiments.report import MIN_SHOPPERS, build_report
 from shared.rpc.errors import FailedPrecondition, InvalidArgument, NotFound
 from shared.storage.database import create_db_engine
@@ -29,7 +29,6 @@ from shared.storage.feedback import FeedbackStore
 from shared.storage.registry import ModelRegistry
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExperimentService"].full_name
-_STATE_NAMES = {value: ExperimentState(name) for name, value in STATES.items()}
 _log = structlog.get_logger("shopsense.trainer.experiments")
 
 # What the servicer needs from the publisher: load versions of a model on Triton next to
@@ -171,8 +170,8 @@ class ExperimentServicer(pb_grpc.ExperimentServiceServicer):
     ) -> pb.ListExperimentsResponse:
         if request.state == pb.EXPERIMENT_STATE_UNSPECIFIED:
             state = None
-        elif request.state in _STATE_NAMES:
-            state = _STATE_NAMES[request.state]
+        elif request.state in STATE_NAMES:
+            state = ExperimentState(STATE_NAMES[request.state])
         else:
             raise InvalidArgument(f"state: unknown experiment state {request.state}")
         rows = self._store.list(state)

@@ -267,17 +267,7 @@ class ModelPublisher:
             current = self._registry.serving_version(model)
             if current is not None and current.version == version:
                 return PublishOutcome(target, None, note=f"version {version} already serves")
-            folder = self._repository / model / str(version)
-            installed_now = False
-            if not folder.is_dir():
-                export_dir = Path(target.export_dir)
-                if not target.export_dir or not export_dir.is_dir():
-                    raise FailedPrecondition(
-                        f"version: the export of {model} version {version} is gone "
-                        f"({target.export_dir or 'no folder recorded'}); retrain it"
-                    )
-                triton.install_version(self._repository, model, version, export_dir)
-                installed_now = True
+            installed_now = self._install(model, version, target)
             try:
                 loaded = triton.loaded_versions(self._triton_url, model)
             except Exception as exc:
@@ -327,6 +317,23 @@ class ModelPublisher:
                     notes.append(f"the previous version is still loaded: {exc}")
             return PublishOutcome(serving, previous, reindex_started, "; ".join(notes))
 
+    def _install(self, model: str, version: int, row: ModelVersion | None = None) -> bool:
+        """Put the version's folder into the repository from its export unless it is there;
+        True when installed now. FailedPrecondition when the export is gone."""
+        from shared.models import publish as triton
+
+        if (self._repository / model / str(version)).is_dir():
+            return False
+        row = row or self._registry.get_version(model, version)
+        export_dir = Path(row.export_dir)
+        if not row.export_dir or not export_dir.is_dir():
+            raise FailedPrecondition(
+                f"version: the export of {model} version {version} is gone "
+                f"({row.export_dir or 'no folder recorded'}); retrain it"
+            )
+        triton.install_version(self._repository, model, version, export_dir)
+        return True
+
     def _undo_install(self, model: str, version: int, installed_now: bool) -> None:
         if not installed_now:
             return
@@ -359,17 +366,7 @@ class ModelPublisher:
         from shared.models import publish as triton
 
         with self._locks[model]:
-            installed: list[int] = []
-            for version in sorted(versions):
-                if not (self._repository / model / str(version)).is_dir():
-                    row = self._registry.get_version(model, version)
-                    if not row.export_dir or not Path(row.export_dir).is_dir():
-                        raise FailedPrecondition(
-                            f"{model} version {version}: its export is gone "
-                            f"({row.export_dir or 'no folder recorded'})"
-                        )
-                    triton.install_version(self._repository, model, version, Path(row.export_dir))
-                    installed.append(version)
+            installed = [version for version in sorted(versions) if self._install(model, version)]
             try:
                 loaded = set(triton.loaded_versions(self._triton_url, model))
                 triton.load_versions(
@@ -397,23 +394,12 @@ class ModelPublisher:
         for row in self._registry.serving_versions():
             with self._locks.setdefault(row.model, threading.Lock()):
                 try:
-                    folder = self._repository / row.model / str(row.version)
-                    if not folder.is_dir():
-                        triton.install_version(
-                            self._repository, row.model, row.version, Path(row.export_dir)
-                        )
+                    self._install(row.model, row.version, row)
                     loaded = triton.loaded_versions(self._triton_url, row.model)
                     wanted = {row.version, *self.pinned(row.model)}
                     if not wanted <= set(loaded):
                         for version in sorted(wanted - {row.version}):
-                            if not (self._repository / row.model / str(version)).is_dir():
-                                pinned = self._registry.get_version(row.model, version)
-                                triton.install_version(
-                                    self._repository,
-                                    row.model,
-                                    version,
-                                    Path(pinned.export_dir),
-                                )
+                            self._install(row.model, version)
                         triton.load_versions(
                             self._triton_url,
                             row.model,

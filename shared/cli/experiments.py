@@ -13,12 +13,10 @@ from shopsense.experiments.v1 import experiment_service_pb2 as pb
 from shopsense.experiments.v1 import experiment_service_pb2_grpc as pb_grpc
 
 from shared.experiments.assignment import read_file
-from shared.experiments.proto import STATES, to_proto
+from shared.experiments.proto import STATE_NAMES, STATES, to_proto
 from shared.rpc.clients import open_channel
 from shared.rpc.errors import InvalidArgument
 from shared.settings import load as load_settings
-
-_STATE_NAMES = {value: name for name, value in STATES.items()}
 
 
 def table(experiments: list[pb.Experiment]) -> Table:
@@ -46,7 +44,7 @@ def table(experiments: list[pb.Experiment]) -> Table:
             out.add_row(
                 experiment.name if first else "",
                 kind if first else "",
-                _STATE_NAMES.get(experiment.state, "?") if first else "",
+                STATE_NAMES.get(experiment.state, "?") if first else "",
                 arm.name,
                 f"{arm.share:g}",
                 pins or "serving",
@@ -132,7 +130,7 @@ def cmd_experiments(args: argparse.Namespace, console: Console) -> int:
                 reply = stub.CreateExperiment(
                     pb.CreateExperimentRequest(experiment=message), timeout=30
                 )
-                state = _STATE_NAMES.get(reply.experiment.state, "?")
+                state = STATE_NAMES.get(reply.experiment.state, "?")
                 console.print(f"{reply.experiment.name}: {state}")
                 # As when the trainer applies the file: only a DRAFT is started.
                 if start and reply.experiment.state == pb.EXPERIMENT_STATE_DRAFT:

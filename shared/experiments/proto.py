@@ -29,6 +29,8 @@ STATES = {
     "RUNNING": pb.EXPERIMENT_STATE_RUNNING,
     "STOPPED": pb.EXPERIMENT_STATE_STOPPED,
 }
+# The proto's state values back to the names above.
+STATE_NAMES = {value: name for name, value in STATES.items()}
 
 
 def from_proto(message: pb.Experiment, field_name: str = "experiment") -> Experiment:

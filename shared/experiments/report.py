@@ -147,17 +147,16 @@ def build_report(
             shopper.purchases += 1
             shopper.revenue += (micros or 0) / MICROS_PER_UNIT
 
-    estimates: dict[str, dict[str, Estimate]] = {}
-    for arm in experiment.arms:
+    # The first arm comes first, so its estimates are there when the others compare.
+    control: dict[str, Estimate] = {}
+    arms = []
+    for number, arm in enumerate(experiment.arms):
         units = list(shoppers[arm.name].values())
-        estimates[arm.name] = {
+        estimates = {
             name: ratio_estimate([u.total(num) for u in units], [u.total(den) for u in units])
             for name, num, den in METRICS
         }
-    control = experiment.arms[0].name
-    arms = []
-    for arm in experiment.arms:
-        units = list(shoppers[arm.name].values())
+        control = control or estimates
         arms.append(
             ArmReport(
                 arm=arm.name,
@@ -168,10 +167,8 @@ def build_report(
                 metrics=[
                     MetricReport(
                         name,
-                        estimates[arm.name][name],
-                        None
-                        if arm.name == control
-                        else compare(estimates[control][name], estimates[arm.name][name]),
+                        estimates[name],
+                        None if number == 0 else compare(control[name], estimates[name]),
                     )
                     for name, _, _ in METRICS
                 ],

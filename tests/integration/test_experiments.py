@@ -184,6 +184,15 @@ def test_bad_experiments_are_refused_at_configuration_time(
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+def _stop_running(stub: epb_grpc.ExperimentServiceStub) -> None:
+    """Stop whatever an earlier test left running (one experiment runs at a time)."""
+    running = stub.ListExperiments(
+        epb.ListExperimentsRequest(state=epb.EXPERIMENT_STATE_RUNNING), timeout=10
+    )
+    for experiment in running.experiments:
+        stub.StopExperiment(epb.StopExperimentRequest(name=experiment.name), timeout=10)
+
+
 def _arm_of(stack: Stack, session: str) -> tuple[spb.SearchResponse, object]:
     reply = stack.search(session)
     return reply, AttributionSigner(SECRET).decode(reply.attribution_token)
@@ -245,11 +254,7 @@ def test_an_ab_experiment_routes_arms_to_their_versions_until_stopped(stack: Sta
 
 def test_interleaving_merges_two_arms_and_names_who_picked_each_result(stack: Stack) -> None:
     stub = stack.experiments()
-    running = stub.ListExperiments(
-        epb.ListExperimentsRequest(state=epb.EXPERIMENT_STATE_RUNNING), timeout=10
-    )
-    for experiment in running.experiments:
-        stub.StopExperiment(epb.StopExperimentRequest(name=experiment.name), timeout=10)
+    _stop_running(stub)
     wait_until(lambda: _arm_of(stack, "probe")[1].experiment == "", "no experiment", 30)
     baseline = [r.product_id for r in stack.search("shopper-x", page_size=30).results]
 
@@ -304,10 +309,7 @@ def test_a_config_file_defines_and_starts_experiments_when_the_trainer_starts(
     stack: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
 ) -> None:
     stub = stack.experiments()
-    for experiment in stub.ListExperiments(
-        epb.ListExperimentsRequest(state=epb.EXPERIMENT_STATE_RUNNING), timeout=10
-    ).experiments:
-        stub.StopExperiment(epb.StopExperimentRequest(name=experiment.name), timeout=10)
+    _stop_running(stub)
     good = tmp_path / "experiments.toml"
     good.write_text(
         """
@@ -424,10 +426,7 @@ def test_promoting_an_arm_serves_its_versions_and_a_rollback_undoes_it(
     from shopsense.trainer.v1 import trainer_service_pb2_grpc as tpb_grpc
 
     stub = stack.experiments()
-    for experiment in stub.ListExperiments(
-        epb.ListExperimentsRequest(state=epb.EXPERIMENT_STATE_RUNNING), timeout=10
-    ).experiments:
-        stub.StopExperiment(epb.StopExperimentRequest(name=experiment.name), timeout=10)
+    _stop_running(stub)
     stub.CreateExperiment(
         epb.CreateExperimentRequest(experiment=_ab("promote-me", cross_encoder="2")), timeout=10
     )
@@ -471,10 +470,7 @@ def test_simulated_shoppers_drive_the_suite_and_the_report_finds_the_reversed_ar
     from shared.simulation.shoppers import ShopperSimulator
 
     stub = stack.experiments()
-    for experiment in stub.ListExperiments(
-        epb.ListExperimentsRequest(state=epb.EXPERIMENT_STATE_RUNNING), timeout=10
-    ).experiments:
-        stub.StopExperiment(epb.StopExperimentRequest(name=experiment.name), timeout=10)
+    _stop_running(stub)
     definition = epb.Experiment(
         name="sim-reversed",
         arms=[
