@@ -10,7 +10,7 @@ GEN_STAMP := $(GEN)/.stamp
 MODEL := triton_models/text_encoder/1/model.onnx
 
 .DEFAULT_GOAL := help
-.PHONY: help venv protos models run train test test-unit test-integration test-system eval bench bench-cross-encoder bench-feedback lint format clean
+.PHONY: help venv protos models run train demo test test-unit test-integration test-system eval bench bench-cross-encoder bench-feedback bench-experiments lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ run: venv protos models ## start Triton and every service, load the demo store i
 train: venv protos models ## fine-tune the three models on the demo store and publish them (about 30 min on 2 cores)
 	HF_HUB_OFFLINE=1 $(PY) -m shared.cli.train
 
+demo: venv protos models ## the closed loop on SYNTHETIC shoppers: simulate, retrain from clicks, A/B, report, promote (about 30 min)
+	HF_HUB_OFFLINE=1 $(PY) -m shared.cli.demo
+
 test: venv protos models ## unit, integration and system tests (real Triton, real weights, SQLite and PostgreSQL)
 	@# A throwaway PostgreSQL (Debian's package, installed if missing) for the feedback store's
 	@# production path; without one (no root, no package) those tests say why they skip.
@@ -63,6 +66,9 @@ bench: venv protos models ## latency and throughput of the suite against the in-
 
 bench-cross-encoder: venv protos models ## int8 vs fp32 agreement and speed; Triton rerank vs PyTorch eager
 	HF_HUB_OFFLINE=1 $(PY) -m shared.models.bench_cross_encoder
+
+bench-experiments: venv protos models ## A/A over 20 seeds; serving vs reversed as A/B and interleaving: verdicts, shoppers for 80% power, guard rails (SYNTHETIC shoppers)
+	HF_HUB_OFFLINE=1 $(PY) -m shared.bench.experiments
 
 bench-feedback: venv protos ## feedback ingestion rate into SQLite (batches, duplicates, one stream), nothing lost
 	$(PY) -m services.feedback.bench

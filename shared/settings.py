@@ -163,6 +163,35 @@ class Settings:
     # A TOML file of experiments the trainer creates (and starts, with `start = true`) when
     # it starts; see README. SHOPSENSE_EXPERIMENTS_FILE, default none.
     experiments_file: str = field(default_factory=lambda: _env("SHOPSENSE_EXPERIMENTS_FILE", ""))
+    # Share of searches whose top ``explore_depth`` results are shuffled, so that the trainer
+    # can measure position bias from clicks (shared/experiments/exploration.py).
+    # SHOPSENSE_EXPLORE_RATE, default 0.05; 0 turns it off.
+    explore_rate: float = field(default_factory=lambda: _env_float("SHOPSENSE_EXPLORE_RATE", 0.05))
+    # How many top results an explored search shuffles. SHOPSENSE_EXPLORE_DEPTH, default 10.
+    explore_depth: int = field(default_factory=lambda: _env_int("SHOPSENSE_EXPLORE_DEPTH", 10))
+    # Guard rails (shared/experiments/guardrails.py): the running experiment is stopped when
+    # an arm fails or degrades more than SHOPSENSE_GUARD_MAX_ERROR_RATE (default 0.05) of
+    # its last 1,000 searches, or their p99 latency passes SHOPSENSE_GUARD_MAX_P99_MS
+    # (default 2000; 0 turns it off), once it has SHOPSENSE_GUARD_MIN_SEARCHES (100); or
+    # when its click-through or conversion rate is below the control's with p below
+    # SHOPSENSE_GUARD_ALPHA (default 0.001) with SHOPSENSE_GUARD_MIN_SHOPPERS (100) shoppers
+    # an arm, checked by the trainer every SHOPSENSE_GUARD_INTERVAL_S (default 30; 0: never).
+    guard_max_error_rate: float = field(
+        default_factory=lambda: _env_float("SHOPSENSE_GUARD_MAX_ERROR_RATE", 0.05)
+    )
+    guard_max_p99_ms: float = field(
+        default_factory=lambda: _env_float("SHOPSENSE_GUARD_MAX_P99_MS", 2000.0)
+    )
+    guard_min_searches: int = field(
+        default_factory=lambda: _env_int("SHOPSENSE_GUARD_MIN_SEARCHES", 100)
+    )
+    guard_alpha: float = field(default_factory=lambda: _env_float("SHOPSENSE_GUARD_ALPHA", 0.001))
+    guard_min_shoppers: int = field(
+        default_factory=lambda: _env_int("SHOPSENSE_GUARD_MIN_SHOPPERS", 100)
+    )
+    guard_interval_s: float = field(
+        default_factory=lambda: _env_float("SHOPSENSE_GUARD_INTERVAL_S", 30.0)
+    )
     # How long after a search its feedback counts, seconds: an event older than this, or
     # whose attribution token was issued longer before it, is rejected.
     # SHOPSENSE_ATTRIBUTION_WINDOW_S, default 604800 (7 days).

@@ -13,6 +13,10 @@ from sqlalchemy.engine import make_url
 
 from shared.models.tokenization import Tokenizer
 
+# Tests compare rankings exactly; the shuffle of a share of searches (exploration) would make
+# them flaky. The tests of exploration turn it on for their own gateway.
+os.environ.setdefault("SHOPSENSE_EXPLORE_RATE", "0")
+
 
 @pytest.fixture(scope="session")
 def tokenizer() -> Tokenizer:

@@ -38,12 +38,27 @@ from shared.storage.feedback import FeedbackStore
 def build_requests(
     events: int, batch: int, signer: AttributionSigner, prefix: str = "bench"
 ) -> list[pb.RecordEventsRequest]:
-    """Realistic events: every one carries a signed token, a quarter are purchases."""
+    """Realistic events: every one carries a signed token as the gateway makes them (its
+    search's query, the versions; one search in 20 explored; 20 events a search), a
+    quarter are purchases."""
     timestamp = Timestamp()
     timestamp.FromDatetime(datetime.now(UTC))
-    token = signer.encode(Attribution(request_id="bench-request", arm="control"))
+    versions = {"intent": "intent_classifier/1", "ranking": "cross_encoder/2"}
+    tokens = [
+        signer.encode(
+            Attribution(
+                f"{prefix}-request-{n}",
+                "control",
+                versions,
+                query=f"mid century modern walnut sideboard {n}",
+                explored=n % 20 == 0,
+            )
+        )
+        for n in range(max(1, events // 20))
+    ]
     all_events = []
     for i in range(events):
+        token = tokens[(i // 20) % len(tokens)]
         kind = (pb.EVENT_TYPE_IMPRESSION, pb.EVENT_TYPE_CLICK, pb.EVENT_TYPE_ADD_TO_CART)[i % 3]
         purchase = i % 4 == 3
         all_events.append(

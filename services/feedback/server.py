@@ -162,7 +162,7 @@ def validate_event(
     if event.quantity < 0:
         raise InvalidArgument("quantity: must be >= 0")
 
-    request_id = arm = experiment = team = None
+    request_id = arm = experiment = team = query = explored = None
     if event.attribution_token:
         token = event.attribution_token
         attribution = verified_tokens.get(token) if verified_tokens is not None else None
@@ -181,6 +181,8 @@ def validate_event(
         request_id, arm = attribution.request_id, attribution.arm
         experiment = attribution.experiment or None
         team = attribution.team_at(event.position) or None if event.position else None
+        query = attribution.query or None
+        explored = attribution.explored or None
 
     return ValidEvent(
         event_id=event.event_id,
@@ -195,6 +197,8 @@ def validate_event(
         arm=arm,
         experiment=experiment,
         team=team,
+        query=query,
+        explored=explored,
         position=event.position or None,
         amount_micros=amount_micros,
         currency=event.currency or None,

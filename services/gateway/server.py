@@ -32,6 +32,8 @@ from shared.experiments.assignment import (
     assign_arm,
 )
 from shared.experiments.attribution import Attribution, AttributionSigner
+from shared.experiments.exploration import explores, shuffle_top
+from shared.experiments.guardrails import ArmHealth, guard_limits
 from shared.experiments.interleaving import TEAM_A, TEAM_B, seed_for, team_draft
 from shared.models.protocols import TextEncoder
 from shared.models.triton_client import text_encoder_from_settings
@@ -120,6 +122,15 @@ class _ArmRun:
     degraded: pb.Degraded = field(default_factory=pb.Degraded)
 
 
+@dataclass
+class _Served:
+    """Which experiment and arm a search was served by (for the guard rails)."""
+
+    experiment: str = ""
+    arm: str = ""
+    control: str = ""  # the experiment's first arm; "" when interleaving
+
+
 def _same_retrieval(a: Arm, b: Arm) -> bool:
     """Whether two arms get the same intent and candidates (they may rank differently)."""
     return (
@@ -149,9 +160,39 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
         self._signer = signer
         self._experiment = experiment
         self._pages = PageTokens(settings.token_secret)
+        self._health = ArmHealth(guard_limits(settings))
 
     def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
         started = time.monotonic()
+        served = _Served()
+        failed = True
+        try:
+            response = self._search(request, context, started, served)
+            failed = response.degraded.ranking or response.degraded.intent
+            return response
+        except InvalidArgument:
+            failed = False  # the caller's mistake, not the arm's
+            raise
+        finally:
+            if served.experiment:
+                reason = self._health.record(
+                    served.experiment,
+                    served.arm,
+                    time.monotonic() - started,
+                    failed,
+                    served.control,
+                )
+                if reason is not None and self._models is not None:
+                    _log.warning("guard_rail", experiment=served.experiment, reason=reason)
+                    self._models.stop_experiment(served.experiment, reason)
+
+    def _search(
+        self,
+        request: pb.SearchRequest,
+        context: grpc.ServicerContext,
+        started: float,
+        served: _Served,
+    ) -> pb.SearchResponse:
         clock = _Clock(started + remaining(context, self._settings.search_deadline_s))
         query = validate_query(request.query)
         user, session = request.user.user_id, request.user.session_id
@@ -171,6 +212,9 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
         experiment, arms = self._arms(user, session)
         arm_name = INTERLEAVED if len(arms) == 2 else arms[0].name
         experiment_name = experiment.name if experiment is not None else ""
+        served.experiment, served.arm = experiment_name, arm_name
+        if experiment is not None and len(arms) == 1:
+            served.control = experiment.arms[0].name
         structlog.contextvars.bind_contextvars(arm=arm_name, experiment=experiment_name)
         serving = self._models.serving if self._models else {}
         index_version = self._models.text_encoder if self._models else ""
@@ -223,6 +267,13 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
             order = [picked[team][pid] for pid, team in zip(merged, teams, strict=True)]
         else:
             order = first.order
+        shopper = user or session
+        explored = explores(self._settings.explore_rate, shopper, fingerprint)
+        if explored:
+            depth = self._settings.explore_depth
+            order = shuffle_top(order, depth, shopper, fingerprint)
+            if teams:
+                teams = "".join(shuffle_top(teams, depth, shopper, fingerprint))
         response = self._assemble(by_id, order, first.intent, offset, page_size)
         response.degraded.CopyFrom(first.degraded)
         if len(runs) == 2:
@@ -248,6 +299,8 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
                 experiment=experiment_name,
                 teams=teams[offset : offset + page_size],
                 offset=offset,
+                query=query,
+                explored=explored,
             )
         )
         if offset + page_size < response.total_size:

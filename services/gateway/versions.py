@@ -53,6 +53,22 @@ class ModelVersions:
     def stop(self) -> None:
         self._stop.set()
 
+    def stop_experiment(self, name: str, reason: str) -> None:
+        """Ask the trainer to stop experiment ``name`` (a guard rail tripped), in the
+        background; re-read the running experiment once it answers."""
+
+        def stop() -> None:
+            try:
+                self._experiments.StopExperiment(
+                    experiment_service_pb2.StopExperimentRequest(name=name, reason=reason),
+                    timeout=5.0,
+                )
+            except grpc.RpcError as exc:  # already stopped, or the trainer is away
+                _log.warning("stop_experiment_failed", name=name, code=exc.code().name)
+            self.refresh()
+
+        threading.Thread(target=stop, name="guard-rail-stop", daemon=True).start()
+
     def saw_index_version(self, version: str) -> None:
         """Retrieval answered with this catalog version: embed the next queries with it."""
         if version and version != self.text_encoder:

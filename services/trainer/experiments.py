@@ -20,6 +20,7 @@ from shopsense.experiments.v1 import experiment_service_pb2 as pb
 from shopsense.experiments.v1 import experiment_service_pb2_grpc as pb_grpc
 
 from shared.experiments.assignment import Experiment, read_file, validate
+from shared.experiments.guardrails import Limits, metric_breach
 from shared.experiments.proto import STATE_NAMES, from_proto, report_message, row_to_proto
 from shared.experiments.report import MIN_SHOPPERS, build_report
 from shared.rpc.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -94,7 +95,7 @@ class ExperimentServicer(pb_grpc.ExperimentServiceServicer):
         self._feedback: sqlalchemy.Engine | None = None
         self._feedback_lock = threading.Lock()
 
-    def _feedback_engine(self) -> sqlalchemy.Engine:
+    def feedback_engine(self) -> sqlalchemy.Engine:
         if not self._feedback_url:
             raise FailedPrecondition("feedback: no feedback database is configured")
         with self._feedback_lock:
@@ -190,9 +191,26 @@ class ExperimentServicer(pb_grpc.ExperimentServiceServicer):
             raise InvalidArgument("min_shoppers: must be >= 0")
         row = self._store.get(request.name)
         report = build_report(
-            self._feedback_engine(), row.experiment, request.min_shoppers or MIN_SHOPPERS
+            self.feedback_engine(), row.experiment, request.min_shoppers or MIN_SHOPPERS
         )
         return report_message(report, row_to_proto(row))
+
+    def check_guard_rails(self, limits: Limits) -> str | None:
+        """Stop the running experiment when its report shows an arm hurting shoppers
+        (``metric_breach``); return the reason, or None when nothing was stopped."""
+        row = self._store.running()
+        if row is None:
+            return None
+        report = build_report(self.feedback_engine(), row.experiment, limits.min_shoppers)
+        reason = metric_breach(report, limits)
+        if reason is None:
+            return None
+        try:
+            self._store.stop(row.name, reason)
+        except FailedPrecondition:  # stopped meanwhile
+            return None
+        _log.warning("experiment_stopped", name=row.name, reason=reason)
+        return reason
 
     def PromoteArm(
         self, request: pb.PromoteArmRequest, context: grpc.ServicerContext

@@ -197,6 +197,14 @@ def run_training_job(spec: JobSpec, report: Report, should_stop: ShouldStop) -> 
             spec.model, export_dir, Path(spec.dataset_dir), serving
         ).items()
     }
+    current = spec.serving_exports.get(spec.model)
+    if current and Path(current).is_dir():
+        # The serving version on the same dev queries: the figures the candidate must beat.
+        for k, v in evaluate_version(
+            spec.model, Path(current), Path(spec.dataset_dir), serving
+        ).items():
+            if k.startswith("pipeline/"):
+                offline[f"serving/{k}"] = float(v)
     report({"metrics": _numbers("offline/", offline)})
     return {
         "checkpoint_dir": str(result.checkpoint_dir),
@@ -363,7 +371,9 @@ class JobRunner:
             if self._closed:
                 raise ShopsenseError("trainer: shutting down")
             for live in self._live.values():
-                if live.job.model == model:
+                # A job whose terminal state was already announced (a watcher may start the
+                # next job before the monitor thread drops it) no longer holds the model.
+                if live.job.model == model and not live.job.job_state.terminal:
                     raise FailedPrecondition(
                         f"model {model}: job {live.job.job_id} is already running"
                     )

@@ -15,12 +15,15 @@ and the registry is unchanged.
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import grpc
+import sqlalchemy
 import structlog
 from shopsense.experiments.v1 import experiment_service_pb2_grpc as experiment_pb_grpc
 from shopsense.trainer.v1 import trainer_service_pb2 as pb
@@ -29,6 +32,7 @@ from shopsense.trainer.v1 import trainer_service_pb2_grpc as pb_grpc
 from services.trainer.experiments import SERVICE_NAME as EXPERIMENT_SERVICE_NAME
 from services.trainer.experiments import ExperimentServicer
 from services.trainer.jobs import JobRunner, register_result
+from shared.experiments.guardrails import guard_limits
 from shared.rpc.convert import timestamp_or_none
 from shared.rpc.errors import FailedPrecondition, InvalidArgument, ShopsenseError, Unavailable
 from shared.rpc.server import ServerHandle, build_server
@@ -49,6 +53,10 @@ MAX_LIST_JOBS = 1000
 DEFAULT_LIST_JOBS = 20
 # Seconds a watcher sleeps between checks that its client is still there.
 WATCH_POLL_S = 1.0
+# Feedback training: a query's impressions before it is trained on, and the fewest queries
+# a job trains on (below that, a version would learn from noise).
+DEFAULT_MIN_IMPRESSIONS = 10
+MIN_FEEDBACK_QUERIES = 5
 # Seconds between reconcile attempts while Triton is starting.
 RECONCILE_RETRY_S = 2.0
 
@@ -438,11 +446,63 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
     """The RPCs over a registry, a job runner and a publisher (all passed in)."""
 
     def __init__(
-        self, registry: ModelRegistry, runner: JobRunner, publisher: ModelPublisher
+        self,
+        registry: ModelRegistry,
+        runner: JobRunner,
+        publisher: ModelPublisher,
+        feedback_engine: Callable[[], sqlalchemy.Engine] | None = None,
+        training_dir: Path | None = None,
     ) -> None:
         self._registry = registry
         self._runner = runner
         self._publisher = publisher
+        self._feedback_engine = feedback_engine
+        self._training_dir = training_dir
+
+    def _feedback_dataset(
+        self, source: pb.FeedbackSource, catalog: Path
+    ) -> tuple[Path, pb.FeedbackDataSummary]:
+        """Judgments from the feedback store written as a training folder (see
+        shared.training.clicks), or FailedPrecondition saying what is missing."""
+        from shared.training.clicks import fit_click_model, read_impressions, write_click_dataset
+
+        if self._feedback_engine is None or self._training_dir is None:
+            raise FailedPrecondition("feedback: no feedback database is configured")
+        if source.min_impressions < 0:
+            raise InvalidArgument("feedback.min_impressions: must be >= 0")
+        if not (catalog / "product.csv").is_file():
+            raise InvalidArgument(f"dataset: {catalog} has no product.csv (the catalog)")
+        since = source.since.ToDatetime(UTC) if source.HasField("since") else None
+        until = source.until.ToDatetime(UTC) if source.HasField("until") else None
+        if since and until and until <= since:
+            raise InvalidArgument("feedback.until: must be after feedback.since")
+        impressions, pages = read_impressions(self._feedback_engine(), since, until)
+        fit = fit_click_model(impressions, pages)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+        folder = self._training_dir / f"feedback-{stamp}"
+        queries, judgments = write_click_dataset(
+            fit, catalog, folder, source.min_impressions or DEFAULT_MIN_IMPRESSIONS
+        )
+        summary = pb.FeedbackDataSummary(
+            pages=fit.pages,
+            impressions=fit.impressions,
+            clicks=fit.clicks,
+            queries=queries,
+            judgments=judgments,
+            examination=fit.examination,
+            eta=fit.eta,
+            examination_measured=fit.measured,
+            explored_clicks=fit.explored_clicks,
+            dataset=str(folder),
+        )
+        if queries < MIN_FEEDBACK_QUERIES:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise FailedPrecondition(
+                f"feedback: {queries} queries have enough impressions and a click to train on "
+                f"(need {MIN_FEEDBACK_QUERIES}); the window holds {fit.pages} result pages, "
+                f"{fit.impressions} impressions and {fit.clicks} clicks"
+            )
+        return folder, summary
 
     def _checkpoint(self, model: str, version: int, field: str) -> str:
         row = self._registry.get_version(model, version)
@@ -471,6 +531,13 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
         dataset = Path(request.dataset)
         if not dataset.is_dir():
             raise InvalidArgument(f"dataset: {request.dataset} is not a folder")
+        summary = None
+        if request.feedback.enabled:
+            if request.model != "cross_encoder":
+                raise InvalidArgument(
+                    f"feedback: only the cross_encoder learns from feedback, not {request.model}"
+                )
+            dataset, summary = self._feedback_dataset(request.feedback, dataset)
         try:
             load_training_data(dataset, kind=request.model)
         except DatasetError as exc:
@@ -509,7 +576,9 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
             teacher_checkpoint=teacher_checkpoint,
             serving_exports=self._publisher.serving_exports(),
         )
-        return pb.StartTrainingResponse(job_id=job.job_id, job=job_message(job))
+        return pb.StartTrainingResponse(
+            job_id=job.job_id, job=job_message(job), feedback_data=summary
+        )
 
     @staticmethod
     def _job_id(job_id: str) -> str:
@@ -656,6 +725,25 @@ def _reconcile_in_background(handle: ServerHandle, publisher: ModelPublisher) ->
     threading.Thread(target=loop, name="trainer-reconcile", daemon=True).start()
 
 
+def _guard_in_background(
+    handle: ServerHandle, experiments: ExperimentServicer, settings: Settings
+) -> None:
+    """Check the running experiment's report against the guard rails every
+    ``guard_interval_s`` (shared/experiments/guardrails.py)."""
+    stop = threading.Event()
+    handle.on_stop(stop.set)
+    limits = guard_limits(settings)
+
+    def loop() -> None:
+        while not stop.wait(settings.guard_interval_s):
+            try:
+                experiments.check_guard_rails(limits)
+            except Exception as exc:  # the feedback store away: try again next time
+                _log.warning("guard_rail_check_failed", error=str(exc))
+
+    threading.Thread(target=loop, name="trainer-guard-rails", daemon=True).start()
+
+
 def create_server(
     settings: Settings,
     runner: JobRunner | None = None,
@@ -690,7 +778,6 @@ def create_server(
         if owns_engine:
             registry.engine.dispose()
         raise
-    servicer = TrainerServicer(registry, runner, publisher)
     store = ExperimentStore(registry.engine)
     publisher.pinned = lambda model: _running_pins(store, model)
     experiments = ExperimentServicer(
@@ -700,6 +787,13 @@ def create_server(
         catalog_index_version(settings.retrieval_target),
         feedback_url=settings.feedback_db_url,
         publish=publisher.publish,
+    )
+    servicer = TrainerServicer(
+        registry,
+        runner,
+        publisher,
+        feedback_engine=experiments.feedback_engine,
+        training_dir=Path(settings.training_dir),
     )
     if settings.experiments_file:
         try:
@@ -729,5 +823,7 @@ def create_server(
         handle.on_stop(registry.engine.dispose)
     handle.on_stop(experiments.close)
     _reconcile_in_background(handle, publisher)
+    if settings.guard_interval_s > 0 and settings.feedback_db_url:
+        _guard_in_background(handle, experiments, settings)
     handle.mark_serving()
     return handle

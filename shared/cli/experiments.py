@@ -119,6 +119,27 @@ def write_chart(reply: pb.GetExperimentReportResponse, path: Path) -> Path:
     return path
 
 
+def print_report(
+    reply: pb.GetExperimentReportResponse, console: Console, png: Path | None = None
+) -> None:
+    """The report's table, interleaving result, sample-ratio check, verdict (and chart)."""
+    console.print(report_table(reply))
+    if reply.HasField("interleaving"):
+        il = reply.interleaving
+        wins = ", ".join(f"{arm} {count}" for arm, count in il.wins.items())
+        console.print(
+            f"interleaving: searches won {wins}, ties {il.ties}; preference share "
+            f"{il.preference_share:.3f}, p = {il.p_value:.3g}"
+        )
+    console.print(
+        f"sample ratio mismatch: p = {reply.srm_p_value:.3g}"
+        f"{' [red]MISMATCH[/red]' if reply.sample_ratio_mismatch else ''}"
+    )
+    console.print(f"verdict: [bold]{reply.verdict}[/bold]")
+    if png is not None:
+        console.print(f"chart: {write_chart(reply, png)}")
+
+
 def cmd_experiments(args: argparse.Namespace, console: Console) -> int:
     stub = pb_grpc.ExperimentServiceStub(
         open_channel(args.target or load_settings().trainer_target)
@@ -148,21 +169,7 @@ def cmd_experiments(args: argparse.Namespace, console: Console) -> int:
                 pb.GetExperimentReportRequest(name=args.name, min_shoppers=args.min_shoppers),
                 timeout=120,
             )
-            console.print(report_table(reply))
-            if reply.HasField("interleaving"):
-                il = reply.interleaving
-                wins = ", ".join(f"{arm} {count}" for arm, count in il.wins.items())
-                console.print(
-                    f"interleaving: searches won {wins}, ties {il.ties}; preference share "
-                    f"{il.preference_share:.3f}, p = {il.p_value:.3g}"
-                )
-            console.print(
-                f"sample ratio mismatch: p = {reply.srm_p_value:.3g}"
-                f"{' [red]MISMATCH[/red]' if reply.sample_ratio_mismatch else ''}"
-            )
-            console.print(f"verdict: [bold]{reply.verdict}[/bold]")
-            if args.png:
-                console.print(f"chart: {write_chart(reply, Path(args.png))}")
+            print_report(reply, console, Path(args.png) if args.png else None)
         elif args.experiments_command == "promote":
             reply = stub.PromoteArm(pb.PromoteArmRequest(name=args.name, arm=args.arm), timeout=300)
             serving = ", ".join(f"{m} {v}" for m, v in sorted(reply.serving.items())) or "none"

@@ -19,10 +19,13 @@ from shopsense.search.v1 import search_service_pb2 as pb
 from shopsense.search.v1 import search_service_pb2_grpc
 
 from shared.cli.catalog import DEMO_PRODUCTS, DEMO_SEED
+from shared.cli.retrain import add_arguments as add_retrain_arguments
+from shared.cli.retrain import cmd_retrain
 from shared.rpc.clients import open_channel
 from shared.settings import load as load_settings
 
-console = Console()
+# Piped or logged output is not cut to 80 columns (the experiment report is wide).
+console = Console() if sys.stdout.isatty() else Console(width=160)
 
 
 def _search_stub(target: str) -> search_service_pb2_grpc.SearchServiceStub:
@@ -216,6 +219,8 @@ def cmd_models(args: argparse.Namespace) -> int:
                 f"{args.model}: version {reply.version.version} serving again, "
                 f"{reply.rolled_back_version} rolled back {reply.note}"
             )
+        elif args.models_command == "retrain":
+            return cmd_retrain(args, console, args.target or load_settings().trainer_target)
         else:
             print_report(args.target or load_settings().trainer_target, console)
     except grpc.RpcError as exc:
@@ -291,6 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     rollback.add_argument("model")
     rollback.add_argument("--to", type=int, help="a given version instead")
     msub.add_parser("report", help="the tables and the PNG chart")
+    retrain = msub.add_parser(
+        "retrain", help="fine-tune the serving cross_encoder on the shoppers' feedback"
+    )
+    add_retrain_arguments(retrain)
     models.set_defaults(func=cmd_models)
 
     from shared.cli.experiments import add_parser as add_experiments_parser

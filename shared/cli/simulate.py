@@ -11,8 +11,30 @@ from rich.table import Table
 
 from shared.paths import state_dir
 from shared.settings import load as load_settings
+from shared.simulation.shoppers import Summary
 
 DEMO_STORE = "demo-store-20000-s7"
+
+
+def summary_table(summary: Summary, title: str) -> Table:
+    """The simulator's own counts, one row an arm."""
+    table = Table(title=title)
+    for column in ("arm", "searches", "impressions", "clicks", "CTR", "carts", "purchases"):
+        table.add_column(column)
+    table.add_column("revenue")
+    for arm, c in sorted(summary.arms.items()):
+        ctr = c.clicks / c.impressions if c.impressions else 0.0
+        table.add_row(
+            arm,
+            str(c.searches),
+            str(c.impressions),
+            str(c.clicks),
+            f"{ctr:.3f}",
+            str(c.carts),
+            str(c.purchases),
+            f"{c.revenue:,.2f}",
+        )
+    return table
 
 
 def cmd_simulate(args: argparse.Namespace, console: Console) -> int:
@@ -31,35 +53,13 @@ def cmd_simulate(args: argparse.Namespace, console: Console) -> int:
         seed=args.seed,
     )
     try:
-        summary = simulator.run(args.shoppers, args.searches)
+        summary = simulator.run(args.shoppers, args.searches, concurrency=args.concurrency)
     except grpc.RpcError as exc:
         console.print(f"[red]{exc.code().name}[/red]: {exc.details()}")
         return 1
-    table = Table(title=f"{args.shoppers} simulated shoppers, seed {args.seed} (SYNTHETIC)")
-    for column in (
-        "arm",
-        "searches",
-        "impressions",
-        "clicks",
-        "CTR",
-        "carts",
-        "purchases",
-        "revenue",
-    ):
-        table.add_column(column)
-    for arm, c in sorted(summary.arms.items()):
-        ctr = c.clicks / c.impressions if c.impressions else 0.0
-        table.add_row(
-            arm,
-            str(c.searches),
-            str(c.impressions),
-            str(c.clicks),
-            f"{ctr:.3f}",
-            str(c.carts),
-            str(c.purchases),
-            f"{c.revenue:,.2f}",
-        )
-    console.print(table)
+    console.print(
+        summary_table(summary, f"{args.shoppers} simulated shoppers, seed {args.seed} (SYNTHETIC)")
+    )
     console.print(
         f"events sent {summary.events_sent}: accepted {summary.events_accepted}, "
         f"duplicates {summary.events_duplicate}, rejected {summary.events_rejected}"
@@ -75,6 +75,9 @@ def add_parser(sub: argparse._SubParsersAction, console: Console) -> None:
     simulate.add_argument("--shoppers", type=int, default=100)
     simulate.add_argument("--searches", type=int, default=2, help="searches per shopper")
     simulate.add_argument("--seed", type=int, default=1)
+    simulate.add_argument(
+        "--concurrency", type=int, default=4, help="shoppers searching at once (default 4)"
+    )
     simulate.add_argument("--data", help=f"a WANDS folder with labels (default var/{DEMO_STORE})")
     simulate.add_argument("--gateway", help="default SHOPSENSE_GATEWAY_TARGET")
     simulate.add_argument("--feedback", help="default SHOPSENSE_FEEDBACK_TARGET")

@@ -50,6 +50,7 @@ class Endpoints:
     retrieval: str
     triton: str
     trainer: str
+    feedback: str = ""
 
 
 @contextmanager
@@ -63,6 +64,7 @@ def running_suite(settings: Settings, say: Callable[[str], None] = print) -> Ite
             settings.retrieval_target,
             settings.triton_url,
             settings.trainer_target,
+            settings.feedback_target,
         )
         return
     say("no suite running: starting one")
@@ -74,6 +76,7 @@ def running_suite(settings: Settings, say: Callable[[str], None] = print) -> Ite
             suite.address("retrieval"),
             suite.triton.grpc_url,
             suite.address("trainer"),
+            suite.address("feedback"),
         )
 
 

@@ -1,8 +1,9 @@
 """Attribution tokens: opaque to storefronts, signed so that feedback can trust them.
 
 A token is ``v1.<payload>.<signature>`` where payload is base64url JSON
-``{"rid": request id, "arm": experiment arm, "mv": {model: version}, "iat": unix seconds}``
-plus, inside an experiment, ``"exp"`` (its name) and for interleaving ``"tm"``: the arm
+``{"rid": request id, "arm": experiment arm, "mv": {model: version}, "iat": unix seconds,
+"q": the query}`` (the query lets the trainer learn from the clicks on its results), ``"x": 1``
+when the gateway shuffled the page's top results (exploration), plus, inside an experiment, ``"exp"`` (its name) and for interleaving ``"tm"``: the arm
 that contributed each result of the page, one letter a position ("a" the first arm, "b"
 the second), from 1-based position ``"off"`` + 1 on.
 and signature is base64url HMAC-SHA256 over ``v1.<payload>`` with the suite's secret.
@@ -22,7 +23,8 @@ from dataclasses import dataclass, field
 from shared.rpc.errors import InvalidArgument
 
 _PREFIX = "v1"
-MAX_TOKEN_CHARS = 2048
+# A 512-character query of 4-byte characters, base64-encoded, fits with room to spare.
+MAX_TOKEN_CHARS = 4096
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,10 @@ class Attribution:
     # Interleaving: "a"/"b" per result of the page, the first at position offset + 1.
     teams: str = ""
     offset: int = 0
+    # The query the page answered ("" in tokens of earlier versions).
+    query: str = ""
+    # Whether the page's top results were shuffled (shared/experiments/exploration.py).
+    explored: bool = False
 
     def team_at(self, position: int) -> str:
         """The interleaved arm letter of the result at 1-based ``position`` ("" if none)."""
@@ -71,12 +77,20 @@ class AttributionSigner:
             "mv": attribution.model_versions,
             "iat": attribution.issued_at or int(time.time()),
         }
+        if attribution.query:
+            payload["q"] = attribution.query
+        if attribution.explored:
+            payload["x"] = 1
         if attribution.experiment:
             payload["exp"] = attribution.experiment
         if attribution.teams:
             payload["tm"] = attribution.teams
             payload["off"] = attribution.offset
-        body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("utf-8"))
+        body = _b64(
+            json.dumps(payload, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode(
+                "utf-8"
+            )
+        )
         message = f"{_PREFIX}.{body}"
         return f"{message}.{self._sign(message)}"
 
@@ -100,6 +114,8 @@ class AttributionSigner:
                 experiment=str(payload.get("exp", "")),
                 teams=str(payload.get("tm", "")),
                 offset=int(payload.get("off", 0)),
+                query=str(payload.get("q", "")),
+                explored=bool(payload.get("x", 0)),
             )
         except (ValueError, KeyError, TypeError, binascii.Error) as exc:
             raise InvalidArgument(f"{field_name}: malformed payload") from exc

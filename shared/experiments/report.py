@@ -114,26 +114,37 @@ def _rows(engine: sqlalchemy.Engine, name: str) -> list[tuple]:
         return list(conn.execute(query))
 
 
-def build_report(
-    engine: sqlalchemy.Engine, experiment: Experiment, min_shoppers: int = MIN_SHOPPERS
-) -> Report:
-    """The report of ``experiment`` from the feedback store on ``engine``."""
+@dataclass
+class Collected:
+    """An experiment's feedback, per shopper (the unit of randomisation)."""
+
+    # arm name -> shopper (user id, else session id) -> totals
+    shoppers: dict[str, dict[str, _Shopper]]
+    # Interleaving: request id -> clicks per team letter, and the shopper of each request.
+    team_clicks: dict[str, dict[str, int]]
+    request_unit: dict[str, str]
+
+
+def collect(engine: sqlalchemy.Engine, experiment: Experiment) -> Collected:
+    """Per-shopper totals of ``experiment``'s feedback (and, interleaving, per-search clicks
+    by team)."""
     rows = _rows(engine, experiment.name)
     shoppers: dict[str, dict[str, _Shopper]] = {arm.name: {} for arm in experiment.arms}
-    # Interleaving: request id -> clicks per team letter.
     team_clicks: dict[str, dict[str, int]] = defaultdict(lambda: {"a": 0, "b": 0})
+    request_unit: dict[str, str] = {}
     interleaved = experiment.type == INTERLEAVING
     for arm, team, kind, user_id, session_id, request_id, micros in rows:
+        unit = user_id or session_id or ""
         if interleaved:
             # Every shopper sees both arms: credit by the team that placed the item.
             if kind == "click" and team in ("a", "b") and request_id:
                 team_clicks[request_id][team] += 1
+                request_unit[request_id] = unit
             arm = experiment.arms[0 if team == "a" else 1].name if team else None
             if arm is None:
                 continue
         if arm not in shoppers:
             continue  # "control" outside a targeted experiment, or a stale arm name
-        unit = user_id or session_id or ""
         shopper = shoppers[arm].setdefault(unit, _Shopper())
         if kind == "impression":
             shopper.impressions += 1
@@ -146,7 +157,29 @@ def build_report(
         elif kind == "purchase":
             shopper.purchases += 1
             shopper.revenue += (micros or 0) / MICROS_PER_UNIT
+    return Collected(shoppers, dict(team_clicks), request_unit)
 
+
+def wins_of(team_clicks: dict[str, dict[str, int]]) -> tuple[int, int, int]:
+    """Searches won by team a, by team b, and ties (clicked searches only)."""
+    a = b = ties = 0
+    for clicks in team_clicks.values():
+        if clicks["a"] > clicks["b"]:
+            a += 1
+        elif clicks["b"] > clicks["a"]:
+            b += 1
+        else:
+            ties += 1
+    return a, b, ties
+
+
+def build_report(
+    engine: sqlalchemy.Engine, experiment: Experiment, min_shoppers: int = MIN_SHOPPERS
+) -> Report:
+    """The report of ``experiment`` from the feedback store on ``engine``."""
+    collected = collect(engine, experiment)
+    shoppers = collected.shoppers
+    interleaved = experiment.type == INTERLEAVING
     # The first arm comes first, so its estimates are there when the others compare.
     control: dict[str, Estimate] = {}
     arms = []
@@ -178,15 +211,8 @@ def build_report(
     srm = 1.0 if interleaved else sample_ratio_mismatch(counts, [a.share for a in experiment.arms])
     result_interleaving = None
     if interleaved:
-        wins = {experiment.arms[0].name: 0, experiment.arms[1].name: 0}
-        ties = 0
-        for clicks in team_clicks.values():
-            if clicks["a"] > clicks["b"]:
-                wins[experiment.arms[0].name] += 1
-            elif clicks["b"] > clicks["a"]:
-                wins[experiment.arms[1].name] += 1
-            else:
-                ties += 1
+        won_a, won_b, ties = wins_of(collected.team_clicks)
+        wins = {experiment.arms[0].name: won_a, experiment.arms[1].name: won_b}
         share, p_value = preference_test(*wins.values())
         result_interleaving = Interleaving(wins, ties, share, p_value)
     return Report(

@@ -9,6 +9,11 @@ judgments: Exact, Partial, Irrelevant) and its price against their budget, put s
 clicked items in the cart and buy some of those. Every impression, click, cart and
 purchase goes to the feedback service with the search's attribution token.
 
+The population also has a taste the store's judgments do not record (``ClickModel.taste``):
+this season, products in some styles are more attractive than their relevance says and
+products in others less, as when shoppers' fashion moves away from what the merchandisers
+labelled. Only clicks reveal it, which is what retraining from feedback is for.
+
 The ground truth never leaves the simulator: the suite sees only queries and events.
 Runs are seeded: the same seed against the same suite state makes the same decisions
 and the same event ids (sending them again stores nothing new).
@@ -19,6 +24,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -47,9 +53,24 @@ class ClickModel:
     page_size: int = 10
     # A result over the shopper's budget is this much less attractive.
     over_budget: float = 0.3
+    # The population's taste: (attribute, value) -> factor on attractiveness (at most 0.95).
+    taste: tuple[tuple[str, str, float], ...] = (
+        ("style", "Scandinavian", 2.0),
+        ("style", "Mid-Century Modern", 2.0),
+        ("style", "Traditional", 0.4),
+        ("style", "Glam", 0.4),
+    )
 
     def examine(self, position: int) -> float:
         return 1.0 / position**self.decay
+
+    def liking(self, attributes: dict[str, str]) -> float:
+        """The taste's factor for a product with these attributes."""
+        factor = 1.0
+        for name, value, weight in self.taste:
+            if attributes.get(name) == value:
+                factor *= weight
+        return factor
 
 
 @dataclass
@@ -75,6 +96,18 @@ class Summary:
 
     def arm(self, name: str) -> ArmCounts:
         return self.arms.setdefault(name, ArmCounts())
+
+    def merge(self, other: Summary) -> None:
+        """Add ``other``'s counts to these."""
+        for name, counts in other.arms.items():
+            mine = self.arm(name)
+            for key, value in vars(counts).items():
+                setattr(mine, key, getattr(mine, key) + value)
+        self.events_sent += other.events_sent
+        self.events_accepted += other.events_accepted
+        self.events_duplicate += other.events_duplicate
+        self.events_rejected += other.events_rejected
+        self.rejections.update(other.rejections)
 
 
 @dataclass(frozen=True)
@@ -104,6 +137,7 @@ class ShopperSimulator:
             raise ValueError("dataset: no judged queries to simulate shoppers with")
         self._labels = dataset.labels
         self._prices = {p.product_id: p.price for p in dataset.products}
+        self._attributes = {p.product_id: p.attributes for p in dataset.products}
         self._search = spb_grpc.SearchServiceStub(open_channel(gateway_target))
         self._feedback = fpb_grpc.FeedbackServiceStub(open_channel(feedback_target))
         self._seed = seed
@@ -123,16 +157,35 @@ class ShopperSimulator:
             population.append(Shopper(f"{self._prefix}-{self._seed}-{number}", queries, budget))
         return population
 
-    def run(self, shoppers: int, searches_each: int = 2, timeout_s: float = 10.0) -> Summary:
+    def run(
+        self,
+        shoppers: int,
+        searches_each: int = 2,
+        timeout_s: float = 10.0,
+        concurrency: int = 1,
+    ) -> Summary:
+        """Every shopper's searches and events; ``concurrency`` shoppers at a time (each
+        shopper's decisions depend only on the seed and what the suite shows them)."""
         summary = Summary()
-        for shopper in self.shoppers(shoppers):
-            rng = random.Random(f"{self._seed}/{shopper.user_id}")
-            events: list[fpb.Event] = []
-            for number in range(searches_each):
-                query_id = shopper.queries[number % len(shopper.queries)]
-                events += self._search_once(shopper, query_id, number, rng, summary, timeout_s)
-            if events:
-                self._send(events, summary, timeout_s)
+        population = self.shoppers(shoppers)
+        if concurrency <= 1:
+            for shopper in population:
+                summary.merge(self._shop(shopper, searches_each, timeout_s))
+            return summary
+        with ThreadPoolExecutor(concurrency, thread_name_prefix="shopper") as pool:
+            for part in pool.map(lambda s: self._shop(s, searches_each, timeout_s), population):
+                summary.merge(part)
+        return summary
+
+    def _shop(self, shopper: Shopper, searches_each: int, timeout_s: float) -> Summary:
+        summary = Summary()
+        rng = random.Random(f"{self._seed}/{shopper.user_id}")
+        events: list[fpb.Event] = []
+        for number in range(searches_each):
+            query_id = shopper.queries[number % len(shopper.queries)]
+            events += self._search_once(shopper, query_id, number, rng, summary, timeout_s)
+        if events:
+            self._send(events, summary, timeout_s)
         return summary
 
     def _search_once(
@@ -179,6 +232,8 @@ class ShopperSimulator:
             attraction = ATTRACTION.get(relevance, ATTRACTION["Irrelevant"])
             if result.price > shopper.budget:
                 attraction *= self._model.over_budget
+            liking = self._model.liking(self._attributes.get(result.product_id, {}))
+            attraction = min(0.95, attraction * liking)
             # Both draws are made for every result, so a change in one result's relevance
             # does not shift the dice of the results after it.
             examined = rng.random() < self._model.examine(result.position)

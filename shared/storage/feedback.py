@@ -71,6 +71,10 @@ class FeedbackEvent(SQLModel, table=True):
     # ("a"/"b") that placed the product at ``position``.
     experiment: str | None = Field(default=None, max_length=64)
     team: str | None = Field(default=None, max_length=1)
+    # The query whose results the event is about (from the token); training reads it.
+    query: str | None = Field(default=None)
+    # True when the page's top results were shuffled (exploration); None otherwise.
+    explored: bool | None = Field(default=None)
     position: int | None = Field(default=None)
     # Amount in millionths of ``currency`` (129.99 USD -> 129_990_000); None when not given.
     amount_micros: int | None = Field(default=None, sa_type=BigInteger)
@@ -103,6 +107,8 @@ class ValidEvent(NamedTuple):
     arm: str | None = None
     experiment: str | None = None
     team: str | None = None
+    query: str | None = None
+    explored: bool | None = None
     position: int | None = None
     amount_micros: int | None = None
     currency: str | None = None
@@ -116,7 +122,12 @@ class ValidEvent(NamedTuple):
 _TABLE: sqlalchemy.Table = FeedbackEvent.__table__  # type: ignore[assignment]
 _COLUMNS = ValidEvent._fields
 # Columns added after the first release: added in place to an older database.
-_ADDED_COLUMNS = {"experiment": "VARCHAR(64)", "team": "VARCHAR(1)"}
+_ADDED_COLUMNS = {
+    "experiment": "VARCHAR(64)",
+    "team": "VARCHAR(1)",
+    "query": "VARCHAR",
+    "explored": "BOOLEAN",
+}
 # Indexes of earlier versions, dropped from an older database.
 _DROPPED_INDEXES = ("user_id", "product_id")
 # SQLite keeps datetimes as text in SQLAlchemy's format (naive UTC), read back by UTCDateTime.

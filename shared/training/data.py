@@ -85,6 +85,9 @@ class TrainingData:
     labels: dict[str, dict[str, str]]
     classes: list[str]
     fingerprint: str
+    # Graded gains in [0, 1] from label.csv's optional ``gain`` column (judgments derived
+    # from feedback, shared.training.clicks); empty when the folder has none.
+    gains: dict[str, dict[str, float]] = field(default_factory=dict)
     row_of: dict[str, int] = field(default_factory=dict)
     _bm25: BM25Index | None = None
 
@@ -200,13 +203,17 @@ def load_training_data(
             raise DatasetError(f"{directory / 'query.csv'}: line {line} lacks query_id or query")
         queries.append(Query(query_id, text, (row.get("query_class") or "").strip() or None))
     labels: dict[str, dict[str, str]] = {}
+    gains: dict[str, dict[str, float]] = {}
     for line, row in enumerate(label_rows, start=2):
         label = row["label"].strip()
         if label not in RELEVANCE_LABELS:
             raise DatasetError(
                 f"{label_path}: line {line} has label {label!r}, expected one of {RELEVANCE_LABELS}"
             )
-        labels.setdefault(row["query_id"].strip(), {})[row["product_id"].strip()] = label
+        qid, pid = row["query_id"].strip(), row["product_id"].strip()
+        labels.setdefault(qid, {})[pid] = label
+        if "gain" in row:
+            gains.setdefault(qid, {})[pid] = _gain(row["gain"], label_path, line)
 
     if needs_labels:
         queries = [q for q in queries if labels.get(q.query_id)]
@@ -234,7 +241,18 @@ def load_training_data(
         labels=labels,
         classes=label_set,
         fingerprint=digest.hexdigest(),
+        gains=gains,
     )
+
+
+def _gain(text: str, path: Path, line: int) -> float:
+    try:
+        gain = float(text)
+    except ValueError:
+        raise DatasetError(f"{path}: line {line} has gain {text!r}, not a number") from None
+    if not 0.0 <= gain <= 1.0:
+        raise DatasetError(f"{path}: line {line} has gain {gain}, outside [0, 1]")
+    return gain
 
 
 def _check_classes(
@@ -384,6 +402,9 @@ def rank_groups(
         queries = queries[:max_examples]
     groups = []
     for query in queries:
+        if data.gains:
+            groups += _gain_groups(data, query, group_size, rng)
+            continue
         judged = data.judged(query)
         best = sorted(r for r, lab in judged.items() if lab == EXACT) or sorted(
             r for r, lab in judged.items() if lab == PARTIAL
@@ -397,6 +418,30 @@ def rank_groups(
         gains = tuple(GAINS.get(judged.get(r, ""), 0.0) for r in rows)
         groups.append(RankGroup(query.text, rows, gains))
     return groups
+
+
+def _gain_groups(
+    data: TrainingData, query: Query, group_size: int, rng: random.Random
+) -> list[RankGroup]:
+    """Groups of a query judged by gains (feedback): its best product with every other
+    judged product, ``group_size - 1`` at a time. Only judged products: a product the
+    shoppers never saw has no evidence either way."""
+    row_of = data.row_of
+    gains = {
+        row_of[pid]: gain
+        for pid, gain in data.gains.get(query.query_id, {}).items()
+        if pid in row_of
+    }
+    if len(gains) < 2 or max(gains.values()) <= 0.0:
+        return []
+    best = max(sorted(gains), key=lambda r: gains[r])
+    pool = [r for r in sorted(gains) if r != best]
+    rng.shuffle(pool)
+    step = group_size - 1
+    return [
+        RankGroup(query.text, (best, *chunk), tuple(gains[r] for r in (best, *chunk)))
+        for chunk in (tuple(pool[i : i + step]) for i in range(0, len(pool), step))
+    ]
 
 
 def sample_rows(n: int, k: int, seed: int, must: Sequence[int] = ()) -> np.ndarray:

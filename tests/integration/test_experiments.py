@@ -112,6 +112,10 @@ def stack(exported_model_repository: Path, tmp_path_factory: pytest.TempPathFact
         intent_refresh_s=0.3,
         token_secret=SECRET,
         grpc_workers=8,
+        # The trainer's business guard rail looks every half second, from 40 shoppers an
+        # arm: only the guard-rail test's simulation reaches that many.
+        guard_interval_s=0.5,
+        guard_min_shoppers=40,
     )
     retrieval = create_retrieval(settings)
     ranking = create_ranking(settings, watch_interval_s=0.2)
@@ -463,16 +467,13 @@ def test_promoting_an_arm_serves_its_versions_and_a_rollback_undoes_it(
     )
 
 
-def test_simulated_shoppers_drive_the_suite_and_the_report_finds_the_reversed_arm(
-    stack: Stack,
-) -> None:
-    from services.feedback.server import create_server as create_feedback
-    from shared.simulation.shoppers import ShopperSimulator
-
+def _start_reversed(stack: Stack, name: str) -> epb_grpc.ExperimentServiceStub:
+    """Start an A/B experiment of the serving ranking against its reverse, once the
+    gateway applies it."""
     stub = stack.experiments()
     _stop_running(stub)
     definition = epb.Experiment(
-        name="sim-reversed",
+        name=name,
         arms=[
             epb.Arm(name="control", share=0.5),
             epb.Arm(
@@ -481,10 +482,18 @@ def test_simulated_shoppers_drive_the_suite_and_the_report_finds_the_reversed_ar
         ],
     )
     stub.CreateExperiment(epb.CreateExperimentRequest(experiment=definition), timeout=10)
-    stub.StartExperiment(epb.StartExperimentRequest(name="sim-reversed"), timeout=60)
-    wait_until(
-        lambda: _arm_of(stack, "probe")[1].experiment == "sim-reversed", "gateway sees it", 30
-    )
+    stub.StartExperiment(epb.StartExperimentRequest(name=name), timeout=60)
+    wait_until(lambda: _arm_of(stack, "probe")[1].experiment == name, "gateway sees it", 30)
+    return stub
+
+
+def test_simulated_shoppers_drive_the_suite_and_the_report_finds_the_reversed_arm(
+    stack: Stack,
+) -> None:
+    from services.feedback.server import create_server as create_feedback
+    from shared.simulation.shoppers import ShopperSimulator
+
+    stub = _start_reversed(stack, "sim-reversed")
     feedback = create_feedback(dataclasses.replace(stack.settings, feedback_listen=ANY))
     try:
         wait_until(lambda: is_serving(feedback.address), "feedback SERVING")
@@ -513,3 +522,134 @@ def test_simulated_shoppers_drive_the_suite_and_the_report_finds_the_reversed_ar
     assert by_arm["reversed"].impressions == reversed_.impressions
     assert "reversed: ctr lower" in reply.verdict
     stub.StopExperiment(epb.StopExperimentRequest(name="sim-reversed"), timeout=10)
+
+
+@pytest.fixture(scope="module")
+def feedback(stack: Stack) -> Iterator[str]:
+    """A feedback service on the module's feedback store; its address."""
+    from services.feedback.server import create_server as create_feedback
+
+    handle = create_feedback(dataclasses.replace(stack.settings, feedback_listen=ANY))
+    try:
+        wait_until(lambda: is_serving(handle.address), "feedback SERVING")
+        yield handle.address
+    finally:
+        handle.stop(0.5)
+
+
+def _gateway(stack: Stack, **settings: object) -> ServerHandle:
+    """Another gateway in front of the same services, with its own settings."""
+    handle = create_gateway(dataclasses.replace(stack.settings, gateway_listen=ANY, **settings))
+    wait_until(lambda: is_serving(handle.address), "gateway SERVING")
+    return handle
+
+
+def _state(stub: epb_grpc.ExperimentServiceStub, name: str) -> epb.Experiment:
+    return stub.GetExperiment(epb.GetExperimentRequest(name=name), timeout=10).experiment
+
+
+def test_the_guard_rail_stops_a_reversed_arm_and_the_clicks_retrain_the_cross_encoder(
+    stack: Stack, feedback: str, tmp_path: Path
+) -> None:
+    from shopsense.trainer.v1 import trainer_service_pb2 as tpb
+    from shopsense.trainer.v1 import trainer_service_pb2_grpc as tpb_grpc
+
+    from shared.cli.retrain import feedback_request
+    from shared.data.synthetic import write_wands
+    from shared.simulation.shoppers import ShopperSimulator
+
+    stub = _start_reversed(stack, "guarded")
+    # Every search explores (its top results shuffled), so that the trainer can measure
+    # position bias from the clicks below; the reversed arm's top ten are still its worst.
+    gateway = _gateway(stack, explore_rate=1.0)
+    try:
+        simulator = ShopperSimulator(STORE.to_dataset(), gateway.address, feedback, seed=4)
+        summary = simulator.run(shoppers=120, searches_each=2, concurrency=4)
+    finally:
+        gateway.stop(0.5)
+    assert summary.events_rejected == 0, summary.rejections
+    wait_until(
+        lambda: _state(stub, "guarded").state == epb.EXPERIMENT_STATE_STOPPED,
+        "the guard rail stops the experiment",
+        30,
+    )
+    reason = _state(stub, "guarded").stop_reason
+    assert reason.startswith("guard rail: arm reversed ctr"), reason
+    assert "below control's" in reason
+
+    # The clicks (of both arms, explored pages and all) train the next cross-encoder.
+    catalog = tmp_path / "catalog"
+    write_wands(STORE, catalog)
+    trainer = tpb_grpc.TrainerServiceStub(grpc.insecure_channel(stack.trainer.address))
+    tiny = {"max_steps": "3", "batch_size": "8", "group_size": "4", "eval_queries": "4"}
+    started = trainer.StartTraining(feedback_request(catalog, overrides=tiny), timeout=120)
+    data = started.feedback_data
+    assert data.pages >= 200 and data.clicks > 0 and data.queries >= 5
+    assert data.examination_measured and data.explored_clicks >= 50
+    assert 0.4 < data.eta < 1.6, data.eta  # the simulated shoppers' is 0.9
+    assert data.examination[0] == 1.0 and data.examination[1] < 1.0
+    labels = (Path(data.dataset) / "label.csv").read_text(encoding="utf-8").splitlines()
+    assert labels[0].split("\t") == ["id", "query_id", "product_id", "label", "gain"]
+    assert len(labels) - 1 == data.judgments
+    job = started.job
+    for update in trainer.WatchJob(tpb.WatchJobRequest(job_id=started.job_id), timeout=300):
+        job = update.job
+    assert job.state == tpb.JOB_STATE_SUCCEEDED, job.error
+    versions = trainer.ListModelVersions(tpb.ListModelVersionsRequest(model="cross_encoder"))
+    new = next(v for v in versions.versions if v.version == job.result_version)
+    assert new.status == tpb.VERSION_STATUS_CANDIDATE and versions.serving_version == 1
+    assert new.offline_metrics  # evaluated against the serving version
+
+
+def test_a_slow_arm_trips_the_latency_guard_rail_in_the_gateway(stack: Stack) -> None:
+    stub = stack.experiments()
+    _stop_running(stub)
+    # The control ranks by features alone; the treatment reranks with the cross-encoder,
+    # several times slower.
+    definition = epb.Experiment(
+        name="slow-arm",
+        arms=[
+            epb.Arm(name="control", share=0.5, pipeline=epb.PipelineSettings(rerank_depth=-1)),
+            epb.Arm(name="treatment", share=0.5, pipeline=epb.PipelineSettings(rerank_depth=100)),
+        ],
+    )
+    stub.CreateExperiment(epb.CreateExperimentRequest(experiment=definition), timeout=10)
+    stub.StartExperiment(epb.StartExperimentRequest(name="slow-arm"), timeout=60)
+    # A gateway whose latency limit no search meets: the arm 1.5 times slower than the
+    # control trips it, from 10 searches an arm.
+    gateway = _gateway(stack, guard_max_p99_ms=1.0, guard_min_searches=10)
+    search = search_service_pb2_grpc.SearchServiceStub(grpc.insecure_channel(gateway.address))
+    try:
+        wait_until(
+            lambda: (
+                AttributionSigner(SECRET)
+                .decode(
+                    search.Search(
+                        spb.SearchRequest(query=QUERY, user=common_pb2.UserContext(session_id="p"))
+                    ).attribution_token
+                )
+                .experiment
+                == "slow-arm"
+            ),
+            "the new gateway sees the experiment",
+            30,
+        )
+        for number in range(120):
+            search.Search(
+                spb.SearchRequest(
+                    query=QUERY, user=common_pb2.UserContext(session_id=f"slow-{number}")
+                ),
+                timeout=30,
+            )
+            if _state(stub, "slow-arm").state == epb.EXPERIMENT_STATE_STOPPED:
+                break
+        wait_until(
+            lambda: _state(stub, "slow-arm").state == epb.EXPERIMENT_STATE_STOPPED,
+            "the gateway's guard rail stops the experiment",
+            10,
+        )
+    finally:
+        gateway.stop(0.5)
+    reason = _state(stub, "slow-arm").stop_reason
+    assert reason.startswith("guard rail: arm treatment p99 latency"), reason
+    assert "(limit 1 ms; control " in reason

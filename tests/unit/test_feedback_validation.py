@@ -157,6 +157,17 @@ def test_attribution_token_is_decoded() -> None:
     valid = validate_event(make_event(attribution_token=token), SIGNER, NOW)
     assert (valid.attribution_token, valid.request_id, valid.arm) == (token, "req-7", "treatment")
     assert valid.experiment is None and valid.team is None
+    assert valid.query is None and valid.explored is None
+
+
+def test_the_token_carries_the_query_and_the_exploration_flag_to_storage() -> None:
+    query = "canapé d'angle en cuir " + "é" * 489  # 512 characters, two bytes each mostly
+    token = SIGNER.encode(
+        Attribution("req-9", "control", {}, ISSUED, query=query, explored=True, teams="a" * 100)
+    )
+    assert len(token) <= 4096
+    valid = validate_event(make_event(attribution_token=token), SIGNER, NOW)
+    assert (valid.query, valid.explored) == (query, True)
 
 
 def test_the_token_names_the_experiment_and_the_interleaved_team_of_the_position() -> None:
