@@ -182,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shoppers-before", type=int, default=600)
+    parser.add_argument("--shoppers-before", type=int, default=400)
     parser.add_argument("--shoppers", type=int, default=800, help="in the experiment")
     parser.add_argument("--searches", type=int, default=3, help="searches per shopper")
     parser.add_argument("--seed", type=int, default=1)

@@ -423,9 +423,13 @@ def rank_groups(
 def _gain_groups(
     data: TrainingData, query: Query, group_size: int, rng: random.Random
 ) -> list[RankGroup]:
-    """Groups of a query judged by gains (feedback): its best product with every other
-    judged product, ``group_size - 1`` at a time. Only judged products: a product the
-    shoppers never saw has no evidence either way."""
+    """Groups of a query judged by gains (feedback): its best product, other products the
+    shoppers saw with their gains, and as many of the candidates they were never shown
+    (ranked below the page by the version that served) with gain 0.
+
+    The unshown candidates keep the model's sense of what is irrelevant: the shown ones are
+    the serving ranking's top, nearly all relevant, and a model trained on them alone
+    forgets the rest of the candidate list it will rerank."""
     row_of = data.row_of
     gains = {
         row_of[pid]: gain
@@ -435,13 +439,17 @@ def _gain_groups(
     if len(gains) < 2 or max(gains.values()) <= 0.0:
         return []
     best = max(sorted(gains), key=lambda r: gains[r])
-    pool = [r for r in sorted(gains) if r != best]
-    rng.shuffle(pool)
-    step = group_size - 1
-    return [
-        RankGroup(query.text, (best, *chunk), tuple(gains[r] for r in (best, *chunk)))
-        for chunk in (tuple(pool[i : i + step]) for i in range(0, len(pool), step))
-    ]
+    shown = [r for r in sorted(gains) if r != best]
+    rng.shuffle(shown)
+    unshown = [r for r in data.candidates(query) if r not in gains]
+    step = max(1, (group_size - 1) // 2)
+    groups = []
+    for start in range(0, len(shown), step):
+        chunk = shown[start : start + step]
+        others = rng.sample(unshown, min(group_size - 1 - len(chunk), len(unshown)))
+        rows = (best, *chunk, *others)
+        groups.append(RankGroup(query.text, rows, tuple(gains.get(r, 0.0) for r in rows)))
+    return groups
 
 
 def sample_rows(n: int, k: int, seed: int, must: Sequence[int] = ()) -> np.ndarray:

@@ -218,12 +218,22 @@ class LocalPipeline:
 
 
 def evaluate_pipeline(
-    pipeline: LocalPipeline, queries: Sequence[Query], labels: Mapping[str, Mapping[str, str]]
+    pipeline: LocalPipeline,
+    queries: Sequence[Query],
+    labels: Mapping[str, Mapping[str, str]],
+    condensed: bool = False,
 ) -> dict[str, float]:
-    """The module docstring's metrics of ``pipeline`` on ``queries``."""
+    """The module docstring's metrics of ``pipeline`` on ``queries``.
+
+    ``condensed``: score each ranking with its unjudged products left out (Sakai, SIGIR
+    2007). Judgments from feedback exist only for what the serving version showed; scored
+    as they are, any other ranking would lose for showing something new, whatever it is."""
     runs: dict[str, dict[str, list[str]]] = {}
     for query in queries:
+        judged = labels.get(query.query_id, {})
         for stage, ranked in pipeline.search(query.text).items():
+            if condensed and stage != "classes":
+                ranked = [pid for pid in ranked if pid in judged]
             runs.setdefault(stage, {})[query.query_id] = ranked
     judged = {q.query_id: labels[q.query_id] for q in queries if labels.get(q.query_id)}
     metrics: dict[str, float] = {}
@@ -265,6 +275,7 @@ def evaluate_version(
         progress=progress,
     )
     try:
-        return evaluate_pipeline(pipeline, data.dev_queries, data.labels)
+        # Judgments from feedback (a gain column) cover only what was shown: condensed lists.
+        return evaluate_pipeline(pipeline, data.dev_queries, data.labels, bool(data.gains))
     finally:
         pipeline.close()

@@ -159,7 +159,9 @@ def test_impressions_are_read_back_from_the_feedback_store(tmp_path: Path) -> No
 def _catalog(folder: Path, ids: list[str]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     rows = ["product_id\tproduct_name\tproduct_class"]
-    rows += [f"{pid}\tproduct {pid}\tSofas" for pid in ids]
+    # every product matches every query "qN" (BM25 puts them all among the candidates)
+    words = " ".join(f"q{n}" for n in range(40))
+    rows += [f"{pid}\tproduct {pid} {words}\tSofas" for pid in ids]
     (folder / "product.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return folder
 
@@ -178,15 +180,20 @@ def test_the_judgments_folder_trains_on_what_shoppers_saw(tmp_path: Path) -> Non
     expected = {j.product_id: j.gain for j in fit.judgments if j.query == "q0"}
     for pid, gain in gains.items():
         assert gain == pytest.approx(expected[pid], abs=1e-6)
-    groups = rank_groups(data, group_size=4, max_examples=0, seed=1)
+    groups = rank_groups(data, group_size=5, max_examples=0, seed=1)
+    other = data.row_of["other"]
     for group in groups:
         gains_of = dict(zip(group.rows, group.gains, strict=True))
         assert group.gains[0] == max(gains_of.values())  # the best product leads each group
-        assert data.row_of["other"] not in group.rows  # never shown: no evidence
-    # every judged product of a training query is in one of its groups
+        assert len(group.rows) <= 5
+        # a candidate the shoppers never saw may fill a group, as a product worth nothing
+        assert gains_of.get(other, 0.0) == 0.0
+    # every judged product of a training query is in one of its groups, with its gain
     train_q = data.train_queries[0]
-    rows = {r for g in groups if g.query == train_q.text for r in g.rows}
-    assert rows == {data.row_of[str(d)] for d in range(9)}
+    mine = [g for g in groups if g.query == train_q.text]
+    rows = {r for g in mine for r in g.rows}
+    assert rows - {other} == {data.row_of[str(d)] for d in range(9)}
+    assert any(other in g.rows for g in mine)
     assert "Examination by position (fitted)" in (tmp_path / "fb" / "README.txt").read_text()
 
 
@@ -199,3 +206,21 @@ def test_a_gain_outside_0_to_1_names_the_line(tmp_path: Path) -> None:
     )
     with pytest.raises(DatasetError, match=r"label.csv: line 3 has gain 1.5, outside \[0, 1\]"):
         load_training_data(folder, kind="cross_encoder")
+
+
+def test_offline_scores_of_feedback_judgments_leave_unjudged_products_out() -> None:
+    from shared.data.dataset import Query
+    from shared.training.offline_eval import evaluate_pipeline
+
+    class Ranking:  # stands in for the pipeline: the unit here is the scoring
+        def search(self, text: str) -> dict[str, list[str]]:
+            return {
+                stage: ["new", "a", "b"] for stage in ("bm25", "dense", "retrieval", "pipeline")
+            }
+
+    labels = {"q": {"a": "Exact", "b": "Irrelevant"}}
+    queries = [Query("q", "sofa")]
+    plain = evaluate_pipeline(Ranking(), queries, labels)
+    condensed = evaluate_pipeline(Ranking(), queries, labels, condensed=True)
+    assert plain["pipeline/mrr@10"] == pytest.approx(0.5)  # "new" was never shown: counted 0
+    assert condensed["pipeline/mrr@10"] == 1.0 and condensed["pipeline/ndcg@10"] == 1.0
