@@ -63,8 +63,10 @@ def _run_experiment(
     seed: int,
     concurrency: int,
     refresh_s: float,
+    guard_wait_s: float = 0.0,
 ) -> epb.Experiment:
-    """Create, start, simulate, and stop (unless a guard rail did); the final state."""
+    """Create, start, simulate, give the guard rails ``guard_wait_s`` to act, and stop
+    (unless a guard rail did); the final state."""
     from shared.data.wands import load_wands
     from shared.simulation.shoppers import ShopperSimulator
 
@@ -81,6 +83,12 @@ def _run_experiment(
         user_prefix=definition.name,
     )
     simulator.run(shoppers, searches, concurrency=concurrency)
+    deadline = time.monotonic() + guard_wait_s  # the trainer's guard rail looks every 30 s
+    while time.monotonic() < deadline:
+        state = stub.GetExperiment(epb.GetExperimentRequest(name=definition.name), timeout=10)
+        if state.experiment.state != epb.EXPERIMENT_STATE_RUNNING:
+            break
+        time.sleep(1.0)
     state = stub.GetExperiment(epb.GetExperimentRequest(name=definition.name), timeout=10)
     if state.experiment.state == epb.EXPERIMENT_STATE_RUNNING:
         stub.StopExperiment(
@@ -145,8 +153,8 @@ def needed(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--aa-seeds", type=int, default=20)
-    parser.add_argument("--aa-shoppers", type=int, default=200)
-    parser.add_argument("--shoppers", type=int, default=400)
+    parser.add_argument("--aa-shoppers", type=int, default=120)
+    parser.add_argument("--shoppers", type=int, default=300)
     parser.add_argument("--searches", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--skip-aa", action="store_true")
@@ -218,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
 
         console.rule("2. serving against reversed: A/B and interleaving")
         rng = random.Random(7)
-        sizes = [20, 40, 60, 80, 100, 140, 180, 240, 300, 400, 500, 600, 800]
+        sizes = [4, 6, 8, 10, 12, 16, 20, 24, 30, 40, 50, 60, 80, 100, 140, 200, 300, 400]
         results = {}
         for kind in ("ab", "interleaving"):
             name = f"rev-{kind}-{stamp}"
@@ -236,7 +244,13 @@ def main(argv: list[str] | None = None) -> int:
                     ),
                 ],
             )
-            final = _run_experiment(endpoints, definition, **run, seed=2000 + len(results))
+            final = _run_experiment(
+                endpoints,
+                definition,
+                **run,
+                seed=2000 + len(results),
+                guard_wait_s=settings.guard_interval_s + 5.0,
+            )
             report = _stub(endpoints).GetExperimentReport(
                 epb.GetExperimentReportRequest(name=name), timeout=120
             )

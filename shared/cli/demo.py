@@ -9,7 +9,7 @@
 4. **Experiment**: an A/B test, the serving versions against the candidate, with a new
    population of simulated shoppers; the guard rails watch it.
 5. **Report**: per-arm rates with their intervals and p-values, printed and plotted
-   (``var/reports/demo-<experiment>.png``).
+   (``var/reports/<experiment>.png``).
 6. **Decide**: the candidate is promoted when its CTR or conversion rate is significantly
    higher and nothing is significantly lower; otherwise the experiment is stopped and the
    serving version stays.
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         report = experiments.GetExperimentReport(
             epb.GetExperimentReportRequest(name=name), timeout=120
         )
-        png = state_dir() / "reports" / f"demo-{name}.png"
+        png = state_dir() / "reports" / f"{name}.png"
         print_report(report, console, png)
         current = experiments.GetExperiment(
             epb.GetExperimentRequest(name=name), timeout=10
