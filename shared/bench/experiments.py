@@ -34,12 +34,14 @@ from shopsense.experiments.v1 import experiment_service_pb2 as epb
 from shopsense.experiments.v1 import experiment_service_pb2_grpc as epb_grpc
 
 from shared.cli.catalog import DEMO_PRODUCTS, DEMO_SEED, ensure_demo_store, wait_for_intent
+from shared.cli.experiments import stop_running
 from shared.cli.suite import Endpoints, running_suite
+from shared.data.dataset import Dataset
+from shared.data.wands import load_wands
 from shared.experiments.assignment import Experiment
 from shared.experiments.proto import from_proto
 from shared.experiments.report import SIGNIFICANCE, Collected, collect, wins_of
 from shared.experiments.stats import compare, preference_test, ratio_estimate
-from shared.paths import state_dir
 from shared.rpc.clients import open_channel
 from shared.settings import load as load_settings
 from shared.storage.database import create_db_engine
@@ -58,6 +60,7 @@ def _stub(endpoints: Endpoints) -> epb_grpc.ExperimentServiceStub:
 def _run_experiment(
     endpoints: Endpoints,
     definition: epb.Experiment,
+    store: Dataset,
     shoppers: int,
     searches: int,
     seed: int,
@@ -67,16 +70,14 @@ def _run_experiment(
 ) -> epb.Experiment:
     """Create, start, simulate, give the guard rails ``guard_wait_s`` to act, and stop
     (unless a guard rail did); the final state."""
-    from shared.data.wands import load_wands
     from shared.simulation.shoppers import ShopperSimulator
 
     stub = _stub(endpoints)
     stub.CreateExperiment(epb.CreateExperimentRequest(experiment=definition), timeout=30)
     stub.StartExperiment(epb.StartExperimentRequest(name=definition.name), timeout=300)
     time.sleep(refresh_s + 1.0)
-    folder = state_dir() / f"demo-store-{DEMO_PRODUCTS}-s{DEMO_SEED}"
     simulator = ShopperSimulator(
-        load_wands(folder),
+        store,
         endpoints.gateway,
         endpoints.feedback,
         seed=seed,
@@ -163,24 +164,16 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.now(UTC).strftime("%m%d%H%M%S")
     started = time.monotonic()
     with running_suite(settings, console.print) as endpoints:
-        ensure_demo_store(endpoints.retrieval, DEMO_PRODUCTS, DEMO_SEED, console.print)
+        folder = ensure_demo_store(endpoints.retrieval, DEMO_PRODUCTS, DEMO_SEED, console.print)
         wait_for_intent(endpoints.intent, endpoints.retrieval)
-        for running in (
-            _stub(endpoints)
-            .ListExperiments(
-                epb.ListExperimentsRequest(state=epb.EXPERIMENT_STATE_RUNNING), timeout=10
-            )
-            .experiments
-        ):
-            _stub(endpoints).StopExperiment(
-                epb.StopExperimentRequest(name=running.name, reason="bench"), timeout=10
-            )
+        stop_running(_stub(endpoints), "bench")
         engine = FeedbackStore(create_db_engine(settings.feedback_db_url)).engine
         run = {
             "shoppers": args.shoppers,
             "searches": args.searches,
             "concurrency": args.concurrency,
             "refresh_s": settings.intent_refresh_s,
+            "store": load_wands(folder),
         }
 
         if not args.skip_aa:

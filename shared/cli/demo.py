@@ -33,10 +33,12 @@ from shopsense.trainer.v1 import trainer_service_pb2 as tpb
 from shopsense.trainer.v1 import trainer_service_pb2_grpc as tpb_grpc
 
 from shared.cli.catalog import DEMO_PRODUCTS, DEMO_SEED, ensure_demo_store, wait_for_intent
-from shared.cli.experiments import print_report
+from shared.cli.experiments import print_report, stop_running
 from shared.cli.retrain import describe_feedback, feedback_request, follow, offline_figures
 from shared.cli.simulate import summary_table
 from shared.cli.suite import Endpoints, running_suite
+from shared.data.dataset import Dataset
+from shared.data.wands import load_wands
 from shared.paths import state_dir
 from shared.rpc.clients import open_channel
 from shared.settings import load as load_settings
@@ -50,15 +52,18 @@ DECIDING = ("ctr", "conversion_rate")
 
 
 def _simulate(
-    endpoints: Endpoints, args: argparse.Namespace, seed: int, shoppers: int, prefix: str
+    endpoints: Endpoints,
+    args: argparse.Namespace,
+    store: Dataset,
+    seed: int,
+    shoppers: int,
+    prefix: str,
 ):
-    from shared.data.wands import load_wands
     from shared.simulation.shoppers import ShopperSimulator
 
-    folder = state_dir() / f"demo-store-{DEMO_PRODUCTS}-s{DEMO_SEED}"
     # Shoppers (and so event ids) of this run only: a second demo is not taken for a resend.
     simulator = ShopperSimulator(
-        load_wands(folder), endpoints.gateway, endpoints.feedback, seed=seed, user_prefix=prefix
+        store, endpoints.gateway, endpoints.feedback, seed=seed, user_prefix=prefix
     )
     started = time.monotonic()
     summary = simulator.run(shoppers, args.searches, concurrency=args.concurrency)
@@ -96,17 +101,13 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     started = time.monotonic()
     with running_suite(settings, console.print) as endpoints:
-        ensure_demo_store(endpoints.retrieval, DEMO_PRODUCTS, DEMO_SEED, console.print)
+        catalog = ensure_demo_store(endpoints.retrieval, DEMO_PRODUCTS, DEMO_SEED, console.print)
+        store = load_wands(catalog)
         wait_for_intent(endpoints.intent, endpoints.retrieval)
         trainer = tpb_grpc.TrainerServiceStub(open_channel(endpoints.trainer))
         experiments = epb_grpc.ExperimentServiceStub(open_channel(endpoints.trainer))
-        for running in experiments.ListExperiments(
-            epb.ListExperimentsRequest(state=epb.EXPERIMENT_STATE_RUNNING), timeout=10
-        ).experiments:
-            console.print(f"stopping the running experiment {running.name}")
-            experiments.StopExperiment(
-                epb.StopExperimentRequest(name=running.name, reason="make demo"), timeout=10
-            )
+        for name in stop_running(experiments, "make demo"):
+            console.print(f"stopped the running experiment {name}")
         serving = trainer.ListModelVersions(
             tpb.ListModelVersionsRequest(model="cross_encoder"), timeout=10
         ).serving_version
@@ -114,10 +115,9 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"cross_encoder serving: {serving or 'none (features only)'}")
         since = datetime.now(UTC)
         run = since.strftime("%Y%m%d%H%M%S")
-        _simulate(endpoints, args, args.seed, args.shoppers_before, f"demo{run}-before")
+        _simulate(endpoints, args, store, args.seed, args.shoppers_before, f"demo{run}-before")
 
         console.rule("2. retrain the cross-encoder on their feedback")
-        catalog = state_dir() / f"demo-store-{DEMO_PRODUCTS}-s{DEMO_SEED}"
         try:
             reply = trainer.StartTraining(
                 feedback_request(catalog, since, DEMO_HYPERPARAMETERS), timeout=300
@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
         experiments.CreateExperiment(epb.CreateExperimentRequest(experiment=definition), timeout=30)
         experiments.StartExperiment(epb.StartExperimentRequest(name=name), timeout=300)
         time.sleep(settings.intent_refresh_s + 1.0)  # the gateway re-reads it
-        _simulate(endpoints, args, args.seed + 1, args.shoppers, f"demo{run}-ab")
+        _simulate(endpoints, args, store, args.seed + 1, args.shoppers, f"demo{run}-ab")
 
         console.rule("4. the report")
         report = experiments.GetExperimentReport(

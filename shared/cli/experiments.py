@@ -119,6 +119,18 @@ def write_chart(reply: pb.GetExperimentReportResponse, path: Path) -> Path:
     return path
 
 
+def stop_running(stub: pb_grpc.ExperimentServiceStub, reason: str) -> list[str]:
+    """Stop the running experiment, if any (one runs at a time); the names stopped."""
+    running = stub.ListExperiments(
+        pb.ListExperimentsRequest(state=pb.EXPERIMENT_STATE_RUNNING), timeout=10
+    ).experiments
+    for experiment in running:
+        stub.StopExperiment(
+            pb.StopExperimentRequest(name=experiment.name, reason=reason), timeout=10
+        )
+    return [experiment.name for experiment in running]
+
+
 def print_report(
     reply: pb.GetExperimentReportResponse, console: Console, png: Path | None = None
 ) -> None:

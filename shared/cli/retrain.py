@@ -19,8 +19,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from shopsense.trainer.v1 import trainer_service_pb2 as tpb
 from shopsense.trainer.v1 import trainer_service_pb2_grpc
 
-from shared.cli.simulate import DEMO_STORE
-from shared.paths import state_dir
+from shared.cli.catalog import demo_store_dir
 from shared.rpc.clients import open_channel
 
 
@@ -89,7 +88,7 @@ def offline_figures(job: tpb.Job) -> str:
 
 def cmd_retrain(args: argparse.Namespace, console: Console, target: str) -> int:
     stub = trainer_service_pb2_grpc.TrainerServiceStub(open_channel(target))
-    catalog = Path(args.data) if args.data else state_dir() / DEMO_STORE
+    catalog = Path(args.data) if args.data else demo_store_dir()
     overrides = dict(item.split("=", 1) for item in args.set or [])
     since = datetime.fromisoformat(args.since) if args.since else None
     try:
@@ -123,9 +122,7 @@ def cmd_retrain(args: argparse.Namespace, console: Console, target: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data", help=f"the catalog folder (product.csv; default var/{DEMO_STORE})"
-    )
+    parser.add_argument("--data", help="the catalog folder (product.csv; default: the demo store)")
     parser.add_argument("--since", help="only feedback from this ISO time on")
     parser.add_argument("--publish", action="store_true", help="serve it once it passes")
     parser.add_argument("--set", action="append", metavar="NAME=VALUE", help="hyperparameter")

@@ -9,11 +9,9 @@ import grpc
 from rich.console import Console
 from rich.table import Table
 
-from shared.paths import state_dir
+from shared.cli.catalog import demo_store_dir
 from shared.settings import load as load_settings
 from shared.simulation.shoppers import Summary
-
-DEMO_STORE = "demo-store-20000-s7"
 
 
 def summary_table(summary: Summary, title: str) -> Table:
@@ -42,7 +40,7 @@ def cmd_simulate(args: argparse.Namespace, console: Console) -> int:
     from shared.simulation.shoppers import ShopperSimulator
 
     settings = load_settings()
-    folder = Path(args.data) if args.data else state_dir() / DEMO_STORE
+    folder = Path(args.data) if args.data else demo_store_dir()
     if not (folder / "label.csv").is_file():
         console.print(f"[red]INVALID_ARGUMENT[/red]: --data: {folder} has no label.csv")
         return 1
@@ -78,7 +76,7 @@ def add_parser(sub: argparse._SubParsersAction, console: Console) -> None:
     simulate.add_argument(
         "--concurrency", type=int, default=4, help="shoppers searching at once (default 4)"
     )
-    simulate.add_argument("--data", help=f"a WANDS folder with labels (default var/{DEMO_STORE})")
+    simulate.add_argument("--data", help="a WANDS folder with labels (default: the demo store)")
     simulate.add_argument("--gateway", help="default SHOPSENSE_GATEWAY_TARGET")
     simulate.add_argument("--feedback", help="default SHOPSENSE_FEEDBACK_TARGET")
     simulate.set_defaults(func=lambda args: cmd_simulate(args, console))

@@ -99,19 +99,14 @@ class ClickModelFit:
 
     # examination[k - 1]: how likely a shopper looks at position k (position 1: 1.0).
     examination: list[float]
-    judgments: list[Judgment]
-    pages: int
-    impressions: int
-    clicks: int
-    iterations: int
-    log_likelihood: float
-    queries: int = 0
-    # Impressions at each position (how much evidence each examination figure has).
-    position_impressions: list[int] = field(default_factory=list)
     # examination(k) = k ** -eta; measured on explored pages, or assumed (DEFAULT_ETA).
-    eta: float = 1.0
-    measured: bool = False
-    explored_clicks: int = 0
+    eta: float
+    measured: bool
+    explored_clicks: int
+    pages: int
+    judgments: list[Judgment] = field(default_factory=list)
+    impressions: int = 0
+    clicks: int = 0
 
 
 def read_impressions(
@@ -230,31 +225,20 @@ def fit_click_model(
         c_cells[cell] += int(imp.clicked)
         conversions[pair] += imp.conversions
     examination = np.arange(1, MAX_POSITION + 1, dtype=np.float64) ** -eta
+    fit = ClickModelFit([float(x) for x in examination], eta, measured, explored_clicks, pages)
     if not cell_of:
-        return ClickModelFit(
-            [float(x) for x in examination],
-            [],
-            pages,
-            0,
-            0,
-            0,
-            0.0,
-            eta=eta,
-            measured=measured,
-            explored_clicks=explored_clicks,
-        )
+        return fit
     cells = np.array(list(cell_of), dtype=np.int64)
     pair_idx, pos_idx = cells[:, 0], cells[:, 1]
     n = np.array(n_cells, dtype=np.float64)
     c = np.array(c_cells, dtype=np.float64)
     n_pairs = len(pair_of)
     pair_n = np.bincount(pair_idx, weights=n, minlength=n_pairs)
-    pos_n = np.bincount(pos_idx, weights=n, minlength=MAX_POSITION)
     mean_ctr = float(c.sum() / n.sum())
     prior_a = PRIOR_IMPRESSIONS * max(mean_ctr, 1e-3)
     prior_b = PRIOR_IMPRESSIONS - prior_a
     gamma = np.full(n_pairs, min(0.5, 2 * mean_ctr + 1e-3))
-    gamma, iterations = _attractiveness(
+    gamma = _attractiveness(
         n,
         c,
         examination[pos_idx],
@@ -265,9 +249,6 @@ def fit_click_model(
         max_iterations,
         tolerance,
     )
-    p = np.clip(examination[pos_idx] * gamma[pair_idx], 1e-12, 1 - 1e-12)
-    log_likelihood = float((c * np.log(p) + (n - c) * np.log(1 - p)).sum())
-
     pair_c = np.bincount(pair_idx, weights=c, minlength=n_pairs)
     judgments = []
     for (query, product_id), pair in pair_of.items():
@@ -286,20 +267,10 @@ def fit_click_model(
                 gain=min(1.0, attractiveness * boost),
             )
         )
-    return ClickModelFit(
-        examination=[float(x) for x in examination],
-        judgments=judgments,
-        pages=pages,
-        impressions=int(n.sum()),
-        clicks=int(c.sum()),
-        iterations=iterations,
-        log_likelihood=log_likelihood,
-        queries=len({q for q, _ in pair_of}),
-        position_impressions=[int(x) for x in pos_n],
-        eta=eta,
-        measured=measured,
-        explored_clicks=explored_clicks,
-    )
+    fit.judgments = judgments
+    fit.impressions = int(n.sum())
+    fit.clicks = int(c.sum())
+    return fit
 
 
 def _attractiveness(
@@ -312,12 +283,11 @@ def _attractiveness(
     prior: tuple[float, float],
     max_iterations: int,
     tolerance: float,
-) -> tuple[np.ndarray, int]:
+) -> np.ndarray:
     """EM for attractiveness with examination ``seen`` (per cell) fixed: a skip counts as
     "attractive but not looked at" with probability (1 - e) g / (1 - e g)."""
     prior_a, prior_b = prior
-    iterations = 0
-    for iterations in range(1, max_iterations + 1):  # noqa: B007 - returned
+    for _ in range(max_iterations):
         g = gamma[pair_idx]
         liked = c + (n - c) * (1.0 - seen) * g / np.maximum(1.0 - seen * g, 1e-12)
         new = (np.bincount(pair_idx, weights=liked, minlength=len(gamma)) + prior_a) / (
@@ -327,7 +297,7 @@ def _attractiveness(
         gamma = new
         if change < tolerance:
             break
-    return gamma, iterations
+    return gamma
 
 
 def query_id(query: str) -> str:

@@ -30,6 +30,7 @@ from services.ranking.server import create_server as create_ranking
 from services.retrieval.server import create_server as create_retrieval
 from services.trainer.server import create_server as create_trainer
 from shared.cli.catalog import upsert_products
+from shared.cli.experiments import stop_running
 from shared.cli.main import console, main
 from shared.cli.suite import is_serving
 from shared.data.synthetic import generate_store
@@ -188,15 +189,6 @@ def test_bad_experiments_are_refused_at_configuration_time(
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def _stop_running(stub: epb_grpc.ExperimentServiceStub) -> None:
-    """Stop whatever an earlier test left running (one experiment runs at a time)."""
-    running = stub.ListExperiments(
-        epb.ListExperimentsRequest(state=epb.EXPERIMENT_STATE_RUNNING), timeout=10
-    )
-    for experiment in running.experiments:
-        stub.StopExperiment(epb.StopExperimentRequest(name=experiment.name), timeout=10)
-
-
 def _arm_of(stack: Stack, session: str) -> tuple[spb.SearchResponse, object]:
     reply = stack.search(session)
     return reply, AttributionSigner(SECRET).decode(reply.attribution_token)
@@ -258,7 +250,7 @@ def test_an_ab_experiment_routes_arms_to_their_versions_until_stopped(stack: Sta
 
 def test_interleaving_merges_two_arms_and_names_who_picked_each_result(stack: Stack) -> None:
     stub = stack.experiments()
-    _stop_running(stub)
+    stop_running(stub, "an earlier test's")
     wait_until(lambda: _arm_of(stack, "probe")[1].experiment == "", "no experiment", 30)
     baseline = [r.product_id for r in stack.search("shopper-x", page_size=30).results]
 
@@ -313,7 +305,7 @@ def test_a_config_file_defines_and_starts_experiments_when_the_trainer_starts(
     stack: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
 ) -> None:
     stub = stack.experiments()
-    _stop_running(stub)
+    stop_running(stub, "an earlier test's")
     good = tmp_path / "experiments.toml"
     good.write_text(
         """
@@ -430,7 +422,7 @@ def test_promoting_an_arm_serves_its_versions_and_a_rollback_undoes_it(
     from shopsense.trainer.v1 import trainer_service_pb2_grpc as tpb_grpc
 
     stub = stack.experiments()
-    _stop_running(stub)
+    stop_running(stub, "an earlier test's")
     stub.CreateExperiment(
         epb.CreateExperimentRequest(experiment=_ab("promote-me", cross_encoder="2")), timeout=10
     )
@@ -471,7 +463,7 @@ def _start_reversed(stack: Stack, name: str) -> epb_grpc.ExperimentServiceStub:
     """Start an A/B experiment of the serving ranking against its reverse, once the
     gateway applies it."""
     stub = stack.experiments()
-    _stop_running(stub)
+    stop_running(stub, "an earlier test's")
     definition = epb.Experiment(
         name=name,
         arms=[
@@ -603,7 +595,7 @@ def test_the_guard_rail_stops_a_reversed_arm_and_the_clicks_retrain_the_cross_en
 
 def test_a_slow_arm_trips_the_latency_guard_rail_in_the_gateway(stack: Stack) -> None:
     stub = stack.experiments()
-    _stop_running(stub)
+    stop_running(stub, "an earlier test's")
     # The control ranks by features alone; the treatment reranks with the cross-encoder,
     # several times slower.
     definition = epb.Experiment(
