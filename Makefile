@@ -33,7 +33,7 @@ $(GEN_STAMP): $(PROTOS) $(STAMP)
 
 models: $(MODEL) ## export all-MiniLM-L6-v2 to ONNX into triton_models/text_encoder/1/
 $(MODEL): | $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m shared.models.export --model text_encoder --version 1
+	HF_HUB_OFFLINE=1 $(PY) -m shared.training.export --model text_encoder --version 1
 
 run: venv protos models ## start Triton and every service, load the demo store if empty; Ctrl-C stops all
 	HF_HUB_OFFLINE=1 $(PY) -m shared.cli.main up
@@ -59,19 +59,19 @@ test-system: venv protos models
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests/system
 
 eval: venv protos models ## nDCG/Recall/MRR on the demo store and intent accuracy on real WANDS queries
-	HF_HUB_OFFLINE=1 $(PY) -m shared.evaluation.demo
+	HF_HUB_OFFLINE=1 $(PY) -m shared.cli.evaluate
 
 bench: venv protos models ## latency and throughput of the suite against the in-process floor
 	HF_HUB_OFFLINE=1 $(PY) -m shared.bench.suite
 
 bench-cross-encoder: venv protos models ## int8 vs fp32 agreement and speed; Triton rerank vs PyTorch eager
-	HF_HUB_OFFLINE=1 $(PY) -m shared.models.bench_cross_encoder
+	HF_HUB_OFFLINE=1 $(PY) -m shared.bench.cross_encoder
 
 bench-experiments: venv protos models ## A/A over 20 seeds; serving vs reversed as A/B and interleaving: verdicts, shoppers for 80% power, guard rails (SYNTHETIC shoppers)
 	HF_HUB_OFFLINE=1 $(PY) -m shared.bench.experiments
 
 bench-feedback: venv protos ## feedback ingestion rate into SQLite (batches, duplicates, one stream), nothing lost
-	$(PY) -m services.feedback.bench
+	$(PY) -m shared.bench.feedback
 
 lint: venv ## ruff check and format check
 	$(VENV)/bin/ruff check .

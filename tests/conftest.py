@@ -28,7 +28,7 @@ def tokenizer() -> Tokenizer:
 def exported_model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Triton model repository in a tmp dir with ``text_encoder/1/model.onnx``,
     ``model.py`` and ``config.pbtxt``: exported once per session (about 7 s)."""
-    from shared.models.export import export_text_encoder
+    from shared.training.export import export_text_encoder
 
     repository = tmp_path_factory.mktemp("triton_models")
     export_text_encoder(version=1, repository=repository)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from shared.data.catalog import Product
-from shared.models.export import export_checkpoint
+from shared.training.export import export_checkpoint
 
 
 def export_untrained(

@@ -23,8 +23,8 @@ from shopsense.feedback.v1 import feedback_service_pb2 as pb
 from shopsense.feedback.v1 import feedback_service_pb2_grpc as pb_grpc
 
 from services.feedback.catalog import CatalogCheck
+from shared.errors import InvalidArgument, ResourceExhausted, Unavailable
 from shared.experiments.attribution import Attribution, AttributionSigner
-from shared.rpc.errors import InvalidArgument, ResourceExhausted, Unavailable
 from shared.rpc.server import ServerHandle, build_server
 from shared.settings import DEV_TOKEN_SECRET, Settings
 from shared.storage.database import create_db_engine

@@ -10,7 +10,7 @@ import json
 
 from shopsense.search.v1 import search_service_pb2 as pb
 
-from shared.rpc.errors import InvalidArgument
+from shared.errors import InvalidArgument
 
 
 def request_fingerprint(request: pb.SearchRequest) -> str:

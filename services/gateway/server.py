@@ -23,6 +23,13 @@ from shopsense.search.v1 import search_service_pb2_grpc
 
 from services.gateway.paging import PageTokens, request_fingerprint
 from services.gateway.versions import ModelVersions
+from shared.contracts.common import count_or_default, embedding_to_proto, validate_query
+from shared.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    ShopsenseError,
+    Unavailable,
+)
 from shared.experiments.assignment import (
     CONTROL,
     INTERLEAVING,
@@ -38,16 +45,9 @@ from shared.experiments.interleaving import TEAM_A, TEAM_B, seed_for, team_draft
 from shared.models.protocols import TextEncoder
 from shared.models.triton_client import text_encoder_from_settings
 from shared.rpc.clients import open_channel, remaining
-from shared.rpc.convert import count_or_default, embedding_to_proto, validate_query
-from shared.rpc.errors import (
-    DeadlineExceeded,
-    InvalidArgument,
-    ShopsenseError,
-    Unavailable,
-    from_status,
-)
 from shared.rpc.interceptors import current_request_id
 from shared.rpc.server import ServerHandle, build_server, serve_when_ready
+from shared.rpc.status import error_from_status
 from shared.settings import Settings
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SearchService"].full_name
@@ -394,7 +394,7 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
         except grpc.RpcError as exc:
             code = exc.code()
             if code in _CALLER_ERRORS:
-                raise from_status(code, exc.details()) from exc
+                raise error_from_status(code, exc.details()) from exc
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise DeadlineExceeded("retrieval did not answer within the deadline") from exc
             raise Unavailable(f"retrieval service unavailable: {exc.details()}") from exc

@@ -22,11 +22,12 @@ from shopsense.experiments.v1 import experiment_service_pb2, experiment_service_
 from shopsense.retrieval.v1 import retrieval_service_pb2, retrieval_service_pb2_grpc
 from shopsense.trainer.v1 import trainer_service_pb2, trainer_service_pb2_grpc
 
+from shared.contracts.experiments import from_proto
 from shared.experiments.assignment import Experiment
-from shared.experiments.proto import from_proto
+from shared.models.kinds import CROSS_ENCODER, INTENT_CLASSIFIER
 from shared.rpc.clients import open_channel
 
-ROUTED_MODELS = ("intent_classifier", "cross_encoder")
+ROUTED_MODELS = (INTENT_CLASSIFIER, CROSS_ENCODER)
 _log = structlog.get_logger("shopsense.gateway.versions")
 
 

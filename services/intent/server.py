@@ -21,19 +21,19 @@ from shopsense.common.v1 import common_pb2
 from shopsense.intent.v1 import intent_service_pb2, intent_service_pb2_grpc
 from shopsense.retrieval.v1 import retrieval_service_pb2, retrieval_service_pb2_grpc
 
+from shared.contracts.common import (
+    count_or_default,
+    embedding_from_proto,
+    validate_query,
+    validate_version,
+)
+from shared.errors import FailedPrecondition, Unavailable
 from shared.intent.attributes import AttributeMatcher
 from shared.intent.prototypes import Prototypes, build_prototypes, read_taxonomy
 from shared.models.protocols import TextEncoder
 from shared.models.tokenization import Tokenizer
 from shared.models.triton_client import IntentClassifierClient, text_encoder_from_settings
 from shared.rpc.clients import open_channel, remaining
-from shared.rpc.convert import (
-    count_or_default,
-    embedding_from_proto,
-    validate_query,
-    validate_version,
-)
-from shared.rpc.errors import FailedPrecondition, Unavailable
 from shared.rpc.server import ServerHandle, build_server
 from shared.settings import Settings
 

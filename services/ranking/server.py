@@ -13,19 +13,19 @@ import grpc
 import structlog
 from shopsense.ranking.v1 import ranking_service_pb2, ranking_service_pb2_grpc
 
-from shared.models.tokenization import Tokenizer
-from shared.models.triton_client import CrossEncoderClient
-from shared.ranking.features import FeatureScorer, RankInput
-from shared.ranking.rerank import MAX_DEPTH, ranking_version, rerank_head
-from shared.rpc.clients import remaining
-from shared.rpc.convert import (
+from shared.contracts.common import (
     check_count,
     intent_pairs,
     product_from_proto,
     validate_query,
     validate_version,
 )
-from shared.rpc.errors import FailedPrecondition, InvalidArgument, Unavailable
+from shared.errors import FailedPrecondition, InvalidArgument, Unavailable
+from shared.models.tokenization import Tokenizer
+from shared.models.triton_client import CrossEncoderClient
+from shared.ranking.features import FeatureScorer, RankInput
+from shared.ranking.rerank import MAX_DEPTH, ranking_version, rerank_head
+from shared.rpc.clients import remaining
 from shared.rpc.server import ServerHandle, build_server
 from shared.settings import Settings
 

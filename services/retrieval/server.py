@@ -26,11 +26,7 @@ from shopsense.common.v1 import common_pb2
 from shopsense.retrieval.v1 import retrieval_service_pb2 as pb
 from shopsense.retrieval.v1 import retrieval_service_pb2_grpc
 
-from shared.data.catalog import Product
-from shared.models.protocols import TextEncoder
-from shared.models.triton_client import TextEncoderClient, text_encoder_from_settings
-from shared.ranking.features import intent_boost_for
-from shared.rpc.convert import (
+from shared.contracts.common import (
     check_count,
     count_or_default,
     embedding_from_proto,
@@ -39,7 +35,11 @@ from shared.rpc.convert import (
     product_to_proto,
     validate_query,
 )
-from shared.rpc.errors import FailedPrecondition, InvalidArgument, Unavailable
+from shared.data.catalog import Product
+from shared.errors import FailedPrecondition, InvalidArgument, Unavailable
+from shared.models.protocols import TextEncoder
+from shared.models.triton_client import TextEncoderClient, text_encoder_from_settings
+from shared.ranking.features import intent_boost_for
 from shared.rpc.server import ServerHandle, build_server, serve_when_ready
 from shared.search.catalog_index import (
     CatalogIndex,

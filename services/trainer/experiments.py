@@ -19,13 +19,13 @@ import structlog
 from shopsense.experiments.v1 import experiment_service_pb2 as pb
 from shopsense.experiments.v1 import experiment_service_pb2_grpc as pb_grpc
 
-from shared.experiments.assignment import Experiment, read_file, validate
+from shared.contracts.experiments import STATE_NAMES, from_proto, report_message, row_to_proto
+from shared.errors import FailedPrecondition, InvalidArgument, NotFound
+from shared.experiments.assignment import Experiment, from_dict, read_file, to_dict, validate
 from shared.experiments.guardrails import Limits, metric_breach
-from shared.experiments.proto import STATE_NAMES, from_proto, report_message, row_to_proto
 from shared.experiments.report import MIN_SHOPPERS, build_report
-from shared.rpc.errors import FailedPrecondition, InvalidArgument, NotFound
 from shared.storage.database import create_db_engine
-from shared.storage.experiments import ExperimentState, ExperimentStore
+from shared.storage.experiments import ExperimentRow, ExperimentState, ExperimentStore
 from shared.storage.feedback import FeedbackStore
 from shared.storage.registry import ModelRegistry
 
@@ -67,6 +67,11 @@ def check_pins(
                         f"vectors, not {version}; one index serves at a time, so reindex "
                         "before pinning another encoder"
                     )
+
+
+def experiment_of(row: ExperimentRow) -> Experiment:
+    """The domain definition a stored row holds."""
+    return from_dict(row.definition)
 
 
 def _cannot_publish(model: str, version: int) -> None:
@@ -113,10 +118,10 @@ class ExperimentServicer(pb_grpc.ExperimentServiceServicer):
     def create(self, experiment: Experiment, field_name: str = "experiment") -> Experiment:
         experiment = validate(experiment, field_name)
         check_pins(experiment, self._registry, self._index_version, field_name)
-        row, created = self._store.create(experiment)
+        row, created = self._store.create(experiment.name, to_dict(experiment))
         if created:
             _log.info("experiment_created", name=experiment.name, arms=len(experiment.arms))
-        return row.experiment
+        return experiment_of(row)
 
     def start(self, name: str) -> None:
         row = self._store.get(name)
@@ -127,7 +132,7 @@ class ExperimentServicer(pb_grpc.ExperimentServiceServicer):
                 "(one experiment runs at a time)"
             )
         if row.experiment_state == ExperimentState.DRAFT:
-            for model, versions in row.experiment.pins().items():
+            for model, versions in experiment_of(row).pins().items():
                 if model != "text_encoder":  # loaded already: the index's version
                     self._load(model, versions)
         self._store.start(name)
@@ -191,7 +196,7 @@ class ExperimentServicer(pb_grpc.ExperimentServiceServicer):
             raise InvalidArgument("min_shoppers: must be >= 0")
         row = self._store.get(request.name)
         report = build_report(
-            self.feedback_engine(), row.experiment, request.min_shoppers or MIN_SHOPPERS
+            self.feedback_engine(), experiment_of(row), request.min_shoppers or MIN_SHOPPERS
         )
         return report_message(report, row_to_proto(row))
 
@@ -201,7 +206,7 @@ class ExperimentServicer(pb_grpc.ExperimentServiceServicer):
         row = self._store.running()
         if row is None:
             return None
-        report = build_report(self.feedback_engine(), row.experiment, limits.min_shoppers)
+        report = build_report(self.feedback_engine(), experiment_of(row), limits.min_shoppers)
         reason = metric_breach(report, limits)
         if reason is None:
             return None
@@ -218,10 +223,11 @@ class ExperimentServicer(pb_grpc.ExperimentServiceServicer):
         row = self._store.get(request.name)
         if row.experiment_state == ExperimentState.DRAFT:
             raise FailedPrecondition(f"name: experiment {request.name!r} never ran")
+        experiment = experiment_of(row)
         try:
-            arm = row.experiment.arm(request.arm)
+            arm = experiment.arm(request.arm)
         except KeyError:
-            names = ", ".join(a.name for a in row.experiment.arms)
+            names = ", ".join(a.name for a in experiment.arms)
             raise NotFound(f"arm: no arm {request.arm!r} in {request.name!r} ({names})") from None
         serving: dict[str, str] = {}
         for model, version in sorted(arm.models.items()):

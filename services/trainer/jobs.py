@@ -34,7 +34,7 @@ from typing import Any
 
 import structlog
 
-from shared.rpc.errors import FailedPrecondition, ShopsenseError
+from shared.errors import FailedPrecondition, ShopsenseError, Unavailable
 from shared.storage.registry import (
     JobStage,
     JobState,
@@ -137,7 +137,7 @@ def run_training_job(spec: JobSpec, report: Report, should_stop: ShouldStop) -> 
     """
     import torch
 
-    from shared.models.export import export_checkpoint
+    from shared.training.export import export_checkpoint
     from shared.training.hyperparams import Hyperparameters
     from shared.training.train import TrainingCancelled, train_model
 
@@ -369,7 +369,7 @@ class JobRunner:
         """Create the job and start its worker; FailedPrecondition when ``model`` has one."""
         with self._lock:
             if self._closed:
-                raise ShopsenseError("trainer: shutting down")
+                raise Unavailable("trainer: shutting down; start the job again after the restart")
             for live in self._live.values():
                 # A job whose terminal state was already announced (a watcher may start the
                 # next job before the monitor thread drops it) no longer holds the model.

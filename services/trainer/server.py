@@ -30,11 +30,12 @@ from shopsense.trainer.v1 import trainer_service_pb2 as pb
 from shopsense.trainer.v1 import trainer_service_pb2_grpc as pb_grpc
 
 from services.trainer.experiments import SERVICE_NAME as EXPERIMENT_SERVICE_NAME
-from services.trainer.experiments import ExperimentServicer
+from services.trainer.experiments import ExperimentServicer, experiment_of
 from services.trainer.jobs import JobRunner, register_result
+from shared.contracts.common import timestamp_or_none
+from shared.errors import FailedPrecondition, InvalidArgument, ShopsenseError, Unavailable
 from shared.experiments.guardrails import guard_limits
-from shared.rpc.convert import timestamp_or_none
-from shared.rpc.errors import FailedPrecondition, InvalidArgument, ShopsenseError, Unavailable
+from shared.models.kinds import MODEL_KINDS, TEXT_ENCODER
 from shared.rpc.server import ServerHandle, build_server
 from shared.settings import Settings
 from shared.storage.database import create_db_engine
@@ -46,7 +47,6 @@ from shared.storage.registry import (
     TrainingJob,
     VersionStatus,
 )
-from shared.training.modules import MODEL_KINDS, TEXT_ENCODER
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TrainerService"].full_name
 MAX_LIST_JOBS = 1000
@@ -230,7 +230,7 @@ class ModelPublisher:
         set_stage: Callable[[JobStage], None],
     ) -> tuple[int, str]:
         """``JobRunner``'s ``on_result``: register the next version, publish it if asked."""
-        from shared.models.publish import next_version
+        from shared.training.publish import next_version
 
         set_stage(JobStage.PUBLISHING)
         with self._locks[job.model]:
@@ -268,7 +268,7 @@ class ModelPublisher:
         return self._serve(model, to_version, VersionStatus.ROLLED_BACK)
 
     def _serve(self, model: str, version: int, previous_becomes: VersionStatus) -> PublishOutcome:
-        from shared.models import publish as triton
+        from shared.training import publish as triton
 
         with self._locks[model]:
             target = self._registry.get_version(model, version)
@@ -328,7 +328,7 @@ class ModelPublisher:
     def _install(self, model: str, version: int, row: ModelVersion | None = None) -> bool:
         """Put the version's folder into the repository from its export unless it is there;
         True when installed now. FailedPrecondition when the export is gone."""
-        from shared.models import publish as triton
+        from shared.training import publish as triton
 
         if (self._repository / model / str(version)).is_dir():
             return False
@@ -345,7 +345,7 @@ class ModelPublisher:
     def _undo_install(self, model: str, version: int, installed_now: bool) -> None:
         if not installed_now:
             return
-        from shared.models.publish import remove_version
+        from shared.training.publish import remove_version
 
         try:
             remove_version(self._repository, model, version)
@@ -371,7 +371,7 @@ class ModelPublisher:
         """Install and load ``versions`` of ``model`` on Triton next to what it serves
         (an experiment's pins). FailedPrecondition when a version's export is gone or
         does not load; Unavailable when Triton cannot be reached."""
-        from shared.models import publish as triton
+        from shared.training import publish as triton
 
         with self._locks[model]:
             installed = [version for version in sorted(versions) if self._install(model, version)]
@@ -396,7 +396,7 @@ class ModelPublisher:
 
     def reconcile(self) -> list[str]:
         """Make Triton serve each model's registered serving version; the models not done."""
-        from shared.models import publish as triton
+        from shared.training import publish as triton
 
         pending: list[str] = []
         for row in self._registry.serving_versions():
@@ -677,7 +677,7 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
 def _running_pins(store: ExperimentStore, model: str) -> set[int]:
     """Versions of ``model`` the running experiment pins (none when none runs)."""
     row = store.running()
-    return row.experiment.pins().get(model, set()) if row is not None else set()
+    return experiment_of(row).pins().get(model, set()) if row is not None else set()
 
 
 def catalog_index_version(target: str, timeout_s: float = 5.0) -> Callable[[], str]:

@@ -33,16 +33,16 @@ from rich.table import Table
 from shopsense.experiments.v1 import experiment_service_pb2 as epb
 from shopsense.experiments.v1 import experiment_service_pb2_grpc as epb_grpc
 
-from shared.cli.catalog import DEMO_PRODUCTS, DEMO_SEED, ensure_demo_store, wait_for_intent
-from shared.cli.experiments import stop_running
-from shared.cli.suite import Endpoints, running_suite
+from shared.contracts.experiments import from_proto
 from shared.data.dataset import Dataset
 from shared.data.wands import load_wands
 from shared.experiments.assignment import Experiment
-from shared.experiments.proto import from_proto
 from shared.experiments.report import SIGNIFICANCE, Collected, collect, wins_of
 from shared.experiments.stats import compare, preference_test, ratio_estimate
 from shared.rpc.clients import open_channel
+from shared.runtime.catalog import DEMO_PRODUCTS, DEMO_SEED, ensure_demo_store, wait_for_intent
+from shared.runtime.experiments import stop_running
+from shared.runtime.suite import Endpoints, running_suite
 from shared.settings import load as load_settings
 from shared.storage.database import create_db_engine
 from shared.storage.feedback import FeedbackStore

@@ -29,9 +29,9 @@ from shopsense.common.v1 import common_pb2
 from shopsense.search.v1 import search_service_pb2 as pb
 from shopsense.search.v1 import search_service_pb2_grpc
 
-from shared.cli.catalog import DEMO_PRODUCTS, DEMO_SEED, ensure_demo_store, wait_for_intent
-from shared.cli.suite import running_suite
 from shared.data.wands import load_queries
+from shared.runtime.catalog import DEMO_PRODUCTS, DEMO_SEED, ensure_demo_store, wait_for_intent
+from shared.runtime.suite import running_suite
 from shared.settings import Settings
 from shared.settings import load as load_settings
 
@@ -169,7 +169,7 @@ def bench_floor(floor: Floor, queries: Sequence[str], seconds: float) -> dict:
 def run(
     gateway: str, intent: str, retrieval: str, triton_url: str, settings: Settings, seconds: float
 ) -> None:
-    from shared.models.bench_encoder import bench_encoder
+    from shared.bench.encoder import bench_encoder
 
     folder = ensure_demo_store(retrieval, DEMO_PRODUCTS, DEMO_SEED, console.print)
     wait_for_intent(intent, retrieval)

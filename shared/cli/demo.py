@@ -32,15 +32,16 @@ from shopsense.experiments.v1 import experiment_service_pb2_grpc as epb_grpc
 from shopsense.trainer.v1 import trainer_service_pb2 as tpb
 from shopsense.trainer.v1 import trainer_service_pb2_grpc as tpb_grpc
 
-from shared.cli.catalog import DEMO_PRODUCTS, DEMO_SEED, ensure_demo_store, wait_for_intent
-from shared.cli.experiments import print_report, stop_running
+from shared.cli.experiments import print_report
 from shared.cli.retrain import describe_feedback, feedback_request, follow, offline_figures
 from shared.cli.simulate import summary_table
-from shared.cli.suite import Endpoints, running_suite
 from shared.data.dataset import Dataset
 from shared.data.wands import load_wands
 from shared.paths import state_dir
 from shared.rpc.clients import open_channel
+from shared.runtime.catalog import DEMO_PRODUCTS, DEMO_SEED, ensure_demo_store, wait_for_intent
+from shared.runtime.experiments import stop_running
+from shared.runtime.suite import Endpoints, running_suite
 from shared.settings import load as load_settings
 
 console = Console(width=150)

@@ -12,10 +12,10 @@ from rich.table import Table
 from shopsense.experiments.v1 import experiment_service_pb2 as pb
 from shopsense.experiments.v1 import experiment_service_pb2_grpc as pb_grpc
 
+from shared.contracts.experiments import STATE_NAMES, STATES, to_proto
+from shared.errors import InvalidArgument
 from shared.experiments.assignment import read_file
-from shared.experiments.proto import STATE_NAMES, STATES, to_proto
 from shared.rpc.clients import open_channel
-from shared.rpc.errors import InvalidArgument
 from shared.settings import load as load_settings
 
 
@@ -117,18 +117,6 @@ def write_chart(reply: pb.GetExperimentReportResponse, path: Path) -> Path:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
-
-
-def stop_running(stub: pb_grpc.ExperimentServiceStub, reason: str) -> list[str]:
-    """Stop the running experiment, if any (one runs at a time); the names stopped."""
-    running = stub.ListExperiments(
-        pb.ListExperimentsRequest(state=pb.EXPERIMENT_STATE_RUNNING), timeout=10
-    ).experiments
-    for experiment in running:
-        stub.StopExperiment(
-            pb.StopExperimentRequest(name=experiment.name, reason=reason), timeout=10
-        )
-    return [experiment.name for experiment in running]
 
 
 def print_report(

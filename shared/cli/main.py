@@ -18,10 +18,10 @@ from shopsense.common.v1 import common_pb2
 from shopsense.search.v1 import search_service_pb2 as pb
 from shopsense.search.v1 import search_service_pb2_grpc
 
-from shared.cli.catalog import DEMO_PRODUCTS, DEMO_SEED
 from shared.cli.retrain import add_arguments as add_retrain_arguments
 from shared.cli.retrain import cmd_retrain
 from shared.rpc.clients import open_channel
+from shared.runtime.catalog import DEMO_PRODUCTS, DEMO_SEED
 from shared.settings import load as load_settings
 
 # Piped or logged output is not cut to 80 columns (the experiment report is wide).
@@ -109,7 +109,7 @@ def _load_products(args: argparse.Namespace) -> list:
 
 
 def cmd_catalog_load(args: argparse.Namespace) -> int:
-    from shared.cli.catalog import upsert_products
+    from shared.runtime.catalog import upsert_products
 
     settings = load_settings()
     products = _load_products(args)
@@ -157,8 +157,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from shared.cli.catalog import ensure_demo_store, wait_for_intent
-    from shared.cli.suite import Suite
+    from shared.runtime.catalog import ensure_demo_store, wait_for_intent
+    from shared.runtime.suite import Suite
 
     started = time.monotonic()
     suite = Suite()

@@ -19,8 +19,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from shopsense.trainer.v1 import trainer_service_pb2 as tpb
 from shopsense.trainer.v1 import trainer_service_pb2_grpc
 
-from shared.cli.catalog import demo_store_dir
 from shared.rpc.clients import open_channel
+from shared.runtime.catalog import demo_store_dir
 
 
 def feedback_request(

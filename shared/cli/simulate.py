@@ -9,7 +9,7 @@ import grpc
 from rich.console import Console
 from rich.table import Table
 
-from shared.cli.catalog import demo_store_dir
+from shared.runtime.catalog import demo_store_dir
 from shared.settings import load as load_settings
 from shared.simulation.shoppers import Summary
 

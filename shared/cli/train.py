@@ -30,9 +30,9 @@ from shopsense.retrieval.v1 import retrieval_service_pb2_grpc
 from shopsense.trainer.v1 import trainer_service_pb2 as tpb
 from shopsense.trainer.v1 import trainer_service_pb2_grpc
 
-from shared.cli.catalog import DEMO_PRODUCTS, DEMO_SEED, ensure_demo_store, wait_for_intent
-from shared.cli.suite import Endpoints, running_suite
 from shared.paths import state_dir
+from shared.runtime.catalog import DEMO_PRODUCTS, DEMO_SEED, ensure_demo_store, wait_for_intent
+from shared.runtime.suite import Endpoints, running_suite
 from shared.settings import load as load_settings
 
 console = Console(width=160)

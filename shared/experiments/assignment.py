@@ -20,12 +20,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.rpc.errors import InvalidArgument
+from shared.errors import InvalidArgument
+from shared.models.kinds import MODEL_KINDS
 
 BUCKETS = 10_000
 AB, INTERLEAVING = "ab", "interleaving"
 TYPES = (AB, INTERLEAVING)
-PINNABLE_MODELS = ("intent_classifier", "text_encoder", "cross_encoder")
+PINNABLE_MODELS = MODEL_KINDS
 MAX_ARMS = 10
 MAX_RERANK_DEPTH = 200
 SHARE_TOLERANCE = 1e-6

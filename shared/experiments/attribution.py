@@ -20,7 +20,7 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from shared.rpc.errors import InvalidArgument
+from shared.errors import InvalidArgument
 
 _PREFIX = "v1"
 # A 512-character query of 4-byte characters, base64-encoded, fits with room to spare.

@@ -7,7 +7,7 @@ cross-encoder also ``token_type_ids``) and has one output, named after its kind:
 (intent_classifier, softmax applied) or ``score`` ``[B, 1]`` (cross_encoder, a logit).
 
 Two engines run them on CPU: onnxruntime (fp32, or the int8 graph that
-:mod:`shared.models.export` writes) and OpenVINO (the fp32 graph, computed in fp32 or in
+:mod:`shared.training.export` writes) and OpenVINO (the fp32 graph, computed in fp32 or in
 bfloat16 where the CPU has bf16 instructions). The export measures which is fastest on
 the machine while agreeing with fp32, and writes its choice into the version's
 ``export_report.json`` (:func:`served_engine`); :meth:`OnnxModel.for_version` follows it.
@@ -25,9 +25,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-INTENT_CLASSIFIER = "intent_classifier"
-TEXT_ENCODER = "text_encoder"
-CROSS_ENCODER = "cross_encoder"
+from shared.models.kinds import CROSS_ENCODER, INTENT_CLASSIFIER, TEXT_ENCODER
+
 OUTPUT_NAMES = {
     TEXT_ENCODER: "embedding",
     INTENT_CLASSIFIER: "probabilities",

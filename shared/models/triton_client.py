@@ -22,8 +22,8 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
+from shared.errors import InvalidArgument, Unavailable
 from shared.models.tokenization import Tokenizer
-from shared.rpc.errors import InvalidArgument, Unavailable
 from shared.settings import Settings
 
 T = TypeVar("T")

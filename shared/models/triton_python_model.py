@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.models.onnx_runtime import CROSS_ENCODER, INTENT_CLASSIFIER, OUTPUT_NAMES, OnnxModel
+from shared.models.kinds import CROSS_ENCODER, INTENT_CLASSIFIER
+from shared.models.onnx_runtime import OUTPUT_NAMES, OnnxModel
 
 PAD_ID = 0
 SPEC_FILE = "shopsense_model.json"

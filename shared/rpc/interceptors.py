@@ -16,7 +16,8 @@ from typing import Any
 import grpc
 import structlog
 
-from shared.rpc.errors import ShopsenseError
+from shared.errors import ShopsenseError
+from shared.rpc.status import status_of
 
 REQUEST_ID_KEY = "x-request-id"
 _log = structlog.get_logger("shopsense.rpc")
@@ -36,8 +37,9 @@ def _request_id_from(context: grpc.ServicerContext) -> str:
 
 def _abort_for(exc: BaseException, context: grpc.ServicerContext, method: str) -> None:
     if isinstance(exc, ShopsenseError):
-        _log.info("rpc_error", method=method, code=exc.code.name, error=exc.message)
-        context.abort(exc.code, exc.message)
+        code = status_of(exc)
+        _log.info("rpc_error", method=method, code=code.name, error=exc.message)
+        context.abort(code, exc.message)
     _log.exception("rpc_internal_error", method=method)
     context.abort(
         grpc.StatusCode.INTERNAL,

@@ -68,7 +68,7 @@ from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel, create_engine, delete, select
 
 from shared.data.catalog import Product
-from shared.rpc.errors import FailedPrecondition, InvalidArgument, Unavailable
+from shared.errors import FailedPrecondition, InvalidArgument, Unavailable
 from shared.search.bm25 import BM25Index
 from shared.search.filters import FilterPostings, Filters, normalize_value
 from shared.search.fusion import reciprocal_rank_fusion_arrays

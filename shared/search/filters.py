@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from shared.data.catalog import Product
-from shared.rpc.errors import InvalidArgument
+from shared.errors import InvalidArgument
 
 
 def normalize_value(value: str) -> str:

@@ -3,7 +3,7 @@
 Exact search is the right tool up to about a million products here: a matrix-vector
 product over 20,000 x 384 float32 takes about a millisecond, there is no recall loss to
 explain, and updates are a row write. An ANN index becomes worth its complexity only
-beyond that (see the timings printed by ``python -m shared.search.bench_index``).
+beyond that (see the timings printed by ``python -m shared.bench.index``).
 """
 
 from __future__ import annotations

@@ -10,15 +10,16 @@ errors, so the trainer passes them straight to its callers.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 import sqlalchemy
 from sqlalchemy import Index, Text, select, text
 from sqlmodel import Field, Session, SQLModel
 
-from shared.experiments.assignment import Experiment, from_dict, to_dict
-from shared.rpc.errors import AlreadyExists, FailedPrecondition, NotFound
+from shared.errors import AlreadyExists, FailedPrecondition, NotFound
 from shared.storage.feedback import UTCDateTime
 from shared.storage.registry import utc_now
 
@@ -32,7 +33,8 @@ class ExperimentState(StrEnum):
 
 
 class ExperimentRow(SQLModel, table=True):
-    """One experiment: its definition (JSON of ``assignment.to_dict``) and state."""
+    """One experiment: its definition (a JSON object: ``shared.experiments.assignment``'s
+    ``to_dict``; this module does not read it) and its state."""
 
     __tablename__ = "experiments"  # type: ignore[assignment]
     __table_args__ = (
@@ -55,16 +57,17 @@ class ExperimentRow(SQLModel, table=True):
     stop_reason: str = Field(default="", sa_type=Text)
 
     @property
-    def experiment(self) -> Experiment:
-        return from_dict(json.loads(self.definition_json))
+    def definition(self) -> dict[str, Any]:
+        """The stored definition as a JSON object."""
+        return json.loads(self.definition_json)
 
     @property
     def experiment_state(self) -> ExperimentState:
         return ExperimentState(self.state)
 
 
-def _definition(experiment: Experiment) -> str:
-    return json.dumps(to_dict(experiment), sort_keys=True)
+def _definition(definition: Mapping[str, Any]) -> str:
+    return json.dumps(definition, sort_keys=True)
 
 
 class ExperimentStore:
@@ -77,28 +80,29 @@ class ExperimentStore:
     def _session(self) -> Session:
         return Session(self._engine, expire_on_commit=False)
 
-    def create(self, experiment: Experiment) -> tuple[ExperimentRow, bool]:
-        """Store a checked definition as DRAFT; ``(row, created)``.
+    def create(self, name: str, definition: Mapping[str, Any]) -> tuple[ExperimentRow, bool]:
+        """Store a checked definition (a JSON object) as DRAFT under ``name``;
+        ``(row, created)``.
 
         The same definition again returns the stored row (``created`` False), so a config
         file can be applied at every start; a different one under the name is
         AlreadyExists.
         """
-        definition = _definition(experiment)
-        existing = self.find(experiment.name)
+        stored = _definition(definition)
+        existing = self.find(name)
         if existing is not None:
-            if existing.definition_json != definition:
+            if existing.definition_json != stored:
                 raise AlreadyExists(
-                    f"experiment.name: {experiment.name!r} exists with another definition; "
+                    f"experiment.name: {name!r} exists with another definition; "
                     "experiments do not change once created: use a new name"
                 )
             return existing, False
-        row = ExperimentRow(name=experiment.name, definition_json=definition)
+        row = ExperimentRow(name=name, definition_json=stored)
         try:
             with self._session() as session, session.begin():
                 session.add(row)
         except sqlalchemy.exc.IntegrityError:  # created by a concurrent call
-            return self.create(experiment)
+            return self.create(name, definition)
         return row, True
 
     def find(self, name: str) -> ExperimentRow | None:

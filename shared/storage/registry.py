@@ -24,7 +24,7 @@ import sqlalchemy
 from sqlalchemy import Index, Text, UniqueConstraint, func, select, text
 from sqlmodel import Field, Session, SQLModel
 
-from shared.rpc.errors import FailedPrecondition, NotFound
+from shared.errors import FailedPrecondition, NotFound
 from shared.storage.feedback import UTCDateTime
 
 MAX_NAME_CHARS = 64

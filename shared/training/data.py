@@ -23,10 +23,10 @@ import numpy as np
 from shared.data.catalog import Product
 from shared.data.dataset import EXACT, PARTIAL, RELEVANCE_LABELS, Query
 from shared.data.wands import product_from_row
+from shared.models.kinds import CROSS_ENCODER, INTENT_CLASSIFIER, TEXT_ENCODER
 from shared.search.bm25 import BM25Index
 from shared.search.text import analyze
 from shared.training.augment import PseudoQueryMaker
-from shared.training.modules import CROSS_ENCODER, INTENT_CLASSIFIER, TEXT_ENCODER
 
 DEV_SHARE = 0.15
 # Graded gains the cross-encoder learns (the metrics' 2/1/0, scaled to [0, 1]).

@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 
-from shared.training.modules import CROSS_ENCODER, INTENT_CLASSIFIER, MODEL_KINDS, TEXT_ENCODER
+from shared.models.kinds import CROSS_ENCODER, INTENT_CLASSIFIER, MODEL_KINDS, TEXT_ENCODER
 
 _PREFIX = "hyperparameters"
 CROSS_ENCODER_LOSSES = ("listwise", "pointwise")

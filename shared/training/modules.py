@@ -27,12 +27,9 @@ import torch
 from torch import nn
 
 from shared.data.catalog import Product
+from shared.models.kinds import CROSS_ENCODER, INTENT_CLASSIFIER, MODEL_KINDS, TEXT_ENCODER
 from shared.models.paths import base_model_dir
 
-INTENT_CLASSIFIER = "intent_classifier"
-TEXT_ENCODER = "text_encoder"
-CROSS_ENCODER = "cross_encoder"
-MODEL_KINDS = (INTENT_CLASSIFIER, TEXT_ENCODER, CROSS_ENCODER)
 SPEC_FILE = "shopsense_model.json"
 WEIGHTS_FILE = "model.safetensors"
 BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"

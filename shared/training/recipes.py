@@ -25,6 +25,7 @@ from torch import nn
 
 from shared.data.dataset import Query
 from shared.evaluation.metrics import intent_accuracy, mrr_at_k, ndcg_at_k, recall_at_k
+from shared.models.kinds import CROSS_ENCODER
 from shared.models.tokenization import Tokenizer
 from shared.training.augment import augment_query
 from shared.training.data import (
@@ -39,7 +40,7 @@ from shared.training.data import (
 )
 from shared.training.hyperparams import HyperparameterError, Hyperparameters
 from shared.training.loop import Device
-from shared.training.modules import CROSS_ENCODER, ShopsenseModel, product_text
+from shared.training.modules import ShopsenseModel, product_text
 
 EVAL_BATCH = 128
 # Judged products of each evaluated query put into a subsampled retrieval corpus.

@@ -18,17 +18,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from shared.models.kinds import CROSS_ENCODER, INTENT_CLASSIFIER, MODEL_KINDS, TEXT_ENCODER
 from shared.training.data import load_training_data
 from shared.training.hyperparams import Hyperparameters
 from shared.training.loop import Device, TrainingCancelled, fit, pick_device, seed_everything
-from shared.training.modules import (
-    CROSS_ENCODER,
-    INTENT_CLASSIFIER,
-    MODEL_KINDS,
-    TEXT_ENCODER,
-    ModelSpec,
-    ShopsenseModel,
-)
+from shared.training.modules import ModelSpec, ShopsenseModel
 from shared.training.recipes import CrossEncoderRecipe, EncoderRecipe, IntentRecipe
 
 __all__ = ["Progress", "TrainResult", "TrainingCancelled", "main", "train_model"]

@@ -29,20 +29,20 @@ from services.intent.server import create_server as create_intent
 from services.ranking.server import create_server as create_ranking
 from services.retrieval.server import create_server as create_retrieval
 from services.trainer.server import create_server as create_trainer
-from shared.cli.catalog import upsert_products
-from shared.cli.experiments import stop_running
 from shared.cli.main import console, main
-from shared.cli.suite import is_serving
 from shared.data.synthetic import generate_store
+from shared.errors import NotFound
 from shared.experiments.attribution import AttributionSigner
-from shared.models.publish import install_version, loaded_versions
 from shared.models.triton_server import TritonServer
-from shared.rpc.errors import NotFound
 from shared.rpc.server import ServerHandle
+from shared.runtime.catalog import upsert_products
+from shared.runtime.experiments import stop_running
+from shared.runtime.suite import is_serving
 from shared.settings import Settings
 from shared.storage.database import create_db_engine
 from shared.storage.feedback import FeedbackStore, ValidEvent
 from shared.storage.registry import ModelRegistry
+from shared.training.publish import install_version, loaded_versions
 from tests.support import export_untrained, wait_until
 
 pytestmark = pytest.mark.integration

@@ -22,14 +22,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from shopsense.feedback.v1 import feedback_service_pb2 as pb
 from shopsense.feedback.v1 import feedback_service_pb2_grpc as pb_grpc
 
-from services.feedback.bench import start_service
 from services.feedback.server import create_server
 from services.retrieval.server import create_server as create_retrieval
-from shared.cli.catalog import upsert_products
-from shared.cli.suite import is_serving
+from shared.bench.feedback import start_service
 from shared.data.synthetic import generate_store
 from shared.experiments.attribution import Attribution, AttributionSigner
 from shared.models.triton_server import free_port
+from shared.runtime.catalog import upsert_products
+from shared.runtime.suite import is_serving
 from shared.settings import Settings
 from tests.support import wait_until
 

@@ -27,13 +27,13 @@ from services.gateway.server import create_server as create_gateway
 from services.intent.server import create_server as create_intent
 from services.ranking.server import create_server as create_ranking
 from services.retrieval.server import create_server as create_retrieval
-from shared.cli.catalog import upsert_products
-from shared.cli.suite import is_serving
 from shared.data.synthetic import generate_store
-from shared.models.publish import install_version, load_versions
 from shared.models.triton_server import TritonServer
 from shared.rpc.server import ServerHandle
+from shared.runtime.catalog import upsert_products
+from shared.runtime.suite import is_serving
 from shared.settings import Settings
+from shared.training.publish import install_version, load_versions
 from tests.support import export_untrained, wait_until
 
 pytestmark = pytest.mark.integration

@@ -11,9 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.models.export import ExportReport, export_checkpoint
+from shared.errors import Unavailable
 from shared.models.onnx_runtime import OnnxModel
-from shared.models.publish import (
+from shared.models.tokenization import Tokenizer
+from shared.models.triton_client import CrossEncoderClient, IntentClassifierClient
+from shared.models.triton_server import TritonServer
+from shared.training.export import ExportReport, export_checkpoint
+from shared.training.publish import (
     ModelLoadError,
     VersionExistsError,
     install_version,
@@ -22,10 +26,6 @@ from shared.models.publish import (
     next_version,
     remove_version,
 )
-from shared.models.tokenization import Tokenizer
-from shared.models.triton_client import CrossEncoderClient, IntentClassifierClient
-from shared.models.triton_server import TritonServer
-from shared.rpc.errors import Unavailable
 
 pytestmark = pytest.mark.integration
 

@@ -30,14 +30,14 @@ from shopsense.retrieval.v1 import retrieval_service_pb2 as rpb
 from shopsense.retrieval.v1 import retrieval_service_pb2_grpc
 
 from services.retrieval.server import PRODUCT_MAX_TOKENS, QUERY_MAX_TOKENS, create_server
-from shared.cli.catalog import upsert_products
-from shared.cli.suite import is_serving
+from shared.contracts.common import embedding_to_proto, product_to_proto
 from shared.data.synthetic import generate_store
 from shared.models.tokenization import Tokenizer
 from shared.models.triton_client import TextEncoderClient
 from shared.models.triton_server import TritonServer
-from shared.rpc.convert import embedding_to_proto, product_to_proto
 from shared.rpc.server import ServerHandle
+from shared.runtime.catalog import upsert_products
+from shared.runtime.suite import is_serving
 from shared.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -22,13 +22,13 @@ from services.gateway.server import create_server as create_gateway
 from services.intent.server import create_server as create_intent
 from services.ranking.server import create_server as create_ranking
 from services.retrieval.server import create_server as create_retrieval
-from shared.cli.catalog import upsert_products, wait_for_intent
-from shared.cli.suite import is_serving
 from shared.data.synthetic import generate_store
 from shared.experiments.attribution import AttributionSigner
 from shared.models.tokenization import Tokenizer
 from shared.models.triton_client import TextEncoderClient
 from shared.rpc.server import ServerHandle, build_server
+from shared.runtime.catalog import upsert_products, wait_for_intent
+from shared.runtime.suite import is_serving
 from shared.settings import Settings
 
 pytestmark = pytest.mark.integration

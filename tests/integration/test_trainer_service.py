@@ -20,11 +20,11 @@ from shopsense.trainer.v1 import trainer_service_pb2_grpc as pb_grpc
 
 from services.trainer.server import create_server
 from shared.data.synthetic import generate_store, write_wands
-from shared.models.publish import loaded_versions
 from shared.models.triton_server import TritonServer
 from shared.rpc.clients import open_channel
 from shared.rpc.server import ServerHandle
 from shared.settings import Settings
+from shared.training.publish import loaded_versions
 
 pytestmark = pytest.mark.integration
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from shared.errors import Unavailable
 from shared.models.onnx_runtime import OnnxSentenceEncoder
 from shared.models.tokenization import Tokenizer
 from shared.models.triton_client import TextEncoderClient
 from shared.models.triton_server import TritonServer
-from shared.rpc.errors import Unavailable
 
 pytestmark = pytest.mark.integration
 

@@ -19,10 +19,10 @@ from shopsense.feedback.v1 import feedback_service_pb2_grpc
 from shopsense.search.v1 import search_service_pb2 as spb
 from shopsense.search.v1 import search_service_pb2_grpc
 
-from shared.cli.catalog import catalog_size, ensure_demo_store, wait_for_intent
-from shared.cli.suite import Suite
 from shared.data.wands import load_wands
 from shared.evaluation.remote import evaluate_gateway
+from shared.runtime.catalog import catalog_size, ensure_demo_store, wait_for_intent
+from shared.runtime.suite import Suite
 
 pytestmark = pytest.mark.system
 PRODUCTS = 2000

@@ -2,9 +2,9 @@ import collections
 
 import pytest
 
+from shared.errors import InvalidArgument
 from shared.experiments.assignment import Arm, Experiment, assign, bucket
 from shared.experiments.attribution import Attribution, AttributionSigner
-from shared.rpc.errors import InvalidArgument
 
 pytestmark = pytest.mark.unit
 

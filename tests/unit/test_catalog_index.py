@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from shared.data.catalog import Product
-from shared.rpc.errors import FailedPrecondition, InvalidArgument, Unavailable
+from shared.errors import FailedPrecondition, InvalidArgument, Unavailable
 from shared.search.catalog_index import CatalogIndex, EmbeddingVersionMismatch
 from shared.search.filters import Filters
 

@@ -9,6 +9,7 @@ import random
 
 import pytest
 
+from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from shared.experiments.assignment import (
     INTERLEAVING,
     Arm,
@@ -23,7 +24,6 @@ from shared.experiments.assignment import (
 )
 from shared.experiments.attribution import Attribution, AttributionSigner
 from shared.experiments.interleaving import TEAM_A, TEAM_B, seed_for, team_draft
-from shared.rpc.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from shared.storage.database import create_db_engine
 from shared.storage.experiments import ExperimentState, ExperimentStore
 
@@ -181,13 +181,14 @@ def test_the_store_keeps_one_running_experiment_and_immutable_definitions(
     )
     store = ExperimentStore(create_db_engine(url))
     first = validate(_experiment())
-    row, created = store.create(first)
+    row, created = store.create(first.name, to_dict(first))
     assert created and row.experiment_state == ExperimentState.DRAFT
-    assert store.create(first) == (store.get("ce-v2"), False)  # applying a file again
+    # Applying a file again:
+    assert store.create(first.name, to_dict(first)) == (store.get("ce-v2"), False)
     with pytest.raises(AlreadyExists, match=r"experiment\.name: 'ce-v2' exists"):
-        store.create(dataclasses.replace(first, description="changed"))
+        store.create(first.name, to_dict(dataclasses.replace(first, description="changed")))
     second = validate(_experiment(name="ce-v3"))
-    store.create(second)
+    store.create(second.name, to_dict(second))
     assert store.start("ce-v2").experiment_state == ExperimentState.RUNNING
     with pytest.raises(FailedPrecondition, match="'ce-v2' is running"):
         store.start("ce-v3")
@@ -205,7 +206,7 @@ def test_the_store_keeps_one_running_experiment_and_immutable_definitions(
     assert store.start("ce-v3").experiment_state == ExperimentState.RUNNING
     # A second engine on the same database sees the same state.
     again = ExperimentStore(create_db_engine(url))
-    assert again.running().experiment == second
+    assert from_dict(again.running().definition) == second
 
 
 def test_an_experiments_file_is_read_with_its_start_flags_and_refused_by_name(tmp_path) -> None:

@@ -8,13 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.models.export import (
-    AGREEMENT_BARS,
-    ExportReport,
-    default_check_inputs,
-    export_checkpoint,
-    spearman,
-)
 from shared.models.onnx_runtime import (
     OnnxModel,
     OnnxSentenceEncoder,
@@ -22,6 +15,13 @@ from shared.models.onnx_runtime import (
     served_engine,
 )
 from shared.models.tokenization import Tokenizer
+from shared.training.export import (
+    AGREEMENT_BARS,
+    ExportReport,
+    default_check_inputs,
+    export_checkpoint,
+    spearman,
+)
 
 pytestmark = pytest.mark.unit
 

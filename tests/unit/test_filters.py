@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from shared.data.catalog import Product
-from shared.rpc.errors import InvalidArgument
+from shared.errors import InvalidArgument
 from shared.search.filters import FilterPostings, Filters
 
 pytestmark = pytest.mark.unit

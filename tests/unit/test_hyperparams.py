@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
+from shared.models.kinds import MODEL_KINDS
 from shared.training.hyperparams import HyperparameterError, Hyperparameters
-from shared.training.modules import MODEL_KINDS
 
 pytestmark = pytest.mark.unit
 

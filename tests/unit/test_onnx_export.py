@@ -48,7 +48,7 @@ def test_export_measures_the_engines_and_writes_its_choice(
 def test_second_export_is_up_to_date(
     exported_model_repository: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from shared.models.export import export_text_encoder
+    from shared.training.export import export_text_encoder
 
     result = export_text_encoder(version=1, repository=exported_model_repository)
     assert not result.exported

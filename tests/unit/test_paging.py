@@ -3,7 +3,7 @@ from shopsense.common.v1 import common_pb2
 from shopsense.search.v1 import search_service_pb2 as pb
 
 from services.gateway.paging import PageTokens, request_fingerprint
-from shared.rpc.errors import InvalidArgument
+from shared.errors import InvalidArgument
 
 pytestmark = pytest.mark.unit
 

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy.exc
 
 from services.trainer.jobs import JobCancelled, JobRunner, JobSpec, exit_reason
-from shared.rpc.errors import FailedPrecondition, NotFound
+from shared.errors import FailedPrecondition, NotFound
 from shared.storage.database import create_db_engine
 from shared.storage.registry import (
     JobStage,
@@ -276,7 +276,7 @@ def test_publish_is_all_or_nothing_and_rollback_restores_the_old_version(
     registry: ModelRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from services.trainer.server import ModelPublisher
-    from shared.models import publish as triton
+    from shared.training import publish as triton
 
     repository = tmp_path / "repository"
     for version in (1, 2):

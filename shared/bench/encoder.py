@@ -1,4 +1,4 @@
-"""Benchmark of the text encoder: ``python -m shared.models.bench_encoder [--url HOST:PORT]``.
+"""Benchmark of the text encoder: ``python -m shared.bench.encoder [--url HOST:PORT]``.
 
 Prints embed throughput through Triton (gRPC + python backend + onnxruntime) at batch 1
 and 32, and with 8 concurrent batch-1 clients (the dynamic batcher's case), next to the
@@ -158,7 +158,7 @@ def bench_encoder(
     repository = repository or triton_model_repository()
     results: dict[str, dict[str, float]] = {}
     if export:
-        from shared.models.export import export_text_encoder
+        from shared.training.export import export_text_encoder
 
         with tempfile.TemporaryDirectory() as tmp:
             result = export_text_encoder(version=1, repository=Path(tmp), force=True)

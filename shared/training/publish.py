@@ -2,7 +2,7 @@
 
 The steps of a release, each usable alone:
 
-- ``install_version`` copies an export folder (:func:`shared.models.export.export_checkpoint`)
+- ``install_version`` copies an export folder (:func:`shared.training.export.export_checkpoint`)
   into ``<repository>/<model>/<version>/`` atomically, with the python-backend adapter;
 - ``load_versions`` tells a running Triton (``--model-control-mode=explicit``) which
   versions of a model serve, by loading the model with a ``version_policy`` naming them:
@@ -26,7 +26,8 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
-from shared.models.export import (
+from shared.paths import triton_model_repository
+from shared.training.export import (
     ADAPTER_SOURCE,
     COMMITTED_REPOSITORY,
     FP32_FILE,
@@ -36,7 +37,6 @@ from shared.models.export import (
     SPEC_FILE,
     _install_model_folder,
 )
-from shared.paths import triton_model_repository
 
 READY = "READY"
 TRANSITIONS = ("LOADING", "UNLOADING")

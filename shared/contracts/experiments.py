@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from shopsense.experiments.v1 import experiment_service_pb2 as pb
 
+from shared.contracts.common import timestamp_or_none
+from shared.errors import InvalidArgument
 from shared.experiments.assignment import (
     AB,
     INTERLEAVING,
@@ -11,11 +13,10 @@ from shared.experiments.assignment import (
     Arm,
     Experiment,
     Pipeline,
+    from_dict,
 )
 from shared.experiments.report import Report
 from shared.experiments.stats import Estimate
-from shared.rpc.convert import timestamp_or_none
-from shared.rpc.errors import InvalidArgument
 from shared.storage.experiments import ExperimentRow
 
 _TYPES = {
@@ -97,7 +98,7 @@ def to_proto(experiment: Experiment) -> pb.Experiment:
 
 def row_to_proto(row: ExperimentRow) -> pb.Experiment:
     """A stored experiment with its state and times."""
-    message = to_proto(row.experiment)
+    message = to_proto(from_dict(row.definition))
     message.state = STATES[row.state]
     message.stop_reason = row.stop_reason
     for name in ("created_at", "started_at", "stopped_at"):

@@ -1,4 +1,4 @@
-"""``make bench-feedback`` (``python -m services.feedback.bench``): events/s through gRPC.
+"""``make bench-feedback`` (``python -m shared.bench.feedback``): events/s through gRPC.
 
 Starts the feedback service in its own process over a temporary SQLite file (or
 ``--db-url``) and measures three passes of realistic events (signed tokens, a quarter of
@@ -26,11 +26,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from shopsense.feedback.v1 import feedback_service_pb2 as pb
 from shopsense.feedback.v1 import feedback_service_pb2_grpc as pb_grpc
 
-from shared.cli.suite import is_serving
 from shared.experiments.attribution import Attribution, AttributionSigner
 from shared.models.triton_server import free_port
 from shared.rpc.clients import open_channel
 from shared.rpc.logging import configure_logging
+from shared.runtime.suite import is_serving
 from shared.storage.database import create_db_engine
 from shared.storage.feedback import FeedbackStore
 

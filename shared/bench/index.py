@@ -1,4 +1,4 @@
-"""In-process benchmark of the retrieval engine: ``python -m shared.search.bench_index``.
+"""In-process benchmark of the retrieval engine: ``python -m shared.bench.index``.
 
 Builds an index from random unit vectors and synthetic product titles (a Zipf-like mix of
 colours, materials, styles, classes and made-up brand names) and prints timings: upsert

@@ -1,4 +1,4 @@
-"""Benchmark of the cross-encoder: ``python -m shared.models.bench_cross_encoder
+"""Benchmark of the cross-encoder: ``python -m shared.bench.cross_encoder
 --checkpoint DIR [--queries N] [--repeats R] [--triton-url HOST:PORT] [--json OUT]``.
 
 In one run, on realistic pairs (queries and product texts of the synthetic demo store
@@ -121,12 +121,12 @@ def run(
     """Every figure of the benchmark, by name."""
     import torch
 
-    from shared.models.export import export_checkpoint, spearman
     from shared.models.onnx_runtime import OnnxModel
-    from shared.models.publish import install_version, load_versions
     from shared.models.triton_client import CrossEncoderClient
     from shared.models.triton_server import TritonServer
+    from shared.training.export import export_checkpoint, spearman
     from shared.training.modules import ShopsenseModel
+    from shared.training.publish import install_version, load_versions
 
     tokenizer = Tokenizer()
     pairs, source = demo_pairs(n_queries)

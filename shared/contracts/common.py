@@ -10,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from shopsense.common.v1 import common_pb2
 
 from shared.data.catalog import Product
-from shared.rpc.errors import InvalidArgument
+from shared.errors import InvalidArgument
 
 EMBEDDING_DIM = 384
 MAX_QUERY_CHARS = 512

@@ -1,18 +1,18 @@
 """Export models to ONNX: the base text encoder into Triton's repository, and checkpoints.
 
-``python -m shared.models.export --model text_encoder [--version 1] [--repository DIR]
+``python -m shared.training.export --model text_encoder [--version 1] [--repository DIR]
 [--force]`` writes ``<repository>/text_encoder/<version>/model.onnx`` (fp32) and the
 python backend adapter ``model.py`` next to it, checks the ONNX output against PyTorch,
 then measures the engines on it and writes the choice to ``export_report.json`` (see
 below; the base model has no int8 variant).
 
-``python -m shared.models.export --checkpoint DIR --out DIR`` exports a trained
+``python -m shared.training.export --checkpoint DIR --out DIR`` exports a trained
 checkpoint (:mod:`shared.training.modules`) of any kind: ``model.fp32.onnx``,
 ``model.int8.onnx`` (dynamic, per-channel int8 weights), ``model.onnx`` (the graph to
 serve), the checkpoint's ``shopsense_model.json`` and ``export_report.json`` (the
 checks, every engine and precision tried with its agreement and speed on this machine,
 and the choice: the fastest that agrees with fp32 well enough).
-:mod:`shared.models.publish` installs such a folder as a Triton version.
+:mod:`shared.training.publish` installs such a folder as a Triton version.
 torch and transformers are needed here only, never at serving time.
 """
 
@@ -33,22 +33,16 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.models.onnx_runtime import (
-    CROSS_ENCODER,
-    INTENT_CLASSIFIER,
-    ONNXRUNTIME,
-    OUTPUT_NAMES,
-    TEXT_ENCODER,
-    OnnxModel,
-    available_engines,
-)
+from shared.models import triton_python_model
+from shared.models.kinds import CROSS_ENCODER, INTENT_CLASSIFIER, TEXT_ENCODER
+from shared.models.onnx_runtime import ONNXRUNTIME, OUTPUT_NAMES, OnnxModel, available_engines
 from shared.models.paths import base_model_dir
 from shared.paths import REPO_ROOT, triton_model_repository
 
 MODELS = (TEXT_ENCODER,)
 # The committed model folder (config.pbtxt, configs/) that a repository elsewhere copies.
 COMMITTED_REPOSITORY = REPO_ROOT / "triton_models"
-ADAPTER_SOURCE = Path(__file__).resolve().parent / "triton_python_model.py"
+ADAPTER_SOURCE = Path(triton_python_model.__file__).resolve()
 OPSET = 17
 TOLERANCE = 1e-4
 CHECK_SENTENCES = (

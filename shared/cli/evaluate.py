@@ -18,13 +18,13 @@ from collections.abc import Callable
 import grpc
 from rich.console import Console
 
-from shared.cli.catalog import DEMO_PRODUCTS, DEMO_SEED, ensure_demo_store, wait_for_intent
-from shared.cli.suite import Endpoints, running_suite
 from shared.data.dataset import Query
 from shared.data.wands import load_wands
 from shared.evaluation.harness import SearchOutcome, evaluate
 from shared.evaluation.remote import evaluate_gateway
 from shared.paths import shared_data_dir, state_dir, triton_model_repository
+from shared.runtime.catalog import DEMO_PRODUCTS, DEMO_SEED, ensure_demo_store, wait_for_intent
+from shared.runtime.suite import Endpoints, running_suite
 from shared.settings import load as load_settings
 
 console = Console(width=200)
