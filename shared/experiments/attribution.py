@@ -95,27 +95,71 @@ class AttributionSigner:
         return f"{message}.{self._sign(message)}"
 
     def decode(self, token: str, field_name: str = "attribution_token") -> Attribution:
-        """Verify and decode; raise InvalidArgument naming ``field_name`` when malformed or forged."""
+        """Verify and decode; raise InvalidArgument naming ``field_name`` when malformed or forged.
+
+        Any string gets InvalidArgument and nothing else: a feedback batch fails whole on any
+        other exception, losing its valid events.
+        """
         if len(token) > MAX_TOKEN_CHARS:
             raise InvalidArgument(f"{field_name}: longer than {MAX_TOKEN_CHARS} characters")
+        # Tokens are base64url and dots; a non-ASCII str would break the ASCII signing and
+        # hmac.compare_digest (TypeError), so it is refused before either.
+        if not token.isascii():
+            raise InvalidArgument(f"{field_name}: malformed (non-ASCII characters)")
         parts = token.split(".")
         if len(parts) != 3 or parts[0] != _PREFIX:
             raise InvalidArgument(f"{field_name}: malformed (not a shopsense attribution token)")
         message = f"{parts[0]}.{parts[1]}"
         if not hmac.compare_digest(self._sign(message), parts[2]):
             raise InvalidArgument(f"{field_name}: signature mismatch (forged or altered token)")
+        # Signed, yet checked as strictly as untrusted input: a bug or a leaked key must not
+        # turn into an exception other than InvalidArgument.
         try:
             payload = json.loads(_unb64(parts[1]))
-            return Attribution(
-                request_id=str(payload["rid"]),
-                arm=str(payload["arm"]),
-                model_versions={str(k): str(v) for k, v in dict(payload["mv"]).items()},
-                issued_at=int(payload["iat"]),
-                experiment=str(payload.get("exp", "")),
-                teams=str(payload.get("tm", "")),
-                offset=int(payload.get("off", 0)),
-                query=str(payload.get("q", "")),
-                explored=bool(payload.get("x", 0)),
-            )
-        except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+            return _attribution(payload)
+        except (ValueError, TypeError, binascii.Error, RecursionError) as exc:
             raise InvalidArgument(f"{field_name}: malformed payload") from exc
+
+
+# The latest second datetime can hold (9999-12-31T23:59:59Z): feedback turns ``iat`` into one.
+_MAX_IAT = 253_402_300_799
+_MISSING = object()
+
+
+def _str(payload: dict[str, object], key: str, default: object = _MISSING) -> str:
+    value = payload.get(key, default)
+    if not isinstance(value, str):
+        raise ValueError(f"{key!r}: expected a string, got {value!r}")
+    return value
+
+
+def _int(payload: dict[str, object], key: str, default: object = _MISSING) -> int:
+    value = payload.get(key, default)
+    # bool is an int to Python but never what encode writes.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{key!r}: expected an integer, got {value!r}")
+    return value
+
+
+def _attribution(payload: object) -> Attribution:
+    """The Attribution a decoded payload describes; ValueError unless it has the shape
+    ``encode`` writes."""
+    if not isinstance(payload, dict):
+        raise ValueError("payload: not a JSON object")
+    versions = payload.get("mv")
+    if not isinstance(versions, dict) or not all(isinstance(v, str) for v in versions.values()):
+        raise ValueError(f"'mv': expected an object of strings, got {versions!r}")
+    issued_at, offset = _int(payload, "iat"), _int(payload, "off", 0)
+    if not 0 <= issued_at <= _MAX_IAT or offset < 0:
+        raise ValueError(f"'iat' {issued_at} or 'off' {offset}: out of range")
+    return Attribution(
+        request_id=_str(payload, "rid"),
+        arm=_str(payload, "arm"),
+        model_versions=versions,
+        issued_at=issued_at,
+        experiment=_str(payload, "exp", ""),
+        teams=_str(payload, "tm", ""),
+        offset=offset,
+        query=_str(payload, "q", ""),
+        explored=bool(_int(payload, "x", 0)),
+    )

@@ -364,6 +364,32 @@ def test_attribution_tokens_are_verified(
     assert rows == [("good", "req-42", "treatment")]
 
 
+def test_a_non_ascii_token_rejects_its_event_alone_and_the_rest_is_stored(
+    stub: pb_grpc.FeedbackServiceStub, sqlite_path: Path
+) -> None:
+    token = AttributionSigner(SECRET).encode(Attribution(request_id="req-7", arm="control"))
+    head, payload, _ = token.split(".")
+    response = stub.RecordEvents(
+        pb.RecordEventsRequest(
+            events=[
+                event("ok-1", attribution_token=token),
+                event("accent", attribution_token="v1.\u00e9.x"),
+                event("ok-2"),
+                event("bad-signature", attribution_token=f"{head}.{payload}.\u00e9"),
+                event("ok-3", attribution_token=token, user_id="u-3"),
+            ]
+        ),
+        timeout=30,
+    )
+    assert statuses(response) == [ACCEPTED, REJECTED, ACCEPTED, REJECTED, ACCEPTED]
+    assert response.results[1].error.startswith("attribution_token: ")
+    assert response.results[3].error.startswith("attribution_token: ")
+    assert (response.accepted, response.duplicates, response.rejected) == (3, 0, 2)
+    with sqlite3.connect(sqlite_path) as conn:
+        rows = conn.execute("SELECT event_id FROM feedback_events ORDER BY event_id").fetchall()
+    assert rows == [("ok-1",), ("ok-2",), ("ok-3",)]
+
+
 def test_unknown_event_type_is_rejected(stub: pb_grpc.FeedbackServiceStub) -> None:
     response = stub.RecordEvents(
         pb.RecordEventsRequest(events=[event("future", type=9)]), timeout=30

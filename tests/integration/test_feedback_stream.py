@@ -101,6 +101,29 @@ def test_the_stream_answers_every_chunk_in_order_with_its_rejections(server: str
     assert "events (chunk 9): at least one event" in empty.value.details()
 
 
+def test_a_chunk_with_a_non_ascii_token_is_answered_and_the_stream_carries_on(
+    server: str,
+) -> None:
+    token = AttributionSigner(SECRET).encode(Attribution("req-2", "control"))
+    head, payload, _ = token.split(".")
+    first = _events(10, "a", token)
+    first[3].attribution_token = "v1.\u00e9.x"
+    first[6].attribution_token = f"{head}.{payload}.\u00e9"
+    chunks = [
+        pb.StreamEventsRequest(sequence=1, events=first),
+        pb.StreamEventsRequest(sequence=2, events=_events(10, "b", token)),
+    ]
+    stub = pb_grpc.FeedbackServiceStub(grpc.insecure_channel(server))
+    answers = list(stub.StreamEvents(iter(chunks), timeout=30))
+    assert [(a.sequence, a.accepted, a.rejected) for a in answers] == [(1, 8, 2), (2, 10, 0)]
+    assert [(r.event_id, r.error.split(":")[0]) for r in answers[0].rejections] == [
+        ("a-000003", "attribution_token"),
+        ("a-000006", "attribution_token"),
+    ]
+    exported = stub.ExportShopperEvents(pb.ShopperRequest(user_id="user-1"), timeout=30)
+    assert {e.event_id for e in exported} == {"a-000001", "b-000001"}
+
+
 def test_a_shoppers_events_are_exported_and_deleted_on_request(server: str) -> None:
     stub = pb_grpc.FeedbackServiceStub(grpc.insecure_channel(server))
     mine = _events(30, "mine", user_id="alice", session_id="alice-session")
