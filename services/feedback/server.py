@@ -23,6 +23,7 @@ from shopsense.feedback.v1 import feedback_service_pb2 as pb
 from shopsense.feedback.v1 import feedback_service_pb2_grpc as pb_grpc
 
 from services.feedback.catalog import CatalogCheck
+from shared.contracts.common import validate_shopper
 from shared.errors import InvalidArgument, ResourceExhausted, Unavailable
 from shared.experiments.attribution import Attribution, AttributionSigner
 from shared.rpc.server import ServerHandle, build_server
@@ -71,6 +72,9 @@ def utc_now() -> datetime:
 def _check_text(name: str, value: str, *, required: bool) -> None:
     if required and not value:
         raise InvalidArgument(f"{name}: required")
+    if required and not value.strip():
+        # An id of spaces names nothing (and no catalog product); the client lost the real one.
+        raise InvalidArgument(f"{name}: must not be whitespace only")
     if len(value) > MAX_ID_CHARS:
         raise InvalidArgument(f"{name}: longer than {MAX_ID_CHARS} characters")
     if "\x00" in value:
@@ -136,8 +140,7 @@ def validate_event(
             f"timestamp: more than {_duration(window)} in the past (the attribution window)"
         )
 
-    if not event.user_id and not event.session_id:
-        raise InvalidArgument("user_id: at least one of user_id and session_id is required")
+    validate_shopper(event.user_id, event.session_id)  # the gateway's rule
     _check_text("user_id", event.user_id, required=False)
     _check_text("session_id", event.session_id, required=False)
     _check_text("product_id", event.product_id, required=True)
@@ -311,8 +314,7 @@ class FeedbackServicer(pb_grpc.FeedbackServiceServicer):
 
     @staticmethod
     def _shopper(request: pb.ShopperRequest) -> tuple[str, str]:
-        if not request.user_id and not request.session_id:
-            raise InvalidArgument("user_id: at least one of user_id and session_id is required")
+        validate_shopper(request.user_id, request.session_id)  # the gateway's rule
         _check_text("user_id", request.user_id, required=False)
         _check_text("session_id", request.session_id, required=False)
         return request.user_id, request.session_id

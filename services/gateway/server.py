@@ -23,7 +23,12 @@ from shopsense.search.v1 import search_service_pb2_grpc
 
 from services.gateway.paging import PageTokens, request_fingerprint
 from services.gateway.versions import ModelVersions
-from shared.contracts.common import count_or_default, embedding_to_proto, validate_query
+from shared.contracts.common import (
+    count_or_default,
+    embedding_to_proto,
+    validate_query,
+    validate_shopper,
+)
 from shared.errors import (
     DeadlineExceeded,
     InvalidArgument,
@@ -196,8 +201,7 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
         clock = _Clock(started + remaining(context, self._settings.search_deadline_s))
         query = validate_query(request.query)
         user, session = request.user.user_id, request.user.session_id
-        if not user.strip() and not session.strip():
-            raise InvalidArgument("user: user_id or session_id is required")
+        validate_shopper(user, session, prefix="user.")  # feedback applies it to the events too
         for name, value in (("user.user_id", user), ("user.session_id", session)):
             if len(value) > MAX_ID_CHARS:
                 raise InvalidArgument(f"{name}: longer than {MAX_ID_CHARS} characters")

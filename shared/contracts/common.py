@@ -113,3 +113,23 @@ def timestamp_or_none(value: datetime | None) -> Timestamp | None:
     stamp = Timestamp()
     stamp.FromDatetime(value)
     return stamp
+
+
+def validate_shopper(user_id: str, session_id: str, prefix: str = "") -> None:
+    """The one rule, gateway and feedback alike, for the ids that name a shopper.
+
+    Empty means absent. Whitespace alone names nobody: when neither id has more, the shopper
+    is missing (named as ``{prefix}user_id``). A present id must not be whitespace only even
+    when the other names the shopper: it is a client bug, and stored or searched as given it
+    would be a shopper of its own. ``prefix`` is the fields' path in the request ("user.").
+    Length and character checks stay with each service.
+    """
+    user_field, session_field = f"{prefix}user_id", f"{prefix}session_id"
+    if not user_id.strip() and not session_id.strip():
+        raise InvalidArgument(
+            f"{user_field}: at least one of {user_field} and {session_field} is required "
+            "(whitespace only counts as absent)"
+        )
+    for field, value in ((user_field, user_id), (session_field, session_id)):
+        if value and not value.strip():
+            raise InvalidArgument(f"{field}: must not be whitespace only (leave it empty)")

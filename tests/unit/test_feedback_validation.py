@@ -111,6 +111,31 @@ def test_user_or_session_is_required() -> None:
     assert valid.user_id is None and valid.session_id == "s-1"
 
 
+@pytest.mark.parametrize("blank", [" ", "\t\n", "\u3000"])
+def test_whitespace_only_event_id_and_product_id_are_rejected(blank: str) -> None:
+    assert rejection(make_event(event_id=blank)).startswith("event_id: must not be whitespace")
+    assert rejection(make_event(product_id=blank)).startswith("product_id: must not be whitespace")
+
+
+@pytest.mark.parametrize(
+    ("user_id", "session_id"), [(" ", ""), ("", "\t"), ("  ", "\n "), ("\u3000", "")]
+)
+def test_whitespace_only_user_and_session_count_as_absent(user_id: str, session_id: str) -> None:
+    # As in the gateway: no shopper is named, so the pair is missing.
+    event = make_event(user_id=user_id, session_id=session_id)
+    assert rejection(event).startswith("user_id: at least one of user_id and session_id")
+
+
+def test_a_given_user_or_session_id_must_not_be_whitespace_only() -> None:
+    # One id names the shopper; a blank other one is a client bug, not "absent".
+    assert rejection(make_event(user_id=" ", session_id="s-1")).startswith(
+        "user_id: must not be whitespace"
+    )
+    assert rejection(make_event(user_id="u-1", session_id=" ")).startswith(
+        "session_id: must not be whitespace"
+    )
+
+
 def test_product_id_is_required_and_at_most_128() -> None:
     assert rejection(make_event(product_id="")) == "product_id: required"
     assert rejection(make_event(product_id="p" * 129)).startswith("product_id: longer than 128")

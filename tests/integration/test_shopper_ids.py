@@ -1,0 +1,157 @@
+"""One rule for the shopper's ids, asked of the gateway and of feedback, real servers on port 0.
+
+Whether a (user_id, session_id) pair names a shopper must not depend on the service asked: a
+search the gateway accepts yields a token whose events feedback must accept, and a shopper
+feedback refuses to export must not be one the gateway searches for. No Triton here: the
+gateway and retrieval (over an empty catalog file) embed with a constant fake encoder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from shopsense.common.v1 import common_pb2
+from shopsense.feedback.v1 import feedback_service_pb2 as fpb
+from shopsense.feedback.v1 import feedback_service_pb2_grpc as fpb_grpc
+from shopsense.search.v1 import search_service_pb2 as spb
+from shopsense.search.v1 import search_service_pb2_grpc
+
+from services.feedback.server import create_server as create_feedback
+from services.gateway.server import create_server as create_gateway
+from services.retrieval.server import create_server as create_retrieval
+from shared.contracts.common import EMBEDDING_DIM
+from shared.runtime.suite import is_serving
+from shared.settings import Settings
+from tests.support import wait_until
+
+pytestmark = pytest.mark.integration
+NOWHERE = "127.0.0.1:9"  # intent, ranking and the trainer: nothing listens (degraded hops)
+
+
+class ConstantEncoder:
+    """The same unit vector for every text: enough for an empty catalog."""
+
+    def embed(
+        self,
+        texts: Sequence[str],
+        max_length: int = 64,
+        batch_size: int = 32,
+        version: str | None = None,
+    ) -> np.ndarray:
+        vectors = np.zeros((len(texts), EMBEDDING_DIM), dtype=np.float32)
+        vectors[:, 0] = 1.0
+        return vectors
+
+    def version(self) -> str:
+        return "1"
+
+
+@dataclass
+class Services:
+    search: search_service_pb2_grpc.SearchServiceStub
+    feedback: fpb_grpc.FeedbackServiceStub
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    state: Path = tmp_path_factory.mktemp("state")
+    settings = replace(
+        Settings(),
+        state_dir=state,
+        catalog_db=state / "catalog.db",
+        retrieval_listen="127.0.0.1:0",
+        gateway_listen="127.0.0.1:0",
+        feedback_listen="127.0.0.1:0",
+        feedback_db_url=f"sqlite:///{state / 'feedback.db'}",
+        intent_target=NOWHERE,
+        ranking_target=NOWHERE,
+        trainer_target=NOWHERE,
+        retrieval_target=NOWHERE,
+        token_secret="shopper-ids-secret",
+    )
+    encoder = ConstantEncoder()
+    retrieval = create_retrieval(settings, encoder=encoder, encoder_for_version=lambda v: encoder)
+    settings = replace(settings, retrieval_target=retrieval.address)
+    handles = [retrieval]
+    try:
+        handles.append(create_gateway(settings, encoder=encoder))
+        # Feedback asks no catalog (the empty one would refuse every product): stored unchecked.
+        handles.append(create_feedback(replace(settings, retrieval_target=NOWHERE)))
+        for handle in handles:
+            wait_until(lambda h=handle: is_serving(h.address), f"{handle.name} SERVING")
+        yield Services(
+            search_service_pb2_grpc.SearchServiceStub(grpc.insecure_channel(handles[1].address)),
+            fpb_grpc.FeedbackServiceStub(grpc.insecure_channel(handles[2].address)),
+        )
+    finally:
+        for handle in reversed(handles):
+            handle.stop(0)
+
+
+# (user_id, session_id, the field the refusal names; None: the shopper is accepted)
+CASES = [
+    ("u-1", "", None),
+    ("", "s-1", None),
+    ("u-1", "s-1", None),
+    ("", "", "user_id"),
+    (" ", "", "user_id"),
+    ("", "\t", "user_id"),
+    ("  ", "\n ", "user_id"),
+    ("\u3000", "", "user_id"),  # an ideographic space is whitespace too
+    ("  ", "s-1", "user_id"),  # present, so it must name someone
+    ("u-1", " \t", "session_id"),
+]
+
+
+def _event(event_id: str, user_id: str, session_id: str) -> fpb.Event:
+    stamp = Timestamp()
+    stamp.FromDatetime(datetime.now(UTC) - timedelta(seconds=5))
+    return fpb.Event(
+        event_id=event_id,
+        type=fpb.EVENT_TYPE_CLICK,
+        timestamp=stamp,
+        user_id=user_id,
+        session_id=session_id,
+        product_id="p-1",
+    )
+
+
+@pytest.mark.parametrize(("user_id", "session_id", "field"), CASES)
+def test_the_gateway_and_feedback_accept_and_refuse_the_same_shoppers(
+    services: Services, user_id: str, session_id: str, field: str | None
+) -> None:
+    user = common_pb2.UserContext(user_id=user_id, session_id=session_id)
+    shopper = fpb.ShopperRequest(user_id=user_id, session_id=session_id)
+    event_id = f"e-{user_id!r}-{session_id!r}"
+    recorded = services.feedback.RecordEvents(
+        fpb.RecordEventsRequest(events=[_event(event_id, user_id, session_id)]), timeout=30
+    ).results[0]
+    if field is None:
+        reply = services.search.Search(spb.SearchRequest(query="sofa", user=user), timeout=30)
+        assert reply.attribution_token  # a search was served
+        assert recorded.status == fpb.EVENT_STATUS_ACCEPTED, recorded.error
+        exported = services.feedback.ExportShopperEvents(shopper, timeout=30)
+        assert event_id in {e.event_id for e in exported}
+        assert services.feedback.DeleteShopperEvents(shopper, timeout=30).deleted >= 1
+        return
+    assert recorded.status == fpb.EVENT_STATUS_REJECTED, fpb.EventStatus.Name(recorded.status)
+    assert recorded.error.startswith(f"{field}: "), recorded.error
+    for call in (
+        lambda: list(services.feedback.ExportShopperEvents(shopper, timeout=30)),
+        lambda: services.feedback.DeleteShopperEvents(shopper, timeout=30),
+    ):
+        with pytest.raises(grpc.RpcError) as refused:
+            call()
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert refused.value.details().startswith(f"{field}: "), refused.value.details()
+    with pytest.raises(grpc.RpcError) as searched:
+        services.search.Search(spb.SearchRequest(query="sofa", user=user), timeout=30)
+    assert searched.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert searched.value.details().startswith(f"user.{field}: "), searched.value.details()
