@@ -24,6 +24,7 @@ from shopsense.feedback.v1 import feedback_service_pb2_grpc as pb_grpc
 
 from services.feedback.catalog import CatalogCheck
 from shared.contracts.common import validate_shopper
+from shared.data.currencies import CURRENCIES, NOT_CURRENCIES
 from shared.errors import InvalidArgument, ResourceExhausted, Unavailable
 from shared.experiments.attribution import Attribution, AttributionSigner
 from shared.rpc.server import ServerHandle, build_server
@@ -58,6 +59,7 @@ _MAX_SECONDS = int(
     (datetime.max.replace(tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds()
 )
 
+# The shape, checked first so that a lower-case code is told so; then the codes themselves.
 _CURRENCY = re.compile("[A-Z]{3}")
 
 Clock = Callable[[], datetime]
@@ -159,6 +161,13 @@ def validate_event(
             raise InvalidArgument(
                 f"currency: {currency!r} is not a 3-letter upper-case ISO 4217 code"
             )
+        if currency in NOT_CURRENCIES:
+            raise InvalidArgument(
+                f"currency: {currency!r} is an ISO 4217 code but not a currency (a precious "
+                "metal, fund, unit of account or testing code)"
+            )
+        if currency not in CURRENCIES:
+            raise InvalidArgument(f"currency: {currency!r} is not an ISO 4217 currency code")
     elif event.type == pb.EVENT_TYPE_PURCHASE:
         raise InvalidArgument("currency: required for purchases")
 

@@ -390,6 +390,29 @@ def test_a_non_ascii_token_rejects_its_event_alone_and_the_rest_is_stored(
     assert rows == [("ok-1",), ("ok-2",), ("ok-3",)]
 
 
+def test_purchases_in_codes_that_are_no_currency_are_rejected(
+    stub: pb_grpc.FeedbackServiceStub, sqlite_path: Path
+) -> None:
+    purchase = {"type": pb.EVENT_TYPE_PURCHASE, "amount": 25.0, "user_id": "u-5"}
+    response = stub.RecordEvents(
+        pb.RecordEventsRequest(
+            events=[
+                event("in-eur", currency="EUR", **purchase),
+                event("in-nul", currency="NUL", **purchase),
+                event("in-xof", currency="XOF", **purchase),
+                event("in-xts", currency="XTS", **purchase),
+            ]
+        ),
+        timeout=30,
+    )
+    assert statuses(response) == [ACCEPTED, REJECTED, ACCEPTED, REJECTED]
+    assert response.results[1].error == "currency: 'NUL' is not an ISO 4217 currency code"
+    assert response.results[3].error.startswith("currency: 'XTS' is an ISO 4217 code but ")
+    with sqlite3.connect(sqlite_path) as conn:
+        rows = conn.execute("SELECT event_id, currency FROM feedback_events").fetchall()
+    assert sorted(rows) == [("in-eur", "EUR"), ("in-xof", "XOF")]
+
+
 def test_unknown_event_type_is_rejected(stub: pb_grpc.FeedbackServiceStub) -> None:
     response = stub.RecordEvents(
         pb.RecordEventsRequest(events=[event("future", type=9)]), timeout=30

@@ -169,6 +169,31 @@ def test_currency_must_be_3_upper_case_letters(currency: str) -> None:
     assert rejection(event).startswith("currency:")
 
 
+def _purchase(currency: str) -> pb.Event:
+    return make_event(type=pb.EVENT_TYPE_PURCHASE, amount=10.0, currency=currency)
+
+
+@pytest.mark.parametrize("currency", ["NUL", "XYZ", "AAA", "ABC", "QQQ", "EEK", "HRK", "VEF"])
+def test_currency_must_be_an_iso_4217_code(currency: str) -> None:
+    # Shape alone let these through; EEK, HRK and VEF were real once, replaced since.
+    assert rejection(_purchase(currency)) == (
+        f"currency: {currency!r} is not an ISO 4217 currency code"
+    )
+
+
+@pytest.mark.parametrize("code", ["XXX", "XTS", "XAU", "XAG", "XDR", "XBA", "BOV", "USN", "CLF"])
+def test_iso_codes_that_are_no_currency_are_rejected_naming_what_they_are(code: str) -> None:
+    # No currency, testing, precious metals, units of account and funds: no one pays in them.
+    assert rejection(_purchase(code)).startswith(f"currency: {code!r} is an ISO 4217 code but ")
+
+
+@pytest.mark.parametrize(
+    "currency", ["USD", "EUR", "JPY", "GBP", "CHF", "XAF", "XOF", "XCD", "XPF", "ZWG", "VES"]
+)
+def test_real_currencies_are_valid_x_codes_included(currency: str) -> None:
+    assert validate_event(_purchase(currency), SIGNER, NOW).currency == currency
+
+
 def test_quantity_must_not_be_negative() -> None:
     assert rejection(make_event(quantity=-1)) == "quantity: must be >= 0"
     assert validate_event(make_event(quantity=3), SIGNER, NOW).quantity == 3
