@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -44,9 +45,31 @@ def product_from_proto(message: common_pb2.Product) -> Product:
     )
 
 
+def _visible(text: str) -> str:
+    """``text`` without format characters (Cf: zero-width space, BOM, LRM/RLM, soft hyphen,
+    joiners), and with control characters (Cc: NUL, tab, escape, ...) turned into spaces."""
+    if text.isascii() and text.isprintable():  # the common case; skips the per-character pass
+        return text
+    kept = []
+    for ch in text:
+        category = unicodedata.category(ch)
+        if category == "Cf":
+            continue  # never separates words: "sofa\u200b" is "sofa"
+        kept.append(" " if category == "Cc" else ch)
+    return "".join(kept)
+
+
 def validate_query(query: str, field: str = "query") -> str:
-    """The stripped query; INVALID_ARGUMENT when empty, whitespace or too long."""
-    stripped = query.strip()
+    """The query as the services use it; INVALID_ARGUMENT naming ``field`` when it is empty,
+    whitespace or invisible, or longer than MAX_QUERY_CHARS (counted as sent).
+
+    Invisible characters are cleaned first: format characters (Unicode category Cf, such as
+    U+200B zero-width space, U+FEFF BOM, U+200E/U+200F direction marks, U+00AD soft hyphen)
+    are removed and control characters (Cc, such as NUL, tab, ESC) become spaces; then the
+    result is stripped. So a query of invisible characters alone is refused like an empty
+    one, and "sofa\u200b" is searched as "sofa".
+    """
+    stripped = _visible(query).strip()
     if not stripped:
         raise InvalidArgument(f"{field}: must not be empty or whitespace")
     if len(query) > MAX_QUERY_CHARS:

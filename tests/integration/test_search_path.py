@@ -165,6 +165,9 @@ def test_filters_restrict_results(stack: Stack):
         ({"query": ""}, "query"),
         ({"query": "   \t "}, "query"),
         ({"query": "x" * 10_000}, "query"),
+        ({"query": "\u200b"}, "query"),  # zero-width space
+        ({"query": "\ufeff\u200e\u200f\u2060"}, "query"),  # BOM, LRM, RLM, word joiner
+        ({"query": " \x00\x1b\u200b "}, "query"),  # control characters too
         ({"page_size": -1}, "page_size"),
         ({"page_size": 1_000_000}, "page_size"),
         ({"page_token": "not-a-token"}, "page_token"),
@@ -194,6 +197,14 @@ def test_bad_search_input_gets_invalid_argument_naming_the_field(
     assert stack.search().Search(_request("sofa"), timeout=10).results  # still serving
 
 
+def test_invisible_characters_inside_a_query_do_not_change_the_answer(stack: Stack):
+    stub = stack.search()
+    plain = stub.Search(_request("grey sofa"), timeout=10)
+    hidden = stub.Search(_request("\ufeffgrey\u200b sofa\u200e"), timeout=10)
+    assert plain.results
+    assert [r.product_id for r in hidden.results] == [r.product_id for r in plain.results]
+
+
 def test_bad_input_on_the_internal_rpcs(stack: Stack):
     retrieval = stack.retrieval_stub()
     intent = intent_service_pb2_grpc.IntentServiceStub(grpc.insecure_channel(stack.intent.address))
@@ -202,6 +213,7 @@ def test_bad_input_on_the_internal_rpcs(stack: Stack):
     )
     cases = [
         (lambda: retrieval.Retrieve(rpb.RetrieveRequest(query=" "), timeout=5), "query"),
+        (lambda: retrieval.Retrieve(rpb.RetrieveRequest(query="\u200b"), timeout=5), "query"),
         (lambda: retrieval.Retrieve(rpb.RetrieveRequest(query="a", k=-3), timeout=5), "k"),
         (
             lambda: retrieval.Retrieve(
@@ -215,6 +227,10 @@ def test_bad_input_on_the_internal_rpcs(stack: Stack):
         (lambda: retrieval.DeleteProducts(rpb.DeleteProductsRequest(), timeout=5), "product_ids"),
         (lambda: retrieval.GetProducts(rpb.GetProductsRequest(), timeout=5), "product_ids"),
         (lambda: intent.Classify(intent_service_pb2.ClassifyRequest(query=""), timeout=5), "query"),
+        (
+            lambda: intent.Classify(intent_service_pb2.ClassifyRequest(query="\ufeff"), timeout=5),
+            "query",
+        ),
         (
             lambda: intent.Classify(
                 intent_service_pb2.ClassifyRequest(query="a", top_k=500), timeout=5
