@@ -34,6 +34,7 @@ from shared.contracts.common import (
     product_from_proto,
     product_to_proto,
     validate_query,
+    validate_version,
 )
 from shared.data.catalog import Product
 from shared.errors import FailedPrecondition, InvalidArgument, Unavailable
@@ -62,7 +63,6 @@ EMBED_BATCH = 32
 # written to the staging table in one transaction).
 REINDEX_BATCH = 128
 REINDEX_EMBED_BATCH = 64
-MAX_VERSION_LENGTH = 19  # Triton versions are int64
 # A reindex swap between reading the index's version and searching costs one more try.
 _VERSION_TRIES = 3
 PRODUCT_MAX_TOKENS = 64
@@ -107,19 +107,6 @@ def reindex_status_to_proto(status: ReindexStatus, index_version: str) -> pb.Rei
             stamp.FromDatetime(when)
             getattr(message, name).CopyFrom(stamp)
     return message
-
-
-def validate_version(version: str, field: str = "text_encoder_version") -> str:
-    """A Triton model version number from a request, or ``InvalidArgument`` naming ``field``."""
-    version = version.strip()
-    if not version:
-        raise InvalidArgument(f'{field}: required (a Triton model version such as "2")')
-    if not version.isdigit() or len(version) > MAX_VERSION_LENGTH:
-        raise InvalidArgument(
-            f"{field}: must be a Triton model version number, at most "
-            f"{MAX_VERSION_LENGTH} digits (got {version[:40]!r})"
-        )
-    return version
 
 
 def filters_from_proto(message: common_pb2.Filters, known_attributes: set[str]) -> Filters:
@@ -448,7 +435,9 @@ class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
     def ReindexCatalog(
         self, request: pb.ReindexCatalogRequest, context: grpc.ServicerContext
     ) -> pb.ReindexCatalogResponse:
-        version = validate_version(request.text_encoder_version)
+        version = validate_version(
+            request.text_encoder_version, "text_encoder_version", required=True
+        )
         current = self._index.reindex_status()
         if current.state == "running" and current.target_version != version:
             raise FailedPrecondition(

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shared.contracts.common import MAX_VERSION_DIGITS, ascii_digits
 from shared.errors import InvalidArgument
 from shared.models.kinds import MODEL_KINDS
 
@@ -188,9 +189,11 @@ def validate(experiment: Experiment, field_name: str = "experiment") -> Experime
                 raise InvalidArgument(
                     f"{a}.models: unknown model {model!r} (one of {', '.join(PINNABLE_MODELS)})"
                 )
-            if version and (not version.isdigit() or int(version) < 1):
+            if version and not (
+                ascii_digits(version) and len(version) <= MAX_VERSION_DIGITS and int(version) >= 1
+            ):
                 raise InvalidArgument(
-                    f"{a}.models.{model}: a version number >= 1 or empty (got {version!r})"
+                    f"{a}.models.{model}: a version number >= 1 or empty (got {version[:40]!r})"
                 )
         p = arm.pipeline
         if not isinstance(p.rerank_depth, int) or not -1 <= p.rerank_depth <= MAX_RERANK_DEPTH:

@@ -164,6 +164,7 @@ def _ab(name: str, **treatment_pins: str) -> epb.Experiment:
         ({"models": {"cross_encoder": "9"}}, grpc.StatusCode.NOT_FOUND, "arms[1].models.cross"),
         ({"models": {"intent_classifier": "4"}}, grpc.StatusCode.NOT_FOUND, "arms[1].models.int"),
         ({"models": {"text_encoder": "3"}}, grpc.StatusCode.NOT_FOUND, "arms[1].models.text"),
+        ({"models": {"cross_encoder": "²"}}, grpc.StatusCode.INVALID_ARGUMENT, "arms[1].models.cr"),
         ({"share": 0.7}, grpc.StatusCode.INVALID_ARGUMENT, "the shares must sum to 1"),
         ({"name": "control"}, grpc.StatusCode.INVALID_ARGUMENT, "arms[1].name"),
     ],

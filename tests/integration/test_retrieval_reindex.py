@@ -332,6 +332,8 @@ def test_bad_reindex_requests_get_the_right_codes(service: Service):
         ("", grpc.StatusCode.INVALID_ARGUMENT),
         ("   ", grpc.StatusCode.INVALID_ARGUMENT),
         ("two", grpc.StatusCode.INVALID_ARGUMENT),
+        ("²", grpc.StatusCode.INVALID_ARGUMENT),  # str.isdigit says yes, int() says no
+        ("٣", grpc.StatusCode.INVALID_ARGUMENT),
         ("7", grpc.StatusCode.FAILED_PRECONDITION),  # Triton does not serve it
     ]:
         with pytest.raises(grpc.RpcError) as err:

@@ -241,6 +241,28 @@ def test_bad_input_on_the_internal_rpcs(stack: Stack):
             lambda: ranking.Rank(ranking_service_pb2.RankRequest(query="sofa"), timeout=5),
             "candidates",
         ),
+        # str.isdigit accepts these digits; int() refuses "²" and reads "٣" as 3.
+        (
+            lambda: intent.Classify(
+                intent_service_pb2.ClassifyRequest(query="sofa", model_version="²"), timeout=5
+            ),
+            "model_version",
+        ),
+        (
+            lambda: ranking.Rank(
+                ranking_service_pb2.RankRequest(
+                    query="sofa",
+                    candidates=[
+                        rpb.Candidate(
+                            product=common_pb2.Product(product_id="p-1", title="Grey Sofa")
+                        )
+                    ],
+                    model_version="٣",
+                ),
+                timeout=5,
+            ),
+            "model_version",
+        ),
     ]
     for call, field in cases:
         with pytest.raises(grpc.RpcError) as err:

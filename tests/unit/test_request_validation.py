@@ -1,11 +1,11 @@
-"""The request checks every service shares (shared/rpc/convert.py): queries and versions."""
+"""The request checks every service shares (shared/contracts/common.py): queries and versions."""
 
 from __future__ import annotations
 
 import pytest
 
-from shared.rpc.convert import validate_query
-from shared.rpc.errors import InvalidArgument
+from shared.contracts.common import ascii_digits, validate_query, validate_version
+from shared.errors import InvalidArgument
 
 pytestmark = pytest.mark.unit
 
@@ -64,3 +64,38 @@ def test_a_query_over_the_limit_is_refused_naming_the_field() -> None:
     validate_query("x" * 512)
     with pytest.raises(InvalidArgument, match=r"^query: 513 characters exceeds the limit of 512"):
         validate_query("x" * 513)
+
+
+# Digits str.isdigit accepts that are not ASCII: superscripts (int() refuses them), and
+# Arabic-Indic and fullwidth digits (int() reads them as numbers spelt like no version).
+NOT_ASCII_DIGITS = ["²", "1²", "٣", "３", "①"]
+
+
+@pytest.mark.parametrize("version", ["1", "2", "42", "9" * 19, " 2 "])
+def test_a_version_of_ascii_digits_passes(version: str) -> None:
+    assert validate_version(version, "model_version") == version.strip()
+    assert validate_version(version, "text_encoder_version", required=True) == version.strip()
+
+
+@pytest.mark.parametrize("version", [*NOT_ASCII_DIGITS, "v2", "0", "-1", "1.5", "9" * 20])
+def test_a_version_that_is_not_a_positive_ascii_number_is_refused_naming_the_field(
+    version: str,
+) -> None:
+    with pytest.raises(InvalidArgument, match=r"^model_version: must be empty or a positive"):
+        validate_version(version, "model_version")
+    with pytest.raises(InvalidArgument, match=r"^text_encoder_version: must be a positive"):
+        validate_version(version, "text_encoder_version", required=True)
+
+
+@pytest.mark.parametrize("version", ["", "   "])
+def test_an_empty_version_means_the_serving_one_unless_required(version: str) -> None:
+    assert validate_version(version, "model_version") == ""
+    with pytest.raises(InvalidArgument, match=r"^text_encoder_version: required"):
+        validate_version(version, "text_encoder_version", required=True)
+
+
+@pytest.mark.parametrize(("text", "expected"), [("0", True), ("0123456789", True), ("", False)])
+def test_ascii_digits_accepts_ascii_digits_only(text: str, expected: bool) -> None:
+    assert ascii_digits(text) is expected
+    for other in NOT_ASCII_DIGITS:
+        assert not ascii_digits(text + other)
