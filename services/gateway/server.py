@@ -209,7 +209,11 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
             request.page_size, "page_size", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
         )
         fingerprint = request_fingerprint(request)
-        offset = self._pages.decode(request.page_token, fingerprint) if request.page_token else 0
+        offset = (
+            self._pages.decode(request.page_token, fingerprint, page_size)
+            if request.page_token
+            else 0
+        )
         if offset >= MAX_RESULTS:
             raise InvalidArgument(f"page_token: offset {offset} is past the last result")
         options = request.options
@@ -308,7 +312,9 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
             )
         )
         if offset + page_size < response.total_size:
-            response.next_page_token = self._pages.encode(offset + page_size, fingerprint)
+            response.next_page_token = self._pages.encode(
+                offset + page_size, fingerprint, page_size
+            )
         clock.record("total", started)
         context.set_trailing_metadata(
             ((TIMINGS_KEY, ",".join(f"{k}={v}" for k, v in clock.timings.items())),)

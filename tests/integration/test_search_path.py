@@ -144,9 +144,41 @@ def test_pages_do_not_overlap_and_token_is_bound_to_the_request(stack: Stack):
     assert "page_token" in err.value.details()
 
 
+def test_a_token_used_with_another_page_size_is_refused(stack: Stack):
+    stub = stack.search()
+    first = stub.Search(_request("table", page_size=5), timeout=10)
+    for page_size in (10, 3, 0):  # 0 is the default, 20: also another size
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Search(
+                _request("table", page_size=page_size, page_token=first.next_page_token),
+                timeout=10,
+            )
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, page_size
+        details = err.value.details()
+        assert details.startswith("page_token") and "page_size" in details, details
+    # The same size still continues where the last page ended, over several pages.
+    whole = stub.Search(_request("table", page_size=15), timeout=10)
+    second = stub.Search(
+        _request("table", page_size=5, page_token=first.next_page_token), timeout=10
+    )
+    third = stub.Search(
+        _request("table", page_size=5, page_token=second.next_page_token), timeout=10
+    )
+    assert [r.position for r in third.results] == [11, 12, 13, 14, 15]
+    assert [r.product_id for page in (first, second, third) for r in page.results] == [
+        r.product_id for r in whole.results
+    ]
+
+
 def test_page_size_zero_means_the_documented_default_of_twenty(stack: Stack):
     reply = stack.search().Search(_request("chair", page_size=0), timeout=10)
     assert len(reply.results) == 20 and reply.next_page_token
+    # 0 and 20 are the same size: a token from either continues with the other.
+    for page_size in (0, 20):
+        following = stack.search().Search(
+            _request("chair", page_size=page_size, page_token=reply.next_page_token), timeout=10
+        )
+        assert [r.position for r in following.results] == list(range(21, 41))
 
 
 def test_filters_restrict_results(stack: Stack):
