@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TextIO
 
 from shopsense.retrieval.v1 import retrieval_service_pb2 as pb
 from shopsense.retrieval.v1 import retrieval_service_pb2_grpc
-from tqdm import tqdm
 
+from shared.cli.progress import CountProgress
 from shared.contracts.common import product_to_proto
 from shared.data.catalog import Product
 from shared.data.synthetic import generate_store, write_wands
@@ -31,14 +32,18 @@ def upsert_products(
     progress: bool = True,
     chunk: int = CHUNK_SIZE,
     timeout_s: float = 600.0,
+    stream: TextIO | None = None,
 ) -> pb.UpsertProductsResponse:
     """Upsert through UpsertProducts: one stream per chunk of 1,024 products (messages of
-    128), so the progress bar moves when the server has really embedded and stored them
-    and a failure loses at most one chunk's work."""
+    128), so the progress moves when the server has really embedded and stored them
+    and a failure loses at most one chunk's work.
+
+    ``progress`` shows the products embedded of the total, the rate and the time left on
+    ``stream`` (default standard error): a bar on a terminal, else a line every 10 s."""
     stub = retrieval_service_pb2_grpc.RetrievalServiceStub(open_channel(target))
     merged = pb.UpsertProductsResponse()
-    with tqdm(
-        total=len(products), unit="product", desc="embedding catalog", disable=not progress
+    with CountProgress(
+        len(products), "embedding catalog", "products", stream=stream, enabled=progress
     ) as bar:
         for start in range(0, len(products), chunk):
             part = products[start : start + chunk]
@@ -51,7 +56,7 @@ def upsert_products(
             reply = stub.UpsertProducts(messages, timeout=timeout_s)
             merged.results.extend(reply.results)
             merged.catalog_size = reply.catalog_size
-            bar.update(len(part))
+            bar.advance(len(part))
     return merged
 
 
