@@ -55,6 +55,9 @@ class Hyperparameters:
     early_stopping_patience: int = 2
     # Steps between dev evaluations; 0 = once per epoch.
     eval_every: int = 0
+    # Steps between the training-loss points of the history (the learning curve); 0 = about
+    # 50 points a run. Evaluations always add one.
+    log_every: int = 0
     # Training examples at most (sampled); 0 = all.
     max_train_examples: int = 0
     # Token limit for queries (pairs for the cross-encoder: see ``doc_max_length``).
@@ -208,6 +211,7 @@ _RULES = {
     "fgm_epsilon": _float_range(0.0, 10.0),
     "early_stopping_patience": _int_range(0, 1000),
     "eval_every": _int_range(0, 1_000_000),
+    "log_every": _int_range(0, 1_000_000),
     "max_train_examples": _int_range(0, 100_000_000),
     "max_length": _int_range(4, 512),
     "doc_max_length": _int_range(8, 512),

@@ -28,6 +28,8 @@ from shared.training.modules import ShopsenseModel
 
 Report = Callable[[str, int, int, int, dict[str, float]], None]
 LORA_TARGETS = ("query", "key", "value", "dense")
+# Training-loss points of a run's history when ``log_every`` is 0 (automatic).
+HISTORY_POINTS = 50
 
 
 class TrainingCancelled(Exception):
@@ -101,7 +103,12 @@ def seed_everything(seed: int) -> None:
 
 @dataclass
 class FitResult:
-    """What the loop returns: the best dev metrics, the curve and how far it went."""
+    """What the loop returns: the best dev metrics, the curve and how far it went.
+
+    ``history``: one point every ``log_every`` steps and at every evaluation, each with
+    ``step``, ``epoch``, ``train_loss`` (the mean over the steps since the previous point)
+    and ``lr``; an evaluation's point also has its dev metrics and ``eval_seconds``.
+    """
 
     dev_metrics: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
@@ -212,6 +219,7 @@ def fit(
         total = min(total, hp.max_steps)
     warmup = int(hp.warmup_ratio * total)
     eval_every = hp.eval_every or per_epoch
+    log_every = hp.log_every or max(1, total // HISTORY_POINTS)
 
     word_embeddings = model.bert.embeddings.word_embeddings
     if hp.lora:
@@ -268,25 +276,29 @@ def fit(
                 raise FloatingPointError(f"learning_rate: training loss became {value}")
             running.append(value)
             report("train", step, total, epoch, {"train_loss": value})
-            if step % eval_every == 0 or step == total:
-                metrics = _evaluate(model, recipe, report, step, total, epoch)
-                point = {
-                    "step": float(step),
-                    "epoch": float(epoch),
-                    "train_loss": sum(running) / len(running),
-                    "lr": float(scheduler.get_last_lr()[0]),
-                    **metrics,
-                }
+            evaluating = step % eval_every == 0 or step == total
+            if not evaluating and step % log_every != 0:
+                continue
+            point = {
+                "step": float(step),
+                "epoch": float(epoch),
+                "train_loss": sum(running) / len(running),
+                "lr": float(scheduler.get_last_lr()[0]),
+            }
+            running = []
+            if not evaluating:
                 history.append(point)
-                running = []
-                score = metrics[recipe.primary_metric]
-                if best is None or score > best[0]:
-                    best, bad_evals = (score, _snapshot(model), metrics), 0
-                else:
-                    bad_evals += 1
-                if hp.early_stopping_patience and bad_evals >= hp.early_stopping_patience:
-                    stopped_early = True
-                    break
+                continue
+            metrics = _evaluate(model, recipe, report, step, total, epoch)
+            history.append({**point, **metrics})
+            score = metrics[recipe.primary_metric]
+            if best is None or score > best[0]:
+                best, bad_evals = (score, _snapshot(model), metrics), 0
+            else:
+                bad_evals += 1
+            if hp.early_stopping_patience and bad_evals >= hp.early_stopping_patience:
+                stopped_early = True
+                break
         if stopped_early or step >= total:
             break
 

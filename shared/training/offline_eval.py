@@ -8,6 +8,9 @@ queries (never on the held-out queries `make eval` reports). Metrics, all means 
 dev queries (keys as stored in the registry):
 
 - ``intent/top1``, ``intent/top3``: the classifier (or the zero-shot prototypes);
+- ``zero_shot/top1``, ``zero_shot/top3``: the zero-shot prototypes alone (class names and
+  catalog centroids embedded by this pipeline's text encoder, as intent serves them without
+  a classifier), the classifier's baseline;
 - ``dense/…``: dense retrieval alone with this text encoder;
 - ``retrieval/…``: the retrieval service's hybrid order (BM25 + dense + intent boost);
 - ``pipeline/…``: after ranking (features, plus the cross-encoder when there is one);
@@ -46,6 +49,8 @@ QUERY_TOKENS = 32
 PRODUCT_TOKENS = 64
 PAIR_TOKENS = 64
 EMBED_BATCH = 64
+# Stages of LocalPipeline.search that are predicted classes, and their metrics' prefix.
+CLASS_STAGES = {"classes": "intent", "zero_shot": "zero_shot"}
 
 
 @dataclass
@@ -205,13 +210,14 @@ class LocalPipeline:
 
     def search(self, query: str) -> dict[str, list[str]]:
         """Ranked product ids of one query at every stage, plus its predicted classes:
-        :meth:`rank`'s, and BM25 alone and dense alone."""
+        :meth:`rank`'s, BM25 alone and dense alone, and the zero-shot prototypes' classes."""
         vector = self.embed([query], QUERY_TOKENS)[0]
         ranked = self.rank(query, vector=vector)
         dense = self.index.retrieve(query, vector, k=CANDIDATES, mode="dense")
         lexical = self.index.retrieve(query, None, k=CANDIDATES, mode="lexical")
         return {
             **ranked,
+            "zero_shot": [c for c, _ in self.prototypes.classify(vector, 5)],
             "bm25": [c.product.product_id for c in lexical.candidates],
             "dense": [c.product.product_id for c in dense.candidates],
         }
@@ -232,7 +238,7 @@ def evaluate_pipeline(
     for query in queries:
         judged = labels.get(query.query_id, {})
         for stage, ranked in pipeline.search(query.text).items():
-            if condensed and stage != "classes":
+            if condensed and stage not in CLASS_STAGES:
                 ranked = [pid for pid in ranked if pid in judged]
             runs.setdefault(stage, {})[query.query_id] = ranked
     judged = {q.query_id: labels[q.query_id] for q in queries if labels.get(q.query_id)}
@@ -241,11 +247,11 @@ def evaluate_pipeline(
         result = evaluate_run(runs.get(stage, {}), judged)
         for key in ("ndcg@10", "recall@100", "mrr@10"):
             metrics[f"{stage}/{key}"] = float(result[key])
-    accuracy = intent_accuracy(
-        runs.get("classes", {}), {q.query_id: q.query_class for q in queries}
-    )
-    metrics["intent/top1"] = float(accuracy["top1"])
-    metrics["intent/top3"] = float(accuracy["top3"])
+    classes = {q.query_id: q.query_class for q in queries}
+    for stage, prefix in CLASS_STAGES.items():
+        accuracy = intent_accuracy(runs.get(stage, {}), classes)
+        metrics[f"{prefix}/top1"] = float(accuracy["top1"])
+        metrics[f"{prefix}/top3"] = float(accuracy["top3"])
     metrics["dev_queries"] = float(len(queries))
     return metrics
 

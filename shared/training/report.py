@@ -3,8 +3,9 @@
 Reads every version from the TrainerService (``ListModelVersions``): status, lineage,
 training time, export precision, and the offline metrics measured on the dev judgments,
 each compared with the previous version and with BM25 alone. The chart shows each job's
-learning curves (from ``<training_dir>/<job_id>/history.json``) and the headline metric
-per version.
+learning curve (the training loss every few steps, from
+``<training_dir>/<job_id>/history.json``) and the headline metric per version against the
+model's baseline (BM25 alone; for intent the zero-shot prototypes).
 """
 
 from __future__ import annotations
@@ -27,6 +28,14 @@ HEADLINE = {
     "intent_classifier": "intent/top1",
     "text_encoder": "retrieval/ndcg@10",
     "cross_encoder": "pipeline/ndcg@10",
+}
+# The baseline each model's headline is drawn against: (metric key, label). BM25 alone for
+# the retrieval models; for intent the zero-shot prototypes (class names + catalog
+# centroids, what intent serves without a classifier), on the same dev queries.
+BASELINE = {
+    "intent_classifier": ("zero_shot/top1", "zero-shot prototypes"),
+    "text_encoder": ("bm25/ndcg@10", "BM25"),
+    "cross_encoder": ("bm25/ndcg@10", "BM25"),
 }
 # (column, metric key): nDCG@10 unless the column says otherwise.
 SHOWN = (
@@ -99,14 +108,14 @@ def _history(training_dir: Path, job_id: str) -> list[dict]:
     return list(json.loads(path.read_text(encoding="utf-8")).get("history", []))
 
 
-def write_chart(
-    versions: Mapping[str, Sequence[tpb.ModelVersion]], training_dir: Path, out: Path
-) -> Path:
-    """Learning curves of every job (top row) and the headline metric per version (bottom)."""
+def draw_chart(versions: Mapping[str, Sequence[tpb.ModelVersion]], training_dir: Path):
+    """Learning curves of every job (top row) and the headline metric per version (bottom);
+    returns the matplotlib figure."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(2, len(MODELS), figsize=(6 * len(MODELS), 8), squeeze=False)
     for column, model in enumerate(MODELS):
@@ -125,20 +134,33 @@ def write_chart(
             curves.legend()
         key = HEADLINE[model]
         per_version.set_title(f"{model}: {key} per version (dev)")
+        per_version.set_xlabel("version")
+        per_version.xaxis.set_major_locator(MaxNLocator(integer=True))
         points = [(v.version, v.offline_metrics[key]) for v in versions.get(model, [])
                   if key in v.offline_metrics]  # fmt: skip
-        if points:
-            per_version.plot([p[0] for p in points], [p[1] for p in points], marker="o")
-            baseline = [
-                v.offline_metrics["bm25/ndcg@10"]
-                for v in versions.get(model, [])
-                if "bm25/ndcg@10" in v.offline_metrics
-            ]
-            if baseline and "ndcg" in key:
-                per_version.axhline(baseline[-1], linestyle="--", color="grey", label="BM25")
-                per_version.legend()
-        per_version.set_xlabel("version")
+        if not points:
+            continue
+        per_version.plot([p[0] for p in points], [p[1] for p in points], marker="o")
+        # The baseline as measured with the latest version that has it.
+        baseline_key, label = BASELINE[model]
+        measured = [v for v in versions.get(model, []) if baseline_key in v.offline_metrics]
+        if measured:
+            value = measured[-1].offline_metrics[baseline_key]
+            per_version.axhline(value, linestyle="--", color="grey", label=label)
+            per_version.legend()
+        else:
+            per_version.set_title(f"{model}: {key} per version (dev; no {label} figure)")
     fig.tight_layout()
+    return fig
+
+
+def write_chart(
+    versions: Mapping[str, Sequence[tpb.ModelVersion]], training_dir: Path, out: Path
+) -> Path:
+    """:func:`draw_chart` saved as a PNG at ``out``."""
+    import matplotlib.pyplot as plt
+
+    fig = draw_chart(versions, training_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90)
     plt.close(fig)

@@ -46,7 +46,8 @@ class TrainResult:
     kind: str
     checkpoint_dir: Path
     dev_metrics: dict[str, float]
-    # One entry per dev evaluation: step, epoch, train_loss, lr and the dev metrics.
+    # The learning curve: a point every few steps (step, epoch, train_loss, lr), plus the
+    # dev metrics at each evaluation (FitResult.history).
     history: list[dict]
     data_fingerprint: str
     hyperparameters: dict

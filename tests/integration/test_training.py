@@ -65,10 +65,13 @@ def test_cross_encoder_trains_and_saves_a_loadable_checkpoint(cross_encoder_run)
     model = ShopsenseModel.load(result.checkpoint_dir)
     assert model.spec.kind == "cross_encoder" and model.spec.doc_max_length == 24
     assert set(result.dev_metrics) == METRICS["cross_encoder"]
-    assert [h["step"] for h in result.history] == [2.0, 3.0]
-    assert {"train_loss", "lr", "epoch", *METRICS["cross_encoder"]} <= set(result.history[0])
+    # The training loss at every step of so short a run, the dev metrics at each evaluation.
+    assert [h["step"] for h in result.history] == [1.0, 2.0, 3.0]
+    assert [h["step"] for h in result.history if "ndcg@10" in h] == [2.0, 3.0]
+    assert {"train_loss", "lr", "epoch", *METRICS["cross_encoder"]} <= set(result.history[1])
     saved = json.loads((result.checkpoint_dir.parent / "history.json").read_text())
     assert saved["dev_metrics"] == result.dev_metrics and saved["data_fingerprint"]
+    assert saved["history"] == result.history
 
 
 def test_classifier_with_frozen_layers_is_reproducible(store: Path, tmp_path: Path) -> None:
@@ -167,3 +170,18 @@ def test_early_stopping_restores_the_best_weights() -> None:
     assert [h["score"] for h in result.history] == [0.5, 0.9, 0.4, 0.3]
     assert torch.equal(model.head.weight, recipe.snapshots[1])
     assert not torch.equal(model.head.weight, recipe.snapshots[3])
+
+
+def test_offline_evaluation_measures_the_zero_shot_intent_baseline(
+    store: Path, exported_model_repository: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """The intent panel's baseline: the zero-shot prototypes on the same dev queries."""
+    from shared.training.offline_eval import evaluate_version
+
+    monkeypatch.setenv("SHOPSENSE_STATE_DIR", str(tmp_path))  # the embedding cache
+    encoder = exported_model_repository / "text_encoder" / "1"
+    metrics = evaluate_version("text_encoder", encoder, store, {})
+    assert 0.0 <= metrics["zero_shot/top1"] <= metrics["zero_shot/top3"] <= 1.0
+    # Without a classifier in the pipeline, its intent is those prototypes.
+    assert metrics["zero_shot/top1"] == metrics["intent/top1"]
+    assert metrics["zero_shot/top3"] == metrics["intent/top3"]
