@@ -4,11 +4,17 @@ A filter is applied before ranking (inside BM25 and the dense search), so both s
 return their best *matching* products instead of losing hits to post-filtering. The mask
 is built from per-class and per-attribute-value row sets kept up to date on every upsert,
 plus one vectorised price comparison, so no filter walks the products in Python.
+
+Attribute names and values in a filter match the catalog's after folding British and
+American spellings (``colour=grey`` finds ``color: Gray`` and the reverse); the catalog's
+own names and values are kept and reported as they are.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -21,6 +27,47 @@ from shared.errors import InvalidArgument
 def normalize_value(value: str) -> str:
     """Attribute values and class names compare case-insensitively and trimmed."""
     return " ".join(str(value).split()).casefold()
+
+
+# British spellings a furniture and home store's shoppers (or catalog) may use, and the
+# American ones they fold to, word by word, for matching filters only.
+SPELLINGS = {
+    "aluminium": "aluminum",
+    "armour": "armor",
+    "centre": "center",
+    "centres": "centers",
+    "colour": "color",
+    "coloured": "colored",
+    "colours": "colors",
+    "cosy": "cozy",
+    "favourite": "favorite",
+    "fibre": "fiber",
+    "fibreglass": "fiberglass",
+    "grey": "gray",
+    "greys": "grays",
+    "jewellery": "jewelry",
+    "litre": "liter",
+    "litres": "liters",
+    "lustre": "luster",
+    "metre": "meter",
+    "metres": "meters",
+    "microfibre": "microfiber",
+    "mould": "mold",
+    "moulded": "molded",
+    "multicolour": "multicolor",
+    "multicoloured": "multicolored",
+    "organiser": "organizer",
+    "organisers": "organizers",
+    "theatre": "theater",
+    "woollen": "woolen",
+}
+_WORD = re.compile(r"[^\W\d_]+")
+
+
+def fold_spelling(value: str) -> str:
+    """``normalize_value`` with British spellings folded to American ones, word by word
+    (``Multi-Colour`` -> ``multi-color``): the key a filter's names and values match on."""
+    return _WORD.sub(lambda m: SPELLINGS.get(m.group(0), m.group(0)), normalize_value(value))
 
 
 @dataclass(slots=True)
@@ -71,12 +118,16 @@ class Filters:
                 f"filters.price_max: must be >= price_min "
                 f"(got price_min={self.price_min}, price_max={self.price_max})"
             )
-        known = {a.casefold() for a in known_attributes}
+        known = (
+            {fold_spelling(a): a.casefold() for a in known_attributes} if self.attributes else {}
+        )
         for name, values in self.attributes.items():
-            if name.casefold() not in known:
-                listing = ", ".join(sorted(known)) or "none"
+            if fold_spelling(name) not in known:
+                listing = ", ".join(sorted({a.casefold() for a in known_attributes})) or "none"
+                close = difflib.get_close_matches(fold_spelling(name), known, n=1)
+                hint = f"did you mean {known[close[0]]!r}? " if close else ""
                 raise InvalidArgument(
-                    f"filters.attributes: unknown attribute {name!r} (known: {listing})"
+                    f"filters.attributes: unknown attribute {name!r} ({hint}known: {listing})"
                 )
             if isinstance(values, str) or not values:
                 raise InvalidArgument(f"filters.attributes[{name!r}]: must list at least one value")
@@ -85,6 +136,10 @@ class Filters:
                     raise InvalidArgument(
                         f"filters.attributes[{name!r}][{j}]: must be a non-empty string"
                     )
+
+
+def _fold_key(name: str, value: str) -> tuple[str, str]:
+    return fold_spelling(name), fold_spelling(value)
 
 
 class _RowSet:
@@ -123,6 +178,8 @@ class FilterPostings:
         self._classes: dict[str, _RowSet] = {}
         self._class_names: dict[str, str] = {}  # normalised -> name as first seen
         self._attributes: dict[tuple[str, str], _RowSet] = {}
+        # (name, value) spelling-folded -> the keys of ``_attributes`` it stands for.
+        self._folded: dict[tuple[str, str], set[tuple[str, str]]] = {}
         self._attribute_counts: dict[str, int] = {}
         self._price = np.full(0, np.nan, dtype=np.float64)
 
@@ -145,7 +202,11 @@ class FilterPostings:
             if value is None or str(value).strip() == "":
                 continue
             name = name.casefold()
-            self._attributes.setdefault((name, normalize_value(value)), _RowSet()).add(row)
+            akey = (name, normalize_value(value))
+            if akey not in self._attributes:
+                self._attributes[akey] = _RowSet()
+                self._folded.setdefault(_fold_key(*akey), set()).add(akey)
+            self._attributes[akey].add(row)
             self._attribute_counts[name] = self._attribute_counts.get(name, 0) + 1
         self._price[row] = product.price
 
@@ -169,6 +230,10 @@ class FilterPostings:
                 rs.discard(row)
                 if not rs.rows:
                     del self._attributes[akey]
+                    folded = self._folded.get(_fold_key(*akey), set())
+                    folded.discard(akey)
+                    if not folded:
+                        self._folded.pop(_fold_key(*akey), None)
             left = self._attribute_counts.get(name, 0) - 1
             if left > 0:
                 self._attribute_counts[name] = left
@@ -219,11 +284,14 @@ class FilterPostings:
             mask = self._union(
                 (self._classes.get(normalize_value(c)) for c in filters.classes), n_rows
             )
+        # Values are OR-ed within an attribute (both spellings of its name are one), and
+        # attributes AND-ed.
+        wanted: dict[str, set[str]] = {}
         for name, values in filters.attributes.items():
-            name = name.casefold()
-            m = self._union(
-                (self._attributes.get((name, normalize_value(v))) for v in values), n_rows
-            )
+            wanted.setdefault(fold_spelling(name), set()).update(fold_spelling(v) for v in values)
+        for name, values in wanted.items():
+            keys = (key for value in values for key in self._folded.get((name, value), ()))
+            m = self._union((self._attributes.get(key) for key in keys), n_rows)
             mask = m if mask is None else mask & m
         if filters.price_min is not None or filters.price_max is not None:
             price = self._price[:n_rows]

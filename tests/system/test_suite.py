@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -21,28 +20,10 @@ from shopsense.search.v1 import search_service_pb2_grpc
 
 from shared.data.wands import load_wands
 from shared.evaluation.remote import evaluate_gateway
-from shared.runtime.catalog import catalog_size, ensure_demo_store, wait_for_intent
+from shared.runtime.catalog import catalog_size
 from shared.runtime.suite import Suite
 
 pytestmark = pytest.mark.system
-PRODUCTS = 2000
-
-
-@pytest.fixture(scope="module")
-def suite(exported_model_repository: Path, tmp_path_factory) -> Iterator[Suite]:
-    state = tmp_path_factory.mktemp("suite-state")
-    os.environ["SHOPSENSE_STATE_DIR"] = str(state)  # ensure_demo_store writes its files here
-    running = Suite(
-        state=state,
-        model_repository=exported_model_repository,
-        ephemeral_ports=True,
-        extra_env={"SHOPSENSE_INTENT_REFRESH_S": "0.5", "SHOPSENSE_TOKEN_SECRET": "system-test"},
-    )
-    with running:
-        running.demo_folder = ensure_demo_store(running.address("retrieval"), PRODUCTS, 7)
-        wait_for_intent(running.address("intent"), running.address("retrieval"))
-        yield running
-    os.environ.pop("SHOPSENSE_STATE_DIR", None)
 
 
 def _search(suite: Suite, query: str, **kw) -> spb.SearchResponse:
@@ -114,7 +95,7 @@ def _search_once_reconnected(suite: Suite, query: str, timeout_s: float = 10.0):
 def test_catalog_survives_a_retrieval_restart_without_reembedding(suite: Suite):
     before = _search(suite, "outdoor teak bench")
     suite.restart("retrieval")
-    assert catalog_size(suite.address("retrieval")) == PRODUCTS
+    assert catalog_size(suite.address("retrieval")) == suite.demo_products
     after = _search_once_reconnected(suite, "outdoor teak bench")
     assert [r.product_id for r in after.results] == [r.product_id for r in before.results]
 

@@ -84,3 +84,47 @@ def test_valid_filters_pass() -> None:
     Filters(classes=["Sofas"], price_min=0, price_max=0, attributes={"Colour": ["x"]}).validate(
         KNOWN
     )
+
+
+def test_british_and_american_spellings_match_each_other_in_names_and_values() -> None:
+    fp = _postings()  # the catalog says "colour" and "Grey"
+    for name, value in [
+        ("color", "gray"),
+        ("Color", "Gray"),
+        ("colour", "gray"),
+        ("color", "grey"),
+    ]:
+        assert _rows(fp.mask(Filters(attributes={name: [value]}), 4)) == [0, 3], (name, value)
+    american = FilterPostings()  # and the other way round
+    american.add(0, Product("e", "Gray rug", attributes={"color": "Gray"}))
+    american.add(
+        1, Product("f", "Rug", attributes={"color": "Multi-Color", "material": "Aluminum"})
+    )
+    assert _rows(american.mask(Filters(attributes={"colour": ["grey"]}), 2)) == [0]
+    assert _rows(american.mask(Filters(attributes={"colour": ["multi-colour"]}), 2)) == [1]
+    assert _rows(american.mask(Filters(attributes={"material": ["Aluminium"]}), 2)) == [1]
+    # Two spellings of one attribute in one request are one attribute: either value.
+    both = Filters(attributes={"colour": ["blue"], "color": ["grey"]})
+    assert _rows(fp.mask(both, 4)) == [0, 1, 3]
+    # Folding is for matching only: other words still differ, and the catalog's names
+    # and values are reported as they are.
+    assert _rows(fp.mask(Filters(attributes={"color": ["greyish"]}), 4)) == []
+    assert fp.attribute_names() == {"colour", "material"}
+    assert set(fp.attribute_values()["colour"]) == {"grey", "blue", "brown"}
+
+
+def test_the_other_spelling_of_a_known_attribute_is_valid() -> None:
+    Filters(attributes={"color": ["grey"]}).validate(KNOWN)
+    Filters(attributes={"Color": ["grey"]}).validate({"Colour"})
+
+
+@pytest.mark.parametrize(
+    ("name", "suggestion"), [("colr", "colour"), ("matrial", "material"), ("sizes", "size")]
+)
+def test_an_unknown_attribute_suggests_the_closest_known_one(name: str, suggestion: str) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        Filters(attributes={name: ["x"]}).validate(KNOWN)
+    assert err.value.message == (
+        f"filters.attributes: unknown attribute {name!r} (did you mean {suggestion!r}? "
+        "known: colour, material, size, style)"
+    )
