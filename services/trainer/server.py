@@ -36,6 +36,7 @@ from shared.contracts.common import timestamp_or_none
 from shared.errors import FailedPrecondition, InvalidArgument, ShopsenseError, Unavailable
 from shared.experiments.guardrails import guard_limits
 from shared.models.kinds import MODEL_KINDS, TEXT_ENCODER
+from shared.models.versions import ascii_digits
 from shared.rpc.server import ServerHandle, build_server
 from shared.settings import Settings
 from shared.storage.database import create_db_engine
@@ -206,7 +207,7 @@ class ModelPublisher:
         model_dir = self._repository / model
         versions = (
             sorted(
-                (p for p in model_dir.iterdir() if p.name.isdigit() and p.is_dir()),
+                (p for p in model_dir.iterdir() if ascii_digits(p.name) and p.is_dir()),
                 key=lambda p: int(p.name),
             )
             if model_dir.is_dir()

@@ -12,10 +12,10 @@ from shopsense.common.v1 import common_pb2
 
 from shared.data.catalog import Product
 from shared.errors import InvalidArgument
+from shared.models.versions import MAX_VERSION_DIGITS, is_version_number
 
 EMBEDDING_DIM = 384
 MAX_QUERY_CHARS = 512
-MAX_VERSION_DIGITS = 19  # Triton's model versions are int64
 
 
 def product_to_proto(product: Product, with_description: bool = True) -> common_pb2.Product:
@@ -105,15 +105,6 @@ def intent_pairs(intent: common_pb2.Intent | None) -> list[tuple[str, float]]:
     return [(c.product_class, float(c.probability)) for c in intent.classes]
 
 
-def ascii_digits(text: str) -> bool:
-    """True when ``text`` is one or more of the ASCII digits 0-9.
-
-    What to check input with before ``int()``: ``str.isdigit`` also accepts "²" (which
-    ``int()`` refuses: an INTERNAL error instead of INVALID_ARGUMENT) and "٣" or "３" (which
-    ``int()`` reads as 3, a version spelt unlike the one Triton and the registry know)."""
-    return text.isascii() and text.isdigit()
-
-
 def validate_version(value: str, field: str, *, required: bool = False) -> str:
     """A model version as requests carry it: a positive integer of at most 19 ASCII digits
     (Triton's versions are int64), surrounding whitespace ignored. Empty means the serving
@@ -123,7 +114,7 @@ def validate_version(value: str, field: str, *, required: bool = False) -> str:
         if required:
             raise InvalidArgument(f'{field}: required (a Triton model version such as "2")')
         return ""
-    if not (ascii_digits(version) and len(version) <= MAX_VERSION_DIGITS and int(version) > 0):
+    if not is_version_number(version):
         allowed = "a positive integer" if required else "empty or a positive integer"
         raise InvalidArgument(
             f"{field}: must be {allowed} of at most {MAX_VERSION_DIGITS} digits "

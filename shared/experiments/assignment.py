@@ -20,9 +20,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.contracts.common import MAX_VERSION_DIGITS, ascii_digits
 from shared.errors import InvalidArgument
 from shared.models.kinds import MODEL_KINDS
+from shared.models.versions import is_version_number
 
 BUCKETS = 10_000
 AB, INTERLEAVING = "ab", "interleaving"
@@ -189,9 +189,7 @@ def validate(experiment: Experiment, field_name: str = "experiment") -> Experime
                 raise InvalidArgument(
                     f"{a}.models: unknown model {model!r} (one of {', '.join(PINNABLE_MODELS)})"
                 )
-            if version and not (
-                ascii_digits(version) and len(version) <= MAX_VERSION_DIGITS and int(version) >= 1
-            ):
+            if version and not is_version_number(version):
                 raise InvalidArgument(
                     f"{a}.models.{model}: a version number >= 1 or empty (got {version[:40]!r})"
                 )

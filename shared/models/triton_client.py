@@ -24,6 +24,7 @@ from tritonclient.utils import InferenceServerException
 
 from shared.errors import InvalidArgument, Unavailable
 from shared.models.tokenization import Tokenizer
+from shared.models.versions import ascii_digits
 from shared.settings import Settings
 
 T = TypeVar("T")
@@ -179,7 +180,7 @@ class TextEncoderClient(_TritonModelClient):
                 self.model_name, self.model_version, client_timeout=self.timeout_s
             ),
         )
-        versions = sorted(metadata.versions, key=lambda v: int(v) if v.isdigit() else -1)
+        versions = sorted(metadata.versions, key=lambda v: int(v) if ascii_digits(v) else -1)
         if self.model_version:
             if self.model_version not in versions:
                 raise self._unavailable(

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+from shared.models.versions import ascii_digits
 from shared.paths import REPO_ROOT, state_dir, triton_model_repository
 
 SHM_DIR = Path("/dev/shm")
@@ -93,7 +94,7 @@ def discover_models(repository: Path) -> list[str]:
         model.name
         for model in repository.iterdir()
         if (model / "config.pbtxt").is_file()
-        and any(child.is_dir() and child.name.isdigit() for child in model.iterdir())
+        and any(child.is_dir() and ascii_digits(child.name) for child in model.iterdir())
     )
 
 

@@ -10,12 +10,12 @@ from typing import TextIO
 from shopsense.retrieval.v1 import retrieval_service_pb2 as pb
 from shopsense.retrieval.v1 import retrieval_service_pb2_grpc
 
-from shared.cli.progress import CountProgress
 from shared.contracts.common import product_to_proto
 from shared.data.catalog import Product
 from shared.data.synthetic import generate_store, write_wands
 from shared.paths import state_dir
 from shared.rpc.clients import open_channel
+from shared.runtime.progress import CountProgress
 
 MESSAGE_SIZE = 128
 CHUNK_SIZE = 1024

@@ -37,6 +37,7 @@ from shared.models import triton_python_model
 from shared.models.kinds import CROSS_ENCODER, INTENT_CLASSIFIER, TEXT_ENCODER
 from shared.models.onnx_runtime import ONNXRUNTIME, OUTPUT_NAMES, OnnxModel, available_engines
 from shared.models.paths import base_model_dir
+from shared.models.versions import ascii_digits
 from shared.paths import REPO_ROOT, triton_model_repository
 
 MODELS = (TEXT_ENCODER,)
@@ -254,7 +255,7 @@ def _install_model_folder(model: str, repository: Path) -> Path:
     model_dir.mkdir(parents=True, exist_ok=True)
     if model_dir.resolve() != source.resolve():
         for item in source.iterdir():
-            if item.name.isdigit():
+            if ascii_digits(item.name):
                 continue
             target = model_dir / item.name
             if item.is_dir():

@@ -26,6 +26,7 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
+from shared.models.versions import ascii_digits
 from shared.paths import triton_model_repository
 from shared.training.export import (
     ADAPTER_SOURCE,
@@ -56,7 +57,7 @@ class VersionExistsError(FileExistsError):
 def _version_numbers(model_dir: Path) -> list[int]:
     if not model_dir.is_dir():
         return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and ascii_digits(p.name))
 
 
 def next_version(repository: Path | str, model: str) -> int:
@@ -153,7 +154,7 @@ def _version_states(
     return {
         int(entry.version): entry.state
         for entry in index.models
-        if entry.name == model and entry.version.isdigit()
+        if entry.name == model and ascii_digits(entry.version)
     }
 
 

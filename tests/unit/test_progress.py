@@ -71,7 +71,7 @@ def test_upsert_products_writes_count_rate_and_time_left_line_by_line_to_a_log(
 
 
 def test_a_log_gets_a_line_at_the_first_update_then_every_interval_and_at_the_end() -> None:
-    from shared.cli.progress import CountProgress
+    from shared.runtime.progress import CountProgress
 
     clock, log = _FakeClock(), io.StringIO()
     with CountProgress(
@@ -96,7 +96,7 @@ def test_a_log_gets_a_line_at_the_first_update_then_every_interval_and_at_the_en
 
 
 def test_updates_closer_than_the_interval_are_folded_into_the_next_line() -> None:
-    from shared.cli.progress import CountProgress
+    from shared.runtime.progress import CountProgress
 
     clock, log = _FakeClock(), io.StringIO()
     with CountProgress(
@@ -116,7 +116,7 @@ def test_updates_closer_than_the_interval_are_folded_into_the_next_line() -> Non
 
 
 def test_a_terminal_gets_a_bar_with_count_rate_and_time_left() -> None:
-    from shared.cli.progress import CountProgress
+    from shared.runtime.progress import CountProgress
 
     clock, screen = _FakeClock(), _TerminalStream()
     with CountProgress(
@@ -130,7 +130,7 @@ def test_a_terminal_gets_a_bar_with_count_rate_and_time_left() -> None:
 
 
 def test_progress_off_writes_nothing() -> None:
-    from shared.cli.progress import CountProgress
+    from shared.runtime.progress import CountProgress
 
     log = io.StringIO()
     with CountProgress(10, "embedding catalog", "products", stream=log, enabled=False) as p:

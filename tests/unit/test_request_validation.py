@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from shared.contracts.common import ascii_digits, validate_query, validate_version
+from shared.contracts.common import validate_query, validate_version
 from shared.errors import InvalidArgument
+from shared.models.versions import ascii_digits
 
 pytestmark = pytest.mark.unit
 
