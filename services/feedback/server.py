@@ -27,8 +27,8 @@ from shared.contracts.common import validate_shopper
 from shared.data.currencies import CURRENCIES, NOT_CURRENCIES
 from shared.errors import InvalidArgument, ResourceExhausted, Unavailable
 from shared.experiments.attribution import Attribution, AttributionSigner
-from shared.rpc.server import ServerHandle, build_server
-from shared.settings import DEV_TOKEN_SECRET, Settings
+from shared.rpc.server import ServerHandle, build_service
+from shared.settings import DEV_TOKEN_SECRET, FeedbackSettings
 from shared.storage.database import create_db_engine
 from shared.storage.feedback import (
     MAX_ID_CHARS,
@@ -367,8 +367,8 @@ def event_message(row: FeedbackEvent) -> pb.Event:
     return message
 
 
-def create_server(settings: Settings, store: FeedbackStore | None = None) -> ServerHandle:
-    """Start the feedback server on ``settings.feedback_listen`` (port 0 picks a free one).
+def create_server(settings: FeedbackSettings, store: FeedbackStore | None = None) -> ServerHandle:
+    """Start the feedback server on ``settings.listen`` (port 0 picks a free one).
 
     Builds the store from ``settings.feedback_db_url`` unless one is given, and reports
     SERVING only once the database answers.
@@ -384,12 +384,10 @@ def create_server(settings: Settings, store: FeedbackStore | None = None) -> Ser
         window=timedelta(seconds=settings.attribution_window_s),
         catalog=CatalogCheck(settings.retrieval_target),
     )
-    handle = build_server(
-        "feedback",
+    handle = build_service(
+        settings,
         lambda server: pb_grpc.add_FeedbackServiceServicer_to_server(servicer, server),
         [SERVICE_NAME],
-        address=settings.feedback_listen,
-        max_workers=settings.grpc_workers,
     )
     if owns_engine:
         handle.on_stop(store.engine.dispose)

@@ -45,15 +45,15 @@ from shared.experiments.assignment import (
 )
 from shared.experiments.attribution import Attribution, AttributionSigner
 from shared.experiments.exploration import explores, shuffle_top
-from shared.experiments.guardrails import ArmHealth, guard_limits
+from shared.experiments.guardrails import ArmHealth, Limits
 from shared.experiments.interleaving import TEAM_A, TEAM_B, seed_for, team_draft
 from shared.models.protocols import TextEncoder
-from shared.models.triton_client import text_encoder_from_settings
+from shared.models.triton_client import text_encoder_client
 from shared.rpc.clients import open_channel, remaining
 from shared.rpc.interceptors import current_request_id
-from shared.rpc.server import ServerHandle, build_server, serve_when_ready
+from shared.rpc.server import ServerHandle, build_service, serve_when_ready
 from shared.rpc.status import error_from_status
-from shared.settings import Settings
+from shared.settings import GatewaySettings
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SearchService"].full_name
 DEFAULT_PAGE_SIZE = 20
@@ -81,7 +81,7 @@ class Downstream:
     ranking: ranking_service_pb2_grpc.RankingServiceStub
 
     @classmethod
-    def connect(cls, settings: Settings) -> Downstream:
+    def connect(cls, settings: GatewaySettings) -> Downstream:
         return cls(
             intent=intent_service_pb2_grpc.IntentServiceStub(open_channel(settings.intent_target)),
             retrieval=retrieval_service_pb2_grpc.RetrievalServiceStub(
@@ -151,7 +151,7 @@ def _by_id(order: list[_Ranked]) -> dict[str, _Ranked]:
 class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
     def __init__(
         self,
-        settings: Settings,
+        settings: GatewaySettings,
         encoder: TextEncoder,
         downstream: Downstream,
         signer: AttributionSigner,
@@ -165,7 +165,13 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
         self._signer = signer
         self._experiment = experiment
         self._pages = PageTokens(settings.token_secret)
-        self._health = ArmHealth(guard_limits(settings))
+        self._health = ArmHealth(
+            Limits(
+                max_error_rate=settings.guard_max_error_rate,
+                max_p99_ms=settings.guard_max_p99_ms,
+                min_searches=settings.guard_min_searches,
+            )
+        )
 
     def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
         started = time.monotonic()
@@ -508,14 +514,14 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
 
 
 def create_server(
-    settings: Settings,
+    settings: GatewaySettings,
     encoder: TextEncoder | None = None,
     downstream: Downstream | None = None,
 ) -> ServerHandle:
     if encoder is None:
-        encoder = text_encoder_from_settings(settings)
+        encoder = text_encoder_client(settings.triton_url, settings.text_encoder_version)
     model_versions = ModelVersions(
-        settings.trainer_target, settings.retrieval_target, settings.intent_refresh_s
+        settings.trainer_target, settings.retrieval_target, settings.refresh_s
     )
     servicer = SearchServicer(
         settings,
@@ -524,12 +530,10 @@ def create_server(
         AttributionSigner(settings.token_secret),
         model_versions=model_versions,
     )
-    handle = build_server(
-        "gateway",
+    handle = build_service(
+        settings,
         lambda s: search_service_pb2_grpc.add_SearchServiceServicer_to_server(servicer, s),
         [SERVICE_NAME],
-        settings.gateway_listen,
-        settings.grpc_workers,
     )
     model_versions.start()
     handle.on_stop(model_versions.stop)

@@ -32,10 +32,10 @@ from shared.intent.attributes import AttributeMatcher
 from shared.intent.prototypes import Prototypes, build_prototypes, read_taxonomy
 from shared.models.protocols import TextEncoder
 from shared.models.tokenization import Tokenizer
-from shared.models.triton_client import IntentClassifierClient, text_encoder_from_settings
+from shared.models.triton_client import IntentClassifierClient, text_encoder_client
 from shared.rpc.clients import open_channel, remaining
-from shared.rpc.server import ServerHandle, build_server
-from shared.settings import Settings
+from shared.rpc.server import ServerHandle, build_service
+from shared.settings import IntentSettings
 
 SERVICE_NAME = intent_service_pb2.DESCRIPTOR.services_by_name["IntentService"].full_name
 DEFAULT_TOP_K = 5
@@ -242,30 +242,28 @@ def _refresh_loop(
 
 
 def create_server(
-    settings: Settings,
+    settings: IntentSettings,
     encoder: TextEncoder | None = None,
     stats_source: Callable[[], CatalogStats] | None = None,
     classifier: IntentClassifierClient | None = None,
 ) -> ServerHandle:
     if encoder is None:
-        encoder = text_encoder_from_settings(settings)
+        encoder = text_encoder_client(settings.triton_url, settings.text_encoder_version)
     if stats_source is None:
         stats_source = retrieval_stats_source(settings.retrieval_target)
     if classifier is None:
         classifier = IntentClassifierClient(settings.triton_url, Tokenizer())
     model = PrototypeIntentModel(encoder, read_taxonomy(settings.taxonomy_path), stats_source)
     servicer = IntentServicer(model, encoder, classifier)
-    handle = build_server(
-        "intent",
+    handle = build_service(
+        settings,
         lambda s: intent_service_pb2_grpc.add_IntentServiceServicer_to_server(servicer, s),
         [SERVICE_NAME],
-        settings.intent_listen,
-        settings.grpc_workers,
     )
     stop = threading.Event()
     thread = threading.Thread(
         target=_refresh_loop,
-        args=(model, servicer, classifier, handle, settings.intent_refresh_s, stop),
+        args=(model, servicer, classifier, handle, settings.refresh_s, stop),
         name="intent-refresh",
         daemon=True,
     )

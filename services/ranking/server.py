@@ -26,8 +26,8 @@ from shared.models.triton_client import CrossEncoderClient
 from shared.ranking.features import FeatureScorer, RankInput
 from shared.ranking.rerank import MAX_DEPTH, ranking_version, rerank_head
 from shared.rpc.clients import remaining
-from shared.rpc.server import ServerHandle, build_server
-from shared.settings import Settings
+from shared.rpc.server import ServerHandle, build_service
+from shared.settings import RankingSettings
 
 MAX_CANDIDATES = 1000
 PAIR_MAX_TOKENS = 64
@@ -168,27 +168,21 @@ class RankingServicer(ranking_service_pb2_grpc.RankingServiceServicer):
 
 
 def create_server(
-    settings: Settings,
+    settings: RankingSettings,
     scorer: FeatureScorer | None = None,
     cross_encoder: CrossEncoderClient | None = None,
     watch_interval_s: float = 2.0,
 ) -> ServerHandle:
     from shared.ranking.rerank import DEFAULT_WEIGHT
 
-    if settings.rerank_depth < 0 or settings.rerank_depth > MAX_DEPTH:
-        raise ValueError(
-            f"SHOPSENSE_RERANK_DEPTH: must be 0..{MAX_DEPTH}, got {settings.rerank_depth}"
-        )
     if cross_encoder is None:
         cross_encoder = CrossEncoderClient(settings.triton_url, Tokenizer())
     watch = CrossEncoderWatch(cross_encoder, watch_interval_s)
     servicer = RankingServicer(scorer, cross_encoder, watch, settings.rerank_depth, DEFAULT_WEIGHT)
-    handle = build_server(
-        "ranking",
+    handle = build_service(
+        settings,
         lambda s: ranking_service_pb2_grpc.add_RankingServiceServicer_to_server(servicer, s),
         [SERVICE_NAME],
-        settings.ranking_listen,
-        settings.grpc_workers,
     )
     watch.start()
     handle.on_stop(watch.stop)

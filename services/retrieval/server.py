@@ -39,16 +39,16 @@ from shared.contracts.common import (
 from shared.data.catalog import Product
 from shared.errors import FailedPrecondition, InvalidArgument, Unavailable
 from shared.models.protocols import TextEncoder
-from shared.models.triton_client import TextEncoderClient, text_encoder_from_settings
+from shared.models.triton_client import TextEncoderClient, text_encoder_client
 from shared.ranking.features import intent_boost_for
-from shared.rpc.server import ServerHandle, build_server, serve_when_ready
+from shared.rpc.server import ServerHandle, build_service, serve_when_ready
 from shared.search.catalog_index import (
     CatalogIndex,
     EmbeddingVersionMismatch,
     ReindexStatus,
 )
 from shared.search.filters import Filters
-from shared.settings import Settings
+from shared.settings import RetrievalSettings
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RetrievalService"].full_name
 DEFAULT_K = 200
@@ -503,12 +503,12 @@ class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
 
 
 def create_server(
-    settings: Settings,
+    settings: RetrievalSettings,
     index: CatalogIndex | None = None,
     encoder: TextEncoder | None = None,
     encoder_for_version: EncoderFactory | None = None,
 ) -> ServerHandle:
-    """The retrieval server on ``settings.retrieval_listen``, SERVING once Triton answers.
+    """The retrieval server on ``settings.listen``, SERVING once Triton answers.
 
     ``encoder`` embeds for an index without a version yet (default: the settings' text
     encoder); ``encoder_for_version(v)`` makes the Triton client of version ``v`` (default:
@@ -516,7 +516,7 @@ def create_server(
     ``encoder`` when one is given).
     """
     if encoder is None:
-        encoder = text_encoder_from_settings(settings)
+        encoder = text_encoder_client(settings.triton_url, settings.text_encoder_version)
         if encoder_for_version is None:
             tokenizer = encoder.tokenizer
 
@@ -526,12 +526,10 @@ def create_server(
     if index is None:
         index = CatalogIndex.open(settings.catalog_db)
     servicer = RetrievalServicer(index, encoder, encoder_for_version)
-    handle = build_server(
-        "retrieval",
+    handle = build_service(
+        settings,
         lambda s: retrieval_service_pb2_grpc.add_RetrievalServiceServicer_to_server(servicer, s),
         [SERVICE_NAME],
-        settings.retrieval_listen,
-        settings.grpc_workers,
     )
     handle.on_stop(index.close)
     handle.on_stop(servicer.close)

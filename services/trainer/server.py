@@ -34,11 +34,11 @@ from services.trainer.experiments import ExperimentServicer, experiment_of
 from services.trainer.jobs import JobRunner, register_result
 from shared.contracts.common import timestamp_or_none
 from shared.errors import FailedPrecondition, InvalidArgument, ShopsenseError, Unavailable
-from shared.experiments.guardrails import guard_limits
+from shared.experiments.guardrails import Limits
 from shared.models.kinds import MODEL_KINDS, TEXT_ENCODER
 from shared.models.versions import ascii_digits
-from shared.rpc.server import ServerHandle, build_server
-from shared.settings import Settings
+from shared.rpc.server import ServerHandle, build_service
+from shared.settings import TrainerSettings
 from shared.storage.database import create_db_engine
 from shared.storage.experiments import ExperimentStore
 from shared.storage.registry import (
@@ -727,13 +727,13 @@ def _reconcile_in_background(handle: ServerHandle, publisher: ModelPublisher) ->
 
 
 def _guard_in_background(
-    handle: ServerHandle, experiments: ExperimentServicer, settings: Settings
+    handle: ServerHandle, experiments: ExperimentServicer, settings: TrainerSettings
 ) -> None:
     """Check the running experiment's report against the guard rails every
     ``guard_interval_s`` (shared/experiments/guardrails.py)."""
     stop = threading.Event()
     handle.on_stop(stop.set)
-    limits = guard_limits(settings)
+    limits = Limits(alpha=settings.guard_alpha, min_shoppers=settings.guard_min_shoppers)
 
     def loop() -> None:
         while not stop.wait(settings.guard_interval_s):
@@ -746,12 +746,12 @@ def _guard_in_background(
 
 
 def create_server(
-    settings: Settings,
+    settings: TrainerSettings,
     runner: JobRunner | None = None,
     registry: ModelRegistry | None = None,
     reindex: Reindexer | None = None,
 ) -> ServerHandle:
-    """Start the trainer on ``settings.trainer_listen`` (port 0 picks a free one).
+    """Start the trainer on ``settings.listen`` (port 0 picks a free one).
 
     Opens the registry at ``settings.registry_db_url`` unless ``registry`` (or ``runner``) is
     given, marks jobs a previous trainer left running FAILED, reconciles Triton with the
@@ -811,13 +811,7 @@ def create_server(
         pb_grpc.add_TrainerServiceServicer_to_server(servicer, server)
         experiment_pb_grpc.add_ExperimentServiceServicer_to_server(experiments, server)
 
-    handle = build_server(
-        "trainer",
-        register,
-        [SERVICE_NAME, EXPERIMENT_SERVICE_NAME],
-        address=settings.trainer_listen,
-        max_workers=settings.grpc_workers,
-    )
+    handle = build_service(settings, register, [SERVICE_NAME, EXPERIMENT_SERVICE_NAME])
     if owns_runner:
         handle.on_stop(runner.close)
     if owns_engine:

@@ -275,7 +275,7 @@ def latest_checkpoint(training_dir: Path) -> Path | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit status."""
-    from shared.settings import load as load_settings
+    from shared.settings import TrainerSettings
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.queries < 1 or args.repeats < 1:
         parser.error("--queries and --repeats must be at least 1")
-    checkpoint = args.checkpoint or latest_checkpoint(load_settings().training_dir)
+    checkpoint = args.checkpoint or latest_checkpoint(TrainerSettings.load().training_dir)
     if checkpoint is None:
         parser.error("no cross-encoder checkpoint found: run `make train` or pass --checkpoint")
     results = run(checkpoint, args.queries, args.repeats, args.triton_url)

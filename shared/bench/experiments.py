@@ -43,7 +43,7 @@ from shared.rpc.clients import open_channel
 from shared.runtime.catalog import DEMO_PRODUCTS, DEMO_SEED, ensure_demo_store, wait_for_intent
 from shared.runtime.experiments import stop_running
 from shared.runtime.suite import Endpoints, running_suite
-from shared.settings import load as load_settings
+from shared.settings import ClientSettings, FeedbackSettings, GatewaySettings, TrainerSettings
 from shared.storage.database import create_db_engine
 from shared.storage.feedback import FeedbackStore
 
@@ -160,19 +160,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--skip-aa", action="store_true")
     args = parser.parse_args(argv)
-    settings = load_settings()
+    settings = ClientSettings.load()
     stamp = datetime.now(UTC).strftime("%m%d%H%M%S")
     started = time.monotonic()
     with running_suite(settings, console.print) as endpoints:
         folder = ensure_demo_store(endpoints.retrieval, DEMO_PRODUCTS, DEMO_SEED, console.print)
         wait_for_intent(endpoints.intent, endpoints.retrieval)
         stop_running(_stub(endpoints), "bench")
-        engine = FeedbackStore(create_db_engine(settings.feedback_db_url)).engine
+        engine = FeedbackStore(create_db_engine(FeedbackSettings.load().feedback_db_url)).engine
         run = {
             "shoppers": args.shoppers,
             "searches": args.searches,
             "concurrency": args.concurrency,
-            "refresh_s": settings.intent_refresh_s,
+            "refresh_s": GatewaySettings.load().refresh_s,
             "store": load_wands(folder),
         }
 
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                 definition,
                 **run,
                 seed=2000 + len(results),
-                guard_wait_s=settings.guard_interval_s + 5.0,
+                guard_wait_s=TrainerSettings.load().guard_interval_s + 5.0,
             )
             report = _stub(endpoints).GetExperimentReport(
                 epb.GetExperimentReportRequest(name=name), timeout=120

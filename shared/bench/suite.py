@@ -31,9 +31,8 @@ from shopsense.search.v1 import search_service_pb2_grpc
 
 from shared.data.wands import load_queries
 from shared.runtime.catalog import DEMO_PRODUCTS, DEMO_SEED, ensure_demo_store, wait_for_intent
-from shared.runtime.suite import running_suite
-from shared.settings import Settings
-from shared.settings import load as load_settings
+from shared.runtime.suite import Endpoints, running_suite
+from shared.settings import ClientSettings, RankingSettings, RetrievalSettings
 
 console = Console(width=160)
 TIMINGS_KEY = "x-shopsense-timings"
@@ -99,7 +98,7 @@ class Floor:
     serves), each on the engine its export chose; the same scorer and blend; no RPC, no
     Triton."""
 
-    def __init__(self, settings: Settings, retrieval: str) -> None:
+    def __init__(self, trainer: str, retrieval: str) -> None:
         from shopsense.retrieval.v1 import retrieval_service_pb2 as rpb
         from shopsense.retrieval.v1 import retrieval_service_pb2_grpc
         from shopsense.trainer.v1 import trainer_service_pb2 as tpb
@@ -116,7 +115,7 @@ class Floor:
             )
         text_encoder = reply.status.index_version or "1"
         folders: dict[str, Path | None] = {"intent_classifier": None, "cross_encoder": None}
-        with grpc.insecure_channel(settings.trainer_target) as channel:
+        with grpc.insecure_channel(trainer) as channel:
             stub = trainer_service_pb2_grpc.TrainerServiceStub(channel)
             for model in folders:
                 reply = stub.ListModelVersions(
@@ -133,8 +132,9 @@ class Floor:
             repository / "text_encoder" / text_encoder,
             folders["intent_classifier"],
             folders["cross_encoder"],
-            rerank_depth=settings.rerank_depth,
-            catalog_db=settings.catalog_db,
+            # The ranking service's depth and the retrieval service's catalog file.
+            rerank_depth=RankingSettings.load().rerank_depth,
+            catalog_db=RetrievalSettings.load().catalog_db,
         )
 
     def search(self, query: str) -> dict[str, float]:
@@ -166,11 +166,10 @@ def bench_floor(floor: Floor, queries: Sequence[str], seconds: float) -> dict:
     }
 
 
-def run(
-    gateway: str, intent: str, retrieval: str, triton_url: str, settings: Settings, seconds: float
-) -> None:
+def run(suite: Endpoints, seconds: float) -> None:
     from shared.bench.encoder import bench_encoder
 
+    gateway, intent, retrieval = suite.gateway, suite.intent, suite.retrieval
     folder = ensure_demo_store(retrieval, DEMO_PRODUCTS, DEMO_SEED, console.print)
     wait_for_intent(intent, retrieval)
     queries = [q.text for q in load_queries(folder)]
@@ -179,7 +178,7 @@ def run(
         "suite, 1 client": bench_gateway(gateway, queries, 1, seconds),
         "suite, 8 clients": bench_gateway(gateway, queries, 8, seconds),
     }
-    floor = Floor(settings, retrieval)
+    floor = Floor(suite.trainer, retrieval)
     try:
         bench_floor(floor, queries[:20], 2.0)
         rows["floor (one process), 1 client"] = bench_floor(floor, queries, seconds)
@@ -214,7 +213,7 @@ def run(
         f"suite-to-floor ratio at concurrency 1: p50 {suite['p50_ms'] / base['p50_ms']:.2f}x, "
         f"p99 {suite['p99_ms'] / base['p99_ms']:.2f}x"
     )
-    encoder = bench_encoder(url=triton_url, seconds=min(seconds, 5.0))
+    encoder = bench_encoder(url=suite.triton, seconds=min(seconds, 5.0))
     engine = next(iter(encoder.pop("engine", {"onnxruntime": 1.0})))
     table = Table(title=f"text_encoder: Triton (gRPC, python backend, {engine}) vs in-process")
     for column in ("case", "texts/s", "p50 ms per call"):
@@ -232,9 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=15.0, help="duration of each run")
     args = parser.parse_args(argv)
-    settings = load_settings()
-    with running_suite(settings, console.print) as suite:
-        run(suite.gateway, suite.intent, suite.retrieval, suite.triton, settings, args.seconds)
+    with running_suite(ClientSettings.load(), console.print) as suite:
+        run(suite, args.seconds)
     return 0
 
 

@@ -42,7 +42,7 @@ from shared.rpc.clients import open_channel
 from shared.runtime.catalog import DEMO_PRODUCTS, DEMO_SEED, ensure_demo_store, wait_for_intent
 from shared.runtime.experiments import stop_running
 from shared.runtime.suite import Endpoints, running_suite
-from shared.settings import load as load_settings
+from shared.settings import ClientSettings, GatewaySettings
 
 console = Console(width=150)
 # Fine-tuning on the feedback of a few thousand searches: one pass over the groups is
@@ -99,7 +99,7 @@ def decide(reply: epb.GetExperimentReportResponse) -> tuple[bool, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    settings = ClientSettings.load()
     started = time.monotonic()
     with running_suite(settings, console.print) as endpoints:
         catalog = ensure_demo_store(endpoints.retrieval, DEMO_PRODUCTS, DEMO_SEED, console.print)
@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
         )
         experiments.CreateExperiment(epb.CreateExperimentRequest(experiment=definition), timeout=30)
         experiments.StartExperiment(epb.StartExperimentRequest(name=name), timeout=300)
-        time.sleep(settings.intent_refresh_s + 1.0)  # the gateway re-reads it
+        time.sleep(GatewaySettings.load().refresh_s + 1.0)  # the gateway re-reads it
         _simulate(endpoints, args, store, args.seed + 1, args.shoppers, f"demo{run}-ab")
 
         console.rule("4. the report")

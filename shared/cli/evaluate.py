@@ -25,7 +25,7 @@ from shared.evaluation.remote import evaluate_gateway
 from shared.paths import shared_data_dir, state_dir, triton_model_repository
 from shared.runtime.catalog import DEMO_PRODUCTS, DEMO_SEED, ensure_demo_store, wait_for_intent
 from shared.runtime.suite import Endpoints, running_suite
-from shared.settings import load as load_settings
+from shared.settings import ClientSettings
 
 console = Console(width=200)
 FOUNDATION = "foundation v1 (in-process)"
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--products", type=int, default=DEMO_PRODUCTS)
     parser.add_argument("--seed", type=int, default=DEMO_SEED)
     args = parser.parse_args(argv)
-    with running_suite(load_settings(), console.print) as suite:
+    with running_suite(ClientSettings.load(), console.print) as suite:
         evaluate_all(suite, args.products, args.seed)
     return 0
 

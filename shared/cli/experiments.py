@@ -16,7 +16,7 @@ from shared.contracts.experiments import STATE_NAMES, STATES, to_proto
 from shared.errors import InvalidArgument
 from shared.experiments.assignment import read_file
 from shared.rpc.clients import open_channel
-from shared.settings import load as load_settings
+from shared.settings import ClientSettings
 
 
 def table(experiments: list[pb.Experiment]) -> Table:
@@ -142,7 +142,7 @@ def print_report(
 
 def cmd_experiments(args: argparse.Namespace, console: Console) -> int:
     stub = pb_grpc.ExperimentServiceStub(
-        open_channel(args.target or load_settings().trainer_target)
+        open_channel(args.target or ClientSettings.load().trainer_target)
     )
     try:
         if args.experiments_command == "create":

@@ -22,7 +22,7 @@ from shared.cli.retrain import add_arguments as add_retrain_arguments
 from shared.cli.retrain import cmd_retrain
 from shared.rpc.clients import open_channel
 from shared.runtime.catalog import DEMO_PRODUCTS, DEMO_SEED
-from shared.settings import load as load_settings
+from shared.settings import ClientSettings
 
 # Piped or logged output is not cut to 80 columns (the experiment report is wide).
 console = Console() if sys.stdout.isatty() else Console(width=160)
@@ -50,7 +50,7 @@ def build_search_request(args: argparse.Namespace) -> pb.SearchRequest:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    settings = ClientSettings.load()
     request = build_search_request(args)
     started = time.perf_counter()
     try:
@@ -111,7 +111,7 @@ def _load_products(args: argparse.Namespace) -> list:
 def cmd_catalog_load(args: argparse.Namespace) -> int:
     from shared.runtime.catalog import upsert_products
 
-    settings = load_settings()
+    settings = ClientSettings.load()
     products = _load_products(args)
     started = time.perf_counter()
     reply = upsert_products(args.target or settings.retrieval_target, products)
@@ -146,7 +146,7 @@ def cmd_data_download(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from shared.evaluation.remote import run_eval
 
-    settings = load_settings()
+    settings = ClientSettings.load()
     return run_eval(
         Path(args.data),
         Path(args.queries) if args.queries else None,
@@ -184,7 +184,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 def _trainer_stub(args: argparse.Namespace):  # -> TrainerServiceStub
     from shopsense.trainer.v1 import trainer_service_pb2_grpc
 
-    target = args.target or load_settings().trainer_target
+    target = args.target or ClientSettings.load().trainer_target
     return trainer_service_pb2_grpc.TrainerServiceStub(open_channel(target))
 
 
@@ -220,9 +220,9 @@ def cmd_models(args: argparse.Namespace) -> int:
                 f"{reply.rolled_back_version} rolled back {reply.note}"
             )
         elif args.models_command == "retrain":
-            return cmd_retrain(args, console, args.target or load_settings().trainer_target)
+            return cmd_retrain(args, console, args.target or ClientSettings.load().trainer_target)
         else:
-            print_report(args.target or load_settings().trainer_target, console)
+            print_report(args.target or ClientSettings.load().trainer_target, console)
     except grpc.RpcError as exc:
         console.print(f"[red]{exc.code().name}[/red]: {exc.details()}")
         return 1
@@ -309,6 +309,10 @@ def main(argv: list[str] | None = None) -> int:
     from shared.cli.simulate import add_parser as add_simulate_parser
 
     add_simulate_parser(sub, console)
+
+    from shared.cli.config import add_parser as add_config_parser
+
+    add_config_parser(sub, console)
 
     args = parser.parse_args(argv)
     return int(args.func(args))

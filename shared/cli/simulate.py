@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shared.runtime.catalog import demo_store_dir
-from shared.settings import load as load_settings
+from shared.settings import ClientSettings
 from shared.simulation.shoppers import Summary
 
 
@@ -39,7 +39,7 @@ def cmd_simulate(args: argparse.Namespace, console: Console) -> int:
     from shared.data.wands import load_wands
     from shared.simulation.shoppers import ShopperSimulator
 
-    settings = load_settings()
+    settings = ClientSettings.load()
     folder = Path(args.data) if args.data else demo_store_dir()
     if not (folder / "label.csv").is_file():
         console.print(f"[red]INVALID_ARGUMENT[/red]: --data: {folder} has no label.csv")

@@ -33,7 +33,7 @@ from shopsense.trainer.v1 import trainer_service_pb2_grpc
 from shared.paths import state_dir
 from shared.runtime.catalog import DEMO_PRODUCTS, DEMO_SEED, ensure_demo_store, wait_for_intent
 from shared.runtime.suite import Endpoints, running_suite
-from shared.settings import load as load_settings
+from shared.settings import ClientSettings, TrainerSettings
 
 console = Console(width=160)
 ORDER = ("cross_encoder", "text_encoder", "intent_classifier")
@@ -193,15 +193,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     overrides = parse_overrides(args.set)
     started = time.monotonic()
-    settings = load_settings()
-    with running_suite(settings, console.print) as endpoints:
+    with running_suite(ClientSettings.load(), console.print) as endpoints:
         ensure_demo_store(endpoints.retrieval, args.products, args.seed, console.print)
         wait_for_intent(endpoints.intent, endpoints.retrieval)
         dataset = ensure_training_store(args.products, args.seed, console.print)
         trained = train_all(endpoints, dataset, args.models, overrides)
         from shared.training.report import print_report
 
-        print_report(endpoints.trainer, console, settings.training_dir)
+        print_report(endpoints.trainer, console, TrainerSettings.load().training_dir)
     for t in trained:
         console.print(f"{t.model}: version {t.version} trained in {t.seconds:.0f} s")
     console.print(f"make train finished in {time.monotonic() - started:.0f} s")

@@ -21,14 +21,14 @@ from collections import deque
 from dataclasses import dataclass
 
 from shared.experiments.report import Report
-from shared.settings import Settings
 
 GUARDED_METRICS = ("ctr", "conversion_rate")
 
 
 @dataclass(frozen=True)
 class Limits:
-    """The thresholds (suite settings SHOPSENSE_GUARD_*)."""
+    """The thresholds (SHOPSENSE_GUARD_*: the gateway's operational ones, the trainer's
+    business ones)."""
 
     max_error_rate: float = 0.05
     max_p99_ms: float = 2000.0
@@ -36,17 +36,6 @@ class Limits:
     window: int = 1000
     alpha: float = 0.001
     min_shoppers: int = 100
-
-
-def guard_limits(settings: Settings) -> Limits:
-    """The suite's guard-rail thresholds."""
-    return Limits(
-        max_error_rate=settings.guard_max_error_rate,
-        max_p99_ms=settings.guard_max_p99_ms,
-        min_searches=settings.guard_min_searches,
-        alpha=settings.guard_alpha,
-        min_shoppers=settings.guard_min_shoppers,
-    )
 
 
 class ArmHealth:

@@ -25,7 +25,6 @@ from tritonclient.utils import InferenceServerException
 from shared.errors import InvalidArgument, Unavailable
 from shared.models.tokenization import Tokenizer
 from shared.models.versions import ascii_digits
-from shared.settings import Settings
 
 T = TypeVar("T")
 LABELS_OUTPUT = "labels"
@@ -369,8 +368,6 @@ class CrossEncoderClient(_TritonModelClient):
         return ScoreOutput(scores.astype(np.float32, copy=False), version)
 
 
-def text_encoder_from_settings(settings: Settings) -> TextEncoderClient:
-    """The Triton text encoder every service uses, as the settings name it."""
-    return TextEncoderClient(
-        settings.triton_url, Tokenizer(), model_version=settings.text_encoder_version
-    )
+def text_encoder_client(triton_url: str, version: str = "") -> TextEncoderClient:
+    """The Triton text encoder the services use ("" asks Triton for its newest version)."""
+    return TextEncoderClient(triton_url, Tokenizer(), model_version=version)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 
 from shared.rpc.interceptors import RequestIdClientInterceptor
-from shared.rpc.server import MAX_MESSAGE_BYTES
+from shared.rpc.server import MAX_SEND_BYTES
 
 
 def open_channel(target: str) -> grpc.Channel:
@@ -13,8 +13,10 @@ def open_channel(target: str) -> grpc.Channel:
     channel = grpc.insecure_channel(
         target,
         options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # A client takes any answer a server may send, and sends what the server's own
+            # limit allows (it answers RESOURCE_EXHAUSTED beyond it).
+            ("grpc.max_receive_message_length", MAX_SEND_BYTES),
+            ("grpc.max_send_message_length", MAX_SEND_BYTES),
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.enable_retries", 1),
             # A restarted service is found again within about two seconds, not gRPC's

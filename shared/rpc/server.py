@@ -1,8 +1,9 @@
 """The one server bootstrap every service uses.
 
 ``build_server`` gives a gRPC server with the standard health service (NOT_SERVING until
-``mark_serving``), reflection, the shared interceptors and message-size limits, bound to an
-address whose port may be 0 (tests). ``run_until_signal`` serves until SIGTERM or SIGINT,
+``mark_serving``), reflection, the shared interceptors and a limit on the size of the
+requests it accepts, bound to an address whose port may be 0 (tests); ``build_service``
+does it with a service's own settings (address, workers, message limit). ``run_until_signal`` serves until SIGTERM or SIGINT,
 then flips health to NOT_SERVING and stops with a grace period so in-flight calls finish.
 """
 
@@ -13,6 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import grpc
 import structlog
@@ -21,10 +23,11 @@ from grpc_reflection.v1alpha import reflection
 
 from shared.rpc.interceptors import ServerInterceptor
 from shared.rpc.logging import configure_logging
-from shared.settings import Settings
-from shared.settings import load as load_settings
+from shared.settings import ServiceSettings
 
-MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+# What a server may answer with, bytes: its own replies (a retrieval answer of 1,000
+# candidates is a few MB). Requests are limited per service (ServiceSettings).
+MAX_SEND_BYTES = 32 * 1024 * 1024
 _log = structlog.get_logger("shopsense.rpc")
 
 
@@ -76,14 +79,16 @@ def build_server(
     service_names: Sequence[str],
     address: str = "127.0.0.1:0",
     max_workers: int = 16,
+    max_message_bytes: int = ServiceSettings.MAX_MESSAGE_BYTES,
 ) -> ServerHandle:
-    """Build and start a server; ``register`` adds the service's servicers to it."""
+    """Build and start a server; ``register`` adds the service's servicers to it. A request
+    over ``max_message_bytes`` is refused with RESOURCE_EXHAUSTED before it is parsed."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name),
         interceptors=[ServerInterceptor(name)],
         options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", MAX_SEND_BYTES),
             ("grpc.so_reuseport", 0),
         ],
         maximum_concurrent_rpcs=max_workers * 8,
@@ -101,6 +106,22 @@ def build_server(
     handle = ServerHandle(name, server, port, health_servicer, service_names)
     handle.mark_not_serving()
     return handle
+
+
+def build_service(
+    settings: ServiceSettings,
+    register: Callable[[grpc.Server], None],
+    service_names: Sequence[str],
+) -> ServerHandle:
+    """``build_server`` for the service ``settings.NAME`` with its own settings."""
+    return build_server(
+        settings.NAME,
+        register,
+        service_names,
+        address=settings.listen,
+        max_workers=settings.grpc_workers,
+        max_message_bytes=settings.max_message_bytes,
+    )
 
 
 def serve_when_ready(
@@ -138,8 +159,12 @@ def run_until_signal(handle: ServerHandle, grace: float = 5.0) -> None:
     handle.stop(grace)
 
 
-def serve_main(name: str, create_server: Callable[[Settings], ServerHandle]) -> None:
-    """The whole of a service's ``__main__``: settings from the environment, JSON logs, serve."""
-    settings = load_settings()
-    configure_logging(settings.log_level, name)
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def serve_main(settings_class: type[S], create_server: Callable[[S], ServerHandle]) -> None:
+    """The whole of a service's ``__main__``: its settings from the environment, JSON logs,
+    serve until a signal."""
+    settings = settings_class.load()
+    configure_logging(settings.log_level, settings.NAME)
     run_until_signal(create_server(settings), settings.shutdown_grace_s)

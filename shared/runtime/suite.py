@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shared.models.triton_server import TritonServer, free_port
 from shared.paths import REPO_ROOT, state_dir, triton_model_repository
-from shared.settings import Settings
+from shared.settings import PORTS, ClientSettings
 
 # The trainer starts first: it loads the registry's serving versions onto Triton.
 SERVICES = ("trainer", "retrieval", "ranking", "feedback", "intent", "gateway")
@@ -54,7 +54,9 @@ class Endpoints:
 
 
 @contextmanager
-def running_suite(settings: Settings, say: Callable[[str], None] = print) -> Iterator[Endpoints]:
+def running_suite(
+    settings: ClientSettings, say: Callable[[str], None] = print
+) -> Iterator[Endpoints]:
     """The suite at the configured addresses when its gateway is SERVING; otherwise one
     started here (as `make run` starts it) and stopped when the block ends."""
     if is_serving(settings.gateway_target):
@@ -101,25 +103,15 @@ class Suite:
     def _default_ports(self) -> dict[str, int]:
         if self.ephemeral_ports:
             return {name: free_port() for name in SERVICES}
-        return {
-            "gateway": 50051,
-            "intent": 50052,
-            "retrieval": 50053,
-            "ranking": 50054,
-            "feedback": 50055,
-            "trainer": 50056,
-        }
+        return {name: PORTS[name] for name in SERVICES}
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             [str(REPO_ROOT), str(REPO_ROOT / "shared" / "gen"), env.get("PYTHONPATH", "")]
         ).rstrip(os.pathsep)
+        # The databases, the catalog and the training runs follow the state folder.
         env["SHOPSENSE_STATE_DIR"] = str(self.state)
-        env.setdefault("SHOPSENSE_CATALOG_DB", str(self.state / "catalog.db"))
-        env.setdefault("SHOPSENSE_FEEDBACK_DB_URL", f"sqlite:///{self.state / 'feedback.db'}")
-        env.setdefault("SHOPSENSE_REGISTRY_DB_URL", f"sqlite:///{self.state / 'registry.db'}")
-        env.setdefault("SHOPSENSE_TRAINING_DIR", str(self.state / "training"))
         env["SHOPSENSE_TRITON_MODELS"] = str(self.model_repository)
         assert self.triton is not None
         env["SHOPSENSE_TRITON_URL"] = self.triton.grpc_url

@@ -24,25 +24,18 @@ from shopsense.search.v1 import search_service_pb2 as spb
 from shopsense.search.v1 import search_service_pb2_grpc
 
 from services.gateway.server import INTERLEAVED, TIMINGS_KEY
-from services.gateway.server import create_server as create_gateway
-from services.intent.server import create_server as create_intent
-from services.ranking.server import create_server as create_ranking
-from services.retrieval.server import create_server as create_retrieval
-from services.trainer.server import create_server as create_trainer
 from shared.cli.main import console, main
 from shared.data.synthetic import generate_store
 from shared.errors import NotFound
 from shared.experiments.attribution import AttributionSigner
 from shared.models.triton_server import TritonServer
 from shared.rpc.server import ServerHandle
-from shared.runtime.catalog import upsert_products
 from shared.runtime.experiments import stop_running
-from shared.runtime.suite import is_serving
-from shared.settings import Settings
 from shared.storage.database import create_db_engine
 from shared.storage.feedback import FeedbackStore, ValidEvent
 from shared.storage.registry import ModelRegistry
 from shared.training.publish import install_version, loaded_versions
+from tests.integration.conftest import settings_of
 from tests.support import export_untrained, wait_until
 
 pytestmark = pytest.mark.integration
@@ -54,19 +47,18 @@ QUERY = STORE.queries[0].text
 
 
 @dataclasses.dataclass
-class Stack:
+class Experiments:
     triton: TritonServer
-    trainer: ServerHandle
-    gateway: ServerHandle
-    settings: Settings
+    stack: Experiments
+
+    def address(self, service: str) -> str:
+        return self.stack.address(service)
 
     def experiments(self) -> epb_grpc.ExperimentServiceStub:
-        return epb_grpc.ExperimentServiceStub(grpc.insecure_channel(self.trainer.address))
+        return self.stack.stub("trainer", epb_grpc.ExperimentServiceStub)
 
     def search(self, session: str, query: str = QUERY, **fields) -> spb.SearchResponse:
-        stub = search_service_pb2_grpc.SearchServiceStub(
-            grpc.insecure_channel(self.gateway.address)
-        )
+        stub = self.stack.stub("gateway", search_service_pb2_grpc.SearchServiceStub)
         request = spb.SearchRequest(
             query=query, user=common_pb2.UserContext(session_id=session), **fields
         )
@@ -74,7 +66,9 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(exported_model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+def stack(
+    exported_model_repository: Path, tmp_path_factory: pytest.TempPathFactory, start_stack
+) -> Iterator[Experiments]:
     tmp = tmp_path_factory.mktemp("experiments")
     repository = tmp / "repository"
     shutil.copytree(exported_model_repository / "text_encoder", repository / "text_encoder")
@@ -96,49 +90,27 @@ def stack(exported_model_repository: Path, tmp_path_factory: pytest.TempPathFact
     registry.engine.dispose()
 
     triton = TritonServer(repository, log_file=tmp / "triton.log").start()
-    settings = dataclasses.replace(
-        Settings(),
-        state_dir=tmp,
-        catalog_db=tmp / "catalog.db",
-        registry_db_url=registry_url,
-        feedback_db_url=f"sqlite:///{tmp / 'feedback.db'}",
-        training_dir=tmp / "training",
-        triton_models=repository,
-        triton_url=triton.grpc_url,
-        retrieval_listen=ANY,
-        ranking_listen=ANY,
-        intent_listen=ANY,
-        gateway_listen=ANY,
-        trainer_listen=ANY,
-        intent_refresh_s=0.3,
-        token_secret=SECRET,
-        grpc_workers=8,
-        # The trainer's business guard rail looks every half second, from 40 shoppers an
-        # arm: only the guard-rail test's simulation reaches that many.
-        guard_interval_s=0.5,
-        guard_min_shoppers=40,
-    )
-    retrieval = create_retrieval(settings)
-    ranking = create_ranking(settings, watch_interval_s=0.2)
-    settings = dataclasses.replace(
-        settings, retrieval_target=retrieval.address, ranking_target=ranking.address
-    )
-    intent = create_intent(settings)
-    trainer = create_trainer(settings)
-    settings = dataclasses.replace(
-        settings, intent_target=intent.address, trainer_target=trainer.address
-    )
-    gateway = create_gateway(settings)
-    handles = [retrieval, ranking, intent, trainer, gateway]
     try:
-        for handle in handles:
-            wait_until(lambda h=handle: is_serving(h.address), f"{handle.name} SERVING")
-        reply = upsert_products(retrieval.address, STORE.products, progress=False)
-        assert not [r.error for r in reply.results if r.error]
-        yield Stack(triton, trainer, gateway, settings)
+        stack = start_stack(
+            ["retrieval", "ranking", "feedback", "intent", "trainer", "gateway"],
+            triton_url=triton.grpc_url,
+            state=tmp,
+            settings={
+                "triton_models": repository,
+                "refresh_s": 0.3,
+                "token_secret": SECRET,
+                "grpc_workers": 8,
+                # The trainer's business guard rail looks every half second, from 40
+                # shoppers an arm: only the guard-rail test's simulation reaches that many.
+                "guard_interval_s": 0.5,
+                "guard_min_shoppers": 40,
+            },
+            using={"ranking": {"watch_interval_s": 0.2}},
+        )
+        stack.load_catalog(STORE.products)
+        yield Experiments(triton, stack)
+        stack.stop()
     finally:
-        for handle in reversed(handles):
-            handle.stop(0.5)
         triton.stop()
 
 
@@ -170,7 +142,7 @@ def _ab(name: str, **treatment_pins: str) -> epb.Experiment:
     ],
 )
 def test_bad_experiments_are_refused_at_configuration_time(
-    stack: Stack, arm_changes: dict, code: grpc.StatusCode, named: str
+    stack: Experiments, arm_changes: dict, code: grpc.StatusCode, named: str
 ) -> None:
     definition = _ab("refused")
     arm = definition.arms[1]
@@ -190,12 +162,12 @@ def test_bad_experiments_are_refused_at_configuration_time(
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def _arm_of(stack: Stack, session: str) -> tuple[spb.SearchResponse, object]:
+def _arm_of(stack: Experiments, session: str) -> tuple[spb.SearchResponse, object]:
     reply = stack.search(session)
     return reply, AttributionSigner(SECRET).decode(reply.attribution_token)
 
 
-def test_an_ab_experiment_routes_arms_to_their_versions_until_stopped(stack: Stack) -> None:
+def test_an_ab_experiment_routes_arms_to_their_versions_until_stopped(stack: Experiments) -> None:
     stub = stack.experiments()
     created = stub.CreateExperiment(
         epb.CreateExperimentRequest(experiment=_ab("ce-2-vs-1", cross_encoder="2")), timeout=10
@@ -249,7 +221,7 @@ def test_an_ab_experiment_routes_arms_to_their_versions_until_stopped(stack: Sta
     assert [e.name for e in listed.experiments] == ["ce-2-vs-1"]
 
 
-def test_interleaving_merges_two_arms_and_names_who_picked_each_result(stack: Stack) -> None:
+def test_interleaving_merges_two_arms_and_names_who_picked_each_result(stack: Experiments) -> None:
     stub = stack.experiments()
     stop_running(stub, "an earlier test's")
     wait_until(lambda: _arm_of(stack, "probe")[1].experiment == "", "no experiment", 30)
@@ -273,7 +245,7 @@ def test_interleaving_merges_two_arms_and_names_who_picked_each_result(stack: St
         30,
     )
     reply, call = search_service_pb2_grpc.SearchServiceStub(
-        grpc.insecure_channel(stack.gateway.address)
+        stack.stack.channel("gateway")
     ).Search.with_call(
         spb.SearchRequest(
             query=QUERY, user=common_pb2.UserContext(session_id="shopper-x"), page_size=30
@@ -303,7 +275,11 @@ def test_interleaving_merges_two_arms_and_names_who_picked_each_result(stack: St
 
 
 def test_a_config_file_defines_and_starts_experiments_when_the_trainer_starts(
-    stack: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+    stack: Experiments,
+    start_stack,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch,
 ) -> None:
     stub = stack.experiments()
     stop_running(stub, "an earlier test's")
@@ -327,20 +303,16 @@ pipeline = { rerank_depth = 10 }
 """,
         encoding="utf-8",
     )
-    settings = dataclasses.replace(stack.settings, trainer_listen=ANY, experiments_file=str(good))
-    trainer = create_trainer(settings)
-    try:
-        wait_until(lambda: is_serving(trainer.address), "second trainer SERVING")
-        got = epb_grpc.ExperimentServiceStub(grpc.insecure_channel(trainer.address)).GetExperiment(
+    second = settings_of(stack.stack, "trainer", experiments_file=str(good))
+    with start_stack(["trainer"], only={"trainer": second}) as other:
+        got = other.stub("trainer", epb_grpc.ExperimentServiceStub).GetExperiment(
             epb.GetExperimentRequest(name="from-file"), timeout=10
         )
         assert got.experiment.state == epb.EXPERIMENT_STATE_RUNNING
         assert got.experiment.arms[1].models.cross_encoder == "2"
-    finally:
-        trainer.stop(0.5)
     stub.StopExperiment(epb.StopExperimentRequest(name="from-file"), timeout=10)
     # The command line reads the same file format and lists what the trainer holds.
-    cli = ["experiments", "--target", stack.trainer.address]
+    cli = ["experiments", "--target", stack.address("trainer")]
     monkeypatch.setattr(console, "width", 200)  # no wrapping in the captured table
     assert main([*cli, "create", str(good)]) == 0  # the same definition again: no change
     assert main([*cli, "list", "--state", "stopped"]) == 0
@@ -355,11 +327,14 @@ pipeline = { rerank_depth = 10 }
         encoding="utf-8",
     )
     with pytest.raises(NotFound, match=r"bad.toml: experiment\[0\].arms\[1\].models.cross_encoder"):
-        create_trainer(dataclasses.replace(settings, experiments_file=str(bad)))
+        start_stack(
+            ["trainer"],
+            only={"trainer": settings_of(stack.stack, "trainer", experiments_file=str(bad))},
+        )
 
 
 def test_the_report_reads_the_experiments_feedback_through_rpc_and_cli(
-    stack: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+    stack: Experiments, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
 ) -> None:
     stub = stack.experiments()
     stub.CreateExperiment(epb.CreateExperimentRequest(experiment=_ab("report-me")), timeout=10)
@@ -385,7 +360,7 @@ def test_the_report_reads_the_experiments_feedback_through_rpc_and_cli(
                             experiment="report-me",
                         )
                     )
-    feedback = FeedbackStore(create_db_engine(stack.settings.feedback_db_url))
+    feedback = FeedbackStore(create_db_engine(stack.stack.settings["feedback"].feedback_db_url))
     feedback.record(events)
     feedback.engine.dispose()
 
@@ -409,7 +384,7 @@ def test_the_report_reads_the_experiments_feedback_through_rpc_and_cli(
 
     monkeypatch.setattr(console, "width", 220)
     chart = tmp_path / "report.png"
-    cli = ["experiments", "--target", stack.trainer.address]
+    cli = ["experiments", "--target", stack.address("trainer")]
     assert main([*cli, "report", "report-me", "--png", str(chart)]) == 0
     printed = capsys.readouterr().out
     assert "verdict: treatment: ctr higher" in printed and "0.2 [" in printed
@@ -417,7 +392,7 @@ def test_the_report_reads_the_experiments_feedback_through_rpc_and_cli(
 
 
 def test_promoting_an_arm_serves_its_versions_and_a_rollback_undoes_it(
-    stack: Stack, capsys: pytest.CaptureFixture[str]
+    stack: Experiments, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from shopsense.trainer.v1 import trainer_service_pb2 as tpb
     from shopsense.trainer.v1 import trainer_service_pb2_grpc as tpb_grpc
@@ -436,13 +411,13 @@ def test_promoting_an_arm_serves_its_versions_and_a_rollback_undoes_it(
     assert no_arm.value.code() == grpc.StatusCode.NOT_FOUND
     assert "arm: no arm 'winner'" in no_arm.value.details()
 
-    cli = ["experiments", "--target", stack.trainer.address]
+    cli = ["experiments", "--target", stack.address("trainer")]
     assert main([*cli, "promote", "promote-me", "treatment"]) == 0
     printed = capsys.readouterr().out
     assert "serving now: cross_encoder 2" in printed and "SHOPSENSE_RERANK_DEPTH=20" in printed
     got = stub.GetExperiment(epb.GetExperimentRequest(name="promote-me"), timeout=10).experiment
     assert got.state == epb.EXPERIMENT_STATE_STOPPED and got.stop_reason == "promoted arm treatment"
-    trainer = tpb_grpc.TrainerServiceStub(grpc.insecure_channel(stack.trainer.address))
+    trainer = tpb_grpc.TrainerServiceStub(grpc.insecure_channel(stack.address("trainer")))
     listed = trainer.ListModelVersions(tpb.ListModelVersionsRequest(model="cross_encoder"))
     assert listed.serving_version == 2
     wait_until(
@@ -460,7 +435,7 @@ def test_promoting_an_arm_serves_its_versions_and_a_rollback_undoes_it(
     )
 
 
-def _start_reversed(stack: Stack, name: str) -> epb_grpc.ExperimentServiceStub:
+def _start_reversed(stack: Experiments, name: str) -> epb_grpc.ExperimentServiceStub:
     """Start an A/B experiment of the serving ranking against its reverse, once the
     gateway applies it."""
     stub = stack.experiments()
@@ -481,32 +456,25 @@ def _start_reversed(stack: Stack, name: str) -> epb_grpc.ExperimentServiceStub:
 
 
 def test_simulated_shoppers_drive_the_suite_and_the_report_finds_the_reversed_arm(
-    stack: Stack,
+    stack: Experiments,
 ) -> None:
-    from services.feedback.server import create_server as create_feedback
     from shared.simulation.shoppers import ShopperSimulator
 
     stub = _start_reversed(stack, "sim-reversed")
-    feedback = create_feedback(dataclasses.replace(stack.settings, feedback_listen=ANY))
-    try:
-        wait_until(lambda: is_serving(feedback.address), "feedback SERVING")
-        simulator = ShopperSimulator(
-            STORE.to_dataset(), stack.gateway.address, feedback.address, seed=3
-        )
-        summary = simulator.run(shoppers=60, searches_each=2)
-        assert summary.events_rejected == 0, summary.rejections
-        assert summary.events_accepted == summary.events_sent > 0
-        control, reversed_ = summary.arms["control"], summary.arms["reversed"]
-        assert control.searches + reversed_.searches == 120
-        # Position bias and hidden relevance: the reversed arm shows its worst first.
-        assert control.clicks / control.impressions > 2 * reversed_.clicks / reversed_.impressions
-        # Seeded: the same shoppers again make the same events, which are all duplicates.
-        again = ShopperSimulator(
-            STORE.to_dataset(), stack.gateway.address, feedback.address, seed=3
-        ).run(shoppers=60, searches_each=2)
-        assert again.events_duplicate == summary.events_sent and again.events_accepted == 0
-    finally:
-        feedback.stop(0.5)
+    feedback = stack.address("feedback")
+    simulator = ShopperSimulator(STORE.to_dataset(), stack.address("gateway"), feedback, seed=3)
+    summary = simulator.run(shoppers=60, searches_each=2)
+    assert summary.events_rejected == 0, summary.rejections
+    assert summary.events_accepted == summary.events_sent > 0
+    control, reversed_ = summary.arms["control"], summary.arms["reversed"]
+    assert control.searches + reversed_.searches == 120
+    # Position bias and hidden relevance: the reversed arm shows its worst first.
+    assert control.clicks / control.impressions > 2 * reversed_.clicks / reversed_.impressions
+    # Seeded: the same shoppers again make the same events, which are all duplicates.
+    again = ShopperSimulator(STORE.to_dataset(), stack.address("gateway"), feedback, seed=3).run(
+        shoppers=60, searches_each=2
+    )
+    assert again.events_duplicate == summary.events_sent and again.events_accepted == 0
     reply = stub.GetExperimentReport(
         epb.GetExperimentReportRequest(name="sim-reversed", min_shoppers=20), timeout=30
     )
@@ -518,23 +486,27 @@ def test_simulated_shoppers_drive_the_suite_and_the_report_finds_the_reversed_ar
 
 
 @pytest.fixture(scope="module")
-def feedback(stack: Stack) -> Iterator[str]:
-    """A feedback service on the module's feedback store; its address."""
-    from services.feedback.server import create_server as create_feedback
-
-    handle = create_feedback(dataclasses.replace(stack.settings, feedback_listen=ANY))
-    try:
-        wait_until(lambda: is_serving(handle.address), "feedback SERVING")
-        yield handle.address
-    finally:
-        handle.stop(0.5)
+def feedback(stack: Experiments) -> str:
+    """The feedback service on the module's feedback store; its address."""
+    return stack.address("feedback")
 
 
-def _gateway(stack: Stack, **settings: object) -> ServerHandle:
-    """Another gateway in front of the same services, with its own settings."""
-    handle = create_gateway(dataclasses.replace(stack.settings, gateway_listen=ANY, **settings))
-    wait_until(lambda: is_serving(handle.address), "gateway SERVING")
-    return handle
+@pytest.fixture
+def another_gateway(stack: Experiments, start_stack) -> Iterator:
+    """``another_gateway(**settings)``: another gateway in front of the same services, with
+    its own settings; stopped after the test."""
+    started = []
+
+    def start(**changes: object) -> ServerHandle:
+        gateway = start_stack(
+            ["gateway"], only={"gateway": settings_of(stack.stack, "gateway", **changes)}
+        )
+        started.append(gateway)
+        return gateway.handles["gateway"]
+
+    yield start
+    for gateway in started:
+        gateway.stop()
 
 
 def _state(stub: epb_grpc.ExperimentServiceStub, name: str) -> epb.Experiment:
@@ -542,7 +514,7 @@ def _state(stub: epb_grpc.ExperimentServiceStub, name: str) -> epb.Experiment:
 
 
 def test_the_guard_rail_stops_a_reversed_arm_and_the_clicks_retrain_the_cross_encoder(
-    stack: Stack, feedback: str, tmp_path: Path
+    stack: Experiments, feedback: str, another_gateway, tmp_path: Path
 ) -> None:
     from shopsense.trainer.v1 import trainer_service_pb2 as tpb
     from shopsense.trainer.v1 import trainer_service_pb2_grpc as tpb_grpc
@@ -554,7 +526,7 @@ def test_the_guard_rail_stops_a_reversed_arm_and_the_clicks_retrain_the_cross_en
     stub = _start_reversed(stack, "guarded")
     # Every search explores (its top results shuffled), so that the trainer can measure
     # position bias from the clicks below; the reversed arm's top ten are still its worst.
-    gateway = _gateway(stack, explore_rate=1.0)
+    gateway = another_gateway(explore_rate=1.0)
     try:
         simulator = ShopperSimulator(STORE.to_dataset(), gateway.address, feedback, seed=4)
         summary = simulator.run(shoppers=120, searches_each=2, concurrency=4)
@@ -573,7 +545,7 @@ def test_the_guard_rail_stops_a_reversed_arm_and_the_clicks_retrain_the_cross_en
     # The clicks (of both arms, explored pages and all) train the next cross-encoder.
     catalog = tmp_path / "catalog"
     write_wands(STORE, catalog)
-    trainer = tpb_grpc.TrainerServiceStub(grpc.insecure_channel(stack.trainer.address))
+    trainer = tpb_grpc.TrainerServiceStub(grpc.insecure_channel(stack.address("trainer")))
     tiny = {"max_steps": "3", "batch_size": "8", "group_size": "4", "eval_queries": "4"}
     started = trainer.StartTraining(feedback_request(catalog, overrides=tiny), timeout=120)
     data = started.feedback_data
@@ -594,7 +566,9 @@ def test_the_guard_rail_stops_a_reversed_arm_and_the_clicks_retrain_the_cross_en
     assert new.offline_metrics  # evaluated against the serving version
 
 
-def test_a_slow_arm_trips_the_latency_guard_rail_in_the_gateway(stack: Stack) -> None:
+def test_a_slow_arm_trips_the_latency_guard_rail_in_the_gateway(
+    stack: Experiments, another_gateway
+) -> None:
     stub = stack.experiments()
     stop_running(stub, "an earlier test's")
     # The control ranks by features alone; the treatment reranks with the cross-encoder,
@@ -610,7 +584,7 @@ def test_a_slow_arm_trips_the_latency_guard_rail_in_the_gateway(stack: Stack) ->
     stub.StartExperiment(epb.StartExperimentRequest(name="slow-arm"), timeout=60)
     # A gateway whose latency limit no search meets: the arm 1.5 times slower than the
     # control trips it, from 10 searches an arm.
-    gateway = _gateway(stack, guard_max_p99_ms=1.0, guard_min_searches=10)
+    gateway = another_gateway(guard_max_p99_ms=1.0, guard_min_searches=10)
     search = search_service_pb2_grpc.SearchServiceStub(grpc.insecure_channel(gateway.address))
     try:
         wait_until(

@@ -6,9 +6,8 @@ import random
 import sqlite3
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -21,13 +20,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from shopsense.feedback.v1 import feedback_service_pb2 as pb
 from shopsense.feedback.v1 import feedback_service_pb2_grpc as pb_grpc
 
-from services.feedback.server import SERVICE_NAME, create_server
+from services.feedback.server import SERVICE_NAME
 from shared.experiments.attribution import Attribution, AttributionSigner
 from shared.rpc.clients import open_channel
 from shared.rpc.server import ServerHandle
-from shared.settings import Settings
 from shared.storage.database import create_db_engine
 from shared.storage.feedback import FeedbackStore, ValidEvent
+from tests.integration.conftest import Stack
 
 pytestmark = pytest.mark.integration
 
@@ -46,26 +45,21 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.getfixturevalue("postgres_url"))
 
 
-def settings_for(db_url: str) -> Settings:
-    return replace(
-        Settings(),
-        feedback_listen="127.0.0.1:0",
-        feedback_db_url=db_url,
-        token_secret=SECRET,
-        grpc_workers=8,
-        retrieval_target="127.0.0.1:9",  # no catalog to ask: events are stored unchecked
-    )
-
-
 @contextmanager
-def running_server(db_url: str, *, own_store: bool = True) -> Iterator[ServerHandle]:
-    """A server on a free port; with ``own_store`` the engine is disposed afterwards."""
+def running_server(
+    start_stack: Callable[..., Stack], db_url: str, *, own_store: bool = True
+) -> Iterator[ServerHandle]:
+    """A server on a free port, with no retrieval to ask (events are stored unchecked);
+    with ``own_store`` the engine is disposed afterwards."""
     store = FeedbackStore(create_db_engine(db_url)) if own_store else None
-    handle = create_server(settings_for(db_url), store)
     try:
-        yield handle
+        with start_stack(
+            ["feedback"],
+            settings={"feedback_db_url": db_url, "token_secret": SECRET, "grpc_workers": 8},
+            using={"feedback": {"store": store}},
+        ) as stack:
+            yield stack.handles["feedback"]
     finally:
-        handle.stop(0)
         if store is not None:
             store.engine.dispose()
 
@@ -229,9 +223,9 @@ def test_store_concurrent_overlapping_batches_store_each_id_once(db_url: str) ->
 # --- the service through a channel, on both backends ---------------------------------------
 
 
-def test_accepted_then_all_duplicate_on_resend(db_url: str) -> None:
+def test_accepted_then_all_duplicate_on_resend(start_stack, db_url: str) -> None:
     batch = pb.RecordEventsRequest(events=[event(f"e{i}") for i in range(50)])
-    with running_server(db_url) as handle, feedback_stub(handle) as stub:
+    with running_server(start_stack, db_url) as handle, feedback_stub(handle) as stub:
         first = stub.RecordEvents(batch, timeout=30)
         assert statuses(first) == [ACCEPTED] * 50
         assert (first.accepted, first.duplicates, first.rejected) == (50, 0, 0)
@@ -243,7 +237,7 @@ def test_accepted_then_all_duplicate_on_resend(db_url: str) -> None:
         assert count_rows(db_url) == 50
 
 
-def test_mixed_batch_stores_the_valid_events(db_url: str) -> None:
+def test_mixed_batch_stores_the_valid_events(start_stack, db_url: str) -> None:
     batch = pb.RecordEventsRequest(
         events=[
             event("ok-1"),
@@ -254,7 +248,7 @@ def test_mixed_batch_stores_the_valid_events(db_url: str) -> None:
             event("buy", type=pb.EVENT_TYPE_PURCHASE, amount=19.9, currency="USD", user_id="u-7"),
         ]
     )
-    with running_server(db_url) as handle, feedback_stub(handle) as stub:
+    with running_server(start_stack, db_url) as handle, feedback_stub(handle) as stub:
         response = stub.RecordEvents(batch, timeout=30)
     assert statuses(response) == [ACCEPTED, REJECTED, ACCEPTED, REJECTED, DUPLICATE, ACCEPTED]
     assert response.results[1].error == "product_id: required"
@@ -263,12 +257,12 @@ def test_mixed_batch_stores_the_valid_events(db_url: str) -> None:
     assert count_rows(db_url) == 3
 
 
-def test_concurrent_overlapping_batches_store_each_id_once(db_url: str) -> None:
+def test_concurrent_overlapping_batches_store_each_id_once(start_stack, db_url: str) -> None:
     threads, batch, stride = 8, 200, 50
     barrier = threading.Barrier(threads)
     accepted: list[list[str]] = [[] for _ in range(threads)]
     errors: list[BaseException] = []
-    with running_server(db_url) as handle:
+    with running_server(start_stack, db_url) as handle:
 
         def work(index: int) -> None:
             try:
@@ -304,9 +298,9 @@ def sqlite_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def server(sqlite_path: Path) -> Iterator[ServerHandle]:
+def server(start_stack, sqlite_path: Path) -> Iterator[ServerHandle]:
     """Built entirely by the factory from settings, as ``python -m services.feedback`` does."""
-    with running_server(f"sqlite:///{sqlite_path}", own_store=False) as handle:
+    with running_server(start_stack, f"sqlite:///{sqlite_path}", own_store=False) as handle:
         yield handle
 
 

@@ -12,7 +12,6 @@ import sqlite3
 import subprocess
 import threading
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,16 +21,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from shopsense.feedback.v1 import feedback_service_pb2 as pb
 from shopsense.feedback.v1 import feedback_service_pb2_grpc as pb_grpc
 
-from services.feedback.server import create_server
-from services.retrieval.server import create_server as create_retrieval
 from shared.bench.feedback import start_service
 from shared.data.synthetic import generate_store
 from shared.experiments.attribution import Attribution, AttributionSigner
 from shared.models.triton_server import free_port
 from shared.runtime.catalog import upsert_products
-from shared.runtime.suite import is_serving
-from shared.settings import Settings
-from tests.support import wait_until
 
 pytestmark = pytest.mark.integration
 SECRET = "stream-secret"
@@ -64,19 +58,10 @@ def _chunks(events: list[pb.Event], first: int = 0) -> list[pb.StreamEventsReque
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
-    settings = replace(
-        Settings(),
-        feedback_listen="127.0.0.1:0",
-        feedback_db_url=f"sqlite:///{tmp_path / 'feedback.db'}",
-        token_secret=SECRET,
-        retrieval_target="127.0.0.1:9",  # no catalog to ask: events are stored unchecked
-    )
-    handle = create_server(settings)
-    try:
-        yield handle.address
-    finally:
-        handle.stop(0)
+def server(start_stack, tmp_path: Path) -> Iterator[str]:
+    """A feedback service with no retrieval to ask (events are stored unchecked)."""
+    with start_stack(["feedback"], state=tmp_path, settings={"token_secret": SECRET}) as stack:
+        yield stack.address("feedback")
 
 
 def test_the_stream_answers_every_chunk_in_order_with_its_rejections(server: str) -> None:
@@ -212,36 +197,25 @@ def test_kill_9_mid_stream_loses_no_acknowledged_event_and_the_retry_adds_no_dup
     )
 
 
-def test_events_for_products_not_in_the_catalog_are_rejected(triton_server, tmp_path: Path) -> None:
+def test_events_for_products_not_in_the_catalog_are_rejected(
+    start_stack, triton_server, tmp_path: Path
+) -> None:
     store = generate_store(n_products=30, n_queries=5, seed=2)
-    settings = replace(
-        Settings(),
-        state_dir=tmp_path,
-        catalog_db=tmp_path / "catalog.db",
+    with start_stack(
+        ["retrieval", "feedback"],
         triton_url=triton_server.grpc_url,
-        retrieval_listen="127.0.0.1:0",
-        feedback_listen="127.0.0.1:0",
-        feedback_db_url=f"sqlite:///{tmp_path / 'feedback.db'}",
-        token_secret=SECRET,
-    )
-    retrieval = create_retrieval(settings)
-    try:
-        wait_until(lambda: is_serving(retrieval.address), "retrieval SERVING")
-        upsert_products(retrieval.address, store.products, progress=False)
-        feedback = create_server(replace(settings, retrieval_target=retrieval.address))
-        try:
-            events = _events(4, "c")
-            events[0].product_id = store.products[0].product_id
-            events[1].product_id = store.products[1].product_id
-            events[2].product_id = "not-a-product"
-            events[3].product_id = store.products[0].product_id
-            stub = pb_grpc.FeedbackServiceStub(grpc.insecure_channel(feedback.address))
-            for _ in range(2):  # the second time from the service's memory
-                reply = stub.RecordEvents(pb.RecordEventsRequest(events=events), timeout=30)
-                assert reply.rejected == 1
-                assert reply.results[2].error == "product_id: 'not-a-product' is not in the catalog"
-            assert reply.duplicates == 3
-        finally:
-            feedback.stop(0)
-    finally:
-        retrieval.stop(0)
+        state=tmp_path,
+        settings={"token_secret": SECRET},
+    ) as stack:
+        upsert_products(stack.address("retrieval"), store.products, progress=False)
+        events = _events(4, "c")
+        events[0].product_id = store.products[0].product_id
+        events[1].product_id = store.products[1].product_id
+        events[2].product_id = "not-a-product"
+        events[3].product_id = store.products[0].product_id
+        stub = stack.stub("feedback", pb_grpc.FeedbackServiceStub)
+        for _ in range(2):  # the second time from the service's memory
+            reply = stub.RecordEvents(pb.RecordEventsRequest(events=events), timeout=30)
+            assert reply.rejected == 1
+            assert reply.results[2].error == "product_id: 'not-a-product' is not in the catalog"
+        assert reply.duplicates == 3

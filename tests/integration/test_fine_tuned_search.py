@@ -23,44 +23,29 @@ from shopsense.retrieval.v1 import retrieval_service_pb2 as rpb
 from shopsense.search.v1 import search_service_pb2 as spb
 from shopsense.search.v1 import search_service_pb2_grpc
 
-from services.gateway.server import create_server as create_gateway
-from services.intent.server import create_server as create_intent
-from services.ranking.server import create_server as create_ranking
-from services.retrieval.server import create_server as create_retrieval
 from shared.data.synthetic import generate_store
 from shared.models.triton_server import TritonServer
-from shared.rpc.server import ServerHandle
-from shared.runtime.catalog import upsert_products
-from shared.runtime.suite import is_serving
-from shared.settings import Settings
 from shared.training.publish import install_version, load_versions
 from tests.support import export_untrained, wait_until
 
 pytestmark = pytest.mark.integration
-ANY = "127.0.0.1:0"
 STORE = generate_store(n_products=300, n_queries=10, seed=5)
 CLASSES = sorted({p.product_class for p in STORE.products})
 
 
 @dataclasses.dataclass
-class Stack:
+class FineTuned:
     triton: TritonServer
-    ranking: ServerHandle
-    intent: ServerHandle
-    gateway: ServerHandle
+    stack: FineTuned
 
     def rank_stub(self) -> ranking_service_pb2_grpc.RankingServiceStub:
-        return ranking_service_pb2_grpc.RankingServiceStub(
-            grpc.insecure_channel(self.ranking.address)
-        )
+        return self.stack.stub("ranking", ranking_service_pb2_grpc.RankingServiceStub)
 
     def intent_stub(self) -> intent_service_pb2_grpc.IntentServiceStub:
-        return intent_service_pb2_grpc.IntentServiceStub(grpc.insecure_channel(self.intent.address))
+        return self.stack.stub("intent", intent_service_pb2_grpc.IntentServiceStub)
 
     def search(self, query: str) -> spb.SearchResponse:
-        stub = search_service_pb2_grpc.SearchServiceStub(
-            grpc.insecure_channel(self.gateway.address)
-        )
+        stub = self.stack.stub("gateway", search_service_pb2_grpc.SearchServiceStub)
         return stub.Search(
             spb.SearchRequest(query=query, user=common_pb2.UserContext(session_id="s")),
             timeout=20,
@@ -68,7 +53,9 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(exported_model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+def stack(
+    exported_model_repository: Path, tmp_path_factory: pytest.TempPathFactory, start_stack
+) -> Iterator[FineTuned]:
     tmp = tmp_path_factory.mktemp("fine-tuned")
     repository = tmp / "repository"
     shutil.copytree(exported_model_repository / "text_encoder", repository / "text_encoder")
@@ -85,36 +72,19 @@ def stack(exported_model_repository: Path, tmp_path_factory: pytest.TempPathFact
         export_untrained(tmp, "cross", STORE.products, kind="cross_encoder"),
     )
     triton = TritonServer(repository, log_file=tmp / "triton.log").start()
-    settings = dataclasses.replace(
-        Settings(),
-        state_dir=tmp,
-        catalog_db=tmp / "catalog.db",
-        triton_url=triton.grpc_url,
-        retrieval_listen=ANY,
-        ranking_listen=ANY,
-        intent_listen=ANY,
-        gateway_listen=ANY,
-        trainer_target="127.0.0.1:9",  # no trainer: "" asks Triton for its newest version
-        intent_refresh_s=0.5,
-        token_secret="test-secret",
-    )
-    retrieval = create_retrieval(settings)
-    ranking = create_ranking(settings, watch_interval_s=0.2)
-    settings = dataclasses.replace(
-        settings, retrieval_target=retrieval.address, ranking_target=ranking.address
-    )
-    intent = create_intent(settings)
-    gateway = create_gateway(dataclasses.replace(settings, intent_target=intent.address))
-    handles = [retrieval, ranking, intent, gateway]
     try:
-        for handle in handles:
-            wait_until(lambda h=handle: is_serving(h.address), f"{handle.name} SERVING")
-        reply = upsert_products(retrieval.address, STORE.products, progress=False)
-        assert not [r.error for r in reply.results if r.error]
-        yield Stack(triton, ranking, intent, gateway)
+        # No trainer: "" asks Triton for its newest version.
+        stack = start_stack(
+            ["retrieval", "ranking", "intent", "gateway"],
+            triton_url=triton.grpc_url,
+            state=tmp,
+            settings={"refresh_s": 0.5, "token_secret": "test-secret"},
+            using={"ranking": {"watch_interval_s": 0.2}},
+        )
+        stack.load_catalog(STORE.products)
+        yield FineTuned(triton, stack)
+        stack.stop()
     finally:
-        for handle in reversed(handles):
-            handle.stop(0.5)
         triton.stop()
 
 
@@ -133,7 +103,7 @@ def _candidates(n: int = 60) -> list[rpb.Candidate]:
     ]
 
 
-def test_search_uses_the_published_classifier_and_cross_encoder(stack: Stack) -> None:
+def test_search_uses_the_published_classifier_and_cross_encoder(stack: FineTuned) -> None:
     sofa = next(p for p in STORE.products if p.product_class == "Sofas")
     reply = stack.search(sofa.title)
     assert reply.model_versions.intent == "intent_classifier/1"
@@ -148,7 +118,7 @@ def test_search_uses_the_published_classifier_and_cross_encoder(stack: Stack) ->
     assert scores == sorted(scores, reverse=True)
 
 
-def test_rank_scores_the_head_to_the_requested_depth(stack: Stack) -> None:
+def test_rank_scores_the_head_to_the_requested_depth(stack: FineTuned) -> None:
     stub = stack.rank_stub()
     reply = stub.Rank(
         ranking_service_pb2.RankRequest(
@@ -185,7 +155,7 @@ def test_rank_scores_the_head_to_the_requested_depth(stack: Stack) -> None:
         ({"model_version": "7"}, grpc.StatusCode.FAILED_PRECONDITION, "model_version"),
     ],
 )
-def test_bad_rank_requests_name_the_field(stack: Stack, fields: dict, code, named: str) -> None:
+def test_bad_rank_requests_name_the_field(stack: FineTuned, fields: dict, code, named: str) -> None:
     with pytest.raises(grpc.RpcError) as error:
         stack.rank_stub().Rank(
             ranking_service_pb2.RankRequest(query="sofa", candidates=_candidates(5), **fields),
@@ -194,7 +164,7 @@ def test_bad_rank_requests_name_the_field(stack: Stack, fields: dict, code, name
     assert error.value.code() == code and named in error.value.details()
 
 
-def test_intent_names_the_version_and_refuses_one_not_loaded(stack: Stack) -> None:
+def test_intent_names_the_version_and_refuses_one_not_loaded(stack: FineTuned) -> None:
     stub = stack.intent_stub()
     reply = stub.Classify(
         intent_service_pb2.ClassifyRequest(query="velvet sofa", model_version="1"), timeout=20
@@ -213,7 +183,7 @@ def test_intent_names_the_version_and_refuses_one_not_loaded(stack: Stack) -> No
         assert error.value.code() == code and "model_version" in error.value.details()
 
 
-def test_unloading_the_models_falls_back_to_prototypes_and_features(stack: Stack) -> None:
+def test_unloading_the_models_falls_back_to_prototypes_and_features(stack: FineTuned) -> None:
     url = stack.triton.grpc_url
     load_versions(url, "cross_encoder", [])
     load_versions(url, "intent_classifier", [])

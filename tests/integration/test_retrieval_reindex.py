@@ -29,7 +29,7 @@ from shopsense.common.v1 import common_pb2
 from shopsense.retrieval.v1 import retrieval_service_pb2 as rpb
 from shopsense.retrieval.v1 import retrieval_service_pb2_grpc
 
-from services.retrieval.server import PRODUCT_MAX_TOKENS, QUERY_MAX_TOKENS, create_server
+from services.retrieval.server import PRODUCT_MAX_TOKENS, QUERY_MAX_TOKENS
 from shared.contracts.common import embedding_to_proto, product_to_proto
 from shared.data.synthetic import generate_store
 from shared.models.tokenization import Tokenizer
@@ -37,8 +37,6 @@ from shared.models.triton_client import TextEncoderClient
 from shared.models.triton_server import TritonServer
 from shared.rpc.server import ServerHandle
 from shared.runtime.catalog import upsert_products
-from shared.runtime.suite import is_serving
-from shared.settings import Settings
 
 pytestmark = pytest.mark.integration
 MODEL = "text_encoder"
@@ -173,41 +171,31 @@ class Service:
 
 
 @pytest.fixture(scope="module")
-def service(two_version_triton: str, tokenizer, tmp_path_factory) -> Iterator[Service]:
-    state = tmp_path_factory.mktemp("reindex_state")
-    settings = dataclasses.replace(
-        Settings(),
-        state_dir=state,
-        catalog_db=state / "catalog.db",
-        triton_url=two_version_triton,
-        retrieval_listen="127.0.0.1:0",
-    )
+def service(two_version_triton: str, tokenizer, start_stack) -> Service:
     encoders = HookedEncoders(two_version_triton, tokenizer)
-    handle = create_server(
-        settings,
-        encoder=TextEncoderClient(two_version_triton, tokenizer),  # newest: version 2
-        encoder_for_version=encoders,
+    stack = start_stack(
+        ["retrieval"],
+        triton_url=two_version_triton,
+        using={
+            "retrieval": {
+                "encoder": TextEncoderClient(two_version_triton, tokenizer),  # newest: 2
+                "encoder_for_version": encoders,
+            }
+        },
     )
-    try:
-        deadline = time.monotonic() + 60
-        while not is_serving(handle.address):
-            assert time.monotonic() < deadline, "retrieval not SERVING"
-            time.sleep(0.1)
-        stub = retrieval_service_pb2_grpc.RetrievalServiceStub(
-            grpc.insecure_channel(handle.address)
-        )
-        svc = Service(handle, stub, encoders, settings.catalog_db, [], two_version_triton)
-        # An empty index would take Triton's newest (2); pin version 1 first.
-        pinned = svc.reindex("1")
-        assert pinned.state == rpb.REINDEX_STATE_DONE and pinned.index_version == "1"
-        assert "empty" in pinned.message
-        svc.products = generate_store(n_products=N_PRODUCTS, n_queries=5, seed=11).products
-        reply = upsert_products(handle.address, svc.products, progress=False)
-        assert [r.error for r in reply.results if r.error] == []
-        assert svc.stored_versions() == {"1": N_PRODUCTS}
-        yield svc
-    finally:
-        handle.stop(0.5)
+    handle = stack.handles["retrieval"]
+    stub = stack.stub("retrieval", retrieval_service_pb2_grpc.RetrievalServiceStub)
+    catalog_db = stack.settings["retrieval"].catalog_db
+    svc = Service(handle, stub, encoders, catalog_db, [], two_version_triton)
+    # An empty index would take Triton's newest (2); pin version 1 first.
+    pinned = svc.reindex("1")
+    assert pinned.state == rpb.REINDEX_STATE_DONE and pinned.index_version == "1"
+    assert "empty" in pinned.message
+    svc.products = generate_store(n_products=N_PRODUCTS, n_queries=5, seed=11).products
+    reply = upsert_products(handle.address, svc.products, progress=False)
+    assert [r.error for r in reply.results if r.error] == []
+    assert svc.stored_versions() == {"1": N_PRODUCTS}
+    return svc
 
 
 def _title_query(stub, product, embedding=None) -> rpb.RetrieveResponse:

@@ -3,10 +3,7 @@ MiniLM weights and a real catalog file; bad input on every RPC; degradation."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -18,91 +15,39 @@ from shopsense.retrieval.v1 import retrieval_service_pb2_grpc
 from shopsense.search.v1 import search_service_pb2 as spb
 from shopsense.search.v1 import search_service_pb2_grpc
 
-from services.gateway.server import create_server as create_gateway
-from services.intent.server import create_server as create_intent
-from services.ranking.server import create_server as create_ranking
-from services.retrieval.server import create_server as create_retrieval
 from shared.data.synthetic import generate_store
 from shared.experiments.attribution import AttributionSigner
-from shared.models.tokenization import Tokenizer
 from shared.models.triton_client import TextEncoderClient
-from shared.rpc.server import ServerHandle, build_server
-from shared.runtime.catalog import upsert_products, wait_for_intent
-from shared.runtime.suite import is_serving
-from shared.settings import Settings
+from shared.rpc.server import build_server
+from tests.integration.conftest import Stack
 
 pytestmark = pytest.mark.integration
-ANY = "127.0.0.1:0"
 
 
-def _wait_serving(handle: ServerHandle, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not is_serving(handle.address):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{handle.name} not SERVING")
-        time.sleep(0.1)
-
-
-@dataclasses.dataclass
-class Stack:
-    settings: Settings
-    retrieval: ServerHandle
-    ranking: ServerHandle
-    intent: ServerHandle
-    gateway: ServerHandle
-    store_products: list
-
-    def search(self) -> search_service_pb2_grpc.SearchServiceStub:
-        return search_service_pb2_grpc.SearchServiceStub(
-            grpc.insecure_channel(self.gateway.address)
-        )
-
-    def retrieval_stub(self) -> retrieval_service_pb2_grpc.RetrievalServiceStub:
-        return retrieval_service_pb2_grpc.RetrievalServiceStub(
-            grpc.insecure_channel(self.retrieval.address)
-        )
+STORE = generate_store(n_products=400, n_queries=20, seed=3)
 
 
 @pytest.fixture(scope="module")
-def stack(triton_server, tokenizer, tmp_path_factory) -> Iterator[Stack]:
-    state: Path = tmp_path_factory.mktemp("state")
-    settings = dataclasses.replace(
-        Settings(),
-        state_dir=state,
-        catalog_db=state / "catalog.db",
-        triton_url=triton_server.grpc_url,
-        retrieval_listen=ANY,
-        ranking_listen=ANY,
-        intent_listen=ANY,
-        gateway_listen=ANY,
-        intent_refresh_s=0.5,
-        token_secret="test-secret",
-    )
+def stack(start_stack, triton_server, tokenizer) -> Stack:
     encoder = TextEncoderClient(triton_server.grpc_url, tokenizer)
-    retrieval = create_retrieval(settings, encoder=encoder)
-    ranking = create_ranking(settings)
-    settings = dataclasses.replace(
-        settings,
-        retrieval_target=retrieval.address,
-        ranking_target=ranking.address,
+    stack = start_stack(
+        ["retrieval", "ranking", "intent", "gateway"],
+        triton_url=triton_server.grpc_url,
+        settings={"refresh_s": 0.5, "token_secret": "test-secret"},
+        using={service: {"encoder": encoder} for service in ("retrieval", "intent", "gateway")},
     )
-    intent = create_intent(settings, encoder=encoder)
-    settings = dataclasses.replace(settings, intent_target=intent.address)
-    gateway = create_gateway(settings, encoder=encoder)
-    handles = [retrieval, ranking, intent, gateway]
-    try:
-        for h in handles:
-            _wait_serving(h)
-        store = generate_store(n_products=400, n_queries=20, seed=3)
-        reply = upsert_products(retrieval.address, store.products, progress=False)
-        assert [r.error for r in reply.results if r.error] == []
-        # Intent's prototypes follow the catalog on a timer: until they do, two searches a
-        # moment apart could be boosted by two generations (pages then overlap).
-        wait_for_intent(intent.address, retrieval.address)
-        yield Stack(settings, retrieval, ranking, intent, gateway, store.products)
-    finally:
-        for h in reversed(handles):
-            h.stop(0.5)
+    # Intent's prototypes follow the catalog on a timer: until they do, two searches a
+    # moment apart could be boosted by two generations (pages then overlap).
+    stack.load_catalog(STORE.products)
+    return stack
+
+
+def _search(stack: Stack) -> search_service_pb2_grpc.SearchServiceStub:
+    return stack.stub("gateway", search_service_pb2_grpc.SearchServiceStub)
+
+
+def _retrieval(stack: Stack) -> retrieval_service_pb2_grpc.RetrievalServiceStub:
+    return stack.stub("retrieval", retrieval_service_pb2_grpc.RetrievalServiceStub)
 
 
 def _request(query: str = "sofa", **kw) -> spb.SearchRequest:
@@ -111,8 +56,8 @@ def _request(query: str = "sofa", **kw) -> spb.SearchRequest:
 
 
 def test_search_returns_ranked_explained_results_with_a_valid_token(stack: Stack):
-    sofa = next(p for p in stack.store_products if p.product_class == "Sofas")
-    reply = stack.search().Search(_request(sofa.title), timeout=10)
+    sofa = next(p for p in STORE.products if p.product_class == "Sofas")
+    reply = _search(stack).Search(_request(sofa.title), timeout=10)
     assert reply.results, "no results"
     assert sofa.product_id in [r.product_id for r in reply.results[:5]]
     top = reply.results[0]
@@ -131,7 +76,7 @@ def test_search_returns_ranked_explained_results_with_a_valid_token(stack: Stack
 
 
 def test_pages_do_not_overlap_and_token_is_bound_to_the_request(stack: Stack):
-    stub = stack.search()
+    stub = _search(stack)
     first = stub.Search(_request("table", page_size=5), timeout=10)
     second = stub.Search(
         _request("table", page_size=5, page_token=first.next_page_token), timeout=10
@@ -145,7 +90,7 @@ def test_pages_do_not_overlap_and_token_is_bound_to_the_request(stack: Stack):
 
 
 def test_a_token_used_with_another_page_size_is_refused(stack: Stack):
-    stub = stack.search()
+    stub = _search(stack)
     first = stub.Search(_request("table", page_size=5), timeout=10)
     for page_size in (10, 3, 0):  # 0 is the default, 20: also another size
         with pytest.raises(grpc.RpcError) as err:
@@ -171,11 +116,11 @@ def test_a_token_used_with_another_page_size_is_refused(stack: Stack):
 
 
 def test_page_size_zero_means_the_documented_default_of_twenty(stack: Stack):
-    reply = stack.search().Search(_request("chair", page_size=0), timeout=10)
+    reply = _search(stack).Search(_request("chair", page_size=0), timeout=10)
     assert len(reply.results) == 20 and reply.next_page_token
     # 0 and 20 are the same size: a token from either continues with the other.
     for page_size in (0, 20):
-        following = stack.search().Search(
+        following = _search(stack).Search(
             _request("chair", page_size=page_size, page_token=reply.next_page_token), timeout=10
         )
         assert [r.position for r in following.results] == list(range(21, 41))
@@ -185,7 +130,7 @@ def test_filters_restrict_results(stack: Stack):
     filters = common_pb2.Filters(
         product_classes=["Sofas"], price=common_pb2.PriceRange(min=100.0, max=5000.0)
     )
-    reply = stack.search().Search(_request("comfortable seating", filters=filters), timeout=10)
+    reply = _search(stack).Search(_request("comfortable seating", filters=filters), timeout=10)
     assert reply.results
     for r in reply.results:
         assert r.product_class == "Sofas" and 100.0 <= r.price <= 5000.0
@@ -223,14 +168,14 @@ def test_bad_search_input_gets_invalid_argument_naming_the_field(
 ):
     kwargs = {"query": "sofa", "user": common_pb2.UserContext(session_id="s")} | request_kwargs
     with pytest.raises(grpc.RpcError) as err:
-        stack.search().Search(spb.SearchRequest(**kwargs), timeout=10)
+        _search(stack).Search(spb.SearchRequest(**kwargs), timeout=10)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.value.details().startswith(field), err.value.details()
-    assert stack.search().Search(_request("sofa"), timeout=10).results  # still serving
+    assert _search(stack).Search(_request("sofa"), timeout=10).results  # still serving
 
 
 def test_invisible_characters_inside_a_query_do_not_change_the_answer(stack: Stack):
-    stub = stack.search()
+    stub = _search(stack)
     plain = stub.Search(_request("grey sofa"), timeout=10)
     hidden = stub.Search(_request("\ufeffgrey\u200b sofa\u200e"), timeout=10)
     assert plain.results
@@ -238,11 +183,9 @@ def test_invisible_characters_inside_a_query_do_not_change_the_answer(stack: Sta
 
 
 def test_bad_input_on_the_internal_rpcs(stack: Stack):
-    retrieval = stack.retrieval_stub()
-    intent = intent_service_pb2_grpc.IntentServiceStub(grpc.insecure_channel(stack.intent.address))
-    ranking = ranking_service_pb2_grpc.RankingServiceStub(
-        grpc.insecure_channel(stack.ranking.address)
-    )
+    retrieval = _retrieval(stack)
+    intent = intent_service_pb2_grpc.IntentServiceStub(stack.channel("intent"))
+    ranking = ranking_service_pb2_grpc.RankingServiceStub(stack.channel("ranking"))
     cases = [
         (lambda: retrieval.Retrieve(rpb.RetrieveRequest(query=" "), timeout=5), "query"),
         (lambda: retrieval.Retrieve(rpb.RetrieveRequest(query="\u200b"), timeout=5), "query"),
@@ -314,18 +257,18 @@ def test_upsert_rejects_invalid_products_and_keeps_the_valid_ones(stack: Stack):
         common_pb2.Product(product_id="bad-1", title="", price=10),
         common_pb2.Product(product_id="bad-2", title="Negative", price=-5),
     ]
-    reply = stack.retrieval_stub().UpsertProducts(
+    reply = _retrieval(stack).UpsertProducts(
         iter([rpb.UpsertProductsRequest(products=products)]), timeout=30
     )
     status = {r.product_id: (r.status, r.error) for r in reply.results}
     assert status["ok-1"][0] == rpb.ITEM_STATUS_CREATED
     assert status["bad-1"][0] == rpb.ITEM_STATUS_INVALID and "title" in status["bad-1"][1]
     assert status["bad-2"][0] == rpb.ITEM_STATUS_INVALID and "price" in status["bad-2"][1]
-    got = stack.retrieval_stub().GetProducts(
+    got = _retrieval(stack).GetProducts(
         rpb.GetProductsRequest(product_ids=["ok-1", "bad-1"]), timeout=5
     )
     assert [p.product_id for p in got.products] == ["ok-1"] and list(got.missing_ids) == ["bad-1"]
-    deleted = stack.retrieval_stub().DeleteProducts(
+    deleted = _retrieval(stack).DeleteProducts(
         rpb.DeleteProductsRequest(product_ids=["ok-1", "nope"]), timeout=5
     )
     assert [r.status for r in deleted.results] == [
@@ -343,7 +286,7 @@ class _SlowRanking(ranking_service_pb2_grpc.RankingServiceServicer):
 
 
 def test_an_updated_product_is_served_with_its_new_fields(stack: Stack):
-    retrieval = stack.retrieval_stub()
+    retrieval = _retrieval(stack)
 
     def upsert(title: str, price: float) -> None:
         product = common_pb2.Product(
@@ -366,34 +309,51 @@ def test_an_updated_product_is_served_with_its_new_fields(stack: Stack):
     retrieval.DeleteProducts(rpb.DeleteProductsRequest(product_ids=["upd-1"]), timeout=5)
 
 
-def test_late_ranking_is_skipped_within_the_callers_deadline(stack: Stack):
+def test_late_ranking_is_skipped_within_the_callers_deadline(
+    stack: Stack, start_stack, triton_server
+):
     slow = build_server(
         "slow-ranking",
         lambda s: ranking_service_pb2_grpc.add_RankingServiceServicer_to_server(_SlowRanking(), s),
         ["shopsense.ranking.v1.RankingService"],
     )
-    gateway = create_gateway(
-        dataclasses.replace(stack.settings, ranking_target=slow.address),
-        encoder=TextEncoderClient(stack.settings.triton_url, Tokenizer()),
-    )
     try:
-        _wait_serving(gateway)
-        stub = search_service_pb2_grpc.SearchServiceStub(grpc.insecure_channel(gateway.address))
-        started = time.monotonic()
-        reply = stub.Search(_request("sofa"), timeout=1.0)
-        elapsed = time.monotonic() - started
-        assert reply.degraded.ranking and reply.results
-        assert elapsed < 1.0
+        with start_stack(
+            ["gateway"],
+            triton_url=triton_server.grpc_url,
+            only={
+                "gateway": {
+                    "retrieval_target": stack.address("retrieval"),
+                    "intent_target": stack.address("intent"),
+                    "ranking_target": slow.address,
+                }
+            },
+        ) as late:
+            started = time.monotonic()
+            reply = _search(late).Search(_request("sofa"), timeout=1.0)
+            elapsed = time.monotonic() - started
+            assert reply.degraded.ranking and reply.results
+            assert elapsed < 1.0
     finally:
-        gateway.stop(0)
         slow.stop(0)
+
+
+def test_an_oversized_request_is_refused_and_the_gateway_keeps_serving(stack: Stack):
+    """The public API takes search requests, not bulk uploads: its limit is 1 MiB
+    (SHOPSENSE_GATEWAY_MAX_MESSAGE_BYTES), not the 32 MiB every server once accepted."""
+    assert stack.settings["gateway"].max_message_bytes == 1024 * 1024
+    huge = _request("sofa", filters=common_pb2.Filters(product_classes=["x" * (20 * 1024 * 1024)]))
+    with pytest.raises(grpc.RpcError) as err:
+        _search(stack).Search(huge, timeout=30)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert _search(stack).Search(_request("sofa"), timeout=10).results  # still serving
 
 
 def test_a_deadline_shorter_than_retrieval_gets_deadline_exceeded(stack: Stack):
     with pytest.raises(grpc.RpcError) as err:
-        stack.search().Search(_request("sofa"), timeout=0.001)
+        _search(stack).Search(_request("sofa"), timeout=0.001)
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert stack.search().Search(_request("sofa"), timeout=10).results  # still serving
+    assert _search(stack).Search(_request("sofa"), timeout=10).results  # still serving
 
 
 def test_request_id_from_the_caller_is_kept_and_logged(stack: Stack):
@@ -401,7 +361,7 @@ def test_request_id_from_the_caller_is_kept_and_logged(stack: Stack):
     from structlog.testing import capture_logs
 
     with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
-        reply = stack.search().Search(
+        reply = _search(stack).Search(
             _request("sofa"), timeout=10, metadata=(("x-request-id", "storefront-req-42"),)
         )
     assert reply.request_id == "storefront-req-42"
@@ -411,19 +371,19 @@ def test_request_id_from_the_caller_is_kept_and_logged(stack: Stack):
 
 def test_gateway_degrades_when_intent_or_ranking_is_down_and_fails_without_retrieval(stack: Stack):
     """Runs last in this module: it stops the servers."""
-    stub = stack.search()
-    stack.ranking.stop(0)
+    stub = _search(stack)
+    stack.handles["ranking"].stop(0)
     reply = stub.Search(_request("sofa"), timeout=10)
     assert reply.degraded.ranking and not reply.degraded.intent
     assert reply.results and not reply.results[0].explanation.score_parts
     fused = [r.score for r in reply.results]
     assert fused == sorted(fused, reverse=True)  # retrieval order
 
-    stack.intent.stop(0)
+    stack.handles["intent"].stop(0)
     reply = stub.Search(_request("sofa"), timeout=10)
     assert reply.degraded.intent and reply.degraded.ranking and reply.results
 
-    stack.retrieval.stop(0)
+    stack.handles["retrieval"].stop(0)
     with pytest.raises(grpc.RpcError) as err:
         stub.Search(_request("sofa"), timeout=10)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE

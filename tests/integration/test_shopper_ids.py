@@ -8,10 +8,9 @@ gateway and retrieval (over an empty catalog file) embed with a constant fake en
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -23,16 +22,10 @@ from shopsense.feedback.v1 import feedback_service_pb2_grpc as fpb_grpc
 from shopsense.search.v1 import search_service_pb2 as spb
 from shopsense.search.v1 import search_service_pb2_grpc
 
-from services.feedback.server import create_server as create_feedback
-from services.gateway.server import create_server as create_gateway
-from services.retrieval.server import create_server as create_retrieval
 from shared.contracts.common import EMBEDDING_DIM
-from shared.runtime.suite import is_serving
-from shared.settings import Settings
-from tests.support import wait_until
+from tests.integration.conftest import NOWHERE
 
 pytestmark = pytest.mark.integration
-NOWHERE = "127.0.0.1:9"  # intent, ranking and the trainer: nothing listens (degraded hops)
 
 
 class ConstantEncoder:
@@ -60,39 +53,22 @@ class Services:
 
 
 @pytest.fixture(scope="module")
-def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
-    state: Path = tmp_path_factory.mktemp("state")
-    settings = replace(
-        Settings(),
-        state_dir=state,
-        catalog_db=state / "catalog.db",
-        retrieval_listen="127.0.0.1:0",
-        gateway_listen="127.0.0.1:0",
-        feedback_listen="127.0.0.1:0",
-        feedback_db_url=f"sqlite:///{state / 'feedback.db'}",
-        intent_target=NOWHERE,
-        ranking_target=NOWHERE,
-        trainer_target=NOWHERE,
-        retrieval_target=NOWHERE,
-        token_secret="shopper-ids-secret",
-    )
+def services(start_stack) -> Services:
     encoder = ConstantEncoder()
-    retrieval = create_retrieval(settings, encoder=encoder, encoder_for_version=lambda v: encoder)
-    settings = replace(settings, retrieval_target=retrieval.address)
-    handles = [retrieval]
-    try:
-        handles.append(create_gateway(settings, encoder=encoder))
+    stack = start_stack(
+        ["retrieval", "feedback", "gateway"],
+        settings={"token_secret": "shopper-ids-secret"},
         # Feedback asks no catalog (the empty one would refuse every product): stored unchecked.
-        handles.append(create_feedback(replace(settings, retrieval_target=NOWHERE)))
-        for handle in handles:
-            wait_until(lambda h=handle: is_serving(h.address), f"{handle.name} SERVING")
-        yield Services(
-            search_service_pb2_grpc.SearchServiceStub(grpc.insecure_channel(handles[1].address)),
-            fpb_grpc.FeedbackServiceStub(grpc.insecure_channel(handles[2].address)),
-        )
-    finally:
-        for handle in reversed(handles):
-            handle.stop(0)
+        only={"feedback": {"retrieval_target": NOWHERE}},
+        using={
+            "retrieval": {"encoder": encoder, "encoder_for_version": lambda v: encoder},
+            "gateway": {"encoder": encoder},
+        },
+    )
+    return Services(
+        stack.stub("gateway", search_service_pb2_grpc.SearchServiceStub),
+        stack.stub("feedback", fpb_grpc.FeedbackServiceStub),
+    )
 
 
 # (user_id, session_id, the field the refusal names; None: the shopper is accepted)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -18,12 +17,9 @@ import pytest
 from shopsense.trainer.v1 import trainer_service_pb2 as pb
 from shopsense.trainer.v1 import trainer_service_pb2_grpc as pb_grpc
 
-from services.trainer.server import create_server
 from shared.data.synthetic import generate_store, write_wands
 from shared.models.triton_server import TritonServer
-from shared.rpc.clients import open_channel
 from shared.rpc.server import ServerHandle
-from shared.settings import Settings
 from shared.training.publish import loaded_versions
 
 pytestmark = pytest.mark.integration
@@ -66,25 +62,16 @@ def triton_server(repository: Path) -> Iterator[TritonServer]:
 
 @pytest.fixture
 def trainer(
-    tmp_path: Path, triton_server: TritonServer, repository: Path
+    start_stack, tmp_path: Path, triton_server: TritonServer, repository: Path
 ) -> Iterator[tuple[pb_grpc.TrainerServiceStub, ServerHandle]]:
-    settings = replace(
-        Settings(),
-        trainer_listen="127.0.0.1:0",
-        registry_db_url=f"sqlite:///{tmp_path / 'state' / 'registry.db'}",
-        training_dir=tmp_path / "training",
-        triton_models=repository,
+    # No retrieval listens (the discard port): publishing must not need it.
+    with start_stack(
+        ["trainer"],
         triton_url=triton_server.grpc_url,
-        retrieval_target="127.0.0.1:1",  # nothing listens: publishing must not need it
-        grpc_workers=8,
-    )
-    handle = create_server(settings)
-    channel = open_channel(handle.address)
-    try:
-        yield pb_grpc.TrainerServiceStub(channel), handle
-    finally:
-        channel.close()
-        handle.stop(0)
+        state=tmp_path / "state",
+        settings={"triton_models": repository, "grpc_workers": 8},
+    ) as stack:
+        yield stack.stub("trainer", pb_grpc.TrainerServiceStub), stack.handles["trainer"]
 
 
 def watch_to_the_end(stub: pb_grpc.TrainerServiceStub, job_id: str) -> list[pb.Job]:

@@ -23,7 +23,11 @@ def suite(exported_model_repository: Path, tmp_path_factory) -> Iterator[Suite]:
         state=state,
         model_repository=exported_model_repository,
         ephemeral_ports=True,
-        extra_env={"SHOPSENSE_INTENT_REFRESH_S": "0.5", "SHOPSENSE_TOKEN_SECRET": "system-test"},
+        extra_env={
+            "SHOPSENSE_INTENT_REFRESH_S": "0.5",
+            "SHOPSENSE_GATEWAY_REFRESH_S": "0.5",
+            "SHOPSENSE_TOKEN_SECRET": "system-test",
+        },
     )
     with running:
         running.demo_products = PRODUCTS

@@ -1,16 +1,32 @@
+"""Settings: each service reads its own record from the environment, with embedded
+defaults, paths derived from the state folder, and errors that name the variable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
 import pytest
 
-from shared.settings import Settings
+from shared.cli.main import main
+from shared.settings import (
+    ALL,
+    DEV_TOKEN_SECRET,
+    FeedbackSettings,
+    GatewaySettings,
+    RankingSettings,
+    RetrievalSettings,
+    TrainerSettings,
+)
 
 pytestmark = pytest.mark.unit
 
 
-def test_defaults_are_embedded_and_environment_overrides_them(monkeypatch):
-    monkeypatch.delenv("SHOPSENSE_CANDIDATES", raising=False)
-    assert Settings().candidates == 100
-    monkeypatch.setenv("SHOPSENSE_CANDIDATES", "40")
-    monkeypatch.setenv("SHOPSENSE_SEARCH_DEADLINE_S", "0.5")
-    settings = Settings()
+def test_defaults_are_embedded_and_the_environment_overrides_them() -> None:
+    assert GatewaySettings.load({}).candidates == 100
+    settings = GatewaySettings.load(
+        {"SHOPSENSE_CANDIDATES": "40", "SHOPSENSE_SEARCH_DEADLINE_S": "0.5"}
+    )
     assert (settings.candidates, settings.search_deadline_s) == (40, 0.5)
 
 
@@ -19,9 +35,98 @@ def test_defaults_are_embedded_and_environment_overrides_them(monkeypatch):
     [
         ("SHOPSENSE_CANDIDATES", "many", "SHOPSENSE_CANDIDATES: expected an integer, got 'many'"),
         ("SHOPSENSE_SEARCH_DEADLINE_S", "soon", "SHOPSENSE_SEARCH_DEADLINE_S: expected a number"),
+        ("SHOPSENSE_SEARCH_DEADLINE_S", "inf", "SHOPSENSE_SEARCH_DEADLINE_S: expected a finite"),
+        ("SHOPSENSE_EXPLORE_RATE", "1.5", r"SHOPSENSE_EXPLORE_RATE: must be between 0 and 1"),
+        ("SHOPSENSE_GRPC_WORKERS", "0", r"SHOPSENSE_GRPC_WORKERS: must be >= 1 \(got 0\)"),
+        ("SHOPSENSE_GATEWAY_LISTEN", "localhost", "SHOPSENSE_GATEWAY_LISTEN: expected host:port"),
+        ("SHOPSENSE_LOG_LEVEL", "loud", "SHOPSENSE_LOG_LEVEL: one of debug, info"),
     ],
 )
-def test_a_malformed_variable_is_named_in_the_error(monkeypatch, name, value, message):
-    monkeypatch.setenv(name, value)
+def test_a_malformed_or_out_of_range_variable_is_named_in_the_error(
+    name: str, value: str, message: str
+) -> None:
     with pytest.raises(ValueError, match=message):
-        Settings()
+        GatewaySettings.load({name: value})
+
+
+def test_each_service_reads_only_its_own_settings() -> None:
+    fields = {name: {field for field, _ in record.options()} for name, record in ALL.items()}
+    assert "catalog_db" in fields["retrieval"] and "catalog_db" not in fields["gateway"]
+    assert "token_secret" in fields["gateway"] and "token_secret" not in fields["ranking"]
+    assert "registry_db_url" in fields["trainer"] and "registry_db_url" not in fields["feedback"]
+    # Each service's listen address has a variable of its own.
+    environ = {"SHOPSENSE_RETRIEVAL_LISTEN": "0.0.0.0:7000"}
+    assert RetrievalSettings.load(environ).listen == "0.0.0.0:7000"
+    assert GatewaySettings.load(environ).listen == "127.0.0.1:50051"
+    # The gateway's polling has its own interval, not intent's.
+    environ = {"SHOPSENSE_INTENT_REFRESH_S": "0.5"}
+    assert GatewaySettings.load(environ).refresh_s == 5.0
+
+
+def test_paths_follow_the_state_folder_unless_set_themselves(tmp_path: Path) -> None:
+    environ = {"SHOPSENSE_STATE_DIR": str(tmp_path)}
+    assert RetrievalSettings.load(environ).catalog_db == tmp_path / "catalog.db"
+    assert FeedbackSettings.load(environ).feedback_db_url == f"sqlite:///{tmp_path}/feedback.db"
+    trainer = TrainerSettings.load(environ)
+    assert trainer.registry_db_url == f"sqlite:///{tmp_path}/registry.db"
+    assert trainer.feedback_db_url == f"sqlite:///{tmp_path}/feedback.db"
+    assert trainer.training_dir == tmp_path / "training"
+    own = {**environ, "SHOPSENSE_CATALOG_DB": "/srv/catalog.db"}
+    assert RetrievalSettings.load(own).catalog_db == Path("/srv/catalog.db")
+    # Given values (tests) win, and derived defaults follow them.
+    assert RetrievalSettings.load({}, state_dir=tmp_path).catalog_db == tmp_path / "catalog.db"
+
+
+def test_describe_tells_where_each_value_came_from(tmp_path: Path) -> None:
+    environ = {"SHOPSENSE_STATE_DIR": str(tmp_path), "SHOPSENSE_RERANK_DEPTH": "20"}
+    rows = {row.env: row for row in RetrievalSettings.describe(environ)}
+    assert rows["SHOPSENSE_STATE_DIR"].source == "environment"
+    assert rows["SHOPSENSE_CATALOG_DB"].source == "derived from SHOPSENSE_STATE_DIR"
+    assert rows["SHOPSENSE_CATALOG_DB"].value == tmp_path / "catalog.db"
+    assert rows["SHOPSENSE_GRPC_WORKERS"].source == "default"
+    depth = {row.env: row for row in RankingSettings.describe(environ)}["SHOPSENSE_RERANK_DEPTH"]
+    assert (depth.value, depth.default, depth.source) == (20, 50, "environment")
+
+
+def test_requests_are_limited_per_service() -> None:
+    limits = {
+        name: record.load({}).max_message_bytes for name, record in ALL.items() if name != "client"
+    }
+    assert limits["gateway"] == 1024 * 1024  # a search request, not a bulk upload
+    assert limits["intent"] < limits["gateway"] < limits["ranking"] < limits["retrieval"]
+    # 10,000 events with 4,096-character tokens fit.
+    assert limits["feedback"] > 10_000 * 4_096
+    override = GatewaySettings.load({"SHOPSENSE_GATEWAY_MAX_MESSAGE_BYTES": "65536"})
+    assert override.max_message_bytes == 65536
+
+
+def test_shopsense_config_prints_every_setting_with_value_default_and_source(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SHOPSENSE_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("SHOPSENSE_TOKEN_SECRET", "s3cret-value")
+    monkeypatch.setenv("SHOPSENSE_CANDIDATES", "40")
+    assert main(["config", "gateway", "--json"]) == 0
+    gateway = json.loads(capsys.readouterr().out)["gateway"]
+    assert set(gateway) == {row.env for row in GatewaySettings.describe()}
+    assert gateway["SHOPSENSE_CANDIDATES"] == {
+        "value": 40,
+        "default": 100,
+        "source": "environment",
+    }
+    assert gateway["SHOPSENSE_TOKEN_SECRET"]["value"] == "(hidden)"  # never printed
+    assert main(["config", "feedback", "--json"]) == 0
+    feedback = json.loads(capsys.readouterr().out)["feedback"]
+    assert feedback["SHOPSENSE_FEEDBACK_DB_URL"] == {
+        "value": f"sqlite:///{tmp_path}/feedback.db",
+        "default": f"sqlite:///{tmp_path}/feedback.db",
+        "source": "derived from SHOPSENSE_STATE_DIR",
+    }
+    monkeypatch.setenv("SHOPSENSE_TOKEN_SECRET", DEV_TOKEN_SECRET)
+    assert main(["config"]) == 0
+    tables = capsys.readouterr().out
+    assert all(f"{name} settings" in tables for name in ALL)
+    assert "s3cret-value" not in tables and "(development default)" in tables
+    monkeypatch.setenv("SHOPSENSE_CANDIDATES", "many")
+    assert main(["config", "gateway"]) == 2
+    assert "SHOPSENSE_CANDIDATES: expected an integer" in capsys.readouterr().out

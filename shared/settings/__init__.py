@@ -1,0 +1,34 @@
+"""Settings: each service's own record (``services``) on one small framework (``base``)."""
+
+from shared.settings.base import Described, Settings
+from shared.settings.services import (
+    ALL,
+    DEV_TOKEN_SECRET,
+    PORTS,
+    SERVICES,
+    ClientSettings,
+    FeedbackSettings,
+    GatewaySettings,
+    IntentSettings,
+    RankingSettings,
+    RetrievalSettings,
+    ServiceSettings,
+    TrainerSettings,
+)
+
+__all__ = [
+    "ALL",
+    "DEV_TOKEN_SECRET",
+    "PORTS",
+    "SERVICES",
+    "ClientSettings",
+    "Described",
+    "FeedbackSettings",
+    "GatewaySettings",
+    "IntentSettings",
+    "RankingSettings",
+    "RetrievalSettings",
+    "ServiceSettings",
+    "Settings",
+    "TrainerSettings",
+]

@@ -1,0 +1,383 @@
+"""Each service's settings, and the clients' (the command line, benchmarks, launcher).
+
+Every service reads only its own record: the common base (listen address, workers, grace,
+log level, message limit) plus what it uses. Paths default to files in the state folder
+(``SHOPSENSE_STATE_DIR``), so moving the folder moves them all. Variables keep one meaning
+wherever they are read: ``SHOPSENSE_RETRIEVAL_TARGET`` is where retrieval answers, for the
+gateway, intent, feedback and the trainer alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from shared import paths
+from shared.settings.base import (
+    Settings,
+    address,
+    at_least,
+    between,
+    integer,
+    number,
+    one_of,
+    option,
+    path,
+    record,
+)
+
+# Where each service listens by default (`make run`), and so where clients find it.
+PORTS = {
+    "gateway": 50051,
+    "intent": 50052,
+    "retrieval": 50053,
+    "ranking": 50054,
+    "feedback": 50055,
+    "trainer": 50056,
+}
+# A development-only secret: `make run` works out of the box, and the services that use it
+# log a warning while it is in use. Production sets SHOPSENSE_TOKEN_SECRET.
+DEV_TOKEN_SECRET = "shopsense-dev-secret-change-me"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+KIB, MIB = 1024, 1024 * 1024
+
+
+def _target(service: str) -> Any:
+    return option(
+        f"SHOPSENSE_{service.upper()}_TARGET",
+        f"127.0.0.1:{PORTS[service]}",
+        f"where the {service} service answers, host:port",
+        check=address,
+    )
+
+
+def _triton_url() -> Any:
+    return option(
+        "SHOPSENSE_TRITON_URL", "127.0.0.1:8001", "Triton's gRPC endpoint, host:port", check=address
+    )
+
+
+def _text_encoder_version() -> Any:
+    return option(
+        "SHOPSENSE_TEXT_ENCODER_VERSION",
+        "",
+        'text_encoder version to ask Triton for before the catalog names one; "" = its newest',
+    )
+
+
+def _state_dir() -> Any:
+    return option(
+        "SHOPSENSE_STATE_DIR",
+        paths.DEFAULT_STATE_DIR,
+        "folder of the databases, indexes, training runs and logs",
+        parse=path,
+    )
+
+
+def _in_state(name: str) -> Any:
+    return lambda values, _cls: values["state_dir"] / name
+
+
+def _sqlite_in_state(name: str) -> Any:
+    return lambda values, _cls: f"sqlite:///{values['state_dir'] / name}"
+
+
+def _token_secret() -> Any:
+    return option(
+        "SHOPSENSE_TOKEN_SECRET",
+        DEV_TOKEN_SECRET,
+        "HMAC key of attribution and page tokens; the default is for development only",
+        secret=True,
+    )
+
+
+@record
+class ServiceSettings(Settings):
+    """What every server reads; a subclass sets NAME, its default port and message limit."""
+
+    # The largest request the server accepts, bytes, unless SHOPSENSE_<NAME>_MAX_MESSAGE_BYTES
+    # says otherwise: a larger one is refused (RESOURCE_EXHAUSTED) before it is parsed.
+    MAX_MESSAGE_BYTES: ClassVar[int] = 4 * MIB
+
+    listen: str = option(
+        "SHOPSENSE_{SERVICE}_LISTEN",
+        lambda _values, cls: f"127.0.0.1:{PORTS[cls.NAME]}",
+        "address the server binds, host:port; port 0 picks a free one",
+        check=address,
+    )
+    grpc_workers: int = option(
+        "SHOPSENSE_GRPC_WORKERS", 16, "gRPC worker threads", parse=integer, check=at_least(1)
+    )
+    shutdown_grace_s: float = option(
+        "SHOPSENSE_SHUTDOWN_GRACE_S",
+        5.0,
+        "seconds a stopping server lets in-flight calls finish",
+        parse=number,
+        check=at_least(0),
+    )
+    log_level: str = option(
+        "SHOPSENSE_LOG_LEVEL", "info", "log level (JSON lines on stderr)", check=one_of(*LOG_LEVELS)
+    )
+    max_message_bytes: int = option(
+        "SHOPSENSE_{SERVICE}_MAX_MESSAGE_BYTES",
+        lambda _values, cls: cls.MAX_MESSAGE_BYTES,
+        "largest request accepted, bytes (larger: RESOURCE_EXHAUSTED)",
+        parse=integer,
+        check=at_least(KIB),
+    )
+
+
+@record
+class GatewaySettings(ServiceSettings):
+    NAME = "gateway"
+    # The public API: a search request is a query, a shopper, filters and a page.
+    MAX_MESSAGE_BYTES = 1 * MIB
+
+    triton_url: str = _triton_url()
+    text_encoder_version: str = _text_encoder_version()
+    intent_target: str = _target("intent")
+    retrieval_target: str = _target("retrieval")
+    ranking_target: str = _target("ranking")
+    trainer_target: str = _target("trainer")
+    token_secret: str = _token_secret()
+    search_deadline_s: float = option(
+        "SHOPSENSE_SEARCH_DEADLINE_S",
+        2.0,
+        "deadline of a search whose caller sets none, seconds",
+        parse=number,
+        check=at_least(0.001),
+    )
+    intent_budget: float = option(
+        "SHOPSENSE_INTENT_BUDGET",
+        0.25,
+        "share of the remaining deadline intent may use",
+        parse=number,
+        check=between(0.01, 1),
+    )
+    ranking_budget: float = option(
+        "SHOPSENSE_RANKING_BUDGET",
+        0.5,
+        "share of the remaining deadline ranking may use",
+        parse=number,
+        check=between(0.01, 1),
+    )
+    # 200 bought +0.0003 nDCG@10 on a synthetic dev store for twice the bytes on every hop.
+    candidates: int = option(
+        "SHOPSENSE_CANDIDATES",
+        100,
+        "candidates asked of retrieval and ordered by ranking (more when a page needs them)",
+        parse=integer,
+        check=between(1, 1000),
+    )
+    refresh_s: float = option(
+        "SHOPSENSE_GATEWAY_REFRESH_S",
+        5.0,
+        "how often the serving versions and the running experiment are re-read, seconds",
+        parse=number,
+        check=at_least(0.05),
+    )
+    explore_rate: float = option(
+        "SHOPSENSE_EXPLORE_RATE",
+        0.05,
+        "share of searches whose top results are shuffled to measure position bias; 0: none",
+        parse=number,
+        check=between(0, 1),
+    )
+    explore_depth: int = option(
+        "SHOPSENSE_EXPLORE_DEPTH",
+        10,
+        "how many top results an explored search shuffles",
+        parse=integer,
+        check=between(2, 100),
+    )
+    guard_max_error_rate: float = option(
+        "SHOPSENSE_GUARD_MAX_ERROR_RATE",
+        0.05,
+        "guard rail: share of an arm's last 1,000 searches its own models may fail or degrade",
+        parse=number,
+        check=between(0, 1),
+    )
+    guard_max_p99_ms: float = option(
+        "SHOPSENSE_GUARD_MAX_P99_MS",
+        2000.0,
+        "guard rail: an arm's p99 latency limit, ms; 0: off",
+        parse=number,
+        check=at_least(0),
+    )
+    guard_min_searches: int = option(
+        "SHOPSENSE_GUARD_MIN_SEARCHES",
+        100,
+        "guard rail: searches an arm (and its control) needs before it is judged",
+        parse=integer,
+        check=at_least(1),
+    )
+
+
+@record
+class IntentSettings(ServiceSettings):
+    NAME = "intent"
+    # A query and its embedding.
+    MAX_MESSAGE_BYTES = 64 * KIB
+
+    triton_url: str = _triton_url()
+    text_encoder_version: str = _text_encoder_version()
+    retrieval_target: str = _target("retrieval")
+    taxonomy_path: Any = option(
+        "SHOPSENSE_TAXONOMY",
+        lambda _values, _cls: paths.shared_data_dir() / "wands" / "classes.txt",
+        "the store's class taxonomy, one class a line (zero-shot prototypes use the names)",
+        parse=path,
+    )
+    refresh_s: float = option(
+        "SHOPSENSE_INTENT_REFRESH_S",
+        5.0,
+        "how often the catalog's class statistics and the classifier are re-read, seconds",
+        parse=number,
+        check=at_least(0.05),
+    )
+
+
+@record
+class RetrievalSettings(ServiceSettings):
+    NAME = "retrieval"
+    # UpsertProducts: up to 1,000 products a message, with their descriptions.
+    MAX_MESSAGE_BYTES = 16 * MIB
+
+    triton_url: str = _triton_url()
+    text_encoder_version: str = _text_encoder_version()
+    state_dir: Any = _state_dir()
+    catalog_db: Any = option(
+        "SHOPSENSE_CATALOG_DB",
+        _in_state("catalog.db"),
+        "the catalog index's SQLite file",
+        parse=path,
+        derived_from="state_dir",
+    )
+
+
+@record
+class RankingSettings(ServiceSettings):
+    NAME = "ranking"
+    # A query with up to 1,000 candidates (no descriptions).
+    MAX_MESSAGE_BYTES = 8 * MIB
+
+    triton_url: str = _triton_url()
+    rerank_depth: int = option(
+        "SHOPSENSE_RERANK_DEPTH",
+        50,
+        "candidates the cross-encoder rescores (the rest keep their feature order)",
+        parse=integer,
+        check=between(0, 200),
+    )
+
+
+@record
+class FeedbackSettings(ServiceSettings):
+    NAME = "feedback"
+    # RecordEvents: up to 10,000 events, each with an attribution token of up to 4,096 chars.
+    MAX_MESSAGE_BYTES = 48 * MIB
+
+    state_dir: Any = _state_dir()
+    feedback_db_url: str = option(
+        "SHOPSENSE_FEEDBACK_DB_URL",
+        _sqlite_in_state("feedback.db"),
+        "the feedback store, any SQLAlchemy URL (postgresql+psycopg://... in production)",
+        derived_from="state_dir",
+    )
+    token_secret: str = _token_secret()
+    retrieval_target: str = _target("retrieval")
+    attribution_window_s: float = option(
+        "SHOPSENSE_ATTRIBUTION_WINDOW_S",
+        604800.0,
+        "how long after a search its feedback counts, seconds (7 days)",
+        parse=number,
+        check=at_least(1),
+    )
+
+
+@record
+class TrainerSettings(ServiceSettings):
+    NAME = "trainer"
+
+    state_dir: Any = _state_dir()
+    registry_db_url: str = option(
+        "SHOPSENSE_REGISTRY_DB_URL",
+        _sqlite_in_state("registry.db"),
+        "the model registry, training jobs and experiments, any SQLAlchemy URL",
+        derived_from="state_dir",
+    )
+    feedback_db_url: str = option(
+        "SHOPSENSE_FEEDBACK_DB_URL",
+        _sqlite_in_state("feedback.db"),
+        "the feedback store that reports and retraining read",
+        derived_from="state_dir",
+    )
+    training_dir: Any = option(
+        "SHOPSENSE_TRAINING_DIR",
+        _in_state("training"),
+        "training runs: checkpoints, exports, logs",
+        parse=path,
+        derived_from="state_dir",
+    )
+    triton_url: str = _triton_url()
+    triton_models: Any = option(
+        "SHOPSENSE_TRITON_MODELS",
+        paths.DEFAULT_TRITON_MODELS,
+        "Triton's model repository the trainer publishes into",
+        parse=path,
+    )
+    retrieval_target: str = _target("retrieval")
+    experiments_file: str = option(
+        "SHOPSENSE_EXPERIMENTS_FILE", "", "TOML file of experiments to create at start; none"
+    )
+    guard_alpha: float = option(
+        "SHOPSENSE_GUARD_ALPHA",
+        0.001,
+        "guard rail: p-value below which an arm's worse CTR or conversion stops the experiment",
+        parse=number,
+        check=between(0, 1),
+    )
+    guard_min_shoppers: int = option(
+        "SHOPSENSE_GUARD_MIN_SHOPPERS",
+        100,
+        "guard rail: shoppers an arm needs before its metrics are judged",
+        parse=integer,
+        check=at_least(1),
+    )
+    guard_interval_s: float = option(
+        "SHOPSENSE_GUARD_INTERVAL_S",
+        30.0,
+        "how often the running experiment's report is checked, seconds; 0: never",
+        parse=number,
+        check=at_least(0),
+    )
+
+
+@record
+class ClientSettings(Settings):
+    """Where a client of the suite (the command line, benchmarks, the launcher) finds it."""
+
+    NAME = "client"
+
+    gateway_target: str = _target("gateway")
+    intent_target: str = _target("intent")
+    retrieval_target: str = _target("retrieval")
+    ranking_target: str = _target("ranking")
+    feedback_target: str = _target("feedback")
+    trainer_target: str = _target("trainer")
+    triton_url: str = _triton_url()
+
+
+# Every record `shopsense config` can print, by name.
+ALL: dict[str, type[Settings]] = {
+    cls.NAME: cls
+    for cls in (
+        GatewaySettings,
+        IntentSettings,
+        RetrievalSettings,
+        RankingSettings,
+        FeedbackSettings,
+        TrainerSettings,
+        ClientSettings,
+    )
+}
+SERVICES = tuple(name for name in ALL if name != ClientSettings.NAME)
