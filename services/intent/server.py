@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 import structlog
-from shopsense.common.v1 import common_pb2
 from shopsense.intent.v1 import intent_service_pb2, intent_service_pb2_grpc
 from shopsense.retrieval.v1 import retrieval_service_pb2, retrieval_service_pb2_grpc
 
@@ -27,6 +26,7 @@ from shared.contracts.common import (
     validate_query,
     validate_version,
 )
+from shared.contracts.intent import intent_message
 from shared.errors import FailedPrecondition, Unavailable
 from shared.intent.attributes import AttributeMatcher
 from shared.intent.prototypes import Prototypes, build_prototypes, read_taxonomy
@@ -184,13 +184,7 @@ class IntentServicer(intent_service_pb2_grpc.IntentServiceServicer):
             answer = self._classify_prototypes(request, query, top_k)
         classes, model_version = answer
         return intent_service_pb2.ClassifyResponse(
-            intent=common_pb2.Intent(
-                classes=[
-                    common_pb2.IntentClass(product_class=c, probability=p) for c, p in classes
-                ],
-                attributes=self._model.attributes.match(query),
-                model_version=model_version,
-            )
+            intent=intent_message(classes, self._model.attributes.match(query), model_version)
         )
 
     def _classify_prototypes(

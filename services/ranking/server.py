@@ -14,22 +14,21 @@ import structlog
 from shopsense.ranking.v1 import ranking_service_pb2, ranking_service_pb2_grpc
 
 from shared.contracts.common import (
-    check_count,
-    intent_pairs,
     product_from_proto,
     validate_query,
     validate_version,
 )
+from shared.contracts.intent import intent_pairs
+from shared.contracts.ranking import rank_inputs, ranked_items
 from shared.errors import FailedPrecondition, InvalidArgument, Unavailable
 from shared.models.tokenization import Tokenizer
 from shared.models.triton_client import CrossEncoderClient
-from shared.ranking.features import FeatureScorer, RankInput
+from shared.ranking.features import FeatureScorer
 from shared.ranking.rerank import MAX_DEPTH, ranking_version, rerank_head
 from shared.rpc.clients import remaining
 from shared.rpc.server import ServerHandle, build_service
 from shared.settings import RankingSettings
 
-MAX_CANDIDATES = 1000
 PAIR_MAX_TOKENS = 64
 # Time kept back from the caller's deadline to answer with the features when Triton is late.
 ANSWER_MARGIN_S = 0.02
@@ -81,7 +80,7 @@ class RankingServicer(ranking_service_pb2_grpc.RankingServiceServicer):
         self, request: ranking_service_pb2.RankRequest, context: grpc.ServicerContext
     ) -> ranking_service_pb2.RankResponse:
         query = validate_query(request.query)
-        check_count(request.candidates, "candidates", MAX_CANDIDATES, minimum=1)
+        inputs = rank_inputs(request.candidates)
         if request.explain_top < 0:
             raise InvalidArgument(f"explain_top: must be >= 0, got {request.explain_top}")
         if request.rerank_depth < -1 or request.rerank_depth > MAX_DEPTH:
@@ -91,27 +90,6 @@ class RankingServicer(ranking_service_pb2_grpc.RankingServiceServicer):
             )
         version = validate_version(request.model_version, "model_version")
         explain = request.explain_top or len(request.candidates)
-        inputs = []
-        seen: set[str] = set()
-        for i, c in enumerate(request.candidates):
-            pid = c.product.product_id
-            if not pid:
-                raise InvalidArgument(f"candidates[{i}].product.product_id: required")
-            if pid in seen:
-                raise InvalidArgument(f"candidates[{i}].product.product_id: duplicate id {pid!r}")
-            seen.add(pid)
-            inputs.append(
-                RankInput(
-                    product_id=pid,
-                    product_class=c.product.product_class,
-                    fused_score=c.fused_score,
-                    dense_score=c.dense_score if "dense" in c.sources or c.dense_score else None,
-                    lexical_score=c.lexical_score if c.lexical_rank else None,
-                    rating=c.product.rating,
-                    review_count=c.product.review_count,
-                    attributes=c.product.attributes,
-                )
-            )
         intent_message = request.intent if request.HasField("intent") else None
         scorer = self._scorer or FeatureScorer.for_intent(
             intent_message.model_version if intent_message else ""
@@ -148,19 +126,7 @@ class RankingServicer(ranking_service_pb2_grpc.RankingServiceServicer):
                 ranked = rerank_head(ranked, output.scores, self._weight)
                 served = output.version
         return ranking_service_pb2.RankResponse(
-            items=[
-                ranking_service_pb2.RankedItem(
-                    product_id=s.product_id,
-                    score=s.score,
-                    parts=[
-                        ranking_service_pb2.ScorePart(
-                            feature=f, value=v, weight=w, contribution=v * w
-                        )
-                        for f, v, w in (s.parts if position < explain else ())
-                    ],
-                )
-                for position, s in enumerate(ranked)
-            ],
+            items=ranked_items(ranked, explain),
             model_version=ranking_version(served, scorer.version),
             cross_encoder_skipped=skipped,
             reranked=min(depth, len(ranked)) if served else 0,

@@ -30,12 +30,12 @@ from shared.contracts.common import (
     check_count,
     count_or_default,
     embedding_from_proto,
-    intent_pairs,
     product_from_proto,
     product_to_proto,
     validate_query,
     validate_version,
 )
+from shared.contracts.intent import intent_pairs
 from shared.data.catalog import Product
 from shared.errors import FailedPrecondition, InvalidArgument, Unavailable
 from shared.models.protocols import TextEncoder

@@ -99,12 +99,6 @@ def embedding_to_proto(vector: np.ndarray, model_version: str) -> common_pb2.Emb
     )
 
 
-def intent_pairs(intent: common_pb2.Intent | None) -> list[tuple[str, float]]:
-    if intent is None:
-        return []
-    return [(c.product_class, float(c.probability)) for c in intent.classes]
-
-
 def validate_version(value: str, field: str, *, required: bool = False) -> str:
     """A model version as requests carry it: a positive integer of at most 19 ASCII digits
     (Triton's versions are int64), surrounding whitespace ignored. Empty means the serving

@@ -23,7 +23,8 @@ from shopsense.experiments.v1 import experiment_service_pb2_grpc as epb_grpc
 from shopsense.search.v1 import search_service_pb2 as spb
 from shopsense.search.v1 import search_service_pb2_grpc
 
-from services.gateway.server import INTERLEAVED, TIMINGS_KEY
+from services.gateway.routing import INTERLEAVED
+from services.gateway.server import TIMINGS_KEY
 from shared.cli.main import console, main
 from shared.data.synthetic import generate_store
 from shared.errors import NotFound

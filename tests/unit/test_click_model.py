@@ -12,7 +12,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from shopsense.feedback.v1 import feedback_service_pb2 as fpb
 
-from services.feedback.server import validate_event
+from shared.contracts.feedback import validate_event
 from shared.experiments.attribution import Attribution, AttributionSigner
 from shared.storage.database import create_db_engine
 from shared.storage.feedback import FeedbackStore

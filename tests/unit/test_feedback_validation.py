@@ -9,7 +9,8 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from shopsense.feedback.v1 import feedback_service_pb2 as pb
 
-from services.feedback.server import FeedbackServicer, validate_event
+from services.feedback.server import FeedbackServicer
+from shared.contracts.feedback import validate_event
 from shared.errors import InvalidArgument, ResourceExhausted
 from shared.experiments.attribution import Attribution, AttributionSigner
 from shared.storage.feedback import ValidEvent

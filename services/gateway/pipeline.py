@@ -1,0 +1,288 @@
+"""One arm's search pipeline: intent, retrieval and ranking inside the caller's deadline.
+
+The query is embedded once per search (:func:`embed_query`) and the vector handed to intent
+and retrieval. Intent and ranking are optional hops (:meth:`ArmPipeline._optional`): when
+one fails or is late the arm goes on with what is at hand and ``degraded`` says so.
+Retrieval is not optional: without it there is nothing to show, so its failure is the
+caller's error (passed through when it describes the request, else UNAVAILABLE or
+DEADLINE_EXCEEDED).
+
+A failed optional hop is also classified for the guard rails: it counts against the arm
+(``ArmRun.model_failures``) when the arm's own model failed, not when the caller's own
+deadline, shorter than the suite's, cut it short.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+import structlog
+from shopsense.common.v1 import common_pb2
+from shopsense.intent.v1 import intent_service_pb2, intent_service_pb2_grpc
+from shopsense.ranking.v1 import ranking_service_pb2, ranking_service_pb2_grpc
+from shopsense.retrieval.v1 import retrieval_service_pb2, retrieval_service_pb2_grpc
+from shopsense.search.v1 import search_service_pb2 as pb
+
+from shared.contracts.common import embedding_to_proto
+from shared.contracts.search import Ranked
+from shared.errors import DeadlineExceeded, ShopsenseError, Unavailable
+from shared.experiments.assignment import Arm
+from shared.models.kinds import CROSS_ENCODER, INTENT_CLASSIFIER
+from shared.models.protocols import TextEncoder
+from shared.rpc.clients import open_channel, remaining
+from shared.rpc.status import error_from_status
+from shared.settings import GatewaySettings
+
+QUERY_MAX_TOKENS = 32
+_log = structlog.get_logger("shopsense.gateway")
+T = TypeVar("T")
+
+# Status codes from retrieval that describe the caller's request, passed through as they are.
+_CALLER_ERRORS = {
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.NOT_FOUND,
+}
+
+
+@dataclass
+class Hops:
+    """Stubs of the services the gateway calls."""
+
+    intent: intent_service_pb2_grpc.IntentServiceStub
+    retrieval: retrieval_service_pb2_grpc.RetrievalServiceStub
+    ranking: ranking_service_pb2_grpc.RankingServiceStub
+
+    @classmethod
+    def connect(cls, settings: GatewaySettings) -> Hops:
+        return cls(
+            intent=intent_service_pb2_grpc.IntentServiceStub(open_channel(settings.intent_target)),
+            retrieval=retrieval_service_pb2_grpc.RetrievalServiceStub(
+                open_channel(settings.retrieval_target)
+            ),
+            ranking=ranking_service_pb2_grpc.RankingServiceStub(
+                open_channel(settings.ranking_target)
+            ),
+        )
+
+
+@dataclass
+class Clock:
+    """The caller's deadline as an absolute time, and the time each hop took.
+
+    ``short``: the caller set a deadline shorter than the suite's own
+    (``SHOPSENSE_SEARCH_DEADLINE_S``), so a hop it cuts short is not the hop's fault."""
+
+    deadline: float
+    short: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, context: grpc.ServicerContext | None, default_s: float, started: float) -> Clock:
+        left = remaining(context, default_s)
+        return cls(started + left, short=left < default_s)
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def budget(self, share: float, floor: float = 0.005) -> float:
+        return max(floor, self.left() * share)
+
+    def record(self, hop: str, started: float) -> None:
+        self.timings[hop] = round((time.monotonic() - started) * 1e3, 3)
+
+
+@dataclass(frozen=True)
+class Query:
+    """What every arm of one search shares."""
+
+    text: str
+    request: pb.SearchRequest
+    # The query's vector (None: lexical mode or the encoder failed).
+    embedding: common_pb2.Embedding | None
+    # Model kind -> the registry's serving version ("" when unknown).
+    serving: dict[str, str]
+    # Candidates to ask retrieval for, and how many results ranking must explain.
+    k: int
+    explain_top: int
+
+
+@dataclass
+class ArmRun:
+    """What one arm's pipeline produced for a search."""
+
+    intent: common_pb2.Intent | None = None
+    candidates: list[retrieval_service_pb2.Candidate] = field(default_factory=list)
+    order: list[Ranked] = field(default_factory=list)
+    versions: pb.ModelVersions = field(default_factory=pb.ModelVersions)
+    degraded: pb.Degraded = field(default_factory=pb.Degraded)
+    # The optional hops whose failure counts against the arm (guard rails).
+    model_failures: list[str] = field(default_factory=list)
+
+
+def embed_query(
+    encoder: TextEncoder, query: str, index_version: str, clock: Clock
+) -> tuple[common_pb2.Embedding | None, str]:
+    """The query's embedding with the catalog index's encoder version (every arm's: a
+    text_encoder pin is always the index's version) and the version that made it;
+    ``(None, "")`` when the encoder fails (retrieval then runs lexical only)."""
+    started = time.monotonic()
+    try:
+        vector: np.ndarray = encoder.embed(
+            [query], max_length=QUERY_MAX_TOKENS, version=index_version or None
+        )[0]
+        version = index_version or encoder.version()
+        return embedding_to_proto(vector, version), version
+    except ShopsenseError as exc:
+        _log.warning("embedding_failed", error=exc.message)
+        return None, ""
+    finally:
+        clock.record("embed", started)
+
+
+class ArmPipeline:
+    """Intent, retrieval and ranking with an arm's versions and settings."""
+
+    def __init__(
+        self,
+        hops: Hops,
+        intent_budget: float,
+        ranking_budget: float,
+        saw_index_version: Callable[[str], None] = lambda version: None,
+    ) -> None:
+        self._hops = hops
+        self._intent_budget = intent_budget
+        self._ranking_budget = ranking_budget
+        # Told the catalog index's encoder version retrieval answered with.
+        self._saw_index_version = saw_index_version
+
+    def run(
+        self, arm: Arm, query: Query, clock: Clock, tag: str = "", shared: ArmRun | None = None
+    ) -> ArmRun:
+        """The arm's results; with ``shared``, that run's intent and candidates are reused
+        (arms that differ only in ranking). ``tag`` suffixes the hops' timing names."""
+        run = ArmRun()
+        if shared is not None:
+            run.intent, run.candidates = shared.intent, shared.candidates
+            run.versions.CopyFrom(shared.versions)
+            run.versions.ranking = ""
+            run.degraded.CopyFrom(shared.degraded)
+            run.degraded.ranking = False
+            run.model_failures = [hop for hop in shared.model_failures if hop != "ranking"]
+        else:
+            self._classify(arm, query, clock, tag, run)
+            self._retrieve(arm, query, clock, tag, run)
+        self._rank(arm, query, clock, tag, run)
+        return run
+
+    def _optional(
+        self, hop: str, call: Callable[[], T], clock: Clock, tag: str, run: ArmRun
+    ) -> T | None:
+        """Call an optional hop: its reply, or None with the run degraded (and the failure
+        counted against the arm unless the caller's own short deadline cut it)."""
+        started = time.monotonic()
+        try:
+            return call()
+        except grpc.RpcError as exc:
+            code = exc.code()
+            _log.warning(f"{hop}_degraded", code=code.name, error=exc.details())
+            setattr(run.degraded, hop, True)
+            cut_by_caller = code == grpc.StatusCode.DEADLINE_EXCEEDED and clock.short
+            if not cut_by_caller and code != grpc.StatusCode.CANCELLED:
+                run.model_failures.append(hop)
+            return None
+        finally:
+            clock.record(hop + tag, started)
+
+    def _classify(self, arm: Arm, query: Query, clock: Clock, tag: str, run: ArmRun) -> None:
+        if query.request.options.skip_intent:
+            return
+        version = arm.pinned(INTENT_CLASSIFIER) or query.serving.get(INTENT_CLASSIFIER, "")
+        reply = self._optional(
+            "intent",
+            lambda: self._hops.intent.Classify(
+                intent_service_pb2.ClassifyRequest(
+                    query=query.text, query_embedding=query.embedding, model_version=version
+                ),
+                timeout=clock.budget(self._intent_budget),
+            ),
+            clock,
+            tag,
+            run,
+        )
+        if reply is not None:
+            run.intent = reply.intent
+            run.versions.intent = reply.intent.model_version
+
+    def _retrieve(self, arm: Arm, query: Query, clock: Clock, tag: str, run: ArmRun) -> None:
+        started = time.monotonic()
+        weights = arm.pipeline.fusion_weights
+        try:
+            retrieved = self._hops.retrieval.Retrieve(
+                retrieval_service_pb2.RetrieveRequest(
+                    query=query.text,
+                    intent=run.intent,
+                    filters=query.request.filters,
+                    k=query.k,
+                    query_embedding=query.embedding,
+                    mode=query.request.options.retrieval_mode,
+                    fusion=(
+                        retrieval_service_pb2.FusionWeights(
+                            lexical=weights["lexical"], dense=weights["dense"]
+                        )
+                        if weights
+                        else None
+                    ),
+                ),
+                timeout=max(0.005, clock.left() - 0.002),
+            )
+        except grpc.RpcError as exc:
+            code = exc.code()
+            if code in _CALLER_ERRORS:
+                raise error_from_status(code, exc.details()) from exc
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise DeadlineExceeded("retrieval did not answer within the deadline") from exc
+            raise Unavailable(f"retrieval service unavailable: {exc.details()}") from exc
+        clock.record("retrieval" + tag, started)
+        if retrieved.dense_skipped:
+            run.degraded.dense = True
+        if retrieved.embedding_version:
+            run.versions.text_encoder = retrieved.embedding_version
+            self._saw_index_version(retrieved.embedding_version)
+        run.candidates = list(retrieved.candidates)
+
+    def _rank(self, arm: Arm, query: Query, clock: Clock, tag: str, run: ArmRun) -> None:
+        """Order the run's candidates with the arm's cross-encoder and depth."""
+        reply: Any = None
+        if run.candidates and not query.request.options.skip_ranking:
+            version = arm.pinned(CROSS_ENCODER) or query.serving.get(CROSS_ENCODER, "")
+            reply = self._optional(
+                "ranking",
+                lambda: self._hops.ranking.Rank(
+                    ranking_service_pb2.RankRequest(
+                        query=query.text,
+                        user=query.request.user,
+                        intent=run.intent,
+                        candidates=run.candidates,
+                        explain_top=query.explain_top,
+                        model_version=version,
+                        rerank_depth=arm.pipeline.rerank_depth,
+                    ),
+                    timeout=clock.budget(self._ranking_budget),
+                ),
+                clock,
+                tag,
+                run,
+            )
+        if reply is not None:
+            run.versions.ranking = reply.model_version
+            run.order = [(item.product_id, item.score, list(item.parts)) for item in reply.items]
+        else:
+            run.order = [(c.product.product_id, c.fused_score, []) for c in run.candidates]
+        if arm.pipeline.reverse_ranking:
+            run.order.reverse()
