@@ -38,7 +38,6 @@ from shared.settings import ClientSettings, TrainerSettings
 console = Console(width=160)
 ORDER = ("cross_encoder", "text_encoder", "intent_classifier")
 DEMO_TRAINING_QUERIES = 3000
-TERMINAL = {tpb.JOB_STATE_SUCCEEDED, tpb.JOB_STATE_FAILED, tpb.JOB_STATE_CANCELLED}
 
 
 @dataclass(frozen=True)

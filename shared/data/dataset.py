@@ -1,4 +1,4 @@
-"""The shape every relevance dataset is loaded into (WANDS, ESCI, the synthetic store).
+"""The shape every relevance dataset is loaded into (WANDS and the synthetic store).
 
 One record type for all of them lets the evaluation harness and the indexers work
 on any source without knowing where the data came from.

@@ -1,4 +1,4 @@
-"""WANDS and ESCI loaders on files written in each dataset's exact format, and the
+"""The WANDS loader on files written in its exact format, and the
 WANDS downloader with a fake opener."""
 
 from __future__ import annotations
@@ -99,62 +99,6 @@ def test_real_wands_queries_all_load() -> None:
     assert by_id["197"].query_class is None
     assert sum(q.query_class is None for q in dataset.queries) == 2
     assert dataset.products is None and dataset.labels == {}
-
-
-def _write_esci(directory: Path) -> None:
-    pa = pytest.importorskip("pyarrow", exc_type=ImportError)
-    pq = pytest.importorskip("pyarrow.parquet", exc_type=ImportError)
-    examples = {
-        "example_id": [0, 1, 2, 3, 4, 5, 6],
-        "query": ["red couch", "red couch", "red couch", "red couch", "lamp", "lamp", "sofa"],
-        "query_id": [10, 10, 10, 10, 11, 11, 12],
-        "product_id": ["B1", "B2", "B3", "B4", "B5", "B1", "B6"],
-        "product_locale": ["us", "us", "us", "us", "us", "es", "us"],
-        "esci_label": ["E", "S", "C", "I", "E", "E", "E"],
-        "small_version": [1, 1, 1, 1, 0, 1, 1],
-        "large_version": [1, 1, 1, 1, 1, 1, 1],
-        "split": ["test", "test", "test", "test", "test", "test", "train"],
-    }
-    products = {
-        "product_id": ["B1", "B2", "B3", "B4", "B5", "B6", "B1"],
-        "product_title": ["Red Sofa", "Red Loveseat", "Sofa Cover", "Cat Toy", "Lamp", "S", "Sofá"],
-        "product_description": ["Three seats.", None, "", None, None, None, None],
-        "product_bullet_point": ["Velvet", "Two seats", None, None, None, None, None],
-        "product_brand": ["Acme", None, "Covers Inc", "", None, None, None],
-        "product_color": ["Red", "Crimson", None, None, None, None, None],
-        "product_locale": ["us", "us", "us", "us", "us", "us", "es"],
-    }
-    pq.write_table(pa.table(examples), directory / "shopping_queries_dataset_examples.parquet")
-    pq.write_table(pa.table(products), directory / "shopping_queries_dataset_products.parquet")
-
-
-def test_load_esci_small_test_split(tmp_path: Path) -> None:
-    _write_esci(tmp_path)
-    from shared.data.esci import load_esci
-
-    dataset = load_esci(tmp_path, locale="us", split="test", small_version=True)
-    assert [(q.query_id, q.text, q.query_class) for q in dataset.queries] == [
-        ("10", "red couch", None)
-    ]
-    assert dataset.labels == {
-        "10": {"B1": "Exact", "B2": "Partial", "B3": "Partial", "B4": "Irrelevant"}
-    }
-    products = {p.product_id: p for p in dataset.products or []}
-    assert set(products) == {"B1", "B2", "B3", "B4"}
-    assert products["B1"].title == "Red Sofa"  # the "us" row, not the "es" one
-    assert products["B1"].description == "Three seats. Velvet"
-    assert products["B1"].attributes == {"brand": "Acme", "colour": "Red"}
-    assert products["B2"].attributes == {"colour": "Crimson"}
-    assert products["B4"].attributes == {}
-
-
-def test_load_esci_all_splits_and_large_version(tmp_path: Path) -> None:
-    _write_esci(tmp_path)
-    from shared.data.esci import load_esci
-
-    dataset = load_esci(tmp_path, split=None, small_version=False)
-    assert [q.query_id for q in dataset.queries] == ["10", "11", "12"]
-    assert dataset.labels["11"] == {"B5": "Exact"}
 
 
 def test_download_wands_builds_raw_urls_and_writes_files(tmp_path: Path) -> None:

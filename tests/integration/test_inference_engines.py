@@ -20,7 +20,7 @@ from shared.models.onnx_runtime import (
 )
 from shared.models.tokenization import Tokenizer
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration
 
 TEXTS = [
     "lamp",

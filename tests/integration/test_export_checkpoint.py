@@ -23,7 +23,7 @@ from shared.training.export import (
     spearman,
 )
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration
 
 LABELS = ["Sofas", "Beds", "Rugs"]
 CHECKS = [

@@ -10,7 +10,7 @@ from shared.models.onnx_runtime import OnnxSentenceEncoder, available_engines, s
 from shared.models.tokenization import Tokenizer
 from shared.models.triton_python_model import pad_and_concatenate
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration
 
 SENTENCES = [
     "modern grey fabric three seater sofa",
