@@ -11,15 +11,13 @@ import pytest
 from shared.data.dataset import EXACT, IRRELEVANT, PARTIAL
 from shared.data.synthetic import (
     SyntheticStore,
-    class_vocabulary,
     generate_store,
     iter_products,
-    load_classes,
     main,
-    related_classes,
     write_synthetic_wands,
     write_wands,
 )
+from shared.data.synthetic_vocabulary import class_vocabulary, load_classes, related_classes
 from shared.data.wands import load_wands
 from shared.paths import shared_data_dir
 
