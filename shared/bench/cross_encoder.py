@@ -124,7 +124,8 @@ def run(
     from shared.models.onnx_runtime import OnnxModel
     from shared.models.triton_client import CrossEncoderClient
     from shared.models.triton_server import TritonServer
-    from shared.training.export import export_checkpoint, spearman
+    from shared.training.engines import spearman
+    from shared.training.export import export_checkpoint
     from shared.training.modules import ShopsenseModel
     from shared.training.publish import install_version, load_versions
 

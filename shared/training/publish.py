@@ -28,12 +28,12 @@ from tritonclient.utils import InferenceServerException
 
 from shared.models.versions import ascii_digits
 from shared.paths import triton_model_repository
+from shared.training.engines import REPORT_FILE
 from shared.training.export import (
     ADAPTER_SOURCE,
     COMMITTED_REPOSITORY,
     FP32_FILE,
     INT8_FILE,
-    REPORT_FILE,
     SERVED_FILE,
     SPEC_FILE,
     _install_model_folder,

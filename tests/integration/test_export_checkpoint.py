@@ -15,13 +15,8 @@ from shared.models.onnx_runtime import (
     served_engine,
 )
 from shared.models.tokenization import Tokenizer
-from shared.training.export import (
-    AGREEMENT_BARS,
-    ExportReport,
-    default_check_inputs,
-    export_checkpoint,
-    spearman,
-)
+from shared.training.engines import AGREEMENT_BARS, ExportReport, default_check_inputs, spearman
+from shared.training.export import export_checkpoint
 
 pytestmark = pytest.mark.integration
 

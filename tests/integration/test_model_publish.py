@@ -16,7 +16,8 @@ from shared.models.onnx_runtime import OnnxModel
 from shared.models.tokenization import Tokenizer
 from shared.models.triton_client import CrossEncoderClient, IntentClassifierClient
 from shared.models.triton_server import TritonServer
-from shared.training.export import ExportReport, export_checkpoint
+from shared.training.engines import ExportReport
+from shared.training.export import export_checkpoint
 from shared.training.publish import (
     ModelLoadError,
     VersionExistsError,
