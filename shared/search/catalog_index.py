@@ -67,7 +67,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel, create_engine, delete, select
 
-from shared.data.catalog import Product
+from shared.data.catalog import MAX_PRODUCT_ID_LENGTH, Product
 from shared.errors import FailedPrecondition, InvalidArgument, Unavailable
 from shared.search.bm25 import BM25Index
 from shared.search.filters import FilterPostings, Filters, normalize_value
@@ -75,9 +75,7 @@ from shared.search.fusion import reciprocal_rank_fusion_arrays
 from shared.search.text import analyze
 from shared.search.vectors import VectorIndex
 
-Mode = Literal["hybrid", "lexical", "dense"]
 MODES: tuple[str, ...] = ("hybrid", "lexical", "dense")
-MAX_PRODUCT_ID_LENGTH = 128
 # Products applied to memory per write-lock hold: bounds how long a reader can wait.
 APPLY_CHUNK = 512
 _SQL_IN_CHUNK = 500
@@ -336,27 +334,7 @@ def _product_error(p: object, vec: np.ndarray, dim: int) -> str | None:
     """The first invalid field of a product and its embedding, as ``"field: reason"``."""
     if not isinstance(p, Product):
         return f"product: must be a Product (got {type(p).__name__})"
-    if not isinstance(p.product_id, str) or not p.product_id.strip():
-        return "product_id: must be non-empty"
-    if len(p.product_id.strip()) > MAX_PRODUCT_ID_LENGTH:
-        return f"product_id: must be at most {MAX_PRODUCT_ID_LENGTH} characters"
-    if not isinstance(p.title, str) or not p.title.strip():
-        return "title: must be non-empty"
-    for name in ("price", "rating"):
-        value = getattr(p, name)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return f"{name}: must be a number (got {value!r})"
-        if not math.isfinite(value):
-            return f"{name}: must be finite (got {value})"
-    if p.price < 0:
-        return f"price: must be >= 0 (got {p.price})"
-    if not 0 <= p.rating <= 5:
-        return f"rating: must be between 0 and 5 (got {p.rating})"
-    if not isinstance(p.review_count, int) or p.review_count < 0:
-        return f"review_count: must be an integer >= 0 (got {p.review_count!r})"
-    if not isinstance(p.attributes, dict):
-        return "attributes: must be a mapping of name to value"
-    return _vector_error(vec, dim)
+    return p.validation_error() or _vector_error(vec, dim)
 
 
 class CatalogIndex:

@@ -258,11 +258,6 @@ class FilterPostings:
         """Class name -> number of products."""
         return {self._class_names[k]: len(rs.rows) for k, rs in self._classes.items()}
 
-    def class_rows(self, name: str) -> np.ndarray:
-        """Sorted rows of products of class ``name`` (case-insensitive)."""
-        rs = self._classes.get(normalize_value(name))
-        return rs.array() if rs is not None else np.zeros(0, dtype=np.int64)
-
     def _union(self, sets: Iterable[_RowSet | None], n_rows: int) -> np.ndarray:
         m = np.zeros(n_rows, dtype=bool)
         for rs in sets:
