@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import threading
 from collections import Counter
@@ -58,72 +57,27 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Literal, Self
 
 import numpy as np
-from sqlalchemy import Engine, event, text
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import registry
-from sqlmodel import Field, SQLModel, create_engine, delete, select
 
-from shared.data.catalog import MAX_PRODUCT_ID_LENGTH, Product
+from shared.data.catalog import Product
 from shared.errors import FailedPrecondition, InvalidArgument, Unavailable
 from shared.search.bm25 import BM25Index
 from shared.search.filters import FilterPostings, Filters, normalize_value
 from shared.search.fusion import reciprocal_rank_fusion_arrays
 from shared.search.text import analyze
 from shared.search.vectors import VectorIndex
+from shared.storage.catalog import CatalogStore, ProductRow
 
 MODES: tuple[str, ...] = ("hybrid", "lexical", "dense")
 # Products applied to memory per write-lock hold: bounds how long a reader can wait.
 APPLY_CHUNK = 512
-_SQL_IN_CHUNK = 500
 # Products embedded per encoder call of a reindex.
 REINDEX_BATCH = 64
 # Catch-up rounds before the swap (products changed while the last round embedded).
 _CATCH_UP_ROUNDS = 5
-_META_VERSION = "embedding_version"
 ReindexState = Literal["idle", "running", "done", "failed", "cancelled"]
-
-
-class _CatalogModel(SQLModel, registry=registry()):
-    """Own metadata, so this table never collides with another component's models."""
-
-
-class ProductRecord(_CatalogModel, table=True):
-    """One stored product: its fields as JSON and its embedding as little-endian float32."""
-
-    __tablename__ = "catalog_products"
-
-    product_id: str = Field(primary_key=True, max_length=MAX_PRODUCT_ID_LENGTH)
-    # The in-memory row, persisted so tie-breaking (by row) is identical after a restart.
-    row: int = Field(index=True, unique=True)
-    data: str
-    embedding: bytes
-    embedding_dim: int
-    embedding_version: str
-    updated_at: datetime
-
-
-class StagedEmbedding(_CatalogModel, table=True):
-    """A product's vector for a running reindex's target version, not yet serving."""
-
-    __tablename__ = "catalog_staging"
-
-    product_id: str = Field(primary_key=True, max_length=MAX_PRODUCT_ID_LENGTH)
-    embedding: bytes
-    embedding_version: str
-    updated_at: datetime
-
-
-class CatalogMeta(_CatalogModel, table=True):
-    """Key-value facts about the whole index (``embedding_version``)."""
-
-    __tablename__ = "catalog_meta"
-
-    key: str = Field(primary_key=True, max_length=64)
-    value: str
 
 
 class EmbeddingVersionMismatch(FailedPrecondition):
@@ -345,8 +299,7 @@ class CatalogIndex:
 
     def __init__(
         self,
-        engine: Engine,
-        dim: int = 384,
+        store: CatalogStore,
         *,
         intent_weight: float = 0.5,
         lexical_weight: float = 1.0,
@@ -354,17 +307,17 @@ class CatalogIndex:
         bm25_k1: float = 1.2,
         bm25_b: float = 0.75,
     ) -> None:
-        """Use ``open``; this constructor takes an already-created SQLAlchemy engine."""
+        """Use ``open``; this constructor takes an open store (its ``dim`` is the index's)."""
         if intent_weight < 0 or lexical_weight < 0 or dense_weight < 0:
             raise ValueError("intent_weight, lexical_weight and dense_weight must be >= 0")
-        self.dim = dim
+        self.dim = store.dim
         self.intent_weight = float(intent_weight)
         self.source_weights = {"lexical": float(lexical_weight), "dense": float(dense_weight)}
-        self._engine = engine
+        self._store = store
         self._lock = _ReadWriteLock()
         self._write_mutex = threading.Lock()
         self._bm25 = BM25Index(k1=bm25_k1, b=bm25_b)
-        self._vectors = VectorIndex(dim)
+        self._vectors = VectorIndex(self.dim)
         self._postings = FilterPostings()
         self._products: list[Product | None] = []  # by row
         self._class_keys: list[str] = []  # normalised class by row ("" if none)
@@ -390,25 +343,12 @@ class CatalogIndex:
         ``options`` are the constructor's keyword parameters (``intent_weight``, ...).
         Raises ``FailedPrecondition`` if the stored embeddings have another dimension.
         """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(
-            f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 30}
-        )
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.close()
-
-        _CatalogModel.metadata.create_all(engine)
-        index = cls(engine, dim, **options)
+        store = CatalogStore.open(path, dim)
+        index = cls(store, **options)
         try:
             index._load()
         except BaseException:
-            engine.dispose()
+            store.close()
             raise
         return index
 
@@ -416,7 +356,7 @@ class CatalogIndex:
         """Cancel a running reindex, then release the database connections (in-memory
         state stays readable)."""
         self.cancel_reindex(wait_s=30.0)
-        self._engine.dispose()
+        self._store.close()
 
     def __enter__(self) -> Self:
         return self
@@ -425,42 +365,17 @@ class CatalogIndex:
         self.close()
 
     def _load(self) -> None:
-        t = ProductRecord
-        with self._engine.begin() as conn:
-            # A reindex interrupted by a restart is discarded, not resumed: its job state
-            # (target, progress) died with the process and a new request is cheap to make.
-            conn.execute(delete(StagedEmbedding))
-            records = conn.execute(
-                select(t.row, t.data, t.embedding, t.embedding_dim, t.embedding_version).order_by(
-                    t.row
-                )
-            ).all()
-            stored = conn.execute(
-                select(CatalogMeta.value).where(CatalogMeta.key == _META_VERSION)
-            ).scalar_one_or_none()
-            if stored is None and records:
-                # A file from before the version was pinned: its majority version.
-                counts = Counter(r.embedding_version for r in records)
-                stored = max(sorted(counts), key=counts.__getitem__)
-                self._write_meta_version(conn, stored)
-        self._embedding_version = stored or ""
-        if not records:
+        stored = self._store.load()
+        self._embedding_version = stored.version
+        if not stored.rows:
             return
-        dims = {r.embedding_dim for r in records}
-        if dims != {self.dim}:
-            raise FailedPrecondition(
-                f"dim: the stored catalog has {sorted(dims)}-dimensional embeddings, "
-                f"opened with dim={self.dim}"
+        rows, vectors = stored.rows, stored.vectors
+        prepared = [
+            _Prepared(product, vec, analyze(product.lexical_text()), version, row)
+            for row, product, vec, version in zip(
+                rows, stored.products, vectors, stored.versions, strict=True
             )
-        rows = [r.row for r in records]
-        vectors = np.frombuffer(b"".join(r.embedding for r in records), dtype="<f4")
-        vectors = vectors.reshape(len(records), self.dim).astype(np.float32)
-        prepared = []
-        for r, vec in zip(records, vectors, strict=True):
-            product = Product(**json.loads(r.data))
-            prepared.append(
-                _Prepared(product, vec, analyze(product.lexical_text()), r.embedding_version, r.row)
-            )
+        ]
         with self._lock.write():
             self._ensure_rows(max(rows))
             self._bm25.add_many(rows, (p.terms for p in prepared))
@@ -654,70 +569,17 @@ class CatalogIndex:
         """Upsert product rows (and their staged vectors while a reindex to ``stage_as``
         runs; a product without one loses its stale staged row) and pin the index's
         version, in one transaction."""
-        now = datetime.now(UTC)
-        params = [
-            {
-                "product_id": it.product.product_id,
-                "row": it.row,
-                "data": json.dumps(dataclasses.asdict(it.product), ensure_ascii=False),
-                "embedding": it.vector.astype("<f4").tobytes(),
-                "embedding_dim": self.dim,
-                "embedding_version": it.version,
-                "updated_at": now,
-            }
-            for it in items
-        ]
-        stmt = sqlite_insert(ProductRecord)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["product_id"],
-            set_={c: stmt.excluded[c] for c in params[0] if c != "product_id"},
-        )
-        staged = [it for it in items if stage_as and it.staged is not None]
-        unstaged = [it.product.product_id for it in items if stage_as and it.staged is None]
-        try:
-            with self._engine.begin() as conn:
-                conn.execute(stmt, params)
-                if staged:
-                    self._write_staged(
-                        conn, [(it.product.product_id, it.staged) for it in staged], stage_as
-                    )
-                for s in range(0, len(unstaged), _SQL_IN_CHUNK):
-                    chunk = unstaged[s : s + _SQL_IN_CHUNK]
-                    conn.execute(
-                        delete(StagedEmbedding).where(StagedEmbedding.product_id.in_(chunk))
-                    )
-                if index_version != self._embedding_version:
-                    self._write_meta_version(conn, index_version)
-        except SQLAlchemyError as exc:
-            raise Unavailable(
-                f"catalog database: upsert failed ({exc.__class__.__name__})"
-            ) from exc
-
-    @staticmethod
-    def _write_staged(conn: Any, items: list[tuple[str, np.ndarray]], version: str) -> None:
-        now = datetime.now(UTC)
-        stmt = sqlite_insert(StagedEmbedding)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["product_id"],
-            set_={c: stmt.excluded[c] for c in ("embedding", "embedding_version", "updated_at")},
-        )
-        conn.execute(
-            stmt,
-            [
-                {
-                    "product_id": pid,
-                    "embedding": vec.astype("<f4").tobytes(),
-                    "embedding_version": version,
-                    "updated_at": now,
-                }
-                for pid, vec in items
+        self._store.upsert(
+            [ProductRow(it.product, it.row, it.vector, it.version) for it in items],
+            pin_version=index_version if index_version != self._embedding_version else None,
+            staged=[
+                (it.product.product_id, it.staged)
+                for it in items
+                if stage_as and it.staged is not None
             ],
+            unstaged=[it.product.product_id for it in items if stage_as and it.staged is None],
+            staging_version=stage_as,
         )
-
-    @staticmethod
-    def _write_meta_version(conn: Any, version: str) -> None:
-        stmt = sqlite_insert(CatalogMeta).values(key=_META_VERSION, value=version)
-        conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": version}))
 
     def delete(self, ids: Sequence[str]) -> list[bool]:
         """Delete products by id, in one transaction; returns whether each one existed.
@@ -728,20 +590,7 @@ class CatalogIndex:
             doomed = sorted({pid for pid, ok in zip(ids, found, strict=True) if ok})
             if not doomed:
                 return found
-            try:
-                with self._engine.begin() as conn:
-                    for s in range(0, len(doomed), _SQL_IN_CHUNK):
-                        chunk = doomed[s : s + _SQL_IN_CHUNK]
-                        conn.execute(
-                            delete(ProductRecord).where(ProductRecord.product_id.in_(chunk))
-                        )
-                        conn.execute(
-                            delete(StagedEmbedding).where(StagedEmbedding.product_id.in_(chunk))
-                        )
-            except SQLAlchemyError as exc:
-                raise Unavailable(
-                    f"catalog database: delete failed ({exc.__class__.__name__})"
-                ) from exc
+            self._store.delete(doomed)
             for start in range(0, len(doomed), APPLY_CHUNK):
                 with self._lock.write():
                     for pid in doomed[start : start + APPLY_CHUNK]:
@@ -995,13 +844,7 @@ class CatalogIndex:
             job = _ReindexJob(target, source, embed, batch_size, now)
             if not self._row_of or (source == target and set(self._version_counts) <= {target}):
                 if not self._row_of and source != target:
-                    try:
-                        with self._engine.begin() as conn:
-                            self._write_meta_version(conn, target)
-                    except SQLAlchemyError as exc:
-                        raise Unavailable(
-                            f"catalog database: reindex failed ({exc.__class__.__name__})"
-                        ) from exc
+                    self._store.pin_version(target)
                     with self._lock.write():
                         self._embedding_version = target
                         self._generation += 1
@@ -1013,13 +856,7 @@ class CatalogIndex:
                 )
                 self._job = job
                 return job.status()
-            try:
-                with self._engine.begin() as conn:
-                    conn.execute(delete(StagedEmbedding))
-            except SQLAlchemyError as exc:
-                raise Unavailable(
-                    f"catalog database: reindex failed ({exc.__class__.__name__})"
-                ) from exc
+            self._store.clear_staging()
             self._staged_ids = set()
             self._staging_target = target
             snapshot = [(pid, self._products[row]) for pid, row in self._row_of.items()]
@@ -1132,8 +969,7 @@ class CatalogIndex:
                 if row is not None and self._products[row] is product:
                     keep.append((pid, vec))
             if keep:
-                with self._engine.begin() as conn:
-                    self._write_staged(conn, keep, job.target)
+                self._store.stage(keep, job.target)
                 self._staged_ids.update(pid for pid, _ in keep)
 
     def _commit_staging(self, job: _ReindexJob) -> list[tuple[str, Product]]:
@@ -1149,16 +985,8 @@ class CatalogIndex:
             ]
             if missing:
                 return missing  # type: ignore[return-value]
-            s = StagedEmbedding
-            with self._engine.begin() as conn:
-                staged = conn.execute(select(s.product_id, s.embedding, s.embedding_version)).all()
-                if {r.product_id for r in staged} != self._row_of.keys() or any(
-                    r.embedding_version != job.target for r in staged
-                ):
-                    raise RuntimeError("staging table does not match the catalog")
-                rows = np.asarray([self._row_of[r.product_id] for r in staged], dtype=np.int64)
-                vectors = np.frombuffer(b"".join(r.embedding for r in staged), dtype="<f4")
-                vectors = vectors.reshape(len(staged), self.dim).astype(np.float32)
+            with self._store.swapping_staging(job.target, self._row_of.keys()) as (ids, vectors):
+                rows = np.asarray([self._row_of[pid] for pid in ids], dtype=np.int64)
                 new_vectors = VectorIndex(self.dim)
                 new_vectors.set_many(rows, vectors)
                 new_stats = {
@@ -1169,23 +997,12 @@ class CatalogIndex:
                     key = self._class_keys[row]
                     if key:
                         new_stats[key].total += vec
-                updated = conn.execute(
-                    text(
-                        "UPDATE catalog_products SET embedding = s.embedding, "
-                        "embedding_version = s.embedding_version, updated_at = s.updated_at "
-                        "FROM catalog_staging AS s WHERE s.product_id = catalog_products.product_id"
-                    )
-                ).rowcount
-                if updated != len(staged):
-                    raise RuntimeError(f"swap updated {updated} of {len(staged)} products")
-                conn.execute(delete(StagedEmbedding))
-                self._write_meta_version(conn, job.target)
             versions = [job.target if p is not None else "" for p in self._products]
             with self._lock.write():
                 self._vectors = new_vectors
                 self._class_stats = new_stats
                 self._versions = versions
-                self._version_counts = Counter({job.target: len(staged)})
+                self._version_counts = Counter({job.target: len(ids)})
                 self._embedding_version = job.target
                 self._generation += 1
             self._staging_target = ""
@@ -1198,8 +1015,5 @@ class CatalogIndex:
             if self._staging_target == job.target:
                 self._staging_target = ""
                 self._staged_ids = set()
-            try:
-                with self._engine.begin() as conn:
-                    conn.execute(delete(StagedEmbedding))
-            except SQLAlchemyError:
-                pass  # the next reindex or the next open clears it
+            with contextlib.suppress(Unavailable):
+                self._store.clear_staging()  # else the next reindex or the next open does

@@ -337,7 +337,7 @@ def versioned(tmp_path: Path) -> CatalogIndex:
 def stored_vector(index: CatalogIndex, pid: str) -> tuple[np.ndarray, str]:
     from sqlalchemy import text
 
-    with index._engine.connect() as conn:
+    with index._store.engine.connect() as conn:
         emb, version = conn.execute(
             text("SELECT embedding, embedding_version FROM catalog_products WHERE product_id=:p"),
             {"p": pid},
@@ -485,7 +485,7 @@ def test_a_failed_reindex_leaves_the_old_index_serving(tmp_path: Path, versioned
     assert versioned.embedding_versions() == {"1": 150}
     assert versioned.generation == generation
     assert ids(versioned.retrieve("grey sofa", q1, k=20, query_version="1")) == before
-    with versioned._engine.connect() as conn:
+    with versioned._store.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM catalog_staging")).scalar() == 0
     # A failed reindex can be asked for again.
     assert versioned.start_reindex("2", FakeEncoder("2")).state == "running"
@@ -516,13 +516,13 @@ def test_a_restart_discards_a_half_done_staging(tmp_path: Path, versioned) -> No
     while versioned.reindex_status().embedded < 50:
         deadline.wait(0.01)
     # Simulate a crash: another process opens the file while the staging is half full.
-    with versioned._engine.connect() as conn:
+    with versioned._store.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM catalog_staging")).scalar() == 50
     other = CatalogIndex.open(tmp_path / "catalog.db", dim=DIM)
     try:
         assert other.embedding_version == "1"
         assert other.reindex_status().state == "idle"
-        with other._engine.connect() as conn:
+        with other._store.engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM catalog_staging")).scalar() == 0
     finally:
         other.close()
