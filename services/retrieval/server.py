@@ -42,12 +42,9 @@ from shared.models.protocols import TextEncoder
 from shared.models.triton_client import TextEncoderClient, text_encoder_client
 from shared.ranking.features import intent_boost_for
 from shared.rpc.server import ServerHandle, build_service, serve_when_ready
-from shared.search.catalog_index import (
-    CatalogIndex,
-    EmbeddingVersionMismatch,
-    ReindexStatus,
-)
+from shared.search.catalog_index import CatalogIndex, EmbeddingVersionMismatch
 from shared.search.filters import Filters
+from shared.search.reindex import ReindexStatus
 from shared.settings import RetrievalSettings
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RetrievalService"].full_name

@@ -47,37 +47,31 @@ index as it was. Opening a file with a half-done staging table discards it.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, KeysView, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, Self
 
 import numpy as np
 
 from shared.data.catalog import Product
-from shared.errors import FailedPrecondition, InvalidArgument, Unavailable
+from shared.errors import FailedPrecondition, InvalidArgument
 from shared.search.bm25 import BM25Index
 from shared.search.filters import FilterPostings, Filters, normalize_value
 from shared.search.fusion import reciprocal_rank_fusion_arrays
+from shared.search.reindex import REINDEX_BATCH, CatalogReindex, ReindexStatus
 from shared.search.text import analyze
-from shared.search.vectors import VectorIndex
+from shared.search.vectors import VectorIndex, vector_error
 from shared.storage.catalog import CatalogStore, ProductRow
 
 MODES: tuple[str, ...] = ("hybrid", "lexical", "dense")
 # Products applied to memory per write-lock hold: bounds how long a reader can wait.
 APPLY_CHUNK = 512
-# Products embedded per encoder call of a reindex.
-REINDEX_BATCH = 64
-# Catch-up rounds before the swap (products changed while the last round embedded).
-_CATCH_UP_ROUNDS = 5
-ReindexState = Literal["idle", "running", "done", "failed", "cancelled"]
 
 
 class EmbeddingVersionMismatch(FailedPrecondition):
@@ -89,61 +83,6 @@ class EmbeddingVersionMismatch(FailedPrecondition):
     def __init__(self, message: str, index_version: str) -> None:
         super().__init__(message)
         self.index_version = index_version
-
-
-class ReindexCancelled(Exception):
-    """Raised inside the reindex thread when the job was cancelled."""
-
-
-@dataclass(slots=True, frozen=True)
-class ReindexStatus:
-    """The progress of the current or last reindex (``state == "idle"``: none yet).
-
-    ``embedded`` counts products the reindex itself embedded; ``total`` is the catalog size
-    at the start plus products caught up before the swap.
-    """
-
-    state: ReindexState = "idle"
-    target_version: str = ""
-    source_version: str = ""
-    embedded: int = 0
-    total: int = 0
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    error: str = ""
-    message: str = ""
-
-
-@dataclass(slots=True)
-class _ReindexJob:
-    """The mutable state of one reindex, read by ``reindex_status`` under ``_job_lock``."""
-
-    target: str
-    source: str
-    embed: Callable[[Sequence[str]], np.ndarray]
-    batch_size: int
-    started_at: datetime
-    cancel: threading.Event = field(default_factory=threading.Event)
-    state: ReindexState = "running"
-    embedded: int = 0
-    total: int = 0
-    finished_at: datetime | None = None
-    error: str = ""
-    message: str = ""
-    thread: threading.Thread | None = None
-
-    def status(self) -> ReindexStatus:
-        return ReindexStatus(
-            self.state,
-            self.target,
-            self.source,
-            self.embedded,
-            self.total,
-            self.started_at,
-            self.finished_at,
-            self.error,
-            self.message,
-        )
 
 
 @dataclass(slots=True, frozen=True)
@@ -264,6 +203,15 @@ class _ClassStats:
     total: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
+@dataclass(slots=True, frozen=True)
+class _VectorSwap:
+    """A reindex's new vectors and class centroids, built before they are installed."""
+
+    vectors: VectorIndex
+    class_stats: dict[str, _ClassStats]
+    count: int
+
+
 def _clean_product(p: Product) -> Product:
     """A private copy with lower-case attribute names, so callers cannot mutate our state."""
     return dataclasses.replace(
@@ -273,22 +221,11 @@ def _clean_product(p: Product) -> Product:
     )
 
 
-def _vector_error(vec: np.ndarray, dim: int, name: str = "embedding") -> str | None:
-    """Why ``vec`` cannot be indexed, as ``"field: reason"``; None if it can."""
-    if vec.shape != (dim,):
-        return f"{name}: must have {dim} dimensions (got shape {tuple(vec.shape)})"
-    if not np.isfinite(vec).all():
-        return f"{name}: must be finite (found NaN or infinity)"
-    if not float(np.dot(vec, vec)) > 0:
-        return f"{name}: must not be all zeros"
-    return None
-
-
 def _product_error(p: object, vec: np.ndarray, dim: int) -> str | None:
     """The first invalid field of a product and its embedding, as ``"field: reason"``."""
     if not isinstance(p, Product):
         return f"product: must be a Product (got {type(p).__name__})"
-    return p.validation_error() or _vector_error(vec, dim)
+    return p.validation_error() or vector_error(vec, dim)
 
 
 class CatalogIndex:
@@ -328,12 +265,7 @@ class CatalogIndex:
         self._version_counts: Counter[str] = Counter()
         self._generation = 0
         self._embedding_version = ""  # the index's one version; "" until the first upsert
-        # Reindex: the running job's target (set and cleared under _write_mutex), the
-        # product ids with a staged vector for it, and the current or last job.
-        self._staging_target = ""
-        self._staged_ids: set[str] = set()
-        self._job_lock = threading.Lock()
-        self._job: _ReindexJob | None = None
+        self._reindex = CatalogReindex(self, store, self._write_mutex)
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -500,7 +432,7 @@ class CatalogIndex:
             staged = None
             if staged_vectors is not None:
                 staged = np.asarray(staged_vectors[i], dtype=np.float32)
-                if _vector_error(staged, self.dim) is None:
+                if vector_error(staged, self.dim) is None:
                     staged = staged / np.float32(np.linalg.norm(staged))
                 else:
                     staged = None  # the reindex catches this product up itself
@@ -527,7 +459,8 @@ class CatalogIndex:
                     f"version {index_version!r}",
                     index_version,
                 )
-            stage_as = self._staging_target
+            staging = self._reindex.staging
+            stage_as = staging.target
             if stage_as and staged_version != stage_as:
                 for prep in prepared.values():
                     prep.staged = None
@@ -550,9 +483,9 @@ class CatalogIndex:
             if stage_as:
                 for pid, prep in prepared.items():
                     if prep.staged is not None:
-                        self._staged_ids.add(pid)
+                        staging.ids.add(pid)
                     else:
-                        self._staged_ids.discard(pid)
+                        staging.ids.discard(pid)
             self._embedding_version = index_version
             self._free_rows = free
             items = list(prepared.values())
@@ -597,7 +530,7 @@ class CatalogIndex:
                         row = self._row_of[pid]
                         self._unindex_row(row)
                         self._free_rows.append(row)
-                        self._staged_ids.discard(pid)
+                        self._reindex.staging.ids.discard(pid)
                     self._generation += 1
             return found
 
@@ -619,7 +552,7 @@ class CatalogIndex:
     def staging_version(self) -> str:
         """The running reindex's target version, whose vectors upserts should bring too
         (``upsert(staging_embeddings=...)``); "" when no reindex runs."""
-        return self._staging_target
+        return self._reindex.staging.target
 
     def get(self, ids: Sequence[str]) -> list[Product | None]:
         """Products by id (None where unknown); treat them as read-only."""
@@ -800,8 +733,7 @@ class CatalogIndex:
     # -------------------------------------------------------------------- reindex
     def reindex_status(self) -> ReindexStatus:
         """The current or last reindex since the index was opened (state "idle": none)."""
-        with self._job_lock:
-            return self._job.status() if self._job is not None else ReindexStatus()
+        return self._reindex.status()
 
     def start_reindex(
         self,
@@ -811,209 +743,67 @@ class CatalogIndex:
         batch_size: int = REINDEX_BATCH,
         on_finish: Callable[[ReindexStatus], None] | None = None,
     ) -> ReindexStatus:
-        """Re-embed every product with ``target_version`` in a background thread; returns
-        the status at once.
-
-        ``embed(texts)`` returns one ``target_version`` vector per text (the caller checks
-        beforehand that the encoder serves that version); it is called with at most
-        ``batch_size`` product texts. ``on_finish`` is called from the thread with the
-        final status (done, failed or cancelled).
-
-        Nothing to do (state "done" at once, no thread) when every vector already has
-        ``target_version``, or when the catalog is empty (the version is then pinned for
-        the first upsert). The same target as the running reindex returns its status.
-        Raises ``InvalidArgument`` for an empty version or bad batch size and
-        ``FailedPrecondition`` naming the running target if another reindex runs.
-        """
-        if not isinstance(target_version, str) or not target_version.strip():
-            raise InvalidArgument("text_encoder_version: must be non-empty")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise InvalidArgument(f"batch_size: must be an integer >= 1 (got {batch_size!r})")
-        target = target_version.strip()
-        with self._write_mutex, self._job_lock:
-            running = self._job
-            if running is not None and running.state == "running":
-                if running.target == target:
-                    return running.status()
-                raise FailedPrecondition(
-                    f"text_encoder_version: a reindex to version {running.target!r} is "
-                    f"running; wait for it or cancel it before asking for {target!r}"
-                )
-            now = datetime.now(UTC)
-            source = self._embedding_version
-            job = _ReindexJob(target, source, embed, batch_size, now)
-            if not self._row_of or (source == target and set(self._version_counts) <= {target}):
-                if not self._row_of and source != target:
-                    self._store.pin_version(target)
-                    with self._lock.write():
-                        self._embedding_version = target
-                        self._generation += 1
-                job.state, job.finished_at = "done", now
-                job.message = (
-                    f"nothing to do: the index already has version {target}"
-                    if self._row_of
-                    else f"nothing to do: the catalog is empty; its version is now {target}"
-                )
-                self._job = job
-                return job.status()
-            self._store.clear_staging()
-            self._staged_ids = set()
-            self._staging_target = target
-            snapshot = [(pid, self._products[row]) for pid, row in self._row_of.items()]
-            job.total = len(snapshot)
-            job.thread = threading.Thread(
-                target=self._run_reindex,
-                args=(job, snapshot, on_finish),
-                name=f"catalog-reindex-{target}",
-                daemon=True,
-            )
-            self._job = job
-            job.thread.start()
-            return job.status()
+        """Re-embed every product with ``target_version`` in a background thread and swap
+        the new vectors in when complete; returns the status at once. See
+        ``CatalogReindex.start`` for the arguments and errors."""
+        return self._reindex.start(
+            target_version, embed, batch_size=batch_size, on_finish=on_finish
+        )
 
     def cancel_reindex(self, wait_s: float = 30.0) -> ReindexStatus:
-        """Stop a running reindex, discarding its staged vectors; waits up to ``wait_s``
-        for the thread (an encoder call in flight finishes first). Returns the status:
-        "cancelled", or the last one unchanged when none was running (or it completed
-        before it saw the cancel)."""
-        with self._job_lock:
-            job = self._job
-            if job is None or job.state != "running":
-                return job.status() if job is not None else ReindexStatus()
-            job.cancel.set()
-        if job.thread is not None and job.thread is not threading.current_thread():
-            job.thread.join(wait_s)
-        return self.reindex_status()
+        """Stop a running reindex (waiting up to ``wait_s``); see ``CatalogReindex.cancel``."""
+        return self._reindex.cancel(wait_s)
 
     def wait_reindex(self, timeout_s: float | None = None) -> ReindexStatus:
         """Wait for the running reindex to end (at most ``timeout_s``); its status."""
-        with self._job_lock:
-            job = self._job
-        if job is not None and job.thread is not None:
-            job.thread.join(timeout_s)
-        return self.reindex_status()
+        return self._reindex.wait(timeout_s)
 
-    def _run_reindex(
-        self,
-        job: _ReindexJob,
-        snapshot: list[tuple[str, Product]],
-        on_finish: Callable[[ReindexStatus], None] | None,
-    ) -> None:
-        """The reindex thread: embed in batches, catch up, swap; never raises."""
-        state: ReindexState = "done"
-        error = ""
-        try:
-            pending = snapshot
-            for _ in range(_CATCH_UP_ROUNDS + 1):
-                for start in range(0, len(pending), job.batch_size):
-                    if job.cancel.is_set():
-                        raise ReindexCancelled
-                    batch = pending[start : start + job.batch_size]
-                    vectors = job.embed([product.embedding_text() for _, product in batch])
-                    self._stage(job, batch, vectors)
-                    with self._job_lock:
-                        job.embedded += len(batch)
-                pending = self._commit_staging(job)
-                if not pending:
-                    break
-                with self._job_lock:
-                    job.total += len(pending)
-            else:
-                raise RuntimeError(
-                    f"the catalog kept changing: {len(pending)} products still lacked a "
-                    f"version {job.target} vector after {_CATCH_UP_ROUNDS} catch-up rounds"
-                )
-        except ReindexCancelled:
-            state = "cancelled"
-        except Exception as exc:  # any failure leaves the old index serving
-            state = "failed"
-            error = getattr(exc, "message", "") or f"{exc.__class__.__name__}: {exc}"
-        if state != "done":
-            self._discard_staging(job)
-        with self._job_lock:
-            job.state, job.error, job.finished_at = state, error, datetime.now(UTC)
-            if state == "done":
-                job.message = f"the index now has version {job.target}"
-            elif state == "cancelled":
-                job.message = f"cancelled: the index still has version {job.source}"
-            else:
-                job.message = f"failed: the index still has version {job.source}"
-            status = job.status()
-        if on_finish is not None:
-            # A logging callback must not kill the thread.
-            with contextlib.suppress(Exception):
-                on_finish(status)
+    # The reindex's view of the catalog (``shared.search.reindex``); write mutex held.
+    def _snapshot(self) -> list[tuple[str, Product]]:
+        """Every (product id, product), in the order products were first stored."""
+        return [(pid, self._products[row]) for pid, row in self._row_of.items()]  # type: ignore[misc]
 
-    def _stage(
-        self, job: _ReindexJob, batch: list[tuple[str, Product]], vectors: np.ndarray
-    ) -> None:
-        """Store a batch's new vectors, except for products changed or deleted since the
-        snapshot (an upsert staged those itself, or they are caught up before the swap)."""
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.shape != (len(batch), self.dim):
-            raise ValueError(
-                f"embedding: the encoder returned shape {tuple(vectors.shape)} for "
-                f"{len(batch)} products (expected {self.dim} dimensions)"
-            )
-        for (pid, _), vec in zip(batch, vectors, strict=True):
-            error = _vector_error(vec, self.dim)
-            if error is not None:
-                raise ValueError(f"{error} (product {pid!r})")
-        vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-        with self._write_mutex:
-            if job.cancel.is_set():
-                raise ReindexCancelled
-            keep = []
-            for (pid, product), vec in zip(batch, vectors, strict=True):
-                row = self._row_of.get(pid)
-                if row is not None and self._products[row] is product:
-                    keep.append((pid, vec))
-            if keep:
-                self._store.stage(keep, job.target)
-                self._staged_ids.update(pid for pid, _ in keep)
+    def _product_ids(self) -> KeysView[str]:
+        return self._row_of.keys()
 
-    def _commit_staging(self, job: _ReindexJob) -> list[tuple[str, Product]]:
-        """Swap the staged vectors in if every product has one; else the products that
-        still need one (nothing changed then)."""
-        with self._write_mutex:
-            if job.cancel.is_set():
-                raise ReindexCancelled
-            missing = [
-                (pid, self._products[row])
-                for pid, row in self._row_of.items()
-                if pid not in self._staged_ids
-            ]
-            if missing:
-                return missing  # type: ignore[return-value]
-            with self._store.swapping_staging(job.target, self._row_of.keys()) as (ids, vectors):
-                rows = np.asarray([self._row_of[pid] for pid in ids], dtype=np.int64)
-                new_vectors = VectorIndex(self.dim)
-                new_vectors.set_many(rows, vectors)
-                new_stats = {
-                    key: _ClassStats(old.name, old.count, np.zeros(self.dim, dtype=np.float64))
-                    for key, old in self._class_stats.items()
-                }
-                for row, vec in zip(rows.tolist(), vectors, strict=True):
-                    key = self._class_keys[row]
-                    if key:
-                        new_stats[key].total += vec
-            versions = [job.target if p is not None else "" for p in self._products]
-            with self._lock.write():
-                self._vectors = new_vectors
-                self._class_stats = new_stats
-                self._versions = versions
-                self._version_counts = Counter({job.target: len(ids)})
-                self._embedding_version = job.target
-                self._generation += 1
-            self._staging_target = ""
-            self._staged_ids = set()
-            return []
+    def _holds(self, pid: str, product: Product) -> bool:
+        """Whether ``product`` (a snapshot's) is still the catalog's ``pid``, unchanged."""
+        row = self._row_of.get(pid)
+        return row is not None and self._products[row] is product
 
-    def _discard_staging(self, job: _ReindexJob) -> None:
-        """Forget a stopped reindex's staged vectors (the serving index is untouched)."""
-        with self._write_mutex:
-            if self._staging_target == job.target:
-                self._staging_target = ""
-                self._staged_ids = set()
-            with contextlib.suppress(Unavailable):
-                self._store.clear_staging()  # else the next reindex or the next open does
+    def _held_versions(self) -> set[str]:
+        """The embedding versions of the products' vectors."""
+        return set(self._version_counts)
+
+    def _set_version(self, version: str) -> None:
+        """The version of an empty catalog (its store pinned it)."""
+        with self._lock.write():
+            self._embedding_version = version
+            self._generation += 1
+
+    def _vectors_swap(self, pids: list[str], vectors: np.ndarray) -> _VectorSwap:
+        """A vector index and class centroids of ``vectors`` (one per product, of another
+        version), to ``_install`` once the store swapped them in."""
+        rows = np.asarray([self._row_of[pid] for pid in pids], dtype=np.int64)
+        new_vectors = VectorIndex(self.dim)
+        new_vectors.set_many(rows, vectors)
+        new_stats = {
+            key: _ClassStats(old.name, old.count, np.zeros(self.dim, dtype=np.float64))
+            for key, old in self._class_stats.items()
+        }
+        for row, vec in zip(rows.tolist(), vectors, strict=True):
+            key = self._class_keys[row]
+            if key:
+                new_stats[key].total += vec
+        return _VectorSwap(new_vectors, new_stats, len(pids))
+
+    def _install(self, swap: _VectorSwap, version: str) -> None:
+        """Serve ``swap``'s vectors, all of ``version``, from now on (one write-lock hold)."""
+        versions = [version if p is not None else "" for p in self._products]
+        with self._lock.write():
+            self._vectors = swap.vectors
+            self._class_stats = swap.class_stats
+            self._versions = versions
+            self._version_counts = Counter({version: swap.count})
+            self._embedding_version = version
+            self._generation += 1

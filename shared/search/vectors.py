@@ -17,6 +17,17 @@ _MIN_CAPACITY = 1024
 _GATHER_FRACTION = 0.25
 
 
+def vector_error(vec: np.ndarray, dim: int, name: str = "embedding") -> str | None:
+    """Why ``vec`` cannot be indexed, as ``"field: reason"``; None if it can."""
+    if vec.shape != (dim,):
+        return f"{name}: must have {dim} dimensions (got shape {tuple(vec.shape)})"
+    if not np.isfinite(vec).all():
+        return f"{name}: must be finite (found NaN or infinity)"
+    if not float(np.dot(vec, vec)) > 0:
+        return f"{name}: must not be all zeros"
+    return None
+
+
 class VectorIndex:
     """Row-addressed embedding matrix with capacity doubling and exact top-k search.
 
