@@ -45,6 +45,7 @@ from shared.rpc.server import ServerHandle, build_service, serve_when_ready
 from shared.search.catalog_index import CatalogIndex, EmbeddingVersionMismatch
 from shared.search.filters import Filters
 from shared.search.reindex import ReindexStatus
+from shared.search.retrieval import RetrieveOptions
 from shared.settings import RetrievalSettings
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RetrievalService"].full_name
@@ -237,10 +238,8 @@ class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
                     vector = self._embed_query(query, index_version, mode)
                     vector_version = index_version or None
             try:
-                result = self._index.retrieve(
-                    query,
-                    vector,
-                    filters,
+                options = RetrieveOptions(
+                    filters=filters,
                     intent=intent_pairs(request.intent if request.HasField("intent") else None),
                     intent_boost=intent_boost_for(request.intent.model_version),
                     k=k,
@@ -254,6 +253,7 @@ class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
                         else None
                     ),
                 )
+                result = self._index.retrieve(query, vector, options)
                 break
             except EmbeddingVersionMismatch as exc:
                 # A reindex swapped between embedding and searching: embed again.

@@ -22,6 +22,7 @@ from shared.data.catalog import Product
 from shared.search.bm25 import BM25Index
 from shared.search.catalog_index import CatalogIndex
 from shared.search.filters import Filters
+from shared.search.retrieval import RetrieveOptions
 from shared.search.text import analyze
 from shared.search.vectors import VectorIndex
 
@@ -266,27 +267,25 @@ def bench_catalog(
         intent = [("Sofas", 0.8), ("Accent Chairs", 0.1)]
         no_filter = Filters()
         some = Filters(price_max=500.0, attributes={"colour": ["grey", "gray"]})
+        hybrid = RetrieveOptions(filters=no_filter, intent=intent)
+        filtered = RetrieveOptions(filters=some, intent=intent)
+        lexical = RetrieveOptions(filters=no_filter, mode="lexical")
+        dense = RetrieveOptions(filters=no_filter, mode="dense")
         _line(
             "retrieve hybrid (k=200)",
-            *_timings(
-                lambda i: index.retrieve(qs[i % len(qs)], qv[i % len(qv)], no_filter, intent), 200
-            ),
+            *_timings(lambda i: index.retrieve(qs[i % len(qs)], qv[i % len(qv)], hybrid), 200),
         )
         _line(
             "retrieve hybrid + filters",
-            *_timings(
-                lambda i: index.retrieve(qs[i % len(qs)], qv[i % len(qv)], some, intent), 200
-            ),
+            *_timings(lambda i: index.retrieve(qs[i % len(qs)], qv[i % len(qv)], filtered), 200),
         )
         _line(
             "retrieve lexical",
-            *_timings(
-                lambda i: index.retrieve(qs[i % len(qs)], None, no_filter, mode="lexical"), 200
-            ),
+            *_timings(lambda i: index.retrieve(qs[i % len(qs)], None, lexical), 200),
         )
         _line(
             "retrieve dense",
-            *_timings(lambda i: index.retrieve("", qv[i % len(qv)], no_filter, mode="dense"), 200),
+            *_timings(lambda i: index.retrieve("", qv[i % len(qv)], dense), 200),
         )
         index.close()
 

@@ -48,10 +48,9 @@ index as it was. Opening a file with a half-done staging table discards it.
 from __future__ import annotations
 
 import dataclasses
-import math
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, KeysView, Mapping, Sequence
+from collections.abc import Callable, Iterator, KeysView, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,11 +64,11 @@ from shared.search.bm25 import BM25Index
 from shared.search.filters import FilterPostings, Filters, normalize_value
 from shared.search.fusion import reciprocal_rank_fusion_arrays
 from shared.search.reindex import REINDEX_BATCH, CatalogReindex, ReindexStatus
+from shared.search.retrieval import Candidate, RetrievalResult, RetrieveOptions
 from shared.search.text import analyze
 from shared.search.vectors import VectorIndex, vector_error
 from shared.storage.catalog import CatalogStore, ProductRow
 
-MODES: tuple[str, ...] = ("hybrid", "lexical", "dense")
 # Products applied to memory per write-lock hold: bounds how long a reader can wait.
 APPLY_CHUNK = 512
 
@@ -96,49 +95,6 @@ class UpsertOutcome:
     @property
     def ok(self) -> bool:
         return self.status != "invalid"
-
-
-@dataclass(slots=True)
-class Candidate:
-    """One retrieved product with the evidence a ranker needs.
-
-    Ranks are 1-based within each source's list; a source that did not return the
-    product leaves its rank None (and its score None, except ``dense_score``, which is
-    the query-product cosine for every candidate whenever a query vector was given). ``fused_score`` is the RRF score only;
-    the candidates are ordered by ``score = fused_score + intent_boost``.
-    The ``product`` is shared with the index: treat it as read-only.
-    """
-
-    product: Product
-    fused_score: float
-    lexical_score: float | None
-    lexical_rank: int | None
-    dense_score: float | None
-    dense_rank: int | None
-    sources: list[str]
-    intent_boost: float = 0.0
-
-    @property
-    def score(self) -> float:
-        return self.fused_score + self.intent_boost
-
-
-@dataclass(slots=True)
-class RetrievalResult:
-    """Candidates, best first, with the mode actually used.
-
-    ``fallback`` is None when ``mode == requested_mode``, otherwise the reason (e.g. hybrid
-    without a query vector ran lexical only). ``generation`` is the catalog generation the
-    candidates were read at.
-    """
-
-    candidates: list[Candidate]
-    mode: str
-    requested_mode: str
-    fallback: str | None = None
-    generation: int = 0
-    # The index's text encoder version when the candidates were read ("" if none yet).
-    embedding_version: str = ""
 
 
 class _ReadWriteLock:
@@ -597,47 +553,23 @@ class CatalogIndex:
         self,
         query_text: str,
         query_vector: np.ndarray | None,
-        filters: Filters | None = None,
-        intent: Sequence[tuple[str, float]] = (),
-        k: int = 200,
-        mode: str = "hybrid",
-        lexical_k: int = 200,
-        dense_k: int = 200,
-        rrf_k: int = 60,
-        intent_boost: float | None = None,
-        query_version: str | None = None,
-        source_weights: Mapping[str, float] | None = None,
+        options: RetrieveOptions | None = None,
     ) -> RetrievalResult:
         """Candidates for a query: BM25 and dense top lists under the filters, fused by RRF,
-        boosted by intent (hybrid only), best first. See the module docstring for formulas.
+        boosted by intent (hybrid only), best first. See the module docstring for formulas
+        and ``RetrieveOptions`` for the options (None: the defaults).
 
-        ``intent_boost`` overrides the constructor's ``intent_weight`` for this call, and
-        ``source_weights`` (``{"lexical": w, "dense": w}``) its fusion weights.
-        ``query_version`` is the text encoder version of ``query_vector``; when given, it
-        is checked against the index's version under the same lock as the search, so a
-        reindex swap between embedding and searching raises ``EmbeddingVersionMismatch``
+        ``options.query_version`` is the text encoder version of ``query_vector``; when
+        given, it is checked against the index's version under the same lock as the search,
+        so a reindex swap between embedding and searching raises ``EmbeddingVersionMismatch``
         (carrying the new version) instead of mixing models.
         Raises ``InvalidArgument`` naming the field for bad arguments or filters.
         """
-        if mode not in MODES:
-            raise InvalidArgument(f"mode: must be one of {', '.join(MODES)} (got {mode!r})")
-        for name, value in (("k", k), ("lexical_k", lexical_k), ("dense_k", dense_k)):
-            if not isinstance(value, int) or value < 1:
-                raise InvalidArgument(f"{name}: must be an integer >= 1 (got {value!r})")
-        if not isinstance(rrf_k, int) or rrf_k < 0:
-            raise InvalidArgument(f"rrf_k: must be an integer >= 0 (got {rrf_k!r})")
-        weights = dict(self.source_weights)
-        if source_weights is not None:
-            for name in ("lexical", "dense"):
-                value = float(source_weights.get(name, 0.0))
-                if not math.isfinite(value) or value < 0:
-                    raise InvalidArgument(f"fusion.{name}: must be finite and >= 0 (got {value})")
-                weights[name] = value
-            if weights["lexical"] == 0 and weights["dense"] == 0:
-                raise InvalidArgument("fusion: the lexical and dense weights are both 0")
-        weight = self.intent_weight if intent_boost is None else float(intent_boost)
-        if not math.isfinite(weight) or weight < 0:
-            raise InvalidArgument(f"intent_boost: must be finite and >= 0 (got {intent_boost})")
+        if options is None:
+            options = RetrieveOptions()
+        mode, k, rrf_k = options.mode, options.k, options.rrf_k
+        query_version = options.query_version
+        weights, weight = options.checked_weights(self.source_weights, self.intent_weight)
         qvec = None
         if query_vector is not None:
             qvec = np.asarray(query_vector, dtype=np.float32)
@@ -649,13 +581,8 @@ class CatalogIndex:
                 raise InvalidArgument("query_vector: must be finite")
         if mode == "dense" and qvec is None:
             raise InvalidArgument("query_vector: required in dense mode")
-        intent_p: dict[str, float] = {}
-        for i, (cls, p) in enumerate(intent):
-            if not math.isfinite(p) or not 0 <= p <= 1:
-                raise InvalidArgument(f"intent[{i}]: probability must be in [0, 1] (got {p})")
-            key = normalize_value(cls)
-            intent_p[key] = max(intent_p.get(key, 0.0), float(p))
-        filters = filters or Filters()
+        intent_p = options.intent_probabilities()
+        filters = options.filters or Filters()
         terms = analyze(query_text) if mode != "dense" else []
 
         use_lexical = mode in ("hybrid", "lexical")
@@ -683,10 +610,12 @@ class CatalogIndex:
             source_scores: dict[str, np.ndarray] = {}
             if use_lexical:
                 lists["lexical"], source_scores["lexical"] = self._bm25.search_terms(
-                    terms, lexical_k, mask
+                    terms, options.lexical_k, mask
                 )
             if use_dense:
-                lists["dense"], source_scores["dense"] = self._vectors.search(qvec, dense_k, mask)
+                lists["dense"], source_scores["dense"] = self._vectors.search(
+                    qvec, options.dense_k, mask
+                )
             rows, fused, ranks = reciprocal_rank_fusion_arrays(lists, k=rrf_k, weights=weights)
             boosts = np.zeros(len(rows))
             if boost_on and len(rows):

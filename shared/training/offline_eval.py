@@ -43,6 +43,7 @@ from shared.paths import state_dir
 from shared.ranking.features import FeatureScorer, RankInput, intent_boost_for
 from shared.ranking.rerank import DEFAULT_DEPTH, DEFAULT_WEIGHT, rerank_head
 from shared.search.catalog_index import CatalogIndex
+from shared.search.retrieval import RetrieveOptions
 
 CANDIDATES = 100
 QUERY_TOKENS = 32
@@ -179,7 +180,9 @@ class LocalPipeline:
         intent = self.classify(query, vector)
         lap("intent")
         hybrid = self.index.retrieve(
-            query, vector, intent=intent, k=CANDIDATES, intent_boost=self.intent_boost
+            query,
+            vector,
+            RetrieveOptions(intent=intent, k=CANDIDATES, intent_boost=self.intent_boost),
         )
         lap("retrieval")
         wanted = self.attributes.match(query)
@@ -213,8 +216,8 @@ class LocalPipeline:
         :meth:`rank`'s, BM25 alone and dense alone, and the zero-shot prototypes' classes."""
         vector = self.embed([query], QUERY_TOKENS)[0]
         ranked = self.rank(query, vector=vector)
-        dense = self.index.retrieve(query, vector, k=CANDIDATES, mode="dense")
-        lexical = self.index.retrieve(query, None, k=CANDIDATES, mode="lexical")
+        dense = self.index.retrieve(query, vector, RetrieveOptions(k=CANDIDATES, mode="dense"))
+        lexical = self.index.retrieve(query, None, RetrieveOptions(k=CANDIDATES, mode="lexical"))
         return {
             **ranked,
             "zero_shot": [c for c, _ in self.prototypes.classify(vector, 5)],

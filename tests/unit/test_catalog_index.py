@@ -13,6 +13,7 @@ from shared.data.catalog import Product
 from shared.errors import InvalidArgument
 from shared.search.catalog_index import CatalogIndex, EmbeddingVersionMismatch
 from shared.search.filters import Filters
+from shared.search.retrieval import RetrieveOptions
 from tests.unit.catalog_support import CLASSES, DIM, ids, make_products, unit_vectors
 
 pytestmark = pytest.mark.unit
@@ -38,7 +39,9 @@ def test_persistence_roundtrip(tmp_path: Path, catalog: CatalogIndex) -> None:
     def snapshot(index: CatalogIndex) -> list[list[tuple[str, float, int | None, int | None]]]:
         out = []
         for text, vec, filters, intent in queries:
-            result = index.retrieve(text, vec, filters, intent, k=20)
+            result = index.retrieve(
+                text, vec, RetrieveOptions(filters=filters, intent=intent, k=20)
+            )
             out.append(
                 [(c.product.product_id, round(c.score, 6), c.lexical_rank, c.dense_rank)
                  for c in result.candidates]
@@ -81,12 +84,16 @@ def test_delete_removes_from_every_structure(catalog: CatalogIndex) -> None:
     assert catalog.get(["p0"]) == [None]
     assert len(catalog) == 63
     assert catalog.classes()["Sofas"] == 15
-    everything = catalog.retrieve(target.title, vec, Filters(), k=500, lexical_k=500, dense_k=500)
+    everything = catalog.retrieve(
+        target.title, vec, RetrieveOptions(filters=Filters(), k=500, lexical_k=500, dense_k=500)
+    )
     assert "p0" not in ids(everything)
     for mode in ("lexical", "dense"):
-        assert "p0" not in ids(catalog.retrieve(target.title, vec, mode=mode, k=500))
+        assert "p0" not in ids(
+            catalog.retrieve(target.title, vec, RetrieveOptions(mode=mode, k=500))
+        )
     grey_sofas = Filters(classes=["Sofas"], attributes={"colour": ["grey"]})
-    assert "p0" not in ids(catalog.retrieve("sofa", vec, grey_sofas))
+    assert "p0" not in ids(catalog.retrieve("sofa", vec, RetrieveOptions(filters=grey_sofas)))
     assert catalog.delete(["p0"]) == [False]
 
 
@@ -131,8 +138,10 @@ def test_update_moves_product_between_classes(catalog: CatalogIndex) -> None:
     count, centroid = catalog.class_centroids()["Beds"]
     assert count == 1
     np.testing.assert_allclose(centroid, vec[0], atol=1e-6)
-    assert ids(catalog.retrieve("walnut", None, mode="lexical")) == ["p0"]
-    assert "p0" not in ids(catalog.retrieve("sofa", None, Filters(classes=["Sofas"]), k=100))
+    assert ids(catalog.retrieve("walnut", None, RetrieveOptions(mode="lexical"))) == ["p0"]
+    assert "p0" not in ids(
+        catalog.retrieve("sofa", None, RetrieveOptions(filters=Filters(classes=["Sofas"]), k=100))
+    )
 
 
 def test_class_centroids_match_brute_force(catalog: CatalogIndex) -> None:
@@ -146,7 +155,7 @@ def test_class_centroids_match_brute_force(catalog: CatalogIndex) -> None:
 
 def test_modes_fallback_and_intent_boost(catalog: CatalogIndex) -> None:
     qv = unit_vectors(1, 77)[0]
-    hybrid = catalog.retrieve("grey sofa", qv, k=30)
+    hybrid = catalog.retrieve("grey sofa", qv, RetrieveOptions(k=30))
     assert hybrid.mode == "hybrid" and hybrid.fallback is None
     assert any(c.sources == ["lexical", "dense"] for c in hybrid.candidates)
     scores = [c.score for c in hybrid.candidates]
@@ -157,13 +166,17 @@ def test_modes_fallback_and_intent_boost(catalog: CatalogIndex) -> None:
     assert fallback.fallback is not None
     assert all(c.sources == ["lexical"] for c in fallback.candidates)
 
-    dense = catalog.retrieve("ignored", qv, mode="dense", intent=[("Sofas", 1.0)], k=10)
+    dense = catalog.retrieve(
+        "ignored", qv, RetrieveOptions(mode="dense", intent=[("Sofas", 1.0)], k=10)
+    )
     assert [c.dense_rank for c in dense.candidates] == list(range(1, 11))
     assert all(c.intent_boost == 0.0 and c.lexical_rank is None for c in dense.candidates)
 
     # "model" matches every product; the boost must lift the intent class to the top.
-    plain = catalog.retrieve("model", qv, k=10)
-    boosted = catalog.retrieve("model", qv, intent=[("Area Rugs", 0.9)], k=10, intent_boost=2.0)
+    plain = catalog.retrieve("model", qv, RetrieveOptions(k=10))
+    boosted = catalog.retrieve(
+        "model", qv, RetrieveOptions(intent=[("Area Rugs", 0.9)], k=10, intent_boost=2.0)
+    )
     top = boosted.candidates[0]
     assert top.product.product_class == "Area Rugs"
     assert top.intent_boost == pytest.approx(2.0 * 0.9 / 61)
@@ -171,11 +184,13 @@ def test_modes_fallback_and_intent_boost(catalog: CatalogIndex) -> None:
     assert ids(plain) != ids(boosted)
 
     with pytest.raises(InvalidArgument, match="query_vector: required"):
-        catalog.retrieve("sofa", None, mode="dense")
+        catalog.retrieve("sofa", None, RetrieveOptions(mode="dense"))
     with pytest.raises(InvalidArgument, match="mode:"):
-        catalog.retrieve("sofa", qv, mode="fuzzy")
+        catalog.retrieve("sofa", qv, RetrieveOptions(mode="fuzzy"))
     with pytest.raises(InvalidArgument, match=r"filters\.attributes: unknown attribute 'shape'"):
-        catalog.retrieve("sofa", qv, Filters(attributes={"shape": ["round"]}))
+        catalog.retrieve(
+            "sofa", qv, RetrieveOptions(filters=Filters(attributes={"shape": ["round"]}))
+        )
 
 
 def test_concurrent_retrieve_during_upserts(catalog: CatalogIndex) -> None:
@@ -189,7 +204,9 @@ def test_concurrent_retrieve_during_upserts(catalog: CatalogIndex) -> None:
         try:
             while not stop.is_set():
                 result = catalog.retrieve(
-                    "grey velvet sofa model", qv[(seed + i) % 4], Filters(price_max=5000.0), k=50
+                    "grey velvet sofa model",
+                    qv[(seed + i) % 4],
+                    RetrieveOptions(filters=Filters(price_max=5000.0), k=50),
                 )
                 for c in result.candidates:
                     # A product is never half-updated: title and class always agree.
@@ -232,19 +249,21 @@ def test_the_index_has_one_version_pinned_by_its_first_upsert(tmp_path: Path) ->
         index.delete([p.product_id for p in make_products(4)])
         assert index.embedding_version == "3"  # an emptied index keeps its version
         qv = unit_vectors(1, 2)[0]
-        assert index.retrieve("sofa", qv, query_version="3").embedding_version == "3"
+        assert (
+            index.retrieve("sofa", qv, RetrieveOptions(query_version="3")).embedding_version == "3"
+        )
     finally:
         index.close()
 
 
 def test_query_vector_of_another_version_is_refused(catalog: CatalogIndex) -> None:
     qv = unit_vectors(1, 5)[0]
-    assert catalog.retrieve("grey sofa", qv, query_version="enc-v1").candidates
+    assert catalog.retrieve("grey sofa", qv, RetrieveOptions(query_version="enc-v1")).candidates
     with pytest.raises(EmbeddingVersionMismatch, match="query_version") as err:
-        catalog.retrieve("grey sofa", qv, query_version="enc-v2")
+        catalog.retrieve("grey sofa", qv, RetrieveOptions(query_version="enc-v2"))
     assert err.value.index_version == "enc-v1"
     # Lexical retrieval uses no vector, so any version is fine.
-    assert catalog.retrieve("grey sofa", None, query_version="enc-v2").candidates
+    assert catalog.retrieve("grey sofa", None, RetrieveOptions(query_version="enc-v2")).candidates
 
 
 def test_an_old_file_takes_its_majority_version(tmp_path: Path) -> None:

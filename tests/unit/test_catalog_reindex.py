@@ -11,6 +11,7 @@ import pytest
 
 from shared.errors import FailedPrecondition, InvalidArgument, Unavailable
 from shared.search.catalog_index import CatalogIndex, EmbeddingVersionMismatch
+from shared.search.retrieval import RetrieveOptions
 from tests.unit.catalog_support import DIM, ids, make_products, unit_vectors
 
 pytestmark = pytest.mark.unit
@@ -83,9 +84,11 @@ def test_reindex_swaps_every_vector_to_the_new_version(tmp_path: Path, versioned
     assert version == "2"
     # Retrieval now scores version-2 queries, and the centroids follow the new vectors.
     q2 = FakeEncoder("2")([product.embedding_text()])[0]
-    assert ids(versioned.retrieve("x", q2, mode="dense", k=1, query_version="2")) == ["p7"]
+    assert ids(
+        versioned.retrieve("x", q2, RetrieveOptions(mode="dense", k=1, query_version="2"))
+    ) == ["p7"]
     with pytest.raises(EmbeddingVersionMismatch):
-        versioned.retrieve("x", q2, query_version="1")
+        versioned.retrieve("x", q2, RetrieveOptions(query_version="1"))
     _, centroid = versioned.class_centroids()["Sofas"]
     rows = [p for p in versioned.get([f"p{i}" for i in range(0, 150, 4)])]
     expected_mean = FakeEncoder("2")([p.embedding_text() for p in rows]).mean(axis=0)
@@ -96,7 +99,9 @@ def test_reindex_swaps_every_vector_to_the_new_version(tmp_path: Path, versioned
     try:
         assert reopened.embedding_version == "2"
         assert reopened.embedding_versions() == {"2": 150}
-        assert ids(reopened.retrieve("x", q2, mode="dense", k=1, query_version="2")) == ["p7"]
+        assert ids(
+            reopened.retrieve("x", q2, RetrieveOptions(mode="dense", k=1, query_version="2"))
+        ) == ["p7"]
     finally:
         reopened.close()
 
@@ -132,7 +137,9 @@ def test_searches_see_one_version_until_the_swap(versioned: CatalogIndex) -> Non
     versioned.start_reindex("2", encoder, batch_size=20)
     seen: list[str] = []
     for i in range(8):  # one batch at a time: read between batches
-        result = versioned.retrieve("x", q["1"], mode="dense", k=1, query_version="1")
+        result = versioned.retrieve(
+            "x", q["1"], RetrieveOptions(mode="dense", k=1, query_version="1")
+        )
         assert ids(result) == ["p9"] and result.embedding_version == "1"
         seen.append(result.embedding_version)
         encoder.gate.set()
@@ -140,7 +147,7 @@ def test_searches_see_one_version_until_the_swap(versioned: CatalogIndex) -> Non
     encoder.gate = None
     status = versioned.wait_reindex(30)
     assert status.state == "done"
-    result = versioned.retrieve("x", q["2"], mode="dense", k=1, query_version="2")
+    result = versioned.retrieve("x", q["2"], RetrieveOptions(mode="dense", k=1, query_version="2"))
     assert ids(result) == ["p9"] and result.embedding_version == "2"
     assert seen == ["1"] * 8
 
@@ -193,7 +200,7 @@ def test_a_failed_reindex_leaves_the_old_index_serving(tmp_path: Path, versioned
 
     product = versioned.get(["p5"])[0]
     q1 = FakeEncoder("1")([product.embedding_text()])[0]
-    before = ids(versioned.retrieve("grey sofa", q1, k=20, query_version="1"))
+    before = ids(versioned.retrieve("grey sofa", q1, RetrieveOptions(k=20, query_version="1")))
     generation = versioned.generation
     versioned.start_reindex("2", FakeEncoder("2", fail_at=3), batch_size=32)
     status = versioned.wait_reindex(30)
@@ -202,7 +209,9 @@ def test_a_failed_reindex_leaves_the_old_index_serving(tmp_path: Path, versioned
     assert versioned.embedding_version == "1" and versioned.staging_version == ""
     assert versioned.embedding_versions() == {"1": 150}
     assert versioned.generation == generation
-    assert ids(versioned.retrieve("grey sofa", q1, k=20, query_version="1")) == before
+    assert (
+        ids(versioned.retrieve("grey sofa", q1, RetrieveOptions(k=20, query_version="1"))) == before
+    )
     with versioned._store.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM catalog_staging")).scalar() == 0
     # A failed reindex can be asked for again.
