@@ -1,60 +1,53 @@
 """The catalog index: products, BM25, embeddings and filter postings behind one API.
 
-SQLite (WAL mode, via SQLModel) is the source of truth, so a restart reloads products and
-their embeddings without re-embedding; everything in memory (BM25 postings, the vector
-matrix, class and attribute row sets, class centroids) is derived from it and updated
-incrementally on every upsert and delete.
-
-Concurrency: writers (upsert, delete) are serialised by a mutex held across the database
-transaction and the in-memory update; the in-memory update itself happens under the write
-side of a readers-writer lock, in chunks of ``APPLY_CHUNK`` products, so ``retrieve``
-calls from several threads run concurrently with each other, wait at most one chunk for a
-writer, and never see a half-updated product.
-
-Retrieval (``retrieve``), hybrid mode:
-
-1. The filter mask is computed from the row sets (no scan of products in Python).
-2. BM25 takes its top ``lexical_k`` and the dense index its top ``dense_k`` under the mask.
-3. Reciprocal rank fusion: ``rrf(d) = sum_s w_s / (rrf_k + rank_s(d))``.
-4. Intent boost: ``boost(d) = intent_weight * p(class(d)) / (rrf_k + 1)`` where
-   ``p(class(d))`` is the intent probability of the product's class (0 if absent). With
-   ``intent_weight = 1`` a certain intent is worth exactly one extra first place in one
-   source; the default 0.5 is half of that.
-5. Candidates are sorted by ``fused_score + intent_boost`` (``Candidate.score``).
-
-"lexical" and "dense" modes use one source and no boost (evaluation baselines). Hybrid
-mode without a query vector falls back to lexical (with the intent boost) and says so in
-``RetrievalResult.fallback``.
+The catalog's SQLite file (``shared.storage.catalog``) is the source of truth, so a
+restart reloads products and their embeddings without re-embedding; everything in memory
+(BM25 postings, the vector matrix, class and attribute row sets, class centroids) is
+derived from it and updated incrementally on every upsert and delete. ``retrieve`` scores
+as ``shared.search.retrieval`` describes; ``upsert`` checks and prepares its products
+outside the locks (``shared.search.upsert``).
 
 Embedding versions: the index holds vectors of ONE text encoder version at a time
 (``embedding_version``, kept in the ``catalog_meta`` table; a file written before the
 table existed takes its majority version). An empty index without a version takes the
 version of its first upsert; afterwards upserts and query vectors of another version are
 refused (``EmbeddingVersionMismatch``), so a query is never scored against vectors of
-another model.
+another model. ``start_reindex`` moves the index to another version in the background
+(``shared.search.reindex``).
 
-Reindex (``start_reindex``): a background thread embeds every product with a new version
-into the ``catalog_staging`` table, in batches, while ``retrieve`` keeps serving the old
-vectors. Upserts during the reindex bring the new version's vectors too
-(``staging_embeddings``) and deletes remove staged rows, so the staging never falls
-behind; a product whose staged vector is missing or stale (changed after it was
-embedded, or upserted without a staged vector) is caught up before the swap. The swap is
-one database transaction (staged vectors replace the old ones, the version changes) and
-one write-lock hold (a new vector matrix and new class centroids replace the old ones,
-the generation increments). A failure or cancel discards the staging and leaves the
-index as it was. Opening a file with a half-done staging table discards it.
+Locks: three, always taken in this order, none held while taking an earlier one.
+
+1. ``_write_mutex`` (a mutex) serialises the writers: ``upsert``, ``delete`` and the
+   reindex's start, staging of each batch, catch-up check and swap, and discard. A
+   writer holds it across its database transaction and its in-memory update, so the file
+   and memory change in the same order. It guards the row allocation (``_free_rows``),
+   the reindex's ``Staging`` and every database write; writers read the in-memory state
+   under it alone, since only its holder changes that state.
+2. ``CatalogReindex._job_lock`` guards the current or last reindex job (state, progress,
+   times, message). Taken alone by the status, cancel and wait calls and by the reindex
+   thread as it counts; the reindex's start takes it inside ``_write_mutex``. Nobody
+   waits for the thread while holding it.
+3. ``_lock`` (a readers-writer lock, not reentrant) guards the in-memory structures:
+   BM25, vectors, postings, the products, class keys and versions by row, ``_row_of``,
+   class statistics, version counts, ``_embedding_version`` and ``_generation``.
+   ``retrieve``, ``get`` and the other reads take its read side, so they run
+   concurrently with each other. Its write side is taken only by a holder of
+   ``_write_mutex`` (or by ``open`` before anyone else can call): upserts and deletes
+   apply ``APPLY_CHUNK`` products per hold, so a reader waits at most one chunk and never
+   sees a half-updated product; a reindex swap or version pin is one hold.
+
+``generation``, ``embedding_version``, ``staging_version`` and ``len()`` read one attribute
+without a lock, so they may be a moment stale.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, KeysView, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, KeysView, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Self
+from typing import Self
 
 import numpy as np
 
@@ -65,8 +58,10 @@ from shared.search.filters import FilterPostings, Filters, normalize_value
 from shared.search.fusion import reciprocal_rank_fusion_arrays
 from shared.search.reindex import REINDEX_BATCH, CatalogReindex, ReindexStatus
 from shared.search.retrieval import Candidate, RetrievalResult, RetrieveOptions
+from shared.search.rwlock import ReadWriteLock
 from shared.search.text import analyze
-from shared.search.vectors import VectorIndex, vector_error
+from shared.search.upsert import PreparedProduct, UpsertOutcome, prepare_upsert
+from shared.search.vectors import VectorIndex
 from shared.storage.catalog import CatalogStore, ProductRow
 
 # Products applied to memory per write-lock hold: bounds how long a reader can wait.
@@ -84,74 +79,6 @@ class EmbeddingVersionMismatch(FailedPrecondition):
         self.index_version = index_version
 
 
-@dataclass(slots=True, frozen=True)
-class UpsertOutcome:
-    """What happened to one product of an upsert call; ``error`` names the field."""
-
-    product_id: str
-    status: Literal["created", "updated", "invalid"]
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status != "invalid"
-
-
-class _ReadWriteLock:
-    """Many readers or one writer; a waiting writer blocks new readers (no starvation).
-
-    Not reentrant: code holding it must not call a public method that takes it again.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._readers = 0
-        self._writer = False
-        self._writers_waiting = 0
-
-    @contextmanager
-    def read(self) -> Iterator[None]:
-        with self._cond:
-            while self._writer or self._writers_waiting:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if self._readers == 0:
-                    self._cond.notify_all()
-
-    @contextmanager
-    def write(self) -> Iterator[None]:
-        with self._cond:
-            self._writers_waiting += 1
-            while self._writer or self._readers:
-                self._cond.wait()
-            self._writers_waiting -= 1
-            self._writer = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writer = False
-                self._cond.notify_all()
-
-
-@dataclass(slots=True)
-class _Prepared:
-    """A validated product ready to apply: everything costly computed outside the locks."""
-
-    product: Product
-    vector: np.ndarray
-    terms: list[str]
-    version: str
-    row: int = -1
-    # The reindex target version's vector (None: not given or invalid; caught up later).
-    staged: np.ndarray | None = None
-
-
 @dataclass(slots=True)
 class _ClassStats:
     name: str
@@ -166,22 +93,6 @@ class _VectorSwap:
     vectors: VectorIndex
     class_stats: dict[str, _ClassStats]
     count: int
-
-
-def _clean_product(p: Product) -> Product:
-    """A private copy with lower-case attribute names, so callers cannot mutate our state."""
-    return dataclasses.replace(
-        p,
-        product_id=p.product_id.strip(),
-        attributes={str(k).strip().casefold(): str(v) for k, v in p.attributes.items()},
-    )
-
-
-def _product_error(p: object, vec: np.ndarray, dim: int) -> str | None:
-    """The first invalid field of a product and its embedding, as ``"field: reason"``."""
-    if not isinstance(p, Product):
-        return f"product: must be a Product (got {type(p).__name__})"
-    return p.validation_error() or vector_error(vec, dim)
 
 
 class CatalogIndex:
@@ -207,7 +118,7 @@ class CatalogIndex:
         self.intent_weight = float(intent_weight)
         self.source_weights = {"lexical": float(lexical_weight), "dense": float(dense_weight)}
         self._store = store
-        self._lock = _ReadWriteLock()
+        self._lock = ReadWriteLock()
         self._write_mutex = threading.Lock()
         self._bm25 = BM25Index(k1=bm25_k1, b=bm25_b)
         self._vectors = VectorIndex(self.dim)
@@ -259,7 +170,7 @@ class CatalogIndex:
             return
         rows, vectors = stored.rows, stored.vectors
         prepared = [
-            _Prepared(product, vec, analyze(product.lexical_text()), version, row)
+            PreparedProduct(product, vec, analyze(product.lexical_text()), version, row)
             for row, product, vec, version in zip(
                 rows, stored.products, vectors, stored.versions, strict=True
             )
@@ -282,7 +193,7 @@ class CatalogIndex:
             self._class_keys.extend([""] * grow)
             self._versions.extend([""] * grow)
 
-    def _index_product(self, p: _Prepared, *, with_text: bool = True) -> None:
+    def _index_product(self, p: PreparedProduct, *, with_text: bool = True) -> None:
         """Add a prepared product at ``p.row`` to every structure (write lock held)."""
         row, product = p.row, p.product
         self._ensure_rows(row)
@@ -357,45 +268,11 @@ class CatalogIndex:
         ``EmbeddingVersionMismatch`` if no vectors of the index's version were given and
         ``Unavailable`` if the database write fails (in every case nothing changed).
         """
-        if not isinstance(embedding_version, str) or not embedding_version.strip():
-            raise InvalidArgument("embedding_version: must be non-empty")
-        embedding_version = embedding_version.strip()
-        if len(embeddings) != len(products):
-            raise InvalidArgument(
-                f"embeddings: expected one per product ({len(products)}), got {len(embeddings)}"
-            )
-        staged_version, staged_vectors = "", None
-        if staging_embeddings is not None:
-            staged_version, staged_vectors = staging_embeddings
-            staged_version = str(staged_version).strip()
-            if not staged_version or len(staged_vectors) != len(products):
-                raise InvalidArgument(
-                    "staging_embeddings: expected a version and one vector per product "
-                    f"({len(products)}), got {staged_version!r} and {len(staged_vectors)}"
-                )
-        outcomes: list[UpsertOutcome | None] = [None] * len(products)
-        prepared: dict[str, _Prepared] = {}  # last occurrence wins
-        first_index: dict[str, int] = {}
-        for i, (p, raw) in enumerate(zip(products, embeddings, strict=True)):
-            vec = np.asarray(raw, dtype=np.float32)
-            error = _product_error(p, vec, self.dim)
-            if error is not None:
-                pid = p.product_id if isinstance(p, Product) else ""
-                outcomes[i] = UpsertOutcome(str(pid), "invalid", error)
-                continue
-            clean = _clean_product(p)
-            vec = vec / np.float32(np.linalg.norm(vec))
-            staged = None
-            if staged_vectors is not None:
-                staged = np.asarray(staged_vectors[i], dtype=np.float32)
-                if vector_error(staged, self.dim) is None:
-                    staged = staged / np.float32(np.linalg.norm(staged))
-                else:
-                    staged = None  # the reindex catches this product up itself
-            prepared[clean.product_id] = _Prepared(
-                clean, vec, analyze(clean.lexical_text()), embedding_version, staged=staged
-            )
-            first_index.setdefault(clean.product_id, i)
+        batch = prepare_upsert(
+            products, embeddings, embedding_version, staging_embeddings, self.dim
+        )
+        embedding_version, staged_version = batch.version, batch.staged_version
+        outcomes, prepared, first_index = batch.outcomes, batch.prepared, batch.first_index
         if not prepared:
             return [o for o in outcomes if o is not None]
 
@@ -435,7 +312,14 @@ class CatalogIndex:
                     else:
                         row, next_row = next_row, next_row + 1
                 prep.row = row
-            self._write_records(list(prepared.values()), index_version, stage_as)
+            self._store.upsert(
+                [
+                    ProductRow(prep.product, prep.row, prep.vector, prep.version, prep.staged)
+                    for prep in prepared.values()
+                ],
+                pin_version=index_version if index_version != self._embedding_version else None,
+                staging_version=stage_as,
+            )
             if stage_as:
                 for pid, prep in prepared.items():
                     if prep.staged is not None:
@@ -453,22 +337,6 @@ class CatalogIndex:
                         self._index_product(prep)
                     self._generation += 1
         return [o for o in outcomes if o is not None]
-
-    def _write_records(self, items: list[_Prepared], index_version: str, stage_as: str) -> None:
-        """Upsert product rows (and their staged vectors while a reindex to ``stage_as``
-        runs; a product without one loses its stale staged row) and pin the index's
-        version, in one transaction."""
-        self._store.upsert(
-            [ProductRow(it.product, it.row, it.vector, it.version) for it in items],
-            pin_version=index_version if index_version != self._embedding_version else None,
-            staged=[
-                (it.product.product_id, it.staged)
-                for it in items
-                if stage_as and it.staged is not None
-            ],
-            unstaged=[it.product.product_id for it in items if stage_as and it.staged is None],
-            staging_version=stage_as,
-        )
 
     def delete(self, ids: Sequence[str]) -> list[bool]:
         """Delete products by id, in one transaction; returns whether each one existed.
@@ -556,8 +424,8 @@ class CatalogIndex:
         options: RetrieveOptions | None = None,
     ) -> RetrievalResult:
         """Candidates for a query: BM25 and dense top lists under the filters, fused by RRF,
-        boosted by intent (hybrid only), best first. See the module docstring for formulas
-        and ``RetrieveOptions`` for the options (None: the defaults).
+        boosted by intent (hybrid only), best first. See ``shared.search.retrieval`` for the
+        formulas and ``RetrieveOptions`` for the options (None: the defaults).
 
         ``options.query_version`` is the text encoder version of ``query_vector``; when
         given, it is checked against the index's version under the same lock as the search,

@@ -1,4 +1,20 @@
-"""What ``CatalogIndex.retrieve`` takes and gives: its options, its candidates, its result."""
+"""What ``CatalogIndex.retrieve`` takes and gives: its options, its candidates, its result.
+
+Retrieval, hybrid mode:
+
+1. The filter mask is computed from the row sets (no scan of products in Python).
+2. BM25 takes its top ``lexical_k`` and the dense index its top ``dense_k`` under the mask.
+3. Reciprocal rank fusion: ``rrf(d) = sum_s w_s / (rrf_k + rank_s(d))``.
+4. Intent boost: ``boost(d) = intent_weight * p(class(d)) / (rrf_k + 1)`` where
+   ``p(class(d))`` is the intent probability of the product's class (0 if absent). With
+   ``intent_weight = 1`` a certain intent is worth exactly one extra first place in one
+   source; the default 0.5 is half of that.
+5. Candidates are sorted by ``fused_score + intent_boost`` (``Candidate.score``).
+
+"lexical" and "dense" modes use one source and no boost (evaluation baselines). Hybrid
+mode without a query vector falls back to lexical (with the intent boost) and says so in
+``RetrievalResult.fallback``.
+"""
 
 from __future__ import annotations
 

@@ -96,12 +96,14 @@ class StoredCatalog:
 
 @dataclass(slots=True, frozen=True)
 class ProductRow:
-    """One product to write: its row, its embedding and that embedding's version."""
+    """One product to write: its row, its embedding and that embedding's version, and its
+    vector of a running reindex's version (None: none given)."""
 
     product: Product
     row: int
     vector: np.ndarray
     version: str
+    staged: np.ndarray | None = None
 
 
 def _vector_bytes(vector: np.ndarray) -> bytes:
@@ -201,14 +203,13 @@ class CatalogStore:
         items: Sequence[ProductRow],
         *,
         pin_version: str | None = None,
-        staged: Sequence[tuple[str, np.ndarray]] = (),
-        unstaged: Sequence[str] = (),
         staging_version: str = "",
     ) -> None:
-        """In one transaction: create or replace ``items`` (at least one); pin the
-        catalog's version when ``pin_version`` is given; store ``staged`` (product id,
-        vector) for the reindex to ``staging_version`` and delete the staged vectors of
-        ``unstaged`` ids (now stale). Raises ``Unavailable`` (nothing written)."""
+        """In one transaction: create or replace ``items`` (at least one) and pin the
+        catalog's version when ``pin_version`` is given. While a reindex to
+        ``staging_version`` runs ("": none), each item's ``staged`` vector is stored for it,
+        and an item without one loses its staged vector (now stale). Raises ``Unavailable``
+        (nothing written)."""
         now = datetime.now(UTC)
         params = [
             {
@@ -227,6 +228,9 @@ class CatalogStore:
             index_elements=["product_id"],
             set_={c: stmt.excluded[c] for c in params[0] if c != "product_id"},
         )
+        staging = items if staging_version else []
+        staged = [(it.product.product_id, it.staged) for it in staging if it.staged is not None]
+        unstaged = [it.product.product_id for it in staging if it.staged is None]
         try:
             with self.engine.begin() as conn:
                 conn.execute(stmt, params)

@@ -75,24 +75,34 @@ def test_upsert_then_load_gives_products_vectors_and_version(
         reopened.close()
 
 
+def staged(row: ProductRow, seed: int) -> ProductRow:
+    return ProductRow(row.product, row.row, row.vector, row.version, staged=vector(seed))
+
+
 def test_delete_removes_products_and_their_staged_vectors(store: CatalogStore) -> None:
-    store.upsert(rows(4), pin_version="1", staged=[("p0", vector(5))], staging_version="2")
+    store.upsert([staged(rows(1)[0], 5), *rows(4)[1:]], pin_version="1", staging_version="2")
     store.stage([("p1", vector(6)), ("p2", vector(7))], "2")
     assert count(store, "catalog_staging") == 3
     store.delete(["p0", "p1"])
     assert [p.product_id for p in store.load().products] == ["p2", "p3"]
 
 
-def test_an_upsert_without_a_staged_vector_drops_the_stale_one(store: CatalogStore) -> None:
-    store.upsert(rows(2), pin_version="1", staged=[("p0", vector(5))], staging_version="2")
-    store.upsert(rows(1), unstaged=["p0"], staging_version="2")
+def test_staged_vectors_are_written_only_while_a_reindex_runs(store: CatalogStore) -> None:
+    store.upsert([staged(row, 5) for row in rows(2)], pin_version="1")  # no reindex
     assert count(store, "catalog_staging") == 0
+    store.upsert([staged(row, 5) for row in rows(2)], staging_version="2")
+    assert count(store, "catalog_staging") == 2
+    store.upsert(rows(1), staging_version="2")  # p0 without one: its staged vector is stale
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT product_id FROM catalog_staging")).scalars().all() == [
+            "p1"
+        ]
 
 
 def test_loading_discards_the_staging_and_pins_an_old_files_majority(
     store: CatalogStore,
 ) -> None:
-    store.upsert(rows(5), staged=[("p0", vector(5))], staging_version="2")
+    store.upsert([staged(rows(1)[0], 5), *rows(5)[1:]], staging_version="2")
     with store.engine.begin() as conn:
         conn.execute(text("UPDATE catalog_products SET embedding_version = '2' WHERE row < 3"))
     loaded = store.load()
