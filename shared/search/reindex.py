@@ -12,9 +12,8 @@ changes) and one write-lock hold (a new vector matrix and new class centroids re
 old ones, the generation increments). A failure or cancel discards the staging and leaves
 the index as it was. Opening a file with a half-done staging table discards it.
 
-Locks: the index's write mutex around every step that reads the catalog or writes the
-staging (taken before the job lock when both are held), and the job lock around the job's
-state; see ``shared.search.catalog_index``.
+Which lock guards what (the index's write mutex, this module's job lock): the docstring
+of ``shared.search.catalog_index``.
 """
 
 from __future__ import annotations
@@ -104,8 +103,7 @@ class Staging:
     """The running reindex's target version ("" when none runs) and the ids of the products
     with a staged vector for it (the ``catalog_staging`` table's, mirrored).
 
-    Changed only under the index's write mutex: by the reindex, and by upserts and deletes
-    while it runs. ``target`` is also read without it (``CatalogIndex.staging_version``).
+    Changed by the reindex, and by upserts and deletes while it runs.
     """
 
     target: str = ""
@@ -121,8 +119,8 @@ class Staging:
 class CatalogReindex:
     """The reindex job of one ``CatalogIndex`` (at most one runs), and its staging.
 
-    ``write_mutex`` is the index's writer mutex; every step that reads the catalog or
-    writes the staging holds it, so a step sees no half-applied upsert or delete.
+    ``write_mutex`` is the index's writer mutex, held by every step that reads the catalog
+    or writes the staging.
     """
 
     def __init__(
