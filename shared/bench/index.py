@@ -258,7 +258,8 @@ def bench_catalog(
         print(f"CatalogIndex, {n:,} products (SQLite WAL at {path.stat().st_size / 2**20:.0f} MiB)")
         print(f"  upsert: {dt:.2f} s, {n / dt:,.0f} products/s (batches of {batch})")
         t = time.perf_counter()
-        index.upsert(products[:batch], vecs[:batch], "bench-v2")
+        # The same version: an index holds one text encoder version at a time.
+        index.upsert(products[:batch], vecs[:batch], "bench-v1")
         print(f"  re-upsert of {batch} existing products: {(time.perf_counter() - t) * 1e3:.0f} ms")
         index.close()
         t = time.perf_counter()
