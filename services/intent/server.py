@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
@@ -27,9 +26,10 @@ from shared.contracts.common import (
     validate_version,
 )
 from shared.contracts.intent import intent_message
+from shared.contracts.retrieval import catalog_stats_from_proto
 from shared.errors import FailedPrecondition, Unavailable
 from shared.intent.attributes import AttributeMatcher
-from shared.intent.prototypes import Prototypes, build_prototypes, read_taxonomy
+from shared.intent.prototypes import CatalogStats, Prototypes, build_prototypes, read_taxonomy
 from shared.models.protocols import TextEncoder
 from shared.models.tokenization import Tokenizer
 from shared.models.triton_client import IntentClassifierClient, text_encoder_client
@@ -43,17 +43,6 @@ MAX_TOP_K = 50
 QUERY_MAX_TOKENS = 32
 ANSWER_MARGIN_S = 0.02  # kept from the deadline to answer with the prototypes
 _log = structlog.get_logger("shopsense.intent")
-
-
-@dataclass(frozen=True)
-class CatalogStats:
-    """What intent needs to know about the catalog."""
-
-    generation: int
-    centroids: dict[str, np.ndarray] = field(default_factory=dict)
-    attribute_values: dict[str, dict[str, int]] = field(default_factory=dict)
-    # The text_encoder version of the catalog's vectors ("" for an empty catalog).
-    embedding_version: str = ""
 
 
 def retrieval_stats_source(target: str, timeout_s: float = 10.0) -> Callable[[], CatalogStats]:
@@ -70,15 +59,7 @@ def retrieval_stats_source(target: str, timeout_s: float = 10.0) -> Callable[[],
             )
         except grpc.RpcError as exc:
             raise Unavailable(f"retrieval service: {exc.details()}") from exc
-        centroids = {
-            c.product_class: np.asarray(c.centroid, dtype=np.float32)
-            for c in reply.classes
-            if c.product_class and len(c.centroid)
-        }
-        values = {
-            a.name: dict(zip(a.values, a.counts, strict=True)) for a in reply.attribute_values
-        }
-        return CatalogStats(reply.generation, centroids, values, reply.embedding_version)
+        return catalog_stats_from_proto(reply)
 
     return fetch
 

@@ -14,15 +14,12 @@ upserts embed with both versions, so the new index is complete when it is swappe
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable, Iterator
 
 import grpc
 import numpy as np
 import structlog
-from google.protobuf.timestamp_pb2 import Timestamp
-from shopsense.common.v1 import common_pb2
 from shopsense.retrieval.v1 import retrieval_service_pb2 as pb
 from shopsense.retrieval.v1 import retrieval_service_pb2_grpc
 
@@ -36,6 +33,12 @@ from shared.contracts.common import (
     validate_version,
 )
 from shared.contracts.intent import intent_pairs
+from shared.contracts.retrieval import (
+    MODES,
+    UPSERT_STATUS,
+    filters_from_proto,
+    reindex_status_to_proto,
+)
 from shared.data.catalog import Product
 from shared.errors import FailedPrecondition, InvalidArgument, Unavailable
 from shared.models.protocols import TextEncoder
@@ -43,7 +46,6 @@ from shared.models.triton_client import TextEncoderClient, text_encoder_client
 from shared.ranking.features import intent_boost_for
 from shared.rpc.server import ServerHandle, build_service, serve_when_ready
 from shared.search.catalog_index import CatalogIndex, EmbeddingVersionMismatch
-from shared.search.filters import Filters
 from shared.search.reindex import ReindexStatus
 from shared.search.retrieval import RetrieveOptions
 from shared.settings import RetrievalSettings
@@ -65,79 +67,8 @@ REINDEX_EMBED_BATCH = 64
 _VERSION_TRIES = 3
 PRODUCT_MAX_TOKENS = 64
 QUERY_MAX_TOKENS = 32
-_MODES = {
-    common_pb2.RETRIEVAL_MODE_UNSPECIFIED: "hybrid",
-    common_pb2.RETRIEVAL_MODE_HYBRID: "hybrid",
-    common_pb2.RETRIEVAL_MODE_LEXICAL: "lexical",
-    common_pb2.RETRIEVAL_MODE_DENSE: "dense",
-}
-_UPSERT_STATUS = {
-    "created": pb.ITEM_STATUS_CREATED,
-    "updated": pb.ITEM_STATUS_UPDATED,
-    "invalid": pb.ITEM_STATUS_INVALID,
-}
-_REINDEX_STATE = {
-    "idle": pb.REINDEX_STATE_IDLE,
-    "running": pb.REINDEX_STATE_RUNNING,
-    "done": pb.REINDEX_STATE_DONE,
-    "failed": pb.REINDEX_STATE_FAILED,
-    "cancelled": pb.REINDEX_STATE_CANCELLED,
-}
 _log = structlog.get_logger("shopsense.retrieval")
 EncoderFactory = Callable[[str], TextEncoder]
-
-
-def reindex_status_to_proto(status: ReindexStatus, index_version: str) -> pb.ReindexStatus:
-    """The index's reindex status as the contract's message."""
-    message = pb.ReindexStatus(
-        state=_REINDEX_STATE[status.state],
-        target_version=status.target_version,
-        source_version=status.source_version,
-        products_embedded=status.embedded,
-        products_total=status.total,
-        error=status.error,
-        index_version=index_version,
-        message=status.message,
-    )
-    for name, when in (("started_at", status.started_at), ("finished_at", status.finished_at)):
-        if when is not None:
-            stamp = Timestamp()
-            stamp.FromDatetime(when)
-            getattr(message, name).CopyFrom(stamp)
-    return message
-
-
-def filters_from_proto(message: common_pb2.Filters, known_attributes: set[str]) -> Filters:
-    """Contract filters to the index's, with errors that name the request's fields."""
-    check_count(message.product_classes, "filters.product_classes", 50)
-    check_count(message.attributes, "filters.attributes", 20)
-    price_min = message.price.min if message.price.HasField("min") else None
-    price_max = message.price.max if message.price.HasField("max") else None
-    for name, value in (("min", price_min), ("max", price_max)):
-        if value is not None and (not math.isfinite(value) or value < 0):
-            raise InvalidArgument(
-                f"filters.price.{name}: must be a finite number >= 0, got {value}"
-            )
-    if price_min is not None and price_max is not None and price_max < price_min:
-        raise InvalidArgument(
-            f"filters.price.max: must be >= filters.price.min (got min={price_min}, max={price_max})"
-        )
-    attributes: dict[str, list[str]] = {}
-    for i, a in enumerate(message.attributes):
-        if not a.name.strip():
-            raise InvalidArgument(f"filters.attributes[{i}].name: required")
-        if not a.values:
-            raise InvalidArgument(f"filters.attributes[{i}].values: at least one value required")
-        check_count(a.values, f"filters.attributes[{i}].values", 50)
-        attributes.setdefault(a.name.strip().lower(), []).extend(a.values)
-    filters = Filters(
-        classes=list(message.product_classes),
-        price_min=price_min,
-        price_max=price_max,
-        attributes=attributes,
-    )
-    filters.validate(known_attributes)
-    return filters
 
 
 def _same_client_for_version(encoder: TextEncoder) -> EncoderFactory:
@@ -210,7 +141,7 @@ class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
     ) -> pb.RetrieveResponse:
         query = validate_query(request.query)
         k = count_or_default(request.k, "k", DEFAULT_K, MAX_K)
-        mode = _MODES.get(request.mode)
+        mode = MODES.get(request.mode)
         if mode is None:
             raise InvalidArgument(f"mode: unknown retrieval mode {request.mode}")
         filters = filters_from_proto(request.filters, self._index.attribute_names())
@@ -357,7 +288,7 @@ class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
         return [
             pb.ItemResult(
                 product_id=p.product_id,
-                status=_UPSERT_STATUS[o.status],
+                status=UPSERT_STATUS[o.status],
                 error=o.error or "",
             )
             for p, o in zip(products, outcomes, strict=True)

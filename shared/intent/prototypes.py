@@ -9,7 +9,7 @@ load, and stays as the fallback once a fine-tuned classifier exists.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,18 @@ import numpy as np
 # uses its name alone). Temperature of the softmax over cosine similarities.
 CENTROID_WEIGHT = 0.7
 TEMPERATURE = 0.05
+
+
+@dataclass(frozen=True)
+class CatalogStats:
+    """What intent needs to know about the catalog: each class's mean embedding, the
+    attribute values products carry (with their counts), and the generation and
+    text_encoder version they were read at ("" for an empty catalog)."""
+
+    generation: int
+    centroids: dict[str, np.ndarray] = field(default_factory=dict)
+    attribute_values: dict[str, dict[str, int]] = field(default_factory=dict)
+    embedding_version: str = ""
 
 
 @dataclass(frozen=True)
