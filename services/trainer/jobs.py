@@ -2,12 +2,13 @@
 
 ``JobRunner.submit`` creates the job (QUEUED) in the registry and starts one worker process
 (multiprocessing ``spawn``: a fresh interpreter, so torch's threads and a crash never touch the
-trainer's RPC threads). The worker runs a *job function* and reports over a queue; one monitor
-thread per job applies the reports to an in-memory snapshot, writes them to the registry (at
-most every ``persist_interval_s``, and always on a stage or state change) and wakes WatchJob
-streams through a ``threading.Condition``. Cancellation sets a multiprocessing Event the job
-function polls (``should_stop``); a worker that does not stop within ``cancel_grace_s`` is
-terminated.
+trainer's RPC threads). The worker runs a *job function* (``shared.training.job``'s
+``run_training_job``, the only code here that imports torch) and reports over a queue; one
+monitor thread per job applies the reports to an in-memory snapshot, writes them to the
+registry (at most every ``persist_interval_s``, and always on a stage or state change) and
+wakes WatchJob streams through a ``threading.Condition``. Cancellation sets a multiprocessing
+Event the job function polls (``should_stop``); a worker that does not stop within
+``cancel_grace_s`` is terminated.
 
 The outcome is decided by the parent only: a result from the worker goes to ``on_result``
 (register the version, publish it), anything else (an error, a non-zero exit, a signal) marks
@@ -20,7 +21,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import multiprocessing.process
-import os
 import queue
 import shutil
 import signal
@@ -28,7 +28,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,214 +42,24 @@ from shared.storage.registry import (
     TrainingJob,
     utc_now,
 )
+from shared.training.job import (
+    JobCancelled,
+    JobSpec,
+    Report,
+    ShouldStop,
+    plain,
+    run_training_job,
+    stage_of,
+)
 
 _log = structlog.get_logger("shopsense.trainer.jobs")
 
-# A job's working folder: <training_dir>/<job_id>/{checkpoint,export}.
-CHECKPOINT_DIR = "checkpoint"
-EXPORT_DIR = "export"
-
-
-class JobCancelled(Exception):
-    """Raised by a job function when ``should_stop()`` turned true: the job ends CANCELLED."""
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """Everything a worker needs, picklable (it crosses into the spawned process)."""
-
-    job_id: str
-    model: str
-    dataset_dir: str
-    work_dir: str
-    hyperparameters: dict[str, str] = field(default_factory=dict)
-    # Checkpoint folders to start from / distil from; None: the base model / no teacher.
-    init_checkpoint: str | None = None
-    teacher_checkpoint: str | None = None
-    # Kind -> exported version folder of the versions serving now (offline evaluation).
-    serving_exports: dict[str, str] = field(default_factory=dict)
-
-
-# A report: any of "stage" (a JobStage value), "step", "total_steps", "epoch", "progress"
-# (0..1) and "metrics" (name -> number).
-Report = Callable[[Mapping[str, Any]], None]
-ShouldStop = Callable[[], bool]
-# Runs in the worker; returns the result dict ``on_result`` receives. Must be a module-level
+# Runs in the worker (``run_training_job``, fakes in tests); returns the result dict ``on_result`` receives. Must be a module-level
 # function (spawn pickles it by name).
 JobFunction = Callable[[JobSpec, Report, ShouldStop], Mapping[str, Any]]
 # Runs in the trainer when a worker returned a result: registers (and maybe publishes) the
 # version; returns (version number, a note for the job's error/notes field, "" for none).
 OnResult = Callable[[TrainingJob, Mapping[str, Any], Callable[[JobStage], None]], tuple[int, str]]
-
-_STAGE_ALIASES = {
-    "prepare": JobStage.LOADING_DATA,
-    "load": JobStage.LOADING_DATA,
-    "loading": JobStage.LOADING_DATA,
-    "loading_data": JobStage.LOADING_DATA,
-    "data": JobStage.LOADING_DATA,
-    "train": JobStage.TRAINING,
-    "training": JobStage.TRAINING,
-    "eval": JobStage.EVALUATING,
-    "evaluate": JobStage.EVALUATING,
-    "evaluating": JobStage.EVALUATING,
-    "evaluation": JobStage.EVALUATING,
-    "dev": JobStage.EVALUATING,
-    "export": JobStage.EXPORTING,
-    "exporting": JobStage.EXPORTING,
-    "offline_eval": JobStage.OFFLINE_EVAL,
-    "publish": JobStage.PUBLISHING,
-    "publishing": JobStage.PUBLISHING,
-}
-
-
-def stage_of(name: str) -> JobStage:
-    """A training stage name (``Progress.stage``, a JobStage value) as a JobStage."""
-    try:
-        return JobStage(name.upper())
-    except ValueError:
-        return _STAGE_ALIASES.get(name.lower().replace(" ", "_"), JobStage.TRAINING)
-
-
-def _plain(value: Any) -> Any:
-    """``value`` with dataclasses, paths and numpy scalars made JSON- and pickle-friendly."""
-    import dataclasses
-
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, bool | int | float | str) or value is None:
-        return value
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    return str(value)
-
-
-def run_training_job(spec: JobSpec, report: Report, should_stop: ShouldStop) -> dict[str, Any]:
-    """The real job: train -> export (with its checks) -> offline evaluation; in the worker.
-
-    Returns the result the trainer registers: metrics, fingerprint, hyperparameters, the
-    checkpoint and export folders and the export report.
-    """
-    import torch
-
-    from shared.training.export import export_checkpoint
-    from shared.training.hyperparams import Hyperparameters
-    from shared.training.train import TrainingCancelled, train_model
-
-    torch.set_num_threads(os.cpu_count() or 1)
-    work = Path(spec.work_dir)
-    report({"stage": JobStage.LOADING_DATA.value})
-
-    def on_progress(progress: Any) -> None:
-        update: dict[str, Any] = {
-            "stage": stage_of(str(getattr(progress, "stage", "training"))).value,
-            "step": int(getattr(progress, "step", 0) or 0),
-            "total_steps": int(getattr(progress, "total_steps", 0) or 0),
-            "epoch": int(getattr(progress, "epoch", 0) or 0),
-        }
-        metrics = getattr(progress, "metrics", None) or {}
-        update["metrics"] = {
-            str(k): float(v)
-            for k, v in metrics.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)
-        }
-        report(update)
-
-    try:
-        result = train_model(
-            spec.model,
-            Path(spec.dataset_dir),
-            work,  # train_model saves into <work>/checkpoint
-            Hyperparameters.for_kind(spec.model, spec.hyperparameters),
-            init_checkpoint=Path(spec.init_checkpoint) if spec.init_checkpoint else None,
-            teacher_checkpoint=Path(spec.teacher_checkpoint) if spec.teacher_checkpoint else None,
-            progress=on_progress,
-            should_stop=should_stop,
-        )
-    except TrainingCancelled as exc:
-        raise JobCancelled(str(exc)) from exc
-    dev_metrics = _plain(result.dev_metrics)
-    report({"stage": JobStage.EXPORTING.value, "metrics": _numbers("dev/", dev_metrics)})
-    if should_stop():
-        raise JobCancelled("cancelled before export")
-
-    export_dir = work / EXPORT_DIR
-    export_report = _plain(
-        export_checkpoint(
-            Path(result.checkpoint_dir), export_dir, store_check_inputs(Path(spec.dataset_dir))
-        )
-    )
-    if should_stop():
-        raise JobCancelled("cancelled before offline evaluation")
-
-    from shared.training.offline_eval import evaluate_version
-
-    report({"stage": JobStage.OFFLINE_EVAL.value})
-    serving = {k: Path(v) for k, v in spec.serving_exports.items() if k != spec.model}
-    offline = {
-        str(k): float(v)
-        for k, v in evaluate_version(
-            spec.model, export_dir, Path(spec.dataset_dir), serving
-        ).items()
-    }
-    current = spec.serving_exports.get(spec.model)
-    if current and Path(current).is_dir():
-        # The serving version on the same dev queries: the figures the candidate must beat.
-        for k, v in evaluate_version(
-            spec.model, Path(current), Path(spec.dataset_dir), serving
-        ).items():
-            if k.startswith("pipeline/"):
-                offline[f"serving/{k}"] = float(v)
-    report({"metrics": _numbers("offline/", offline)})
-    return {
-        "checkpoint_dir": str(result.checkpoint_dir),
-        "export_dir": str(export_dir),
-        "dev_metrics": dev_metrics,
-        "offline_metrics": offline,
-        "data_fingerprint": str(result.data_fingerprint),
-        "hyperparameters": _plain(result.hyperparameters),
-        "seconds": float(result.seconds),
-        "train_examples": int(result.train_examples),
-        "device": str(result.device),
-        "export_report": export_report,
-    }
-
-
-def store_check_inputs(
-    dataset_dir: Path, n_queries: int = 32, n_candidates: int = 20
-) -> list[tuple[str, list[str]]] | None:
-    """Export check inputs from the store trained on: its queries, each with its judged
-    products first, then other products; None (the export's built-in set) when it has none.
-
-    The ONNX-vs-PyTorch and int8-vs-fp32 checks then measure the texts this store serves.
-    """
-    from shared.training.data import load_training_data
-
-    data = load_training_data(dataset_dir)
-    texts = {p.product_id: p.embedding_text() for p in data.products}
-    catalog = list(texts)
-    queries = (data.dev_queries + data.train_queries)[:n_queries]
-    inputs: list[tuple[str, list[str]]] = []
-    for number, query in enumerate(queries):
-        ids = [pid for pid in data.labels.get(query.query_id, {}) if pid in texts][:n_candidates]
-        others = (catalog[(number * 37 + i) % len(catalog)] for i in range(len(catalog)))
-        ids += [pid for pid in others if pid not in ids][: n_candidates - len(ids)]
-        if ids:
-            inputs.append((query.text, [texts[pid] for pid in ids]))
-    return inputs or None
-
-
-def _numbers(prefix: str, values: Mapping[str, Any]) -> dict[str, float]:
-    return {
-        f"{prefix}{k}": float(v)
-        for k, v in values.items()
-        if isinstance(v, int | float) and not isinstance(v, bool)
-    }
 
 
 def _worker_main(
@@ -270,7 +80,7 @@ def _worker_main(
         message = str(exc) or type(exc).__name__
         events.put(("error", f"{type(exc).__name__}: {message}"))
         return
-    events.put(("result", _plain(dict(result))))
+    events.put(("result", plain(dict(result))))
 
 
 def exit_reason(exitcode: int | None) -> str:
@@ -450,11 +260,6 @@ class JobRunner:
     @property
     def closed(self) -> bool:
         return self._closed
-
-    def active_jobs(self) -> list[str]:
-        """Ids of the jobs whose workers run now."""
-        with self._lock:
-            return list(self._live)
 
     # --- cancelling and stopping --------------------------------------------------------
 
