@@ -13,12 +13,12 @@ from datetime import datetime
 from pathlib import Path
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from shopsense.trainer.v1 import trainer_service_pb2 as tpb
 from shopsense.trainer.v1 import trainer_service_pb2_grpc
 
+from shared.contracts.common import set_timestamps
 from shared.rpc.clients import open_channel
 from shared.runtime.catalog import demo_store_dir
 
@@ -31,10 +31,7 @@ def feedback_request(
     min_impressions: int = 0,
 ) -> tpb.StartTrainingRequest:
     source = tpb.FeedbackSource(enabled=True, min_impressions=min_impressions)
-    if since is not None:
-        stamp = Timestamp()
-        stamp.FromDatetime(since)
-        source.since.CopyFrom(stamp)
+    set_timestamps(source, since=since)
     return tpb.StartTrainingRequest(
         model="cross_encoder",
         dataset=str(catalog),

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import numpy as np
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from shopsense.common.v1 import common_pb2
 
@@ -142,6 +143,14 @@ def timestamp_or_none(value: datetime | None) -> Timestamp | None:
     stamp = Timestamp()
     stamp.FromDatetime(value)
     return stamp
+
+
+def set_timestamps(message: Message, **values: datetime | None) -> None:
+    """Set each named Timestamp field of ``message`` to its datetime; None leaves it unset."""
+    for name, value in values.items():
+        stamp = timestamp_or_none(value)
+        if stamp is not None:
+            getattr(message, name).CopyFrom(stamp)
 
 
 def validate_shopper(user_id: str, session_id: str, prefix: str = "") -> None:

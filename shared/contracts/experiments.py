@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from shopsense.experiments.v1 import experiment_service_pb2 as pb
 
-from shared.contracts.common import timestamp_or_none
+from shared.contracts.common import set_timestamps
 from shared.errors import InvalidArgument
 from shared.experiments.assignment import (
     AB,
@@ -101,10 +101,9 @@ def row_to_proto(row: ExperimentRow) -> pb.Experiment:
     message = to_proto(from_dict(row.definition))
     message.state = STATES[row.state]
     message.stop_reason = row.stop_reason
-    for name in ("created_at", "started_at", "stopped_at"):
-        stamp = timestamp_or_none(getattr(row, name))
-        if stamp is not None:
-            getattr(message, name).CopyFrom(stamp)
+    set_timestamps(
+        message, created_at=row.created_at, started_at=row.started_at, stopped_at=row.stopped_at
+    )
     return message
 
 

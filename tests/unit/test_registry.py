@@ -275,7 +275,7 @@ def _fake_export(folder: Path) -> Path:
 def test_publish_is_all_or_nothing_and_rollback_restores_the_old_version(
     registry: ModelRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from services.trainer.server import ModelPublisher
+    from services.trainer.publisher import ModelPublisher
     from shared.training import publish as triton
 
     repository = tmp_path / "repository"

@@ -1,0 +1,58 @@
+"""The trainer's background loops, each stopped with its server: reconciling Triton with the
+registry while Triton starts, and checking the running experiment against the guard rails."""
+
+from __future__ import annotations
+
+import threading
+
+import structlog
+
+from services.trainer.experiments import ExperimentServicer
+from services.trainer.publisher import ModelPublisher
+from shared.experiments.guardrails import Limits
+from shared.rpc.server import ServerHandle
+from shared.settings import TrainerSettings
+
+# Seconds between reconcile attempts while Triton is starting.
+RECONCILE_RETRY_S = 2.0
+
+_log = structlog.get_logger("shopsense.trainer")
+
+
+def reconcile_in_background(handle: ServerHandle, publisher: ModelPublisher) -> None:
+    """Retry until Triton serves every registered serving version (Triton may be starting)."""
+    stop = threading.Event()
+    handle.on_stop(stop.set)
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                pending = publisher.reconcile()
+            except Exception as exc:  # the registry or Triton still starting
+                _log.warning("reconcile_failed", error=str(exc))
+                pending = ["?"]
+            if not pending:
+                _log.info("reconciled")
+                return
+            stop.wait(RECONCILE_RETRY_S)
+
+    threading.Thread(target=loop, name="trainer-reconcile", daemon=True).start()
+
+
+def guard_in_background(
+    handle: ServerHandle, experiments: ExperimentServicer, settings: TrainerSettings
+) -> None:
+    """Check the running experiment's report against the guard rails every
+    ``guard_interval_s`` (shared/experiments/guardrails.py)."""
+    stop = threading.Event()
+    handle.on_stop(stop.set)
+    limits = Limits(alpha=settings.guard_alpha, min_shoppers=settings.guard_min_shoppers)
+
+    def loop() -> None:
+        while not stop.wait(settings.guard_interval_s):
+            try:
+                experiments.check_guard_rails(limits)
+            except Exception as exc:  # the feedback store away: try again next time
+                _log.warning("guard_rail_check_failed", error=str(exc))
+
+    threading.Thread(target=loop, name="trainer-guard-rails", daemon=True).start()
