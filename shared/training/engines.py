@@ -21,8 +21,8 @@ import numpy as np
 
 from shared.models.kinds import CROSS_ENCODER, INTENT_CLASSIFIER, TEXT_ENCODER
 from shared.models.onnx_runtime import ONNXRUNTIME, OnnxModel, available_engines
+from shared.training.repository import REPORT_FILE
 
-REPORT_FILE = "export_report.json"
 # The agreement with fp32 that a faster engine or precision must reach to be served,
 # per kind: its metric and bar.
 AGREEMENT_BARS: dict[str, tuple[str, float]] = {

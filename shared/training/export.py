@@ -30,15 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.models import triton_python_model
 from shared.models.kinds import CROSS_ENCODER, INTENT_CLASSIFIER, TEXT_ENCODER
 from shared.models.onnx_runtime import OUTPUT_NAMES
 from shared.models.paths import base_model_dir
-from shared.models.versions import ascii_digits
-from shared.paths import REPO_ROOT, triton_model_repository
+from shared.paths import triton_model_repository
 from shared.training.engines import (
     CHECK_QUERIES,
-    REPORT_FILE,
     CheckInputs,
     ExportReport,
     check_batches,
@@ -47,11 +44,17 @@ from shared.training.engines import (
     reference_run,
     write_report,
 )
+from shared.training.repository import (
+    ADAPTER_SOURCE,
+    FP32_FILE,
+    INT8_FILE,
+    REPORT_FILE,
+    SERVED_FILE,
+    SPEC_FILE,
+    install_model_folder,
+)
 
 MODELS = (TEXT_ENCODER,)
-# The committed model folder (config.pbtxt, configs/) that a repository elsewhere copies.
-COMMITTED_REPOSITORY = REPO_ROOT / "triton_models"
-ADAPTER_SOURCE = Path(triton_python_model.__file__).resolve()
 OPSET = 17
 TOLERANCE = 1e-4
 CHECK_SENTENCES = (
@@ -60,8 +63,6 @@ CHECK_SENTENCES = (
     "king size bed frame, upholstered headboard, grey linen, easy assembly",
     "lamp",
 )
-FP32_FILE, INT8_FILE, SERVED_FILE = "model.fp32.onnx", "model.int8.onnx", "model.onnx"
-SPEC_FILE = "shopsense_model.json"
 
 
 class ExportCheckFailed(RuntimeError):
@@ -193,31 +194,6 @@ def check_against_torch(module, onnx_path: Path) -> float:
     return diff
 
 
-def _install_model_folder(model: str, repository: Path) -> Path:
-    """Give ``<repository>/<model>/`` the committed config files it lacks.
-
-    Only missing files are copied: a deployed repository's own edits (a pinned version
-    policy during an experiment) survive a re-export.
-    """
-    model_dir = repository / model
-    source = COMMITTED_REPOSITORY / model
-    model_dir.mkdir(parents=True, exist_ok=True)
-    if model_dir.resolve() != source.resolve():
-        for item in source.iterdir():
-            if ascii_digits(item.name):
-                continue
-            target = model_dir / item.name
-            if item.is_dir():
-                for file in item.rglob("*"):
-                    copy = target / file.relative_to(item)
-                    if file.is_file() and not copy.exists():
-                        copy.parent.mkdir(parents=True, exist_ok=True)
-                        shutil.copy2(file, copy)
-            elif not target.exists():
-                shutil.copy2(item, target)
-    return model_dir
-
-
 def export_text_encoder(
     version: int = 1, repository: Path | None = None, force: bool = False
 ) -> ExportResult:
@@ -225,7 +201,7 @@ def export_text_encoder(
     from shared.models.tokenization import Tokenizer
 
     repository = Path(repository) if repository else triton_model_repository()
-    model_dir = _install_model_folder(TEXT_ENCODER, repository)
+    model_dir = install_model_folder(TEXT_ENCODER, repository)
     version_dir = model_dir / str(version)
     onnx_path = version_dir / "model.onnx"
     version_dir.mkdir(parents=True, exist_ok=True)

@@ -28,15 +28,15 @@ from tritonclient.utils import InferenceServerException
 
 from shared.models.versions import ascii_digits
 from shared.paths import triton_model_repository
-from shared.training.engines import REPORT_FILE
-from shared.training.export import (
+from shared.training.repository import (
     ADAPTER_SOURCE,
     COMMITTED_REPOSITORY,
     FP32_FILE,
     INT8_FILE,
+    REPORT_FILE,
     SERVED_FILE,
     SPEC_FILE,
-    _install_model_folder,
+    install_model_folder,
 )
 
 READY = "READY"
@@ -103,7 +103,7 @@ def install_version(
         sources[REPORT_FILE] = export_dir / REPORT_FILE
     sources["model.py"] = ADAPTER_SOURCE
 
-    model_dir = _install_model_folder(model, repository)
+    model_dir = install_model_folder(model, repository)
     target = model_dir / str(version)
     if target.exists():
         raise VersionExistsError(f"version: {target} already exists; versions are immutable")

@@ -2,12 +2,17 @@
 registry and a real Triton, on a tiny synthetic store.
 
 One test walks the whole life of a model (train + publish v1, train + publish v2 while a
-second start is refused, roll back to v1); bad input is refused before any job exists.
+second start is refused, roll back to v1); bad input is refused before any job exists; the
+RPC process never loads torch or an inference engine (only its job workers do).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +28,8 @@ from shared.rpc.server import ServerHandle
 from shared.training.publish import loaded_versions
 
 pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
 
 MODEL = "cross_encoder"
 # A few steps on a few examples: the point is the machinery, not the model's quality.
@@ -210,3 +217,91 @@ def _details(stub: pb_grpc.TrainerServiceStub, dataset: Path) -> str:
     with pytest.raises(grpc.RpcError) as error:
         stub.StartTraining(pb.StartTrainingRequest(model=MODEL, dataset=str(dataset)), timeout=30)
     return error.value.details()
+
+
+# The trainer's RPC process moves folders and talks to Triton and the registry; only its
+# job workers train, export and evaluate, so only they may load these.
+TRAINING_ONLY_MODULES = ("torch", "transformers", "peft", "onnx", "onnxruntime", "openvino")
+# Runs in a fresh interpreter: the trainer from the environment's settings on port 0, the
+# RPCs that do not train, then which of TRAINING_ONLY_MODULES got imported and from where.
+_TRAINER_PROCESS = """
+import json, sys, traceback
+
+WATCHED = set(sys.argv[1].split(","))
+importers = {}
+
+
+class Watch:
+    def find_spec(self, name, path=None, target=None):
+        top = name.partition(".")[0]
+        if top in WATCHED and top not in importers:
+            importers[top] = [
+                f"{frame.filename}:{frame.lineno}"
+                for frame in traceback.extract_stack()[:-1]
+                if "importlib" not in frame.filename
+            ][-8:]
+        return None
+
+
+sys.meta_path.insert(0, Watch())
+
+import grpc
+from shopsense.trainer.v1 import trainer_service_pb2 as pb
+from shopsense.trainer.v1 import trainer_service_pb2_grpc as pb_grpc
+
+from services.trainer.server import create_server
+from shared.settings import TrainerSettings
+
+handle = create_server(TrainerSettings.load())
+stub = pb_grpc.TrainerServiceStub(grpc.insecure_channel(handle.address))
+codes = []
+for call, request in (
+    (stub.ListModelVersions, pb.ListModelVersionsRequest(model="cross_encoder")),
+    (stub.StartTraining, pb.StartTrainingRequest(
+        model="cross_encoder", dataset=sys.argv[2], hyperparameters={"batch_size": "0"})),
+    (stub.StartTraining, pb.StartTrainingRequest(model="cross_encoder", dataset=sys.argv[3])),
+    (stub.PublishVersion, pb.PublishVersionRequest(model="cross_encoder", version=7)),
+):
+    try:
+        call(request, timeout=30)
+        codes.append("OK")
+    except grpc.RpcError as error:
+        codes.append(error.code().name)
+handle.stop(0)
+print(json.dumps({"codes": codes, "imported": importers}))
+"""
+
+
+def test_the_rpc_process_never_imports_torch(tmp_path: Path, store_dir: Path) -> None:
+    """Built and asked what it can answer without training, the trainer loads no model code."""
+    env = {
+        **os.environ,
+        "SHOPSENSE_TRAINER_LISTEN": "127.0.0.1:0",
+        "SHOPSENSE_STATE_DIR": str(tmp_path / "state"),
+        "SHOPSENSE_REGISTRY_DB_URL": f"sqlite:///{tmp_path / 'registry.db'}",
+        "SHOPSENSE_TRAINING_DIR": str(tmp_path / "training"),
+        "SHOPSENSE_TRITON_MODELS": str(tmp_path / "repository"),
+        "SHOPSENSE_TRITON_URL": "127.0.0.1:1",
+        "SHOPSENSE_RETRIEVAL_TARGET": "127.0.0.1:1",
+        "SHOPSENSE_EXPERIMENTS_FILE": "",
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _TRAINER_PROCESS,
+            ",".join(TRAINING_ONLY_MODULES),
+            str(store_dir),
+            str(tmp_path / "missing"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    assert outcome["codes"] == ["OK", "INVALID_ARGUMENT", "INVALID_ARGUMENT", "NOT_FOUND"]
+    assert outcome["imported"] == {}, json.dumps(outcome["imported"], indent=2)
