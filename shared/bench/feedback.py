@@ -22,10 +22,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from shopsense.feedback.v1 import feedback_service_pb2 as pb
 from shopsense.feedback.v1 import feedback_service_pb2_grpc as pb_grpc
 
+from shared.contracts.common import timestamp_or_none
 from shared.experiments.attribution import Attribution, AttributionSigner
 from shared.models.triton_server import free_port
 from shared.rpc.clients import open_channel
@@ -41,8 +41,7 @@ def build_requests(
     """Realistic events: every one carries a signed token as the gateway makes them (its
     search's query, the versions; one search in 20 explored; 20 events a search), a
     quarter are purchases."""
-    timestamp = Timestamp()
-    timestamp.FromDatetime(datetime.now(UTC))
+    timestamp = timestamp_or_none(datetime.now(UTC))
     versions = {"intent": "intent_classifier/1", "ranking": "cross_encoder/2"}
     tokens = [
         signer.encode(

@@ -15,7 +15,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 from shopsense.feedback.v1 import feedback_service_pb2 as pb
 
-from shared.contracts.common import validate_shopper
+from shared.contracts.common import set_timestamps, validate_shopper
 from shared.data.currencies import CURRENCIES, NOT_CURRENCIES
 from shared.errors import InvalidArgument
 from shared.experiments.attribution import Attribution, AttributionSigner
@@ -208,5 +208,5 @@ def event_message(row: FeedbackEvent) -> pb.Event:
         currency=row.currency or "",
         quantity=row.quantity,
     )
-    message.timestamp.FromDatetime(row.occurred_at)
+    set_timestamps(message, timestamp=row.occurred_at)
     return message

@@ -9,7 +9,7 @@ import numpy as np
 from shopsense.common.v1 import common_pb2
 from shopsense.retrieval.v1 import retrieval_service_pb2 as pb
 
-from shared.contracts.common import check_count, timestamp_or_none
+from shared.contracts.common import check_count, set_timestamps
 from shared.errors import InvalidArgument
 from shared.intent.prototypes import CatalogStats
 from shared.search.filters import Filters
@@ -47,10 +47,7 @@ def reindex_status_to_proto(status: ReindexStatus, index_version: str) -> pb.Rei
         index_version=index_version,
         message=status.message,
     )
-    for name, when in (("started_at", status.started_at), ("finished_at", status.finished_at)):
-        stamp = timestamp_or_none(when)
-        if stamp is not None:
-            getattr(message, name).CopyFrom(stamp)
+    set_timestamps(message, started_at=status.started_at, finished_at=status.finished_at)
     return message
 
 

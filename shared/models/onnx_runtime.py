@@ -26,6 +26,7 @@ import numpy as np
 import onnxruntime as ort
 
 from shared.models.kinds import CROSS_ENCODER, INTENT_CLASSIFIER, TEXT_ENCODER
+from shared.models.layout import REPORT_FILE
 
 OUTPUT_NAMES = {
     TEXT_ENCODER: "embedding",
@@ -37,7 +38,6 @@ ENGINES = (ONNXRUNTIME, OPENVINO)
 # Precisions per engine: onnxruntime runs whatever graph it is given (fp32 or int8);
 # OpenVINO runs the fp32 graph and computes in fp32 or bf16.
 PRECISIONS = {ONNXRUNTIME: ("fp32", "int8"), OPENVINO: ("fp32", "bf16")}
-REPORT_FILE = "export_report.json"
 # Rows per run when a batch is split by length (see OnnxModel.run).
 BUCKET_ROWS = 32
 

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from shared.models.kinds import CROSS_ENCODER, INTENT_CLASSIFIER
+from shared.models.layout import SPEC_FILE
 from shared.models.onnx_runtime import OUTPUT_NAMES, OnnxModel
 
 PAD_ID = 0
-SPEC_FILE = "shopsense_model.json"
 LABELS_OUTPUT = "labels"
 
 

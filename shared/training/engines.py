@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from shared.models.kinds import CROSS_ENCODER, INTENT_CLASSIFIER, TEXT_ENCODER
+from shared.models.layout import REPORT_FILE
 from shared.models.onnx_runtime import ONNXRUNTIME, OnnxModel, available_engines
-from shared.training.repository import REPORT_FILE
 
 # The agreement with fp32 that a faster engine or precision must reach to be served,
 # per kind: its metric and bar.

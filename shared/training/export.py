@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from shared.models.kinds import CROSS_ENCODER, INTENT_CLASSIFIER, TEXT_ENCODER
+from shared.models.layout import FP32_FILE, INT8_FILE, REPORT_FILE, SERVED_FILE, SPEC_FILE
 from shared.models.onnx_runtime import OUTPUT_NAMES
 from shared.models.paths import base_model_dir
 from shared.paths import triton_model_repository
@@ -44,15 +45,7 @@ from shared.training.engines import (
     reference_run,
     write_report,
 )
-from shared.training.repository import (
-    ADAPTER_SOURCE,
-    FP32_FILE,
-    INT8_FILE,
-    REPORT_FILE,
-    SERVED_FILE,
-    SPEC_FILE,
-    install_model_folder,
-)
+from shared.training.repository import ADAPTER_SOURCE, install_model_folder
 
 MODELS = (TEXT_ENCODER,)
 OPSET = 17

@@ -28,9 +28,9 @@ from torch import nn
 
 from shared.data.catalog import Product
 from shared.models.kinds import CROSS_ENCODER, INTENT_CLASSIFIER, MODEL_KINDS, TEXT_ENCODER
+from shared.models.layout import SPEC_FILE
 from shared.models.paths import base_model_dir
 
-SPEC_FILE = "shopsense_model.json"
 WEIGHTS_FILE = "model.safetensors"
 BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 

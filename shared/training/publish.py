@@ -26,18 +26,10 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
+from shared.models.layout import FP32_FILE, INT8_FILE, REPORT_FILE, SERVED_FILE, SPEC_FILE
 from shared.models.versions import ascii_digits
 from shared.paths import triton_model_repository
-from shared.training.repository import (
-    ADAPTER_SOURCE,
-    COMMITTED_REPOSITORY,
-    FP32_FILE,
-    INT8_FILE,
-    REPORT_FILE,
-    SERVED_FILE,
-    SPEC_FILE,
-    install_model_folder,
-)
+from shared.training.repository import ADAPTER_SOURCE, COMMITTED_REPOSITORY, install_model_folder
 
 READY = "READY"
 TRANSITIONS = ("LOADING", "UNLOADING")

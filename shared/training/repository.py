@@ -18,8 +18,6 @@ from shared.paths import REPO_ROOT
 COMMITTED_REPOSITORY = REPO_ROOT / "triton_models"
 # The adapter installed as each version's model.py (found, not imported: it loads onnxruntime).
 ADAPTER_SOURCE = (Path(shared.models.__file__).parent / "triton_python_model.py").resolve()
-FP32_FILE, INT8_FILE, SERVED_FILE = "model.fp32.onnx", "model.int8.onnx", "model.onnx"
-SPEC_FILE, REPORT_FILE = "shopsense_model.json", "export_report.json"
 
 
 def install_model_folder(model: str, repository: Path) -> Path:
