@@ -7,7 +7,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from shared.data.catalog import Product
+from shared.data.synthetic import generate_store
 from shared.training.export import export_checkpoint
+
+# The small synthetic store the modules that serve untrained-head models search.
+SMALL_STORE = generate_store(n_products=300, n_queries=10, seed=5)
+SMALL_STORE_CLASSES = sorted({p.product_class for p in SMALL_STORE.products})
 
 
 def export_untrained(

@@ -35,7 +35,7 @@ from shared.rpc.server import ServerHandle
 from shared.runtime.catalog import upsert_products, wait_for_intent
 from shared.runtime.suite import is_serving
 from shared.settings import ALL, ServiceSettings
-from tests.support import wait_until
+from tests.support import SMALL_STORE, SMALL_STORE_CLASSES, export_untrained, wait_until
 
 # Dependency order: a service starts after those it calls.
 START_ORDER = ("retrieval", "ranking", "feedback", "intent", "trainer", "gateway")
@@ -93,6 +93,20 @@ class Stack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@pytest.fixture(scope="session")
+def untrained_exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """An intent classifier (the small store's classes) and a cross-encoder, each the base
+    weights with a fresh seeded head, exported once for every module that serves them."""
+    tmp = tmp_path_factory.mktemp("untrained")
+    products = SMALL_STORE.products
+    return {
+        "intent_classifier": export_untrained(
+            tmp, "intent", products, seed=11, kind="intent_classifier", labels=SMALL_STORE_CLASSES
+        ),
+        "cross_encoder": export_untrained(tmp, "cross", products, seed=11, kind="cross_encoder"),
+    }
 
 
 def settings_of(stack: Stack, service: str, **changes: Any) -> dict[str, Any]:

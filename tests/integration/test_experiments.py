@@ -26,7 +26,6 @@ from shopsense.search.v1 import search_service_pb2_grpc
 from services.gateway.routing import INTERLEAVED
 from services.gateway.server import TIMINGS_KEY
 from shared.cli.main import console, main
-from shared.data.synthetic import generate_store
 from shared.errors import NotFound
 from shared.experiments.attribution import AttributionSigner
 from shared.models.triton_server import TritonServer
@@ -37,13 +36,12 @@ from shared.storage.feedback import FeedbackStore, ValidEvent
 from shared.storage.registry import ModelRegistry
 from shared.training.publish import install_version, loaded_versions
 from tests.integration.conftest import settings_of
-from tests.support import export_untrained, wait_until
+from tests.support import SMALL_STORE, wait_until
 
 pytestmark = pytest.mark.integration
 ANY = "127.0.0.1:0"
 SECRET = "test-secret"
-STORE = generate_store(n_products=300, n_queries=10, seed=5)
-CLASSES = sorted({p.product_class for p in STORE.products})
+STORE = SMALL_STORE
 QUERY = STORE.queries[0].text
 
 
@@ -68,15 +66,16 @@ class Experiments:
 
 @pytest.fixture(scope="module")
 def stack(
-    exported_model_repository: Path, tmp_path_factory: pytest.TempPathFactory, start_stack
+    exported_model_repository: Path,
+    untrained_exports: dict[str, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+    start_stack,
 ) -> Iterator[Experiments]:
     tmp = tmp_path_factory.mktemp("experiments")
     repository = tmp / "repository"
     shutil.copytree(exported_model_repository / "text_encoder", repository / "text_encoder")
-    intent_export = export_untrained(
-        tmp, "intent", STORE.products, seed=11, kind="intent_classifier", labels=CLASSES
-    )
-    cross_export = export_untrained(tmp, "cross", STORE.products, seed=11, kind="cross_encoder")
+    intent_export = untrained_exports["intent_classifier"]
+    cross_export = untrained_exports["cross_encoder"]
     install_version(repository, "intent_classifier", 1, intent_export)
     install_version(repository, "cross_encoder", 1, cross_export)
     # The registry: intent 1 and cross-encoder 1 serve; cross-encoder 2 (the same weights,

@@ -23,14 +23,13 @@ from shopsense.retrieval.v1 import retrieval_service_pb2 as rpb
 from shopsense.search.v1 import search_service_pb2 as spb
 from shopsense.search.v1 import search_service_pb2_grpc
 
-from shared.data.synthetic import generate_store
 from shared.models.triton_server import TritonServer
 from shared.training.publish import install_version, load_versions
-from tests.support import export_untrained, wait_until
+from tests.support import SMALL_STORE, SMALL_STORE_CLASSES, wait_until
 
 pytestmark = pytest.mark.integration
-STORE = generate_store(n_products=300, n_queries=10, seed=5)
-CLASSES = sorted({p.product_class for p in STORE.products})
+STORE = SMALL_STORE
+CLASSES = SMALL_STORE_CLASSES
 
 
 @dataclasses.dataclass
@@ -54,23 +53,16 @@ class FineTuned:
 
 @pytest.fixture(scope="module")
 def stack(
-    exported_model_repository: Path, tmp_path_factory: pytest.TempPathFactory, start_stack
+    exported_model_repository: Path,
+    untrained_exports: dict[str, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+    start_stack,
 ) -> Iterator[FineTuned]:
     tmp = tmp_path_factory.mktemp("fine-tuned")
     repository = tmp / "repository"
     shutil.copytree(exported_model_repository / "text_encoder", repository / "text_encoder")
-    install_version(
-        repository,
-        "intent_classifier",
-        1,
-        export_untrained(tmp, "intent", STORE.products, kind="intent_classifier", labels=CLASSES),
-    )
-    install_version(
-        repository,
-        "cross_encoder",
-        1,
-        export_untrained(tmp, "cross", STORE.products, kind="cross_encoder"),
-    )
+    for model in ("intent_classifier", "cross_encoder"):
+        install_version(repository, model, 1, untrained_exports[model])
     triton = TritonServer(repository, log_file=tmp / "triton.log").start()
     try:
         # No trainer: "" asks Triton for its newest version.
