@@ -12,6 +12,7 @@ workers (``shared.training.job``).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -256,66 +257,52 @@ def create_server(
     """
     if runner is not None:
         registry = runner.registry
-    owns_engine = registry is None
-    if registry is None:
-        registry = ModelRegistry(create_db_engine(settings.registry_db_url))
-    retrieval = RetrievalClient(settings.retrieval_target)
-    publisher = ModelPublisher(
-        registry,
-        settings.triton_models,
-        settings.triton_url,
-        reindex if reindex is not None else retrieval.reindex,
-    )
-    owns_runner = runner is None
-    if runner is None:
-        runner = JobRunner(registry, settings.training_dir, on_result=publisher.register)
-    try:
+    # What this call opens, closed in reverse if starting fails, else when the server stops.
+    with contextlib.ExitStack() as opened:
+        if registry is None:
+            registry = ModelRegistry(create_db_engine(settings.registry_db_url))
+            opened.callback(registry.engine.dispose)
+        retrieval = RetrievalClient(settings.retrieval_target)
+        opened.callback(retrieval.close)
+        publisher = ModelPublisher(
+            registry,
+            settings.triton_models,
+            settings.triton_url,
+            reindex if reindex is not None else retrieval.reindex,
+        )
+        if runner is None:
+            runner = JobRunner(registry, settings.training_dir, on_result=publisher.register)
+            opened.callback(runner.close)
         registry.ping()
         runner.recover("trainer restarted")
-    except Exception:
-        if owns_engine:
-            registry.engine.dispose()
-        raise
-    store = ExperimentStore(registry.engine)
-    publisher.pinned = lambda model: _running_pins(store, model)
-    experiments = ExperimentServicer(
-        store,
-        registry,
-        publisher.load_alongside,
-        retrieval.index_version,
-        feedback_url=settings.feedback_db_url,
-        publish=publisher.publish,
-    )
-    servicer = TrainerServicer(
-        registry,
-        runner,
-        publisher,
-        feedback_engine=experiments.feedback_engine,
-        training_dir=Path(settings.training_dir),
-    )
-    if settings.experiments_file:
-        try:
+        store = ExperimentStore(registry.engine)
+        publisher.pinned = lambda model: _running_pins(store, model)
+        experiments = ExperimentServicer(
+            store,
+            registry,
+            publisher.load_alongside,
+            retrieval.index_version,
+            feedback_url=settings.feedback_db_url,
+            publish=publisher.publish,
+        )
+        opened.callback(experiments.close)
+        servicer = TrainerServicer(
+            registry,
+            runner,
+            publisher,
+            feedback_engine=experiments.feedback_engine,
+            training_dir=Path(settings.training_dir),
+        )
+        if settings.experiments_file:
             names = experiments.apply_file(Path(settings.experiments_file))
-        except Exception:
-            retrieval.close()
-            if owns_runner:
-                runner.close()
-            if owns_engine:
-                registry.engine.dispose()
-            raise
-        _log.info("experiments_file_applied", path=settings.experiments_file, experiments=names)
+            _log.info("experiments_file_applied", path=settings.experiments_file, experiments=names)
 
-    def register(server: grpc.Server) -> None:
-        pb_grpc.add_TrainerServiceServicer_to_server(servicer, server)
-        experiment_pb_grpc.add_ExperimentServiceServicer_to_server(experiments, server)
+        def register(server: grpc.Server) -> None:
+            pb_grpc.add_TrainerServiceServicer_to_server(servicer, server)
+            experiment_pb_grpc.add_ExperimentServiceServicer_to_server(experiments, server)
 
-    handle = build_service(settings, register, [SERVICE_NAME, EXPERIMENT_SERVICE_NAME])
-    if owns_runner:
-        handle.on_stop(runner.close)
-    if owns_engine:
-        handle.on_stop(registry.engine.dispose)
-    handle.on_stop(experiments.close)
-    handle.on_stop(retrieval.close)
+        handle = build_service(settings, register, [SERVICE_NAME, EXPERIMENT_SERVICE_NAME])
+        handle.on_stop(opened.pop_all().close)
     reconcile_in_background(handle, publisher)
     if settings.guard_interval_s > 0 and settings.feedback_db_url:
         guard_in_background(handle, experiments, settings)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -22,10 +23,14 @@ import pytest
 from shopsense.trainer.v1 import trainer_service_pb2 as pb
 from shopsense.trainer.v1 import trainer_service_pb2_grpc as pb_grpc
 
+from services.trainer.server import create_server
 from shared.data.synthetic import generate_store, write_wands
+from shared.errors import InvalidArgument
 from shared.models.triton_server import TritonServer
 from shared.rpc.server import ServerHandle
+from shared.settings.services import TrainerSettings
 from shared.training.publish import loaded_versions
+from tests.integration.conftest import ANY_PORT, NOWHERE
 
 pytestmark = pytest.mark.integration
 
@@ -305,3 +310,42 @@ def test_the_rpc_process_never_imports_torch(tmp_path: Path, store_dir: Path) ->
     outcome = json.loads(done.stdout.strip().splitlines()[-1])
     assert outcome["codes"] == ["OK", "INVALID_ARGUMENT", "INVALID_ARGUMENT", "NOT_FOUND"]
     assert outcome["imported"] == {}, json.dumps(outcome["imported"], indent=2)
+
+
+def _open_files_under(folder: Path) -> list[str]:
+    """Files under ``folder`` this process holds open."""
+    opened = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed meanwhile (the listing's own descriptor)
+            continue
+        if target.startswith(str(folder)):
+            opened.append(target)
+    return sorted(opened)
+
+
+@pytest.mark.parametrize("failure", ["port taken", "bad experiments file"])
+def test_a_trainer_that_fails_to_start_closes_what_it_opened(tmp_path: Path, failure: str) -> None:
+    """A trainer that cannot bind its port, or refuses its experiments file, raises and leaves
+    no database file open behind it (the caller, a launcher or a test, carries on)."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    bad = tmp_path / "experiments.toml"
+    bad.write_text("[[experiment]]\nname = 7\n", encoding="utf-8")
+    settings = TrainerSettings.load(
+        {},
+        state_dir=tmp_path / "state",
+        listen=f"127.0.0.1:{taken.getsockname()[1]}" if failure == "port taken" else ANY_PORT,
+        experiments_file=str(bad) if failure == "bad experiments file" else "",
+        triton_url=NOWHERE,
+        retrieval_target=NOWHERE,
+    )
+    expected = RuntimeError if failure == "port taken" else InvalidArgument
+    with taken, pytest.raises(expected) as raised:
+        create_server(settings)
+    # The traceback keeps create_server's locals (the registry, the runner) alive here:
+    # whatever they opened is closed only if create_server closed it.
+    assert raised.value is not None
+    assert _open_files_under(tmp_path) == []
