@@ -21,7 +21,6 @@ import structlog
 from services.trainer.jobs import register_result
 from shared.errors import FailedPrecondition, Unavailable
 from shared.models.kinds import MODEL_KINDS, TEXT_ENCODER
-from shared.models.versions import ascii_digits
 from shared.storage.registry import (
     JobStage,
     ModelRegistry,
@@ -85,15 +84,7 @@ class ModelPublisher:
             if folder.is_dir():
                 return folder
             return Path(row.export_dir) if row.export_dir else None
-        model_dir = self._repository / model
-        versions = (
-            sorted(
-                (p for p in model_dir.iterdir() if ascii_digits(p.name) and p.is_dir()),
-                key=lambda p: int(p.name),
-            )
-            if model_dir.is_dir()
-            else []
-        )
+        versions = triton.version_folders(self._repository, model)
         return versions[-1] if versions else None
 
     def serving_exports(self) -> dict[str, str]:

@@ -46,15 +46,20 @@ class VersionExistsError(FileExistsError):
     """The version folder already exists: versions are immutable once installed."""
 
 
-def _version_numbers(model_dir: Path) -> list[int]:
+def version_folders(repository: Path | str, model: str) -> list[Path]:
+    """The version folders of ``model`` in the repository, lowest version first."""
+    model_dir = Path(repository) / model
     if not model_dir.is_dir():
         return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and ascii_digits(p.name))
+    return sorted(
+        (p for p in model_dir.iterdir() if p.is_dir() and ascii_digits(p.name)),
+        key=lambda p: int(p.name),
+    )
 
 
 def next_version(repository: Path | str, model: str) -> int:
     """The number for a new version of ``model``: the highest existing one + 1, at least 1."""
-    return max(_version_numbers(Path(repository) / model), default=0) + 1
+    return max((int(p.name) for p in version_folders(repository, model)), default=0) + 1
 
 
 def install_version(
