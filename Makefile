@@ -10,7 +10,7 @@ GEN_STAMP := $(GEN)/.stamp
 MODEL := triton_models/text_encoder/1/model.onnx
 
 .DEFAULT_GOAL := help
-.PHONY: help venv protos models run train demo test test-unit test-integration test-system eval bench bench-cross-encoder bench-feedback bench-experiments lint format clean
+.PHONY: help venv protos models run train demo test test-unit test-integration test-system eval bench bench-cross-encoder bench-feedback bench-experiments bench-recommend lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -69,6 +69,9 @@ bench-cross-encoder: venv protos models ## int8 vs fp32 agreement and speed; Tri
 
 bench-experiments: venv protos models ## A/A over 20 seeds; serving vs reversed as A/B and interleaving: verdicts, shoppers for 80% power, guard rails (SYNTHETIC shoppers)
 	HF_HUB_OFFLINE=1 $(PY) -m shared.bench.experiments
+
+bench-recommend: venv protos models ## Recommend through the suite against the same pipeline in one process, on the imported Online Retail store (README)
+	HF_HUB_OFFLINE=1 $(PY) -m shared.bench.recommend
 
 bench-feedback: venv protos ## feedback ingestion rate into SQLite (batches, duplicates, one stream), nothing lost
 	$(PY) -m shared.bench.feedback

@@ -43,3 +43,7 @@ class Unavailable(ShopsenseError):
 
 class DeadlineExceeded(ShopsenseError):
     """The work did not finish within the caller's deadline."""
+
+
+class Unimplemented(ShopsenseError):
+    """The server does not offer this call (e.g. an operator's call asked of the gateway)."""

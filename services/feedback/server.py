@@ -18,12 +18,14 @@ import sqlalchemy.exc
 import structlog
 from shopsense.feedback.v1 import feedback_service_pb2 as pb
 from shopsense.feedback.v1 import feedback_service_pb2_grpc as pb_grpc
+from shopsense.recommend.v1 import recommend_service_pb2, recommend_service_pb2_grpc
 
 from services.feedback.catalog import CatalogCheck
 from shared.contracts.common import validate_shopper
 from shared.contracts.feedback import DEFAULT_WINDOW, check_id, event_message, validate_event
 from shared.errors import InvalidArgument, ResourceExhausted, Unavailable
 from shared.experiments.attribution import Attribution, AttributionSigner
+from shared.rpc.clients import open_channel
 from shared.rpc.server import ServerHandle, build_service
 from shared.settings import DEV_TOKEN_SECRET, FeedbackSettings
 from shared.storage.database import create_db_engine
@@ -50,14 +52,18 @@ class FeedbackServicer(pb_grpc.FeedbackServiceServicer):
         clock: Clock = utc_now,
         window: timedelta = DEFAULT_WINDOW,
         catalog: CatalogCheck | None = None,
+        forget: Callable[[str, str], None] | None = None,
     ) -> None:
         self._store = store
+        self._forget = forget
         self._signer = signer
         self._clock = clock
         self._window = window
         self._catalog = catalog
 
-    def _record(self, events, field: str = "events") -> tuple[list[pb.EventResult], int, int]:
+    def _record(
+        self, events, field: str = "events", backfill: bool = False
+    ) -> tuple[list[pb.EventResult], int, int]:
         """Check and store a batch; per-event results, accepted and duplicates.
 
         Returns after the commit. A problem with the batch itself (empty, too large, the
@@ -83,7 +89,9 @@ class FeedbackServicer(pb_grpc.FeedbackServiceServicer):
         verified_tokens: dict[str, Attribution] = {}  # this batch only: memory stays bounded
         for position, event in enumerate(events):
             try:
-                checked = validate_event(event, self._signer, now, verified_tokens, self._window)
+                checked = validate_event(
+                    event, self._signer, now, verified_tokens, self._window, backfill
+                )
                 if unknown and checked.product_id in unknown:
                     raise InvalidArgument(
                         f"product_id: {checked.product_id!r} is not in the catalog"
@@ -115,7 +123,7 @@ class FeedbackServicer(pb_grpc.FeedbackServiceServicer):
     def RecordEvents(
         self, request: pb.RecordEventsRequest, context: grpc.ServicerContext | None
     ) -> pb.RecordEventsResponse:
-        results, accepted, duplicates = self._record(request.events)
+        results, accepted, duplicates = self._record(request.events, backfill=request.backfill)
         rejected = len(results) - accepted - duplicates
         _log.info("events_recorded", accepted=accepted, duplicates=duplicates, rejected=rejected)
         return pb.RecordEventsResponse(
@@ -165,7 +173,32 @@ class FeedbackServicer(pb_grpc.FeedbackServiceServicer):
         user_id, session_id = self._shopper(request)
         deleted = self._store.delete_shopper(user_id, session_id)
         _log.info("shopper_deleted", events=deleted)
+        if self._forget is not None:
+            # The recommender's state is derived from these events: it goes too. When the
+            # recommender is down its state is gone anyway (rebuilt from the store on start).
+            self._forget(user_id, session_id)
         return pb.DeleteShopperEventsResponse(deleted=deleted)
+
+
+class RecommenderForget:
+    """Tells the recommendation service at ``target`` to drop a shopper's state."""
+
+    def __init__(self, target: str, timeout_s: float = 5.0) -> None:
+        self._channel = open_channel(target)
+        self._stub = recommend_service_pb2_grpc.RecommendServiceStub(self._channel)
+        self._timeout_s = timeout_s
+
+    def __call__(self, user_id: str, session_id: str) -> None:
+        try:
+            self._stub.ForgetShopper(
+                recommend_service_pb2.ForgetShopperRequest(user_id=user_id, session_id=session_id),
+                timeout=self._timeout_s,
+            )
+        except grpc.RpcError as exc:
+            _log.warning("recommender_not_told", code=exc.code().name, error=exc.details())
+
+    def close(self) -> None:
+        self._channel.close()
 
 
 def create_server(settings: FeedbackSettings, store: FeedbackStore | None = None) -> ServerHandle:
@@ -179,17 +212,20 @@ def create_server(settings: FeedbackSettings, store: FeedbackStore | None = None
     owns_engine = store is None
     if store is None:
         store = FeedbackStore(create_db_engine(settings.feedback_db_url))
+    forget = RecommenderForget(settings.recommend_target)
     servicer = FeedbackServicer(
         store,
         AttributionSigner(settings.token_secret),
         window=timedelta(seconds=settings.attribution_window_s),
         catalog=CatalogCheck(settings.retrieval_target),
+        forget=forget,
     )
     handle = build_service(
         settings,
         lambda server: pb_grpc.add_FeedbackServiceServicer_to_server(servicer, server),
         [SERVICE_NAME],
     )
+    handle.on_stop(forget.close)
     if owns_engine:
         handle.on_stop(store.engine.dispose)
     try:

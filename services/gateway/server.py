@@ -12,11 +12,14 @@ from dataclasses import dataclass
 import grpc
 import structlog
 from shopsense.common.v1 import common_pb2
+from shopsense.recommend.v1 import recommend_service_pb2_grpc
 from shopsense.search.v1 import search_service_pb2 as pb
 from shopsense.search.v1 import search_service_pb2_grpc
 
 from services.gateway.paging import PageTokens, request_fingerprint
 from services.gateway.pipeline import ArmPipeline, ArmRun, Clock, Hops, Query, embed_query
+from services.gateway.recommend import SERVICE_NAME as RECOMMEND_SERVICE_NAME
+from services.gateway.recommend import RecommendGatewayServicer
 from services.gateway.routing import GuardRail, Route, arrange, attribution, route
 from services.gateway.versions import ModelVersions
 from shared.contracts.common import count_or_default, validate_query, validate_shopper
@@ -27,6 +30,7 @@ from shared.experiments.attribution import AttributionSigner
 from shared.experiments.guardrails import Limits
 from shared.models.protocols import TextEncoder
 from shared.models.triton_client import text_encoder_client
+from shared.rpc.clients import open_channel
 from shared.rpc.interceptors import current_request_id
 from shared.rpc.server import ServerHandle, build_service, serve_when_ready
 from shared.settings import GatewaySettings
@@ -91,7 +95,7 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
         started = time.monotonic()
         clock = Clock.start(context, self._settings.search_deadline_s, started)
         page = self._page(request)
-        where = route(self._running(), page.user, page.session)
+        where = route(self.running(), page.user, page.session)
         structlog.contextvars.bind_contextvars(arm=where.arm_name, experiment=where.experiment_name)
         runs = self._run_arms(where, request, page, clock)
         order, teams, explored = arrange(
@@ -154,7 +158,7 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
             raise InvalidArgument(f"page_token: offset {offset} is past the last result")
         return Page(query, user, session, page_size, offset, fingerprint)
 
-    def _running(self) -> Experiment | None:
+    def running(self) -> Experiment | None:
         """The running experiment (the trainer's, re-read in the background)."""
         running = self._models.experiment if self._models else None
         return running or self._experiment
@@ -206,11 +210,24 @@ def create_server(
         AttributionSigner(settings.token_secret),
         model_versions=model_versions,
     )
-    handle = build_service(
-        settings,
-        lambda s: search_service_pb2_grpc.add_SearchServiceServicer_to_server(servicer, s),
-        [SERVICE_NAME],
+    recommend_channel = open_channel(settings.recommend_target)
+    recommender = RecommendGatewayServicer(
+        recommend_service_pb2_grpc.RecommendServiceStub(recommend_channel),
+        AttributionSigner(settings.token_secret),
+        servicer.running,
+        settings.search_deadline_s,
     )
+
+    def register(server: grpc.Server) -> None:
+        search_service_pb2_grpc.add_SearchServiceServicer_to_server(servicer, server)
+        recommend_service_pb2_grpc.add_RecommendServiceServicer_to_server(recommender, server)
+
+    try:
+        handle = build_service(settings, register, [SERVICE_NAME, RECOMMEND_SERVICE_NAME])
+    except BaseException:
+        recommend_channel.close()
+        raise
+    handle.on_stop(recommend_channel.close)
     model_versions.start()
     handle.on_stop(model_versions.stop)
     serve_when_ready(handle, lambda: encoder.embed(["warm up"], max_length=8))

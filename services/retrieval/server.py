@@ -36,6 +36,7 @@ from shared.contracts.intent import intent_pairs
 from shared.contracts.retrieval import (
     MODES,
     UPSERT_STATUS,
+    exported_pages,
     filters_from_proto,
     reindex_status_to_proto,
 )
@@ -58,6 +59,8 @@ MAX_DELETE = 10_000
 MAX_GET = 1000
 WIRE_CACHE_SIZE = 100_000
 MAX_VALUES = 1000  # attribute values per attribute in GetCatalogStats
+DEFAULT_EXPORT_PAGE = 500
+MAX_EXPORT_PAGE = 5000
 EMBED_BATCH = 32
 # Products per reindex step (embedded in Triton requests of REINDEX_EMBED_BATCH, then
 # written to the staging table in one transaction).
@@ -355,6 +358,15 @@ class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
             embedding_version=self._index.embedding_version,
             reindex=self._reindex_status(),
         )
+
+    def ExportCatalog(
+        self, request: pb.ExportCatalogRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.ExportCatalogResponse]:
+        page_size = count_or_default(
+            request.page_size, "page_size", DEFAULT_EXPORT_PAGE, MAX_EXPORT_PAGE
+        )
+        snapshot = self._index.snapshot(with_vectors=request.include_embeddings)
+        return exported_pages(snapshot, page_size)
 
     # -- reindex --------------------------------------------------------------------------
     def _reindex_status(self) -> pb.ReindexStatus:

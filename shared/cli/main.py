@@ -167,7 +167,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     console.print("starting Triton and the services ...")
     with suite:
-        ensure_demo_store(suite.address("retrieval"), args.demo_products, DEMO_SEED, console.print)
+        if not args.no_demo:
+            ensure_demo_store(
+                suite.address("retrieval"), args.demo_products, DEMO_SEED, console.print
+            )
         wait_for_intent(suite.address("intent"), suite.address("retrieval"))
         console.print(
             f"[green]shopsense is ready[/green] in {time.monotonic() - started:.1f} s "
@@ -235,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
 
     up = sub.add_parser("up", help="start Triton and every service; load the demo store if empty")
     up.add_argument("--demo-products", type=int, default=DEMO_PRODUCTS)
+    up.add_argument(
+        "--no-demo", action="store_true", help="leave an empty catalog empty (to import a store)"
+    )
     up.set_defaults(func=cmd_up)
 
     search = sub.add_parser("search", help="search through the gateway and print a table")
@@ -309,6 +315,10 @@ def main(argv: list[str] | None = None) -> int:
     from shared.cli.simulate import add_parser as add_simulate_parser
 
     add_simulate_parser(sub, console)
+
+    from shared.cli.recs import add_parsers as add_recs_parsers
+
+    add_recs_parsers(sub, console)
 
     from shared.cli.config import add_parser as add_config_parser
 

@@ -85,11 +85,13 @@ def validate_event(
     now: datetime,
     verified_tokens: dict[str, Attribution] | None = None,
     window: timedelta = DEFAULT_WINDOW,
+    backfill: bool = False,
 ) -> ValidEvent:
     """The event in storage terms, or InvalidArgument naming the first offending field.
 
     The rules are the ones the proto's comments state; ``now`` (UTC) bounds the timestamp and
-    becomes ``received_at``. ``verified_tokens`` remembers tokens already verified in this call:
+    becomes ``received_at``. ``backfill`` (a store's past orders imported) lifts the
+    window's limit on the timestamp's age and refuses attribution tokens. ``verified_tokens`` remembers tokens already verified in this call:
     a page's impressions and clicks share one token, and verifying it (HMAC + JSON) is most of
     the per-event cost.
     """
@@ -110,7 +112,7 @@ def validate_event(
     occurred_at = ts.ToDatetime(tzinfo=UTC)
     if occurred_at > now + MAX_FUTURE_SKEW:
         raise InvalidArgument("timestamp: more than 5 minutes in the future")
-    if occurred_at < now - window:
+    if occurred_at < now - window and not backfill:
         raise InvalidArgument(
             f"timestamp: more than {_duration(window)} in the past (the attribution window)"
         )
@@ -147,7 +149,11 @@ def validate_event(
     if event.quantity < 0:
         raise InvalidArgument("quantity: must be >= 0")
 
-    request_id = arm = experiment = team = query = explored = None
+    request_id = arm = experiment = team = query = explored = placement = None
+    if event.attribution_token and backfill:
+        raise InvalidArgument(
+            "attribution_token: not allowed in a backfill (imported history has none)"
+        )
     if event.attribution_token:
         token = event.attribution_token
         attribution = verified_tokens.get(token) if verified_tokens is not None else None
@@ -168,6 +174,7 @@ def validate_event(
         team = attribution.team_at(event.position) or None if event.position else None
         query = attribution.query or None
         explored = attribution.explored or None
+        placement = attribution.placement or None
 
     return ValidEvent(
         event_id=event.event_id,
@@ -188,6 +195,7 @@ def validate_event(
         amount_micros=amount_micros,
         currency=event.currency or None,
         quantity=event.quantity or 1,
+        placement=placement,
     )
 
 

@@ -1,17 +1,27 @@
 """The retrieval contract (shopsense.retrieval.v1): request filters and modes to the
-index's, and the index's reindex status and upsert outcomes back to messages."""
+index's, and the index's reindex status, upsert outcomes and catalog snapshots back to
+messages."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 from shopsense.common.v1 import common_pb2
 from shopsense.retrieval.v1 import retrieval_service_pb2 as pb
 
-from shared.contracts.common import check_count, set_timestamps
+from shared.contracts.common import (
+    check_count,
+    product_from_proto,
+    product_to_proto,
+    set_timestamps,
+)
+from shared.data.catalog import Product
 from shared.errors import InvalidArgument
 from shared.intent.prototypes import CatalogStats
+from shared.search.catalog_index import CatalogSnapshot
 from shared.search.filters import Filters
 from shared.search.reindex import ReindexStatus
 
@@ -93,3 +103,53 @@ def catalog_stats_from_proto(reply: pb.GetCatalogStatsResponse) -> CatalogStats:
     }
     values = {a.name: dict(zip(a.values, a.counts, strict=True)) for a in reply.attribute_values}
     return CatalogStats(reply.generation, centroids, values, reply.embedding_version)
+
+
+def exported_pages(snapshot: CatalogSnapshot, page_size: int) -> Iterator[pb.ExportCatalogResponse]:
+    """An ExportCatalog stream: ``snapshot``'s products, ``page_size`` a message, each with
+    its embedding when the snapshot has vectors. An empty snapshot is one message without
+    products, so that the caller still learns the generation."""
+    total = len(snapshot)
+    for start in range(0, max(total, 1), page_size):
+        end = min(start + page_size, total)
+        # One tolist per page: the floats go to the messages without a Python loop over them.
+        rows = snapshot.vectors[start:end].tolist() if snapshot.vectors is not None else None
+        yield pb.ExportCatalogResponse(
+            products=[
+                pb.ExportedProduct(
+                    product=product_to_proto(product),
+                    embedding=rows[i] if rows is not None else (),
+                )
+                for i, product in enumerate(snapshot.products[start:end])
+            ],
+            catalog_generation=snapshot.generation,
+            embedding_version=snapshot.embedding_version,
+            total_size=total,
+        )
+
+
+@dataclass(frozen=True)
+class CatalogExport:
+    """A catalog read back from ``ExportCatalog``: products in id order, their vectors
+    (None when not asked or the catalog has none), the generation and encoder version."""
+
+    products: list[Product]
+    vectors: np.ndarray | None
+    generation: int
+    version: str
+
+
+def catalog_from_export(pages: Iterable[pb.ExportCatalogResponse]) -> CatalogExport:
+    """The streamed pages of one ``ExportCatalog`` call as one ``CatalogExport``."""
+    products: list[Product] = []
+    rows: list[np.ndarray] = []
+    generation, version = -1, ""
+    for page in pages:
+        generation, version = page.catalog_generation, page.embedding_version
+        for exported in page.products:
+            products.append(product_from_proto(exported.product))
+            rows.append(np.asarray(exported.embedding, dtype=np.float32))
+    vectors = None
+    if rows and len(rows[0]) and all(len(row) == len(rows[0]) for row in rows):
+        vectors = np.stack(rows)
+    return CatalogExport(products, vectors, generation, version)

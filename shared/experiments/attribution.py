@@ -3,7 +3,8 @@
 A token is ``v1.<payload>.<signature>`` where payload is base64url JSON
 ``{"rid": request id, "arm": experiment arm, "mv": {model: version}, "iat": unix seconds,
 "q": the query}`` (the query lets the trainer learn from the clicks on its results), ``"x": 1``
-when the gateway shuffled the page's top results (exploration), plus, inside an experiment, ``"exp"`` (its name) and for interleaving ``"tm"``: the arm
+when the gateway shuffled the page's top results (exploration), ``"pl"``: the
+recommendation placement of a recommendation list, plus, inside an experiment, ``"exp"`` (its name) and for interleaving ``"tm"``: the arm
 that contributed each result of the page, one letter a position ("a" the first arm, "b"
 the second), from 1-based position ``"off"`` + 1 on.
 and signature is base64url HMAC-SHA256 over ``v1.<payload>`` with the suite's secret.
@@ -44,6 +45,8 @@ class Attribution:
     query: str = ""
     # Whether the page's top results were shuffled (shared/experiments/exploration.py).
     explored: bool = False
+    # The recommendation placement the list was made for ("" for a search).
+    placement: str = ""
 
     def team_at(self, position: int) -> str:
         """The interleaved arm letter of the result at 1-based ``position`` ("" if none)."""
@@ -81,6 +84,8 @@ class AttributionSigner:
             payload["q"] = attribution.query
         if attribution.explored:
             payload["x"] = 1
+        if attribution.placement:
+            payload["pl"] = attribution.placement
         if attribution.experiment:
             payload["exp"] = attribution.experiment
         if attribution.teams:
@@ -162,4 +167,5 @@ def _attribution(payload: object) -> Attribution:
         offset=offset,
         query=_str(payload, "q", ""),
         explored=bool(_int(payload, "x", 0)),
+        placement=_str(payload, "pl", ""),
     )

@@ -18,6 +18,7 @@ from shared.errors import (
     ResourceExhausted,
     ShopsenseError,
     Unavailable,
+    Unimplemented,
 )
 
 _CODES: dict[type[ShopsenseError], grpc.StatusCode] = {
@@ -28,6 +29,7 @@ _CODES: dict[type[ShopsenseError], grpc.StatusCode] = {
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
 }
 _ERRORS: dict[grpc.StatusCode, type[ShopsenseError]] = {code: kind for kind, code in _CODES.items()}
 

@@ -26,7 +26,7 @@ from shared.paths import REPO_ROOT, state_dir, triton_model_repository
 from shared.settings import PORTS, ClientSettings
 
 # The trainer starts first: it loads the registry's serving versions onto Triton.
-SERVICES = ("trainer", "retrieval", "ranking", "feedback", "intent", "gateway")
+SERVICES = ("trainer", "retrieval", "ranking", "recommend", "feedback", "intent", "gateway")
 
 
 def is_serving(target: str, timeout_s: float = 1.0) -> bool:
@@ -51,6 +51,7 @@ class Endpoints:
     triton: str
     trainer: str
     feedback: str = ""
+    recommend: str = ""
 
 
 @contextmanager
@@ -67,6 +68,7 @@ def running_suite(
             settings.triton_url,
             settings.trainer_target,
             settings.feedback_target,
+            settings.recommend_target,
         )
         return
     say("no suite running: starting one")
@@ -79,6 +81,7 @@ def running_suite(
             suite.triton.grpc_url,
             suite.address("trainer"),
             suite.address("feedback"),
+            suite.address("recommend"),
         )
 
 

@@ -31,7 +31,7 @@ Locks: three, always taken in this order, none held while taking an earlier one.
    BM25, vectors, postings, the products, class keys and versions by row, ``_row_of``,
    class statistics, version counts, ``_embedding_version`` and ``_generation``.
    ``retrieve``, ``get`` and the other reads take its read side, so they run
-   concurrently with each other. Its write side is taken only by a holder of
+   concurrently with each other (``snapshot`` holds it only to copy the catalog out). Its write side is taken only by a holder of
    ``_write_mutex`` (or by ``open`` before anyone else can call): upserts and deletes
    apply ``APPLY_CHUNK`` products per hold, so a reader waits at most one chunk and never
    sees a half-updated product; a reindex swap or version pin is one hold.
@@ -93,6 +93,27 @@ class _VectorSwap:
     vectors: VectorIndex
     class_stats: dict[str, _ClassStats]
     count: int
+
+
+@dataclass(slots=True, frozen=True)
+class CatalogSnapshot:
+    """The whole catalog at one generation, copied out of the index (``CatalogIndex.snapshot``)
+    so that it can be read at leisure, without a lock, while the index changes.
+
+    ``products[i]`` and ``vectors[i]`` are those of ``product_ids[i]``; the ids are sorted.
+    ``vectors`` is a read-only float32 ``(len, dim)`` matrix of unit vectors of
+    ``embedding_version``, or None when not asked for. The products are the index's own
+    objects (an upsert replaces them, never changes them): treat them as read-only.
+    """
+
+    product_ids: tuple[str, ...]
+    products: tuple[Product, ...]
+    vectors: np.ndarray | None
+    generation: int
+    embedding_version: str
+
+    def __len__(self) -> int:
+        return len(self.product_ids)
 
 
 class CatalogIndex:
@@ -383,6 +404,33 @@ class CatalogIndex:
         with self._lock.read():
             rows = [self._row_of.get(pid) for pid in ids]
             return [self._products[r] if r is not None else None for r in rows]
+
+    def snapshot(self, *, with_vectors: bool = False) -> CatalogSnapshot:
+        """Every product, in product id order, with its vector if ``with_vectors``, as of
+        one generation (a consistent copy; see ``CatalogSnapshot``).
+
+        One read-lock hold copies the id-to-row map, the product list and the vectors: a
+        waiting writer blocks new readers, so the sorting happens after it.
+        """
+        with self._lock.read():
+            ids = list(self._row_of)
+            rows = np.fromiter(self._row_of.values(), dtype=np.int64, count=len(ids))
+            by_row = list(self._products)
+            # One fancy-indexed copy (upserts overwrite the stored rows in place); row by row
+            # through VectorIndex.get would hold the lock ten times longer.
+            vectors = self._vectors._matrix[rows] if with_vectors else None
+            generation, version = self._generation, self._embedding_version
+        order = np.asarray(sorted(range(len(ids)), key=ids.__getitem__), dtype=np.int64)
+        if vectors is not None:
+            vectors = vectors[order]
+            vectors.flags.writeable = False
+        return CatalogSnapshot(
+            product_ids=tuple(ids[i] for i in order.tolist()),
+            products=tuple(by_row[r] for r in rows[order].tolist()),  # type: ignore[misc]
+            vectors=vectors,
+            generation=generation,
+            embedding_version=version,
+        )
 
     def attribute_names(self) -> set[str]:
         """Attribute names used by at least one product (what filters may name)."""

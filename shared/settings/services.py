@@ -33,6 +33,7 @@ PORTS = {
     "ranking": 50054,
     "feedback": 50055,
     "trainer": 50056,
+    "recommend": 50057,
 }
 # A development-only secret: `make run` works out of the box, and the services that use it
 # log a warning while it is in use. Production sets SHOPSENSE_TOKEN_SECRET.
@@ -129,8 +130,9 @@ class ServiceSettings(Settings):
 @record
 class GatewaySettings(ServiceSettings):
     NAME = "gateway"
-    # The public API: a search request is a query, a shopper, filters and a page.
-    MAX_MESSAGE_BYTES = 1 * MIB
+    # The public API: a search request is a query, a shopper, filters and a page; a
+    # recommendation request may carry 10,000 history events (1.5 MB with 128-character ids).
+    MAX_MESSAGE_BYTES = 2 * MIB
 
     triton_url: str = _triton_url()
     text_encoder_version: str = _text_encoder_version()
@@ -138,6 +140,7 @@ class GatewaySettings(ServiceSettings):
     retrieval_target: str = _target("retrieval")
     ranking_target: str = _target("ranking")
     trainer_target: str = _target("trainer")
+    recommend_target: str = _target("recommend")
     token_secret: str = _token_secret()
     search_deadline_s: float = option(
         "SHOPSENSE_SEARCH_DEADLINE_S",
@@ -285,12 +288,57 @@ class FeedbackSettings(ServiceSettings):
     )
     token_secret: str = _token_secret()
     retrieval_target: str = _target("retrieval")
+    recommend_target: str = _target("recommend")
     attribution_window_s: float = option(
         "SHOPSENSE_ATTRIBUTION_WINDOW_S",
         604800.0,
         "how long after a search its feedback counts, seconds (7 days)",
         parse=number,
         check=at_least(1),
+    )
+
+
+@record
+class RecommendSettings(ServiceSettings):
+    NAME = "recommend"
+    # A request with up to 10,000 history events.
+    MAX_MESSAGE_BYTES = 4 * MIB
+
+    state_dir: Any = _state_dir()
+    feedback_db_url: str = option(
+        "SHOPSENSE_FEEDBACK_DB_URL",
+        _sqlite_in_state("feedback.db"),
+        "the feedback store the recommender reads events from",
+        derived_from="state_dir",
+    )
+    retrieval_target: str = _target("retrieval")
+    refresh_s: float = option(
+        "SHOPSENSE_RECOMMEND_REFRESH_S",
+        2.0,
+        "how often new feedback events and the catalog's generation are read, seconds",
+        parse=number,
+        check=at_least(0.05),
+    )
+    history_limit: int = option(
+        "SHOPSENSE_RECOMMEND_HISTORY_LIMIT",
+        1000,
+        "most recent interactions of a shopper kept and used",
+        parse=integer,
+        check=between(1, 10000),
+    )
+    cooccurrence_half_life_days: float = option(
+        "SHOPSENSE_RECOMMEND_COOCCURRENCE_HALF_LIFE_DAYS",
+        60.0,
+        "half-life of co-occurrence counts, days",
+        parse=number,
+        check=at_least(0.01),
+    )
+    trending_half_life_days: float = option(
+        "SHOPSENSE_RECOMMEND_TRENDING_HALF_LIFE_DAYS",
+        7.0,
+        "half-life of trending counts, days",
+        parse=number,
+        check=at_least(0.01),
     )
 
 
@@ -364,6 +412,7 @@ class ClientSettings(Settings):
     ranking_target: str = _target("ranking")
     feedback_target: str = _target("feedback")
     trainer_target: str = _target("trainer")
+    recommend_target: str = _target("recommend")
     triton_url: str = _triton_url()
 
 
@@ -376,6 +425,7 @@ ALL: dict[str, type[Settings]] = {
         RetrievalSettings,
         RankingSettings,
         FeedbackSettings,
+        RecommendSettings,
         TrainerSettings,
         ClientSettings,
     )

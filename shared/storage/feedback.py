@@ -55,7 +55,9 @@ class FeedbackEvent(SQLModel, table=True):
     type: str = Field(max_length=16)
     # When it happened (the client's clock) and when this service received it, both UTC.
     occurred_at: datetime = Field(sa_type=UTCDateTime)
-    received_at: datetime = Field(sa_type=UTCDateTime)
+    # Indexed: the recommender reads new events in received order (an increasing key is
+    # appended at the index's end, so it costs ingestion little, unlike the random ids).
+    received_at: datetime = Field(sa_type=UTCDateTime, index=True)
     # No index on the shopper or product columns: an insert into an index on a random key
     # touches a random page, and with three of them sustained ingestion fell from 62,000 to
     # 11,000 events/s by the 500,000th event (the pages a commit dirties grow with the
@@ -80,6 +82,8 @@ class FeedbackEvent(SQLModel, table=True):
     amount_micros: int | None = Field(default=None, sa_type=BigInteger)
     currency: str | None = Field(default=None, max_length=3)
     quantity: int = Field(default=1)
+    # The recommendation placement the token names ("similar_items", ...); None for search.
+    placement: str | None = Field(default=None, max_length=32)
 
     @property
     def amount(self) -> Decimal | None:
@@ -113,10 +117,24 @@ class ValidEvent(NamedTuple):
     amount_micros: int | None = None
     currency: str | None = None
     quantity: int = 1
+    placement: str | None = None
 
     def row(self) -> dict[str, Any]:
         """Column name to value, as the INSERT takes it."""
         return self._asdict()
+
+
+class StoredInteraction(NamedTuple):
+    """What the recommender reads of a stored click, cart or purchase."""
+
+    event_id: str
+    type: str
+    occurred_at: datetime
+    received_at: datetime
+    user_id: str | None
+    session_id: str | None
+    product_id: str
+    quantity: int
 
 
 _TABLE: sqlalchemy.Table = FeedbackEvent.__table__  # type: ignore[assignment]
@@ -127,7 +145,10 @@ _ADDED_COLUMNS = {
     "team": "VARCHAR(1)",
     "query": "VARCHAR",
     "explored": "BOOLEAN",
+    "placement": "VARCHAR(32)",
 }
+# Indexes added after the first release: created in place on an older database.
+_ADDED_INDEXES = ("received_at",)
 # Indexes of earlier versions, dropped from an older database.
 _DROPPED_INDEXES = ("user_id", "product_id")
 # SQLite keeps datetimes as text in SQLAlchemy's format (naive UTC), read back by UTCDateTime.
@@ -192,6 +213,11 @@ class FeedbackStore:
                     conn.exec_driver_sql(f"ALTER TABLE {_TABLE.name} ADD COLUMN {name} {kind}")
             for column in _DROPPED_INDEXES:  # see FeedbackEvent: they cost ingestion
                 conn.exec_driver_sql(f"DROP INDEX IF EXISTS ix_{_TABLE.name}_{column}")
+            for column in _ADDED_INDEXES:
+                conn.exec_driver_sql(
+                    f"CREATE INDEX IF NOT EXISTS ix_{_TABLE.name}_{column} "
+                    f"ON {_TABLE.name} ({column})"
+                )
 
     @property
     def engine(self) -> sqlalchemy.Engine:
@@ -289,6 +315,28 @@ class FeedbackStore:
         with self._engine.begin() as conn:
             result = conn.execute(_TABLE.delete().where(self._shopper_clause(user_id, session_id)))
             return int(result.rowcount or 0)
+
+    def interactions_after(
+        self, after: tuple[datetime, str] | None, limit: int
+    ) -> list[StoredInteraction]:
+        """Up to ``limit`` clicks, carts and purchases received after ``after`` (a
+        ``(received_at, event_id)`` cursor; None: from the first), in that order."""
+        c = _TABLE.c
+        query = select(
+            c.event_id,
+            c.type,
+            c.occurred_at,
+            c.received_at,
+            c.user_id,
+            c.session_id,
+            c.product_id,
+            c.quantity,
+        ).where(c.type != "impression")
+        if after is not None:
+            query = query.where(sqlalchemy.tuple_(c.received_at, c.event_id) > after)
+        query = query.order_by(c.received_at, c.event_id).limit(limit)
+        with self._engine.connect() as conn:
+            return [StoredInteraction(*row) for row in conn.execute(query)]
 
     def count(self) -> int:
         """Number of stored events."""

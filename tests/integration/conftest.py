@@ -28,6 +28,7 @@ from services.feedback.server import create_server as create_feedback
 from services.gateway.server import create_server as create_gateway
 from services.intent.server import create_server as create_intent
 from services.ranking.server import create_server as create_ranking
+from services.recommend.server import create_server as create_recommend
 from services.retrieval.server import create_server as create_retrieval
 from services.trainer.server import create_server as create_trainer
 from shared.data.catalog import Product
@@ -38,11 +39,13 @@ from shared.settings import ALL, ServiceSettings
 from tests.support import SMALL_STORE, SMALL_STORE_CLASSES, export_untrained, wait_until
 
 # Dependency order: a service starts after those it calls.
-START_ORDER = ("retrieval", "ranking", "feedback", "intent", "trainer", "gateway")
+# (The recommender reads the feedback store's database, and feedback tells it of erasures.)
+START_ORDER = ("retrieval", "ranking", "recommend", "feedback", "intent", "trainer", "gateway")
 FACTORIES: dict[str, Callable[..., ServerHandle]] = {
     "retrieval": create_retrieval,
     "ranking": create_ranking,
     "feedback": create_feedback,
+    "recommend": create_recommend,
     "intent": create_intent,
     "trainer": create_trainer,
     "gateway": create_gateway,

@@ -141,6 +141,28 @@ def test_store_records_each_id_once(db_url: str) -> None:
         store.engine.dispose()
 
 
+def test_interactions_are_read_after_a_cursor_in_received_order(db_url: str) -> None:
+    store = FeedbackStore(create_db_engine(db_url))
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    try:
+        store.record(
+            [
+                _valid("b", received_at=base, type="purchase"),
+                _valid("a", received_at=base),  # same time: ordered by id
+                _valid("imp", received_at=base, type="impression", position=1),
+                _valid("c", received_at=base + timedelta(seconds=1), type="add_to_cart"),
+            ]
+        )
+        first = store.interactions_after(None, 2)
+        assert [row.event_id for row in first] == ["a", "b"]  # impressions are not read
+        rest = store.interactions_after((first[-1].received_at, first[-1].event_id), 10)
+        assert [(row.event_id, row.type) for row in rest] == [("c", "add_to_cart")]
+        assert rest[0].received_at == base + timedelta(seconds=1)
+        assert store.interactions_after((rest[-1].received_at, "c"), 10) == []
+    finally:
+        store.engine.dispose()
+
+
 def test_sqlite_commits_are_durable(tmp_path: Path) -> None:
     engine = create_db_engine(f"sqlite:///{tmp_path / 'new' / 'folder' / 'feedback.db'}")
     try:

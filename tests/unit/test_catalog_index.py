@@ -3,6 +3,7 @@ one embedding version at a time (the background reindex: test_catalog_reindex.py
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 
@@ -284,3 +285,45 @@ def test_an_old_file_takes_its_majority_version(tmp_path: Path) -> None:
         assert reopened.embedding_versions() == {"2": 3, "1": 2}
     finally:
         reopened.close()
+
+
+def test_snapshot_is_the_catalog_in_id_order_and_stays_as_taken(catalog: CatalogIndex) -> None:
+    vectors = dict(zip([f"p{i}" for i in range(64)], unit_vectors(64, 0), strict=True))
+    catalog.delete(["p10"])
+    catalog.upsert(make_products(1, start=100), unit_vectors(1, 7), "enc-v1")  # reuses p10's row
+    vectors["p100"] = unit_vectors(1, 7)[0]
+    del vectors["p10"]
+
+    snap = catalog.snapshot(with_vectors=True)
+    assert list(snap.product_ids) == sorted(vectors) and len(snap) == 64
+    assert list(snap.products) == catalog.get(list(snap.product_ids))
+    assert snap.vectors is not None and snap.vectors.dtype == np.float32
+    np.testing.assert_allclose(snap.vectors, [vectors[pid] for pid in snap.product_ids], atol=1e-6)
+    assert (snap.generation, snap.embedding_version) == (catalog.generation, "enc-v1")
+    assert not snap.vectors.flags.writeable
+
+    # Later writes change the index, not the snapshot.
+    before = snap.vectors.copy()
+    old_p3 = snap.products[snap.product_ids.index("p3")]
+    catalog.upsert([dataclasses.replace(old_p3, title="renamed")], unit_vectors(1, 8), "enc-v1")
+    catalog.delete(["p5"])
+    catalog.upsert(make_products(1, start=200), unit_vectors(1, 9), "enc-v1")
+    assert catalog.generation > snap.generation
+    assert list(snap.product_ids) == sorted(vectors)
+    assert snap.products[snap.product_ids.index("p3")].title == old_p3.title != "renamed"
+    np.testing.assert_array_equal(snap.vectors, before)
+
+    plain = catalog.snapshot()
+    assert plain.vectors is None and "p5" not in plain.product_ids
+    assert "p200" in plain.product_ids and len(plain) == 64
+
+
+def test_snapshot_of_an_empty_index(tmp_path: Path) -> None:
+    index = CatalogIndex.open(tmp_path / "catalog.db", dim=DIM)
+    try:
+        snap = index.snapshot(with_vectors=True)
+        assert (snap.product_ids, snap.products, snap.embedding_version) == ((), (), "")
+        assert snap.vectors is not None and snap.vectors.shape == (0, DIM)
+        assert snap.generation == index.generation
+    finally:
+        index.close()

@@ -326,3 +326,35 @@ def test_results_follow_the_order_sent_with_counts() -> None:
         ("new", pb.EVENT_STATUS_DUPLICATE, ""),
     ]
     assert (response.accepted, response.duplicates, response.rejected) == (1, 2, 1)
+
+
+def test_a_backfill_takes_old_timestamps_but_no_tokens() -> None:
+    old = make_event(timestamp=_ts(datetime(2010, 12, 1, 8, 26, tzinfo=UTC)))
+    assert "in the past" in rejection(old)
+    valid = validate_event(old, SIGNER, NOW, backfill=True)
+    assert valid.occurred_at == datetime(2010, 12, 1, 8, 26, tzinfo=UTC)
+    token = SIGNER.encode(
+        Attribution(request_id="r", arm="control", issued_at=int(NOW.timestamp()))
+    )
+    with pytest.raises(InvalidArgument, match=r"^attribution_token: not allowed in a backfill"):
+        validate_event(make_event(attribution_token=token), SIGNER, NOW, backfill=True)
+    ahead = make_event(timestamp=_ts(NOW + timedelta(hours=1)))
+    with pytest.raises(InvalidArgument, match=r"^timestamp: more than 5 minutes in the future"):
+        validate_event(ahead, SIGNER, NOW, backfill=True)
+
+
+def test_a_recommendation_token_stores_its_placement() -> None:
+    token = SIGNER.encode(
+        Attribution(
+            request_id="r-9",
+            arm="control",
+            issued_at=int(NOW.timestamp()) - 60,
+            placement="frequently_bought_together",
+        )
+    )
+    valid = validate_event(make_event(attribution_token=token), SIGNER, NOW)
+    assert valid.placement == "frequently_bought_together" and valid.request_id == "r-9"
+    search = SIGNER.encode(
+        Attribution(request_id="r-1", arm="control", issued_at=int(NOW.timestamp()) - 60)
+    )
+    assert validate_event(make_event(attribution_token=search), SIGNER, NOW).placement is None
