@@ -339,9 +339,9 @@ def test_late_ranking_is_skipped_within_the_callers_deadline(
 
 
 def test_an_oversized_request_is_refused_and_the_gateway_keeps_serving(stack: Stack):
-    """The public API takes search requests, not bulk uploads: its limit is 1 MiB
+    """The public API takes search and recommendation requests, not bulk uploads: its limit is 2 MiB
     (SHOPSENSE_GATEWAY_MAX_MESSAGE_BYTES), not the 32 MiB every server once accepted."""
-    assert stack.settings["gateway"].max_message_bytes == 1024 * 1024
+    assert stack.settings["gateway"].max_message_bytes == 2 * 1024 * 1024
     huge = _request("sofa", filters=common_pb2.Filters(product_classes=["x" * (20 * 1024 * 1024)]))
     with pytest.raises(grpc.RpcError) as err:
         _search(stack).Search(huge, timeout=30)
