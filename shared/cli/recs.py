@@ -51,6 +51,12 @@ def add_parsers(sub: argparse._SubParsersAction, console: Console) -> None:
     ev.add_argument("--data", required=True, help="the online_retail folder (parquet files)")
     ev.add_argument("--split-at", required=True, type=_date, help="ISO date of the split")
     ev.add_argument("--json", help="write the report as JSON here")
+    ev.add_argument("--png", help="draw the diversity trade-off and the exposure here")
+    ev.add_argument(
+        "--diversity",
+        default="",
+        help="comma-separated MMR settings (0 to 1) to run the served pipeline at as well",
+    )
     ev.add_argument("--limit", type=int, default=0, help="the first N customers only")
     ev.add_argument("--target", help="gateway address (default SHOPSENSE_GATEWAY_TARGET)")
     ev.set_defaults(func=lambda args: cmd_recs_eval(args, console))
@@ -133,18 +139,28 @@ def cmd_recs_get(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_recs_eval(args: argparse.Namespace, console: Console) -> int:
-    from shared.evaluation.recs_remote import run_recs_eval
+    from shared.evaluation.recs_remote import RecsEvalRun, run_recs_eval
 
     settings = ClientSettings.load()
     try:
+        diversities = tuple(float(d) for d in args.diversity.split(",") if d.strip())
+    except ValueError:
+        console.print(f"[red]--diversity[/red]: not numbers: {args.diversity!r}")
+        return 2
+    try:
         run_recs_eval(
-            Path(args.data),
-            args.split_at,
-            args.target or settings.gateway_target,
-            settings.recommend_target,
-            Path(args.json) if args.json else None,
+            RecsEvalRun(
+                data=Path(args.data),
+                split_at=args.split_at,
+                gateway_target=args.target or settings.gateway_target,
+                recommend_target=settings.recommend_target,
+                retrieval_target=settings.retrieval_target,
+                json_out=Path(args.json) if args.json else None,
+                png_out=Path(args.png) if args.png else None,
+                limit=args.limit,
+                diversities=diversities,
+            ),
             console,
-            args.limit,
         )
     except ShopsenseError as exc:
         console.print(f"[red]{type(exc).__name__}[/red]: {exc.message}")

@@ -98,6 +98,11 @@ def query_from_request(request: pb.RecommendRequest, known_attributes: set[str])
     filters = Filters()
     if request.HasField("filters"):
         filters = filters_from_proto(request.filters, known_attributes)
+    diversity = None
+    if request.options.HasField("diversity"):
+        diversity = request.options.diversity
+        if not 0.0 <= diversity <= 1.0:  # NaN fails too
+            raise InvalidArgument(f"options.diversity: must be between 0 and 1, got {diversity}")
     return RecQuery(
         placement=placement,
         user=user,
@@ -109,6 +114,7 @@ def query_from_request(request: pb.RecommendRequest, known_attributes: set[str])
         exclude_purchased=request.exclude_purchased,
         sources=list(dict.fromkeys(request.options.sources)),
         history_only=request.options.history_only,
+        diversity=diversity,
     )
 
 

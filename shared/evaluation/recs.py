@@ -15,6 +15,11 @@ Definitions (the same for every system, so numbers compare):
   hit rate@10; coverage = distinct products in the top 20 over all cases / catalog size;
   new-product recall = micro recall@20 over the target products first sold on or after
   the split (hits over all such target products; 0.0 when there are none).
+- Exposure (fairness): over every case's top 20, the share of all slots that go to the
+  most shown 1% of the catalog (at least one product), and the Gini coefficient of the
+  slots over every catalog product (0: all shown equally; 1: one product takes all).
+  Intra-list diversity: the mean over cases of 1 - cosine between the text vectors of
+  each pair in the top 20.
 
 Baselines that need no service: ``Popularity`` (the products on the most distinct invoices
 in the 30 days before the split, the same list for everyone) and ``ALSBaseline`` (implicit
@@ -25,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -37,6 +42,7 @@ from threadpoolctl import ThreadpoolController, threadpool_limits
 from shared.data.dataset import EXACT
 from shared.data.online_retail import RetailLine
 from shared.evaluation.metrics import mrr_at_k, ndcg_at_k, recall_at_k
+from shared.recommendation.diversity import intra_list_diversity
 
 # The cut-offs of SystemScores.
 RECALL_K = 20
@@ -77,6 +83,13 @@ class SystemScores:
     coverage: float
     new_product_recall: float
     cases: int
+    # Exposure over the top 20 of every case: the share of all slots taken by the 1% of the
+    # catalog shown most, and the Gini coefficient over every catalog product's slots.
+    top1_share: float = 0.0
+    gini: float = 0.0
+    # Mean intra-list diversity of the top 20 (1 - cosine of the texts, over pairs); 0.0
+    # when no vectors were given.
+    intra_list_diversity: float = 0.0
 
 
 def next_basket_cases(lines: Sequence[RetailLine], split_at: datetime) -> list[EvalCase]:
@@ -135,12 +148,15 @@ def score_system(
     *,
     new_products: Collection[str],
     catalog_size: int,
+    vectors: Mapping[str, np.ndarray] | None = None,
 ) -> SystemScores:
     """Score ``recommend`` (case -> ranked product ids) on ``cases``; zeros when there are
-    none."""
+    none. ``vectors`` (product id -> unit text vector) give the intra-list diversity."""
     new_products = frozenset(new_products)
     recall = ndcg = hits = 0.0
     recommended: set[str] = set()
+    slots: Counter[str] = Counter()
+    diversity = 0.0
     new_found = new_wanted = 0
     for case in cases:
         ranked = list(recommend(case))
@@ -149,6 +165,11 @@ def score_system(
         hits += hit_rate_at(ranked, case.target, HIT_RATE_K)
         top = _top(ranked, max(COVERAGE_K, RECALL_K))
         recommended.update(top[:COVERAGE_K])
+        slots.update(top[:COVERAGE_K])
+        if vectors is not None:
+            diversity += intra_list_diversity(
+                np.array([vectors[p] for p in top[:COVERAGE_K] if p in vectors])
+            )
         new_targets = case.target & new_products
         new_wanted += len(new_targets)
         new_found += len(new_targets.intersection(top[:RECALL_K]))
@@ -161,7 +182,33 @@ def score_system(
         coverage=len(recommended) / catalog_size if catalog_size else 0.0,
         new_product_recall=new_found / new_wanted if new_wanted else 0.0,
         cases=count,
+        top1_share=top_share(slots, catalog_size, 0.01),
+        gini=gini(slots, catalog_size),
+        intra_list_diversity=diversity / count if count and vectors is not None else 0.0,
     )
+
+
+def top_share(slots: Counter[str], catalog_size: int, fraction: float) -> float:
+    """The share of all slots taken by the most shown ``fraction`` of the catalog (at least
+    one product)."""
+    total = sum(slots.values())
+    if not total:
+        return 0.0
+    head = max(1, math.floor(catalog_size * fraction))
+    return sum(count for _, count in slots.most_common(head)) / total
+
+
+def gini(slots: Counter[str], catalog_size: int) -> float:
+    """The Gini coefficient of the slots over ``catalog_size`` products (never shown: 0)."""
+    size = max(catalog_size, len(slots))
+    counts = np.zeros(size)
+    counts[: len(slots)] = sorted(slots.values())
+    counts.sort()
+    total = counts.sum()
+    if size == 0 or total == 0:
+        return 0.0
+    ranks = np.arange(1, size + 1)
+    return float((2 * (ranks * counts).sum()) / (size * total) - (size + 1) / size)
 
 
 class Popularity:

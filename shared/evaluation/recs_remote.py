@@ -10,7 +10,10 @@ ignored), the target is their first basket after it. Systems:
 - ``co-occurrence`` and ``content``: the same pipeline with one kind of source only
   (``RecommendOptions.sources``), the item-item and text-neighbour baselines;
 - ``popularity`` (the 30 days before the split), ``buy again`` (the shopper's most bought
-  products) and ``ALS`` (``implicit``), computed here from the orders before the split.
+  products) and ``ALS`` (``implicit``), computed here from the orders before the split;
+- with ``--diversity``, the served pipeline again at each MMR setting (the trade of recall
+  for intra-list diversity). Every system's exposure concentration (top-1% share, Gini)
+  and intra-list diversity are reported beside its accuracy; ``--png`` draws both.
 
 The suite must hold no event at or after the split (the served pipeline would see the
 future): the recommender's newest event is checked first.
@@ -21,17 +24,21 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 from rich.console import Console
 from rich.table import Table
 from shopsense.common.v1 import common_pb2
 from shopsense.recommend.v1 import recommend_service_pb2 as pb
 from shopsense.recommend.v1 import recommend_service_pb2_grpc
+from shopsense.retrieval.v1 import retrieval_service_pb2 as retrieval_pb
+from shopsense.retrieval.v1 import retrieval_service_pb2_grpc
 
+from shared.contracts.retrieval import catalog_from_export
 from shared.data.online_retail import load_online_retail
 from shared.errors import FailedPrecondition
 from shared.evaluation.recs import (
@@ -51,7 +58,9 @@ MAX_HISTORY = 10_000
 SOURCE_SYSTEMS = {"co-occurrence": ["co_purchase", "co_cart", "co_view"], "content": ["content"]}
 
 
-def for_you_request(case: EvalCase, sources: Sequence[str] = ()) -> pb.RecommendRequest:
+def for_you_request(
+    case: EvalCase, sources: Sequence[str] = (), diversity: float | None = None
+) -> pb.RecommendRequest:
     """RECOMMENDED_FOR_YOU for the case's shopper as an anonymous session, the history in
     the request (the newest ``MAX_HISTORY`` purchases), the stored state ignored."""
     history = []
@@ -71,7 +80,7 @@ def for_you_request(case: EvalCase, sources: Sequence[str] = ()) -> pb.Recommend
         user=common_pb2.UserContext(session_id=f"recs-eval-{case.shopper}"),
         history=history,
         page_size=K,
-        options=pb.RecommendOptions(sources=list(sources), history_only=True),
+        options=pb.RecommendOptions(sources=list(sources), history_only=True, diversity=diversity),
     )
 
 
@@ -79,9 +88,10 @@ def served_system(
     stub: recommend_service_pb2_grpc.RecommendServiceStub,
     sources: Sequence[str] = (),
     timeout_s: float = 10.0,
+    diversity: float | None = None,
 ) -> Callable[[EvalCase], list[str]]:
     def recommend(case: EvalCase) -> list[str]:
-        reply = stub.Recommend(for_you_request(case, sources), timeout=timeout_s)
+        reply = stub.Recommend(for_you_request(case, sources, diversity), timeout=timeout_s)
         return [item.product_id for item in reply.items]
 
     return recommend
@@ -101,29 +111,52 @@ def check_no_leak(recommend_target: str, split_at: datetime) -> None:
             )
 
 
-def run_recs_eval(
-    data: Path,
-    split_at: datetime,
-    gateway_target: str,
-    recommend_target: str,
-    json_out: Path | None,
-    console: Console,
-    limit: int = 0,
-) -> list[SystemScores]:
-    check_no_leak(recommend_target, split_at)
-    store = load_online_retail(data)
-    cases = next_basket_cases(store.lines, split_at)
-    if limit:
-        cases = cases[:limit]
-    new_products = {p for p, first in store.first_sold.items() if first >= split_at}
-    stub = recommend_service_pb2_grpc.RecommendServiceStub(open_channel(gateway_target))
+@dataclass(frozen=True)
+class RecsEvalRun:
+    """What `shopsense recs eval` is asked: the data, the split, where the suite answers,
+    where to write, and the diversity settings to sweep (each a "served" row of its own)."""
+
+    data: Path
+    split_at: datetime
+    gateway_target: str
+    recommend_target: str
+    retrieval_target: str
+    json_out: Path | None = None
+    png_out: Path | None = None
+    limit: int = 0
+    diversities: tuple[float, ...] = ()
+
+
+def text_vectors(retrieval_target: str) -> dict[str, np.ndarray]:
+    """Every catalog product's text vector, as the suite holds it."""
+    stub = retrieval_service_pb2_grpc.RetrievalServiceStub(open_channel(retrieval_target))
+    catalog = catalog_from_export(
+        stub.ExportCatalog(
+            retrieval_pb.ExportCatalogRequest(include_embeddings=True, page_size=2000), timeout=60
+        )
+    )
+    if catalog.vectors is None:
+        return {}
+    return {p.product_id: v for p, v in zip(catalog.products, catalog.vectors, strict=True)}
+
+
+def run_recs_eval(run: RecsEvalRun, console: Console) -> list[SystemScores]:
+    check_no_leak(run.recommend_target, run.split_at)
+    store = load_online_retail(run.data)
+    cases = next_basket_cases(store.lines, run.split_at)
+    if run.limit:
+        cases = cases[: run.limit]
+    new_products = {p for p, first in store.first_sold.items() if first >= run.split_at}
+    vectors = text_vectors(run.retrieval_target)
+    stub = recommend_service_pb2_grpc.RecommendServiceStub(open_channel(run.gateway_target))
     started = time.monotonic()
-    als = ALSBaseline(store.lines, split_at)
+    als = ALSBaseline(store.lines, run.split_at)
     als_fit_s = time.monotonic() - started
     systems: dict[str, Callable[[EvalCase], Sequence[str]]] = {
         "served": served_system(stub),
+        **{f"served, diversity {d:g}": served_system(stub, diversity=d) for d in run.diversities},
         **{name: served_system(stub, sources) for name, sources in SOURCE_SYSTEMS.items()},
-        "popularity (30 days)": Popularity(store.lines, split_at).recommend,
+        "popularity (30 days)": Popularity(store.lines, run.split_at).recommend,
         "buy again": BuyAgain().recommend,
         "ALS": als.recommend,
     }
@@ -131,16 +164,22 @@ def run_recs_eval(
     for name, system in systems.items():
         started = time.monotonic()
         scored = score_system(
-            name, system, cases, new_products=new_products, catalog_size=len(store.products)
+            name,
+            system,
+            cases,
+            new_products=new_products,
+            catalog_size=len(store.products),
+            vectors=vectors,
         )
         scores.append(scored)
         console.print(f"{name}: {len(cases)} cases in {time.monotonic() - started:.1f} s")
-    baselines = [s for s in scores if s.name != "served"]
+    baselines = [s for s in scores if not s.name.startswith("served")]
     best = max(baselines, key=lambda s: s.recall_at_20)
     served = scores[0]
     popularity = next(s for s in scores if s.name.startswith("popularity"))
-    table = Table(title=f"next basket after {split_at.date()} ({len(cases)} customers)")
-    for column in ("system", "Recall@20", "NDCG@20", "HitRate@10", "coverage", "new-product R@20"):
+    table = Table(title=f"next basket after {run.split_at.date()} ({len(cases)} customers)")
+    columns = ("system", "Recall@20", "NDCG@20", "HitRate@10", "coverage", "new-product R@20")
+    for column in (*columns, "top-1% share", "Gini", "diversity"):
         table.add_column(column)
     for s in scores:
         table.add_row(
@@ -150,6 +189,9 @@ def run_recs_eval(
             f"{s.hit_rate_at_10:.4f}",
             f"{s.coverage:.3f}",
             f"{s.new_product_recall:.4f}",
+            f"{s.top1_share:.3f}",
+            f"{s.gini:.3f}",
+            f"{s.intra_list_diversity:.3f}",
         )
     console.print(table)
     ratio = served.recall_at_20 / best.recall_at_20 if best.recall_at_20 else float("inf")
@@ -157,12 +199,12 @@ def run_recs_eval(
         f"served / best baseline ({best.name}) Recall@20: {ratio:.2f}x; new-product recall "
         f"{served.new_product_recall:.4f} against popularity's {popularity.new_product_recall:.4f}"
     )
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(
+    if run.json_out is not None:
+        run.json_out.parent.mkdir(parents=True, exist_ok=True)
+        run.json_out.write_text(
             json.dumps(
                 {
-                    "split_at": split_at.isoformat(),
+                    "split_at": run.split_at.isoformat(),
                     "cases": len(cases),
                     "products": len(store.products),
                     "new_products": len(new_products),
@@ -174,4 +216,45 @@ def run_recs_eval(
                 indent=2,
             )
         )
+    if run.png_out is not None:
+        plot(scores, run.png_out, f"Online Retail, next basket after {run.split_at.date()}")
+        console.print(f"chart: {run.png_out}")
     return scores
+
+
+def plot(scores: Sequence[SystemScores], out: Path, title: str) -> None:
+    """Two panels: Recall@20 against intra-list diversity (the served pipeline at each
+    diversity setting joined by a line, the baselines as points), and each system's exposure
+    concentration (top-1% share and Gini)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    served = [s for s in scores if s.name.startswith("served")]
+    others = [s for s in scores if not s.name.startswith("served")]
+    figure, (trade, exposure) = plt.subplots(1, 2, figsize=(13, 5))
+    trade.plot(
+        [s.intra_list_diversity for s in served],
+        [s.recall_at_20 for s in served],
+        "o-",
+        label="served (diversity 0 and up)",
+    )
+    for s in others:
+        trade.plot(s.intra_list_diversity, s.recall_at_20, "s", label=s.name)
+    trade.set_xlabel("intra-list diversity (1 - cosine of texts)")
+    trade.set_ylabel("Recall@20")
+    trade.legend(fontsize=8)
+    trade.set_title("relevance against variety")
+    names = [s.name for s in scores]
+    positions = np.arange(len(scores))
+    exposure.bar(positions - 0.2, [s.top1_share for s in scores], 0.4, label="top-1% share")
+    exposure.bar(positions + 0.2, [s.gini for s in scores], 0.4, label="Gini")
+    exposure.set_xticks(positions, names, rotation=35, ha="right", fontsize=8)
+    exposure.set_title("exposure concentration (lower: spread wider)")
+    exposure.legend(fontsize=8)
+    figure.suptitle(title)
+    figure.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=110)
+    plt.close(figure)

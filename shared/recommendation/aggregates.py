@@ -189,6 +189,10 @@ class Trending:
             self._scores *= self._decay.rescale(at)
         self._scores[item] += TRENDING_KIND_WEIGHTS[kind] * self._decay.weight(at)
 
+    def weight(self, item: int) -> float:
+        """One item's trending weight (0.0 for one never seen)."""
+        return float(self._scores[item]) if item < len(self._scores) else 0.0
+
     def scores(self, size: int) -> np.ndarray:
         """Per item index (``size`` of them): its trending weight, zeros for the unseen."""
         if len(self._scores) >= size:

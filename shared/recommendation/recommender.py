@@ -41,6 +41,7 @@ import numpy as np
 from shared.data.catalog import Product
 from shared.errors import InvalidArgument
 from shared.recommendation.aggregates import CO_SOURCES, CoOccurrence, ItemIds, Trending
+from shared.recommendation.diversity import mmr_order
 from shared.recommendation.events import CART, PURCHASE, VIEW, Decay, Interaction
 from shared.recommendation.shoppers import ShopperStates, Step
 from shared.search.filters import Filters, fold_spelling, normalize_value
@@ -88,6 +89,11 @@ _CO_KIND = {"co_view": VIEW, "co_cart": CART, "co_purchase": PURCHASE}
 # Sources whose scores are cosines in [0, 1] already, blended as they are: divided by the
 # best candidate's, a weak likeness in a small catalog would count as much as a strong one.
 _ABSOLUTE = frozenset({CONTENT, NEW})
+# The reviews' weight in trending: below any interaction's (forward-decay weights are >= 1
+# from the anchor on, and interactions older than 30 half-lives matter to no one).
+_REVIEW_PRIOR = 1e-9
+# Candidates MMR chooses from, per slot of the page.
+_MMR_POOL = 5
 # Candidates each source contributes before the blend.
 _PER_SOURCE = 200
 # Per basket further back, a past basket's weight in the history score and the seeds.
@@ -112,6 +118,8 @@ class RecommenderOptions:
     # A shopper's whole year of baskets counts for buy-again (heavy shoppers exceed 200).
     history_limit: int = 1000
     weights: dict[str, dict[str, float]] = field(default_factory=lambda: DEFAULT_WEIGHTS)
+    # MMR's trade of relevance for variety (``diversity``); 0: the blend's order.
+    diversity: float = 0.0
 
     @classmethod
     def from_settings(cls, settings: RecommendSettings) -> RecommenderOptions:
@@ -120,6 +128,7 @@ class RecommenderOptions:
             cooccurrence_half_life_s=settings.cooccurrence_half_life_days * DAY_S,
             trending_half_life_s=settings.trending_half_life_days * DAY_S,
             history_limit=settings.history_limit,
+            diversity=settings.diversity,
         )
 
 
@@ -137,6 +146,8 @@ class RecQuery:
     exclude_purchased: bool = False
     sources: Sequence[str] = ()
     history_only: bool = False
+    # MMR's trade of relevance for variety, 0 to 1; None: the recommender's setting.
+    diversity: float | None = None
 
 
 @dataclass(frozen=True)
@@ -187,6 +198,8 @@ class _Catalog:
     vectors: np.ndarray | None = None
     classes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
     prices: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # log1p(review count) x rating / 5 (the trending prior); 0 where unreviewed.
+    reviews: np.ndarray = field(default_factory=lambda: np.zeros(0))
     attributes: frozenset[str] = frozenset()
 
 
@@ -238,10 +251,12 @@ class Recommender:
             available[indexes] = True
             classes = np.full(size, "", dtype=object)
             prices = np.zeros(size)
+            reviews = np.zeros(size)
             names: set[str] = set()
             for index, product in zip(indexes, products, strict=True):
                 classes[index] = normalize_value(product.product_class)
                 prices[index] = product.price
+                reviews[index] = np.log1p(max(product.review_count, 0)) * product.rating / 5
                 names.update(product.attributes)
             aligned = None
             if vectors is not None and len(products):
@@ -255,6 +270,7 @@ class Recommender:
                 vectors=aligned,
                 classes=classes,
                 prices=prices,
+                reviews=reviews,
                 attributes=frozenset(names),
             )
 
@@ -354,7 +370,10 @@ class Recommender:
             weights = {name: weights.get(name, 1.0) for name in query.sources}
         scores, seeds = self._source_scores(query.placement, weights, context, history, size)
         content_degraded = CONTENT in weights and catalog.vectors is None
-        items = self._blend(scores, weights, allowed, query.page_size, seeds, query.placement)
+        diversity = self.options.diversity if query.diversity is None else query.diversity
+        items = self._blend(
+            scores, weights, allowed, query.page_size, seeds, query.placement, diversity
+        )
         fallback = False
         if not items and query.placement != TRENDING:
             fallback = True
@@ -455,8 +474,12 @@ class Recommender:
         return scores
 
     def _trending_scores(self, context: list[int], size: int) -> np.ndarray:
-        """Trending, within the context's most common class when it has one."""
+        """Trending, within the context's most common class when it has one. A product's
+        reviews add a prior far below any interaction's weight: a store without events
+        yet trends by its best-reviewed products instead of showing nothing."""
         scores = self._trending.scores(size).copy()
+        reviews = self._catalog.reviews
+        scores[: len(reviews)] += _REVIEW_PRIOR * reviews
         classes = self._catalog.classes
         named = [classes[i] for i in context if i < len(classes) and classes[i]]
         if named:
@@ -521,8 +544,10 @@ class Recommender:
         page_size: int,
         seeds: dict[int, float],
         placement: str,
+        diversity: float = 0.0,
     ) -> list[RecItem]:
-        """The page: each source's best allowed candidates, normalised, weighted, summed."""
+        """The page: each source's best allowed candidates, normalised, weighted, summed;
+        with ``diversity`` > 0, in MMR's order (an item's score stays the blend's)."""
         candidates: set[int] = set()
         personal = [n for n in scores if n != TRENDING_SOURCE or placement == TRENDING]
         for name in personal:
@@ -553,9 +578,23 @@ class Recommender:
         else:
             near = np.arange(len(rows))
         ids = self._items.ids
+        if diversity > 0 and self._catalog.vectors is not None:
+            # MMR over the best candidates (five a slot): the blend's order traded for
+            # products less like those already on the list.
+            pool = min(len(rows), page_size * _MMR_POOL)
+            edge = np.partition(-total, pool - 1)[pool - 1]
+            near = np.flatnonzero(-total <= edge)
         order = sorted(
             (int(k) for k in near), key=lambda k: (-total[k], -trend[k], ids[int(rows[k])])
         )
+        if diversity > 0 and self._catalog.vectors is not None:
+            vectors = self._catalog.vectors
+            pooled = np.zeros((len(order), vectors.shape[1]), dtype=np.float32)
+            for i, k in enumerate(order):
+                if rows[k] < len(vectors):
+                    pooled[i] = vectors[rows[k]]
+            picked = mmr_order(total[order], pooled, diversity, page_size)
+            order = [order[i] for i in picked]
         items = []
         for k in order[:page_size]:
             item = int(rows[k])
@@ -573,6 +612,8 @@ class Recommender:
         if best.source == TRENDING_SOURCE or best.contribution <= 0:
             product_class = products[item].product_class
             where = f" in {product_class}" if product_class else ""
+            if not self._trending.weight(item):  # the reviews' prior alone put it here
+                return Reason("trending", f"Well reviewed{where}", (), product_class)
             return Reason("trending", f"Popular{where} this week", (), product_class)
         if best.source == HISTORY:
             return Reason("bought_before", "You bought this before", (products[item].product_id,))

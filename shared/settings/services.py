@@ -333,6 +333,13 @@ class RecommendSettings(ServiceSettings):
         parse=number,
         check=at_least(0.01),
     )
+    diversity: float = option(
+        "SHOPSENSE_RECOMMEND_DIVERSITY",
+        0.0,
+        "MMR's trade of relevance for variety in a list, 0 (off) to 1",
+        parse=number,
+        check=between(0, 1),
+    )
     trending_half_life_days: float = option(
         "SHOPSENSE_RECOMMEND_TRENDING_HALF_LIFE_DAYS",
         7.0,

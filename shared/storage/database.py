@@ -7,10 +7,13 @@ imported (``SQLModel.metadata``) created.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy
+import sqlalchemy.exc
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
@@ -20,6 +23,8 @@ SQLITE_BUSY_TIMEOUT_S = 30.0
 
 
 SQLITE_CACHE_KIB = 65_536
+# Tries of a table creation that raced another process's.
+_CREATE_ATTEMPTS = 3
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -63,5 +68,22 @@ def create_db_engine(url: str) -> sqlalchemy.Engine:
         engine = sqlalchemy.create_engine(
             parsed, pool_pre_ping=True, pool_size=8, max_overflow=8, pool_recycle=1800
         )
-    SQLModel.metadata.create_all(engine)
+    create_tables(engine)
     return engine
+
+
+def create_tables(
+    engine: sqlalchemy.Engine, tables: Sequence[sqlalchemy.Table] | None = None
+) -> None:
+    """Create the imported tables (or ``tables``) that do not exist yet, safe against other
+    processes doing the same at the same moment: services sharing a database start
+    together, and two ``CREATE TABLE`` s of one table race between SQLAlchemy's check and
+    the statement ("already exists"). The loser tries again, and the check then sees it."""
+    for attempt in range(_CREATE_ATTEMPTS):
+        try:
+            SQLModel.metadata.create_all(engine, tables=tables)
+            return
+        except sqlalchemy.exc.DBAPIError:
+            if attempt == _CREATE_ATTEMPTS - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1))

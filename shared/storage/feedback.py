@@ -14,9 +14,12 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 import sqlalchemy
+import sqlalchemy.exc
 from sqlalchemy import BigInteger, DateTime, TypeDecorator, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, Session, SQLModel
+
+from shared.storage.database import create_tables
 
 # Limits the columns enforce; the service rejects longer values before they reach the database
 # (on PostgreSQL one over-long value would otherwise fail the whole batch).
@@ -200,9 +203,16 @@ class FeedbackStore:
             .returning(_TABLE.c.event_id)
         )
         # create_db_engine created the tables imported before it ran; make sure of ours.
-        SQLModel.metadata.create_all(engine, tables=[_TABLE])
+        create_tables(engine, [_TABLE])
         self._sqlite = dialect == "sqlite"
-        self._upgrade()
+        # The feedback service, the recommender and the trainer open the store together.
+        for attempt in range(3):
+            try:
+                self._upgrade()
+                break
+            except sqlalchemy.exc.DBAPIError:  # another process added the same column first
+                if attempt == 2:
+                    raise
 
     def _upgrade(self) -> None:
         """Bring a database from an earlier version to this schema (columns, indexes)."""

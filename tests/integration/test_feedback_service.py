@@ -163,6 +163,27 @@ def test_interactions_are_read_after_a_cursor_in_received_order(db_url: str) -> 
         store.engine.dispose()
 
 
+def _open_store(url: str) -> None:
+    FeedbackStore(create_db_engine(url)).engine.dispose()
+
+
+def test_services_opening_a_new_database_together_all_start(tmp_path: Path) -> None:
+    """Feedback, the recommender and the trainer open one new database at the same moment
+    when the suite starts: the one that loses the race to create a table must not fail."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    for round_ in range(3):
+        url = f"sqlite:///{tmp_path / f'race-{round_}.db'}"
+        with context.Pool(4) as pool:
+            pool.map(_open_store, [url] * 4)  # raises here if any of them failed
+        store = FeedbackStore(create_db_engine(url))
+        try:
+            assert store.count() == 0
+        finally:
+            store.engine.dispose()
+
+
 def test_sqlite_commits_are_durable(tmp_path: Path) -> None:
     engine = create_db_engine(f"sqlite:///{tmp_path / 'new' / 'folder' / 'feedback.db'}")
     try:

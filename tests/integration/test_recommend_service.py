@@ -250,6 +250,11 @@ def test_a_ten_thousand_event_history_is_answered(stack: Stack) -> None:
             r"^filters.price.max: must be >= filters.price.min",
         ),
         ({"options": pb.RecommendOptions(sources=["magic"])}, r"^options.sources: unknown"),
+        ({"options": pb.RecommendOptions(diversity=1.5)}, r"^options.diversity: must be between"),
+        (
+            {"options": pb.RecommendOptions(diversity=float("nan"))},
+            r"^options.diversity: must be between",
+        ),
     ],
 )
 def test_bad_input_is_invalid_argument_naming_the_field(stack: Stack, fields, message) -> None:

@@ -56,7 +56,7 @@ def test_the_readme_walkthrough_imports_and_evaluates(empty_suite: Suite, tmp_pa
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
         "HF_HUB_OFFLINE": "1",
     }
-    report = None
+    report = png = None
     for command in commands:
         argv = shlex.split(command, comments=True)
         argv = [arg for arg in argv if "=" not in arg or arg.startswith("-")]  # VAR=... prefixes
@@ -65,6 +65,8 @@ def test_the_readme_walkthrough_imports_and_evaluates(empty_suite: Suite, tmp_pa
         argv = [str(tmp_path / a[4:]) if a.startswith("var/") else a for a in argv]
         if "--json" in argv:
             report = Path(argv[argv.index("--json") + 1])
+        if "--png" in argv:
+            png = Path(argv[argv.index("--png") + 1])
         done = subprocess.run(
             argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900
         )
@@ -81,6 +83,16 @@ def test_the_readme_walkthrough_imports_and_evaluates(empty_suite: Suite, tmp_pa
         "content",
     } <= set(systems)
     assert figures["cases"] > 1000
+    # Exposure: the served lists spread over far more of the catalog than popularity's one
+    # list, and the diversity setting buys variety (it may cost recall).
+    popular = systems["popularity (30 days)"]
+    assert systems["served"]["gini"] < popular["gini"]
+    assert systems["served"]["top1_share"] < popular["top1_share"] == 1.0
+    variety = [systems[n]["intra_list_diversity"] for n in ("served", "served, diversity 0.5")]
+    assert variety[0] < variety[1]
+    assert png is not None and png.stat().st_size > 10_000
+    for name in [n for n in systems if n.startswith("served, diversity")]:
+        systems.pop(name)
     served = systems.pop("served")
     for name, other in systems.items():
         assert served["recall_at_20"] > other["recall_at_20"], (name, served, other)

@@ -230,3 +230,24 @@ def test_history_keeps_the_newest_within_the_limit() -> None:
     recommender.ingest(_buy("a", "s", T0, "lamp", "mug", "teapot", "spoon"))
     answer = recommender.recommend(RecQuery(BUY_AGAIN, user="a", page_size=10))
     assert set(_ids(answer)) == {"mug", "teapot", "spoon"}
+
+
+def test_a_store_without_events_trends_by_its_reviews() -> None:
+    recommender = Recommender()
+    recommender.set_catalog(
+        [
+            Product("a", "A", review_count=10, rating=4.0),
+            Product("b", "B", review_count=500, rating=4.5, product_class="Lamps"),
+            Product("c", "C"),  # no reviews: nothing says it is popular
+        ],
+        None,
+        1,
+        "",
+    )
+    answer = recommender.recommend(RecQuery(TRENDING, session="x"))
+    assert _ids(answer) == ["b", "a"]
+    assert answer.items[0].reason.text == "Well reviewed in Lamps"
+    recommender.ingest(_buy("u", "s", T0, "a", kind=VIEW))  # one real view beats any review
+    answer = recommender.recommend(RecQuery(TRENDING, session="x"))
+    assert _ids(answer) == ["a", "b"]
+    assert answer.items[0].reason.text == "Popular this week"
