@@ -21,8 +21,12 @@ from shopsense.feedback.v1 import feedback_service_pb2_grpc as pb_grpc
 from shopsense.recommend.v1 import recommend_service_pb2, recommend_service_pb2_grpc
 
 from services.feedback.catalog import CatalogCheck
-from shared.contracts.common import validate_shopper
-from shared.contracts.feedback import DEFAULT_WINDOW, check_id, event_message, validate_event
+from shared.contracts.feedback import (
+    DEFAULT_WINDOW,
+    checked_shopper_ids,
+    event_message,
+    validate_event,
+)
 from shared.errors import InvalidArgument, ResourceExhausted, Unavailable
 from shared.experiments.attribution import Attribution, AttributionSigner
 from shared.rpc.clients import open_channel
@@ -153,10 +157,7 @@ class FeedbackServicer(pb_grpc.FeedbackServiceServicer):
 
     @staticmethod
     def _shopper(request: pb.ShopperRequest) -> tuple[str, str]:
-        validate_shopper(request.user_id, request.session_id)  # the gateway's rule
-        check_id("user_id", request.user_id, required=False)
-        check_id("session_id", request.session_id, required=False)
-        return request.user_id, request.session_id
+        return checked_shopper_ids(request.user_id, request.session_id)
 
     def ExportShopperEvents(
         self, request: pb.ShopperRequest, context: grpc.ServicerContext

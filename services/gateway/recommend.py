@@ -15,7 +15,8 @@ from shopsense.recommend.v1 import recommend_service_pb2 as pb
 from shopsense.recommend.v1 import recommend_service_pb2_grpc as pb_grpc
 
 from services.gateway.routing import route
-from shared.contracts.recommend import placement_name, validate_shopper_ids
+from shared.contracts.common import checked_shopper
+from shared.contracts.recommend import placement_name
 from shared.errors import DeadlineExceeded, Unavailable, Unimplemented
 from shared.experiments.assignment import Experiment
 from shared.experiments.attribution import Attribution, AttributionSigner
@@ -53,7 +54,7 @@ class RecommendGatewayServicer(pb_grpc.RecommendServiceServicer):
         # What routing needs (the shopper for the arm); the recommendation service checks
         # every other field, and its INVALID_ARGUMENT is passed on as it is.
         placement = placement_name(request.placement)
-        user, session = validate_shopper_ids(request.user)
+        user, session = checked_shopper(request.user)
         where = route(self._running(), user, session)
         arm = where.arms[0]  # interleaving interleaves searches; a list takes the first arm
         structlog.contextvars.bind_contextvars(arm=arm.name, experiment=where.experiment_name)

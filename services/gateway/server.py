@@ -22,7 +22,7 @@ from services.gateway.recommend import SERVICE_NAME as RECOMMEND_SERVICE_NAME
 from services.gateway.recommend import RecommendGatewayServicer
 from services.gateway.routing import GuardRail, Route, arrange, attribution, route
 from services.gateway.versions import ModelVersions
-from shared.contracts.common import count_or_default, validate_query, validate_shopper
+from shared.contracts.common import checked_shopper, count_or_default, validate_query
 from shared.contracts.search import results_page
 from shared.errors import InvalidArgument
 from shared.experiments.assignment import NO_EXPERIMENT, Experiment
@@ -39,7 +39,6 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SearchService"].full_name
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 MAX_RESULTS = 1000
-MAX_ID_CHARS = 128
 TIMINGS_KEY = "x-shopsense-timings"
 
 
@@ -140,11 +139,7 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
     def _page(self, request: pb.SearchRequest) -> Page:
         """The request checked, naming the field of the first problem."""
         query = validate_query(request.query)
-        user, session = request.user.user_id, request.user.session_id
-        validate_shopper(user, session, prefix="user.")  # feedback applies it to the events too
-        for name, value in (("user.user_id", user), ("user.session_id", session)):
-            if len(value) > MAX_ID_CHARS:
-                raise InvalidArgument(f"{name}: longer than {MAX_ID_CHARS} characters")
+        user, session = checked_shopper(request.user)  # feedback applies the rule to events too
         page_size = count_or_default(
             request.page_size, "page_size", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
         )

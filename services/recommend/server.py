@@ -19,8 +19,8 @@ from shopsense.recommend.v1 import recommend_service_pb2 as pb
 from shopsense.recommend.v1 import recommend_service_pb2_grpc as pb_grpc
 
 from services.recommend.sources import CatalogSource, FeedbackSource
-from shared.contracts.common import set_timestamps, validate_shopper
-from shared.contracts.feedback import check_id
+from shared.contracts.common import set_timestamps
+from shared.contracts.feedback import checked_shopper_ids
 from shared.contracts.recommend import query_from_request, response_from_answer
 from shared.recommendation.recommender import Recommender, RecommenderOptions
 from shared.rpc.interceptors import current_request_id
@@ -65,10 +65,8 @@ class RecommendServicer(pb_grpc.RecommendServiceServicer):
     def ForgetShopper(
         self, request: pb.ForgetShopperRequest, context: grpc.ServicerContext
     ) -> pb.ForgetShopperResponse:
-        validate_shopper(request.user_id, request.session_id)
-        check_id("user_id", request.user_id, required=False)
-        check_id("session_id", request.session_id, required=False)
-        forgotten = self._recommender.forget(request.user_id, request.session_id)
+        user_id, session_id = checked_shopper_ids(request.user_id, request.session_id)
+        forgotten = self._recommender.forget(user_id, session_id)
         _log.info("shopper_forgotten", states=forgotten)
         return pb.ForgetShopperResponse(forgotten=forgotten)
 

@@ -18,7 +18,7 @@ import grpc
 from shopsense.retrieval.v1 import retrieval_service_pb2 as retrieval_pb
 from shopsense.retrieval.v1 import retrieval_service_pb2_grpc
 
-from shared.contracts.retrieval import CatalogExport, catalog_from_export
+from shared.contracts.retrieval import CatalogExport, export_catalog
 from shared.errors import Unavailable
 from shared.recommendation.events import KIND_OF_TYPE, Interaction
 from shared.rpc.clients import open_channel
@@ -48,12 +48,7 @@ class CatalogSource:
 
     def snapshot(self) -> CatalogExport:
         try:
-            return catalog_from_export(
-                self._stub.ExportCatalog(
-                    retrieval_pb.ExportCatalogRequest(include_embeddings=True, page_size=2000),
-                    timeout=self._timeout_s,
-                )
-            )
+            return export_catalog(self._stub, self._timeout_s)
         except grpc.RpcError as exc:
             raise Unavailable(f"retrieval service: {exc.details()}") from exc
 

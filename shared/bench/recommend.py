@@ -29,17 +29,18 @@ from rich.table import Table
 from shopsense.common.v1 import common_pb2
 from shopsense.recommend.v1 import recommend_service_pb2 as pb
 from shopsense.recommend.v1 import recommend_service_pb2_grpc
-from shopsense.retrieval.v1 import retrieval_service_pb2 as retrieval_pb
 from shopsense.retrieval.v1 import retrieval_service_pb2_grpc
 
+from shared.bench.suite import percentile
 from shared.contracts.recommend import query_from_request, response_from_answer
-from shared.contracts.retrieval import CatalogExport, catalog_from_export
+from shared.contracts.retrieval import export_catalog
 from shared.data.online_retail import load_online_retail
 from shared.evaluation.recs import next_basket_cases
 from shared.evaluation.recs_remote import for_you_request
 from shared.recommendation.events import PURCHASE, Interaction
 from shared.recommendation.recommender import Recommender, RecommenderOptions
 from shared.rpc.clients import open_channel
+from shared.runtime.online_retail import session_of
 from shared.settings import ClientSettings, RecommendSettings
 
 console = Console(width=160)
@@ -57,11 +58,6 @@ def cpu_flags() -> str:
         (line.split(":", 1)[1].strip() for line in text.splitlines() if "model name" in line), ""
     )
     return f"{model}; " + " ".join(f for f in FLAGS if f in have)
-
-
-def _pct(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def closed_loop(
@@ -91,19 +87,9 @@ def closed_loop(
     return {
         "requests": len(latencies),
         "p50_ms": statistics.median(latencies),
-        "p99_ms": _pct(latencies, 0.99),
+        "p99_ms": percentile(latencies, 0.99),
         "per_s": len(latencies) / wall,
     }
-
-
-def catalog_of(retrieval_target: str) -> CatalogExport:
-    """The suite's catalog with its vectors, as the recommendation service reads it."""
-    stub = retrieval_service_pb2_grpc.RetrievalServiceStub(open_channel(retrieval_target))
-    return catalog_from_export(
-        stub.ExportCatalog(
-            retrieval_pb.ExportCatalogRequest(include_embeddings=True, page_size=2000), timeout=60
-        )
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     requests = requests[::2] + requests[1::2]  # both kinds early in every run
 
     floor = Recommender(RecommenderOptions.from_settings(RecommendSettings.load()))
-    catalog = catalog_of(settings.retrieval_target)
+    catalog = export_catalog(
+        retrieval_service_pb2_grpc.RetrievalServiceStub(open_channel(settings.retrieval_target))
+    )
     floor.set_catalog(catalog.products, catalog.vectors, catalog.generation, catalog.version)
     floor.ingest(
         Interaction(
@@ -141,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             line.at.timestamp(),
             line.quantity,
             line.customer_id,
-            f"invoice-{line.invoice}",
+            session_of(line),
         )
         for line in store.lines
         if line.at < split_at

@@ -38,7 +38,7 @@ console = Console(width=160)
 TIMINGS_KEY = "x-shopsense-timings"
 
 
-def _pct(values: Sequence[float], q: float) -> float:
+def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
@@ -84,8 +84,8 @@ def bench_gateway(target: str, queries: Sequence[str], concurrency: int, seconds
     return {
         "n": len(latencies),
         "errors": errors,
-        "p50_ms": _pct(latencies, 0.5),
-        "p99_ms": _pct(latencies, 0.99),
+        "p50_ms": percentile(latencies, 0.5),
+        "p99_ms": percentile(latencies, 0.99),
         "qps": len(latencies) / wall,
         "hops_ms": {hop: statistics.median(v) for hop, v in hops.items()},
     }
@@ -159,8 +159,8 @@ def bench_floor(floor: Floor, queries: Sequence[str], seconds: float) -> dict:
     return {
         "n": len(latencies),
         "errors": 0,
-        "p50_ms": _pct(latencies, 0.5),
-        "p99_ms": _pct(latencies, 0.99),
+        "p50_ms": percentile(latencies, 0.5),
+        "p99_ms": percentile(latencies, 0.99),
         "qps": len(latencies) / sum(latencies) * 1e3,
         "hops_ms": {hop: statistics.median(v) for hop, v in hops.items()},
     }

@@ -17,6 +17,7 @@ from shared.models.versions import MAX_VERSION_DIGITS, is_version_number
 
 EMBEDDING_DIM = 384
 MAX_QUERY_CHARS = 512
+MAX_SHOPPER_ID_CHARS = 128
 
 
 def product_to_proto(product: Product, with_description: bool = True) -> common_pb2.Product:
@@ -151,6 +152,16 @@ def set_timestamps(message: Message, **values: datetime | None) -> None:
         stamp = timestamp_or_none(value)
         if stamp is not None:
             getattr(message, name).CopyFrom(stamp)
+
+
+def checked_shopper(user: common_pb2.UserContext) -> tuple[str, str]:
+    """A request's ``user`` (search, recommendation) as ``(user_id, session_id)``, by
+    ``validate_shopper``'s rule and at most ``MAX_SHOPPER_ID_CHARS`` characters each."""
+    validate_shopper(user.user_id, user.session_id, prefix="user.")
+    for name, value in (("user.user_id", user.user_id), ("user.session_id", user.session_id)):
+        if len(value) > MAX_SHOPPER_ID_CHARS:
+            raise InvalidArgument(f"{name}: longer than {MAX_SHOPPER_ID_CHARS} characters")
+    return user.user_id, user.session_id
 
 
 def validate_shopper(user_id: str, session_id: str, prefix: str = "") -> None:

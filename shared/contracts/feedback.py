@@ -57,6 +57,15 @@ def check_id(name: str, value: str, *, required: bool) -> None:
         raise InvalidArgument(f"{name}: must not contain NUL characters")
 
 
+def checked_shopper_ids(user_id: str, session_id: str) -> tuple[str, str]:
+    """The ids of a request about one shopper's stored data (export, erasure, forgetting):
+    the gateway's rule, then each id's checks."""
+    validate_shopper(user_id, session_id)
+    check_id("user_id", user_id, required=False)
+    check_id("session_id", session_id, required=False)
+    return user_id, session_id
+
+
 def _duration(value: timedelta) -> str:
     seconds = value.total_seconds()
     if seconds % 86400 == 0:

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import time
 
-from shopsense.common.v1 import common_pb2
 from shopsense.recommend.v1 import recommend_service_pb2 as pb
 
-from shared.contracts.common import count_or_default, validate_shopper
+from shared.contracts.common import checked_shopper, count_or_default
 from shared.contracts.feedback import check_id
 from shared.contracts.retrieval import filters_from_proto
 from shared.errors import InvalidArgument
@@ -34,7 +33,6 @@ DEFAULT_PAGE_SIZE = 10
 MAX_PAGE_SIZE = 100
 MAX_CONTEXT = 100
 MAX_HISTORY = 10_000
-MAX_ID_CHARS = 128
 
 PLACEMENT_NAMES = {
     pb.PLACEMENT_SIMILAR_ITEMS: SIMILAR_ITEMS,
@@ -69,20 +67,11 @@ def placement_name(placement: int) -> str:
     return name
 
 
-def validate_shopper_ids(user: common_pb2.UserContext) -> tuple[str, str]:
-    """The request's user and session ids, by the gateway's rule for search."""
-    validate_shopper(user.user_id, user.session_id, prefix="user.")
-    for name, value in (("user.user_id", user.user_id), ("user.session_id", user.session_id)):
-        if len(value) > MAX_ID_CHARS:
-            raise InvalidArgument(f"{name}: longer than {MAX_ID_CHARS} characters")
-    return user.user_id, user.session_id
-
-
 def query_from_request(request: pb.RecommendRequest, known_attributes: set[str]) -> RecQuery:
     """The request checked into a ``RecQuery``; attribute filters must name one of
     ``known_attributes`` (the catalog's)."""
     placement = placement_name(request.placement)
-    user, session = validate_shopper_ids(request.user)
+    user, session = checked_shopper(request.user)
     if len(request.context_product_ids) > MAX_CONTEXT:
         raise InvalidArgument(
             f"context_product_ids: {len(request.context_product_ids)} ids exceeds the limit "

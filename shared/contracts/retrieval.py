@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from shopsense.common.v1 import common_pb2
 from shopsense.retrieval.v1 import retrieval_service_pb2 as pb
+from shopsense.retrieval.v1 import retrieval_service_pb2_grpc
 
 from shared.contracts.common import (
     check_count,
@@ -25,6 +26,8 @@ from shared.search.catalog_index import CatalogSnapshot
 from shared.search.filters import Filters
 from shared.search.reindex import ReindexStatus
 
+# Products per message when a client reads the whole catalog.
+EXPORT_PAGE = 2000
 MODES = {
     common_pb2.RETRIEVAL_MODE_UNSPECIFIED: "hybrid",
     common_pb2.RETRIEVAL_MODE_HYBRID: "hybrid",
@@ -153,3 +156,16 @@ def catalog_from_export(pages: Iterable[pb.ExportCatalogResponse]) -> CatalogExp
     if rows and len(rows[0]) and all(len(row) == len(rows[0]) for row in rows):
         vectors = np.stack(rows)
     return CatalogExport(products, vectors, generation, version)
+
+
+def export_catalog(
+    stub: retrieval_service_pb2_grpc.RetrievalServiceStub, timeout_s: float = 60.0
+) -> CatalogExport:
+    """The whole catalog with its vectors through ``ExportCatalog`` (the recommender, the
+    recommendations' evaluation and benchmark read it so)."""
+    return catalog_from_export(
+        stub.ExportCatalog(
+            pb.ExportCatalogRequest(include_embeddings=True, page_size=EXPORT_PAGE),
+            timeout=timeout_s,
+        )
+    )

@@ -35,10 +35,9 @@ from rich.table import Table
 from shopsense.common.v1 import common_pb2
 from shopsense.recommend.v1 import recommend_service_pb2 as pb
 from shopsense.recommend.v1 import recommend_service_pb2_grpc
-from shopsense.retrieval.v1 import retrieval_service_pb2 as retrieval_pb
 from shopsense.retrieval.v1 import retrieval_service_pb2_grpc
 
-from shared.contracts.retrieval import catalog_from_export
+from shared.contracts.retrieval import export_catalog
 from shared.data.online_retail import load_online_retail
 from shared.errors import FailedPrecondition
 from shared.evaluation.recs import (
@@ -129,11 +128,8 @@ class RecsEvalRun:
 
 def text_vectors(retrieval_target: str) -> dict[str, np.ndarray]:
     """Every catalog product's text vector, as the suite holds it."""
-    stub = retrieval_service_pb2_grpc.RetrievalServiceStub(open_channel(retrieval_target))
-    catalog = catalog_from_export(
-        stub.ExportCatalog(
-            retrieval_pb.ExportCatalogRequest(include_embeddings=True, page_size=2000), timeout=60
-        )
+    catalog = export_catalog(
+        retrieval_service_pb2_grpc.RetrievalServiceStub(open_channel(retrieval_target))
     )
     if catalog.vectors is None:
         return {}

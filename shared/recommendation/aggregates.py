@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from shared.recommendation.events import CART, KIND_NAMES, PURCHASE, VIEW, Decay
+from shared.recommendation.events import KIND_NAMES, Decay
 
 # Source names of the co-occurrence kinds, as score parts and options name them.
 CO_SOURCES = ("co_view", "co_cart", "co_purchase")
@@ -198,6 +198,3 @@ class Trending:
         if len(self._scores) >= size:
             return self._scores[:size]
         return np.concatenate([self._scores, np.zeros(size - len(self._scores))])
-
-
-__all__ = ["CART", "CO_SOURCES", "PURCHASE", "VIEW", "CoOccurrence", "ItemIds", "Trending"]

@@ -498,12 +498,14 @@ class Recommender:
         size: int,
     ) -> tuple[dict[str, np.ndarray], dict[int, float]]:
         seeds = self._seed_weights(placement, context, history)
+        popular = self._popular.scores(size)
+        lean = popular**POPULARITY_EXPONENT if placement == RECOMMENDED_FOR_YOU else None
         scores: dict[str, np.ndarray] = {}
         for name in weights:
             if name in _CO_KIND:
                 scores[name] = self._cooccurrence.scores(_CO_KIND[name], seeds)
-                if placement == RECOMMENDED_FOR_YOU:
-                    scores[name] *= self._popular.scores(size) ** POPULARITY_EXPONENT
+                if lean is not None:
+                    scores[name] *= lean
             elif name == CONTENT:
                 scores[name] = self._content_scores(seeds, size)
             elif name == NEW:
@@ -512,7 +514,7 @@ class Recommender:
                 content = scores.get(CONTENT)
                 if content is None:
                     content = self._content_scores(seeds, size)
-                scores[name] = np.where(self._popular.scores(size) > 0, 0.0, content)
+                scores[name] = np.where(popular > 0, 0.0, content)
             elif name == TRENDING_SOURCE:
                 scores[name] = self._trending_scores(context, size)
             elif name == HISTORY:

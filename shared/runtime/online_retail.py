@@ -43,6 +43,11 @@ class ImportSummary:
     seconds: float
 
 
+def session_of(line: RetailLine) -> str:
+    """The session id an order line is imported with: its invoice."""
+    return f"invoice-{line.invoice}"
+
+
 def purchase_event(line: RetailLine) -> fpb.Event:
     stamp = Timestamp()
     stamp.FromDatetime(line.at)
@@ -51,7 +56,7 @@ def purchase_event(line: RetailLine) -> fpb.Event:
         type=fpb.EVENT_TYPE_PURCHASE,
         timestamp=stamp,
         user_id=line.customer_id,
-        session_id=f"invoice-{line.invoice}",
+        session_id=session_of(line),
         product_id=line.product_id,
         amount=round(line.quantity * line.unit_price, 2) or 0.01,
         currency=CURRENCY,
