@@ -8,9 +8,11 @@ PROTOS := $(shell find protos -name '*.proto')
 GEN := shared/gen
 GEN_STAMP := $(GEN)/.stamp
 MODEL := triton_models/text_encoder/1/model.onnx
+# The team's real data beside the repository (SHOPSENSE_SHARED_DATA overrides).
+SHARED_DATA ?= $(or $(SHOPSENSE_SHARED_DATA),../shared/data)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv protos models run train demo test test-unit test-integration test-system eval bench bench-cross-encoder bench-feedback bench-experiments bench-recommend lint format clean
+.PHONY: help venv protos models run train demo test test-unit test-integration test-system eval bench bench-cross-encoder bench-feedback bench-experiments bench-recommend bench-recs lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -72,6 +74,9 @@ bench-experiments: venv protos models ## A/A over 20 seeds; serving vs reversed 
 
 bench-recommend: venv protos models ## Recommend through the suite against the same pipeline in one process, on the imported Online Retail store (README)
 	HF_HUB_OFFLINE=1 $(PY) -m shared.bench.recommend
+
+bench-recs: venv ## sequence_recommender vs SASRec-ID on Amazon Scientific (full ranking, valid; TEST=file adds a test split)
+	HF_HUB_OFFLINE=1 $(PY) -m shared.bench.sequence --data $(SHARED_DATA)/amazon_scientific $(if $(TEST),--test $(TEST)) $(if $(JSON),--json $(JSON))
 
 bench-feedback: venv protos ## feedback ingestion rate into SQLite (batches, duplicates, one stream), nothing lost
 	$(PY) -m shared.bench.feedback

@@ -60,6 +60,14 @@ def add_parsers(sub: argparse._SubParsersAction, console: Console) -> None:
     ev.add_argument("--limit", type=int, default=0, help="the first N customers only")
     ev.add_argument("--target", help="gateway address (default SHOPSENSE_GATEWAY_TARGET)")
     ev.set_defaults(func=lambda args: cmd_recs_eval(args, console))
+    bench = rsub.add_parser(
+        "bench",
+        help="offline: the fine-tuned sequence_recommender vs SASRec-ID (Amazon Scientific)",
+    )
+    from shared.bench.sequence import add_arguments, run_from_args
+
+    add_arguments(bench)
+    bench.set_defaults(func=lambda args: run_from_args(args, console))
 
 
 def cmd_import_online_retail(args: argparse.Namespace, console: Console) -> int:

@@ -7,5 +7,9 @@ from __future__ import annotations
 INTENT_CLASSIFIER = "intent_classifier"
 TEXT_ENCODER = "text_encoder"
 CROSS_ENCODER = "cross_encoder"
+SEQUENCE_RECOMMENDER = "sequence_recommender"
 # Every kind, in the order reports list them.
-MODEL_KINDS = (INTENT_CLASSIFIER, TEXT_ENCODER, CROSS_ENCODER)
+MODEL_KINDS = (INTENT_CLASSIFIER, TEXT_ENCODER, CROSS_ENCODER, SEQUENCE_RECOMMENDER)
+# The kinds that are a fine-tuned BERT over token ids (the sequence recommender reads
+# text vectors instead).
+TEXT_MODEL_KINDS = (INTENT_CLASSIFIER, TEXT_ENCODER, CROSS_ENCODER)

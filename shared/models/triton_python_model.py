@@ -9,7 +9,11 @@ exported before that file existed is a text_encoder). Its jobs of its own:
   padded to a common length, run once and split back per request. Padding is exact:
   padded positions have attention_mask 0, so attention and mean pooling ignore them;
 - an intent classifier also answers ``labels`` (the class names in probability order)
-  when a request asks for it, so a client needs no access to the version's files.
+  when a request asks for it, so a client needs no access to the version's files;
+- a ``sequence_recommender`` version holds two graphs (:mod:`shared.models.sequence_runtime`):
+  a request with ``text_vectors`` and ``product_ids`` runs the item tower (the product
+  ids become the model's rows here), one with ``history_*`` runs the shopper tower. Its
+  config has no batcher: each request runs alone.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.models.kinds import CROSS_ENCODER, INTENT_CLASSIFIER
+from shared.models.kinds import CROSS_ENCODER, INTENT_CLASSIFIER, SEQUENCE_RECOMMENDER
 from shared.models.layout import SPEC_FILE
 from shared.models.onnx_runtime import OUTPUT_NAMES, OnnxModel
 
@@ -65,6 +69,13 @@ class TritonPythonModel:
         threads = int(parameters.get("intra_op_threads", {}).get("string_value", "2"))
         version_dir = Path(args["model_repository"]) / args["model_version"]
         spec = read_spec(version_dir)
+        self.sequence = None
+        if spec["kind"] == SEQUENCE_RECOMMENDER:
+            from shared.models.sequence_runtime import SequenceModel
+
+            provider = parameters.get("execution_provider", {}).get("string_value", "cpu")
+            self.sequence = SequenceModel(version_dir, intra_op_threads=threads, provider=provider)
+            return
         # On the engine and precision the version's export chose (export_report.json).
         self.model = OnnxModel.for_version(version_dir, intra_op_threads=threads)
         if self.model.kind != spec["kind"]:
@@ -84,6 +95,8 @@ class TritonPythonModel:
         """One run for all merged requests; one response per request."""
         import triton_python_backend_utils as pb_utils  # exists only inside Triton
 
+        if self.sequence is not None:
+            return [self._execute_sequence(request, pb_utils) for request in requests]
         responses: list = [None] * len(requests)
         batches: list[tuple[np.ndarray, ...]] = []
         valid: list[int] = []
@@ -117,6 +130,34 @@ class TritonPythonModel:
                 start += count
         return responses
 
+    def _execute_sequence(self, request, pb_utils):  # -> pb_utils.InferenceResponse
+        """One request of the sequence recommender: item tower or shopper tower."""
+        from shared.models.sequence_runtime import ITEM_OUTPUT, SHOPPER_INPUTS, SHOPPER_OUTPUT
+
+        def array(name: str):
+            tensor = pb_utils.get_input_tensor_by_name(request, name)
+            return None if tensor is None else tensor.as_numpy()
+
+        try:
+            vectors, ids = array("text_vectors"), array("product_ids")
+            if vectors is not None or ids is not None:
+                if vectors is None or ids is None:
+                    raise ValueError("text_vectors and product_ids: give both for the item tower")
+                keys = [i.decode("utf-8") if isinstance(i, bytes) else str(i) for i in ids]
+                output = self.sequence.item_embeddings(vectors, self.sequence.rows_of(keys))
+                name = ITEM_OUTPUT
+            else:
+                history = [array(n) for n in SHOPPER_INPUTS]
+                missing = [n for n, a in zip(SHOPPER_INPUTS, history, strict=True) if a is None]
+                if missing:
+                    raise ValueError(f"{', '.join(missing)}: required for the shopper tower")
+                output = self.sequence.shopper_vectors(*history)
+                name = SHOPPER_OUTPUT
+        except ValueError as error:
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error)))
+        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(name, output)])
+
     def finalize(self) -> None:
-        """Release the model's session."""
+        """Release the model's sessions."""
         self.model = None
+        self.sequence = None

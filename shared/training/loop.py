@@ -142,9 +142,9 @@ def add_lora(model: ShopsenseModel, hp: Hyperparameters) -> None:
     model.bert = get_peft_model(model.bert, config)
 
 
-def merge_lora(model: ShopsenseModel) -> None:
+def merge_lora(model: nn.Module) -> None:
     """Fold the LoRA adapters into the base weights (a plain BERT again), if any."""
-    if hasattr(model.bert, "merge_and_unload"):
+    if hasattr(getattr(model, "bert", None), "merge_and_unload"):
         model.bert = model.bert.merge_and_unload()
 
 
@@ -201,7 +201,7 @@ def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def fit(
-    model: ShopsenseModel,
+    model: nn.Module,
     recipe: Recipe,
     hp: Hyperparameters,
     device: Device,
@@ -221,14 +221,19 @@ def fit(
     eval_every = hp.eval_every or per_epoch
     log_every = hp.log_every or max(1, total // HISTORY_POINTS)
 
-    word_embeddings = model.bert.embeddings.word_embeddings
-    if hp.lora:
-        add_lora(model, hp)
-    else:
-        freeze_lower_layers(model, hp.freeze_layers)
-    embedding_frozen = not word_embeddings.weight.requires_grad
-    fgm = _FGM(word_embeddings, hp.fgm_epsilon) if hp.fgm_epsilon > 0 else None
-    exclude = {id(word_embeddings.weight)} if fgm and embedding_frozen else set()
+    # A model without a transformer of its own (the sequence recommender reads vectors)
+    # has nothing to freeze, adapt with LoRA or attack with FGM: its recipe refuses those.
+    has_bert = hasattr(model, "bert")
+    fgm, exclude = None, set()
+    if has_bert:
+        word_embeddings = model.bert.embeddings.word_embeddings
+        if hp.lora:
+            add_lora(model, hp)
+        else:
+            freeze_lower_layers(model, hp.freeze_layers)
+        embedding_frozen = not word_embeddings.weight.requires_grad
+        fgm = _FGM(word_embeddings, hp.fgm_epsilon) if hp.fgm_epsilon > 0 else None
+        exclude = {id(word_embeddings.weight)} if fgm and embedding_frozen else set()
     model.to(device.torch_device)
     optimizer = torch.optim.AdamW(
         _param_groups(model, hp.weight_decay, exclude), lr=hp.learning_rate, foreach=True
@@ -263,7 +268,7 @@ def fit(
                     scaler.scale(adversarial).backward()
                     fgm.restore(delta)
                 if exclude:
-                    word_embeddings.weight.grad = None
+                    model.bert.embeddings.word_embeddings.weight.grad = None
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(trainable, hp.max_grad_norm)
             scaler.step(optimizer)

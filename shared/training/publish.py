@@ -26,7 +26,16 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
-from shared.models.layout import FP32_FILE, INT8_FILE, REPORT_FILE, SERVED_FILE, SPEC_FILE
+from shared.models.kinds import MODEL_KINDS, SEQUENCE_RECOMMENDER
+from shared.models.layout import (
+    FP32_FILE,
+    INT8_FILE,
+    ITEM_TOWER_FILE,
+    ITEMS_FILE,
+    REPORT_FILE,
+    SERVED_FILE,
+    SPEC_FILE,
+)
 from shared.models.versions import ascii_digits
 from shared.paths import triton_model_repository
 from shared.training.repository import ADAPTER_SOURCE, COMMITTED_REPOSITORY, install_model_folder
@@ -73,8 +82,8 @@ def install_version(
 
     Copies model.onnx (or ``model.<precision>.onnx`` when ``precision`` is "fp32" or
     "int8", e.g. fp32 for GPUs, to run on onnxruntime whatever engine the export chose),
-    shopsense_model.json, export_report.json and the adapter
-    as model.py into a staging folder next to the target, then renames it: Triton never
+    shopsense_model.json, export_report.json (a sequence_recommender also item_tower.onnx
+    and items.json) and the adapter as model.py into a staging folder next to the target, then renames it: Triton never
     sees half a version. A repository other than the committed one gets the committed
     config.pbtxt and configs/ it lacks. Raises VersionExistsError if the version exists.
     """
@@ -94,10 +103,16 @@ def install_version(
         if not path.is_file():
             raise FileNotFoundError(f"export_dir: {path} is missing (needed as {name})")
     kind = json.loads(sources[SPEC_FILE].read_text(encoding="utf-8"))["kind"]
-    if kind != model and model in {"text_encoder", "intent_classifier", "cross_encoder"}:
+    if kind != model and model in MODEL_KINDS:
         raise ValueError(f"export_dir: {export_dir} holds a {kind}, not a {model}")
     if (export_dir / REPORT_FILE).is_file():
         sources[REPORT_FILE] = export_dir / REPORT_FILE
+    if kind == SEQUENCE_RECOMMENDER:
+        # The item tower and the product ids of the model's rows travel with it.
+        for name in (ITEM_TOWER_FILE, ITEMS_FILE):
+            if not (export_dir / name).is_file():
+                raise FileNotFoundError(f"export_dir: {export_dir / name} is missing")
+            sources[name] = export_dir / name
     sources["model.py"] = ADAPTER_SOURCE
 
     model_dir = install_model_folder(model, repository)

@@ -1,0 +1,51 @@
+"""What the sequence recommender's shopper tower reads for each history event, computed
+the same way in training (torch) and serving (numpy, no torch): the event's kind and the
+log-bucketed time since the event before it (a visit boundary shows as a long gap).
+
+A history is oldest first and at most ``history_length`` long (the newest events are
+kept). Arrays are left-padded, so the newest event is always the last position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from shared.recommendation.events import CART, PURCHASE, VIEW
+
+NUM_KINDS = 3
+# Bucket 0: no earlier event or no time known; then 1 + floor(log2(1 + minutes)), capped.
+GAP_BUCKETS = 24
+assert (VIEW, CART, PURCHASE) == (0, 1, 2)
+
+
+def gap_buckets(times: Sequence[float] | None, length: int) -> np.ndarray:
+    """int64 ``[length]``: each event's gap bucket, from Unix seconds (None: all 0)."""
+    out = np.zeros(length, dtype=np.int64)
+    if times is None or length < 2:
+        return out
+    at = np.asarray(times, dtype=np.float64)
+    gaps = np.maximum(np.diff(at), 0.0) / 60.0
+    buckets = 1 + np.floor(np.log2(1.0 + gaps))
+    out[1:] = np.minimum(buckets, GAP_BUCKETS - 1).astype(np.int64)
+    return out
+
+
+def left_padded(
+    histories: Sequence[tuple[Sequence[int], Sequence[int], Sequence[int]]], length: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Stack ``(rows, kinds, gaps)`` histories into ``[B, T]`` arrays, T = the longest
+    (at most ``length``): rows (-1 = padding), kinds, gaps and the mask (1 = an event)."""
+    width = max(1, min(length, max((len(h[0]) for h in histories), default=1)))
+    batch = len(histories)
+    rows = np.full((batch, width), -1, dtype=np.int64)
+    kinds = np.zeros((batch, width), dtype=np.int64)
+    gaps = np.zeros((batch, width), dtype=np.int64)
+    for i, (r, k, g) in enumerate(histories):
+        r, k, g = list(r)[-width:], list(k)[-width:], list(g)[-width:]
+        if r:
+            rows[i, width - len(r) :] = r
+            kinds[i, width - len(k) :] = k
+            gaps[i, width - len(g) :] = g
+    return rows, kinds, gaps, (rows >= 0).astype(np.int64)
