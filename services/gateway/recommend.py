@@ -20,6 +20,7 @@ from shared.contracts.recommend import placement_name
 from shared.errors import DeadlineExceeded, Unavailable, Unimplemented
 from shared.experiments.assignment import Experiment
 from shared.experiments.attribution import Attribution, AttributionSigner
+from shared.models.kinds import SEQUENCE_RECOMMENDER
 from shared.rpc.clients import remaining
 from shared.rpc.interceptors import current_request_id
 from shared.rpc.status import error_from_status
@@ -58,6 +59,13 @@ class RecommendGatewayServicer(pb_grpc.RecommendServiceServicer):
         where = route(self._running(), user, session)
         arm = where.arms[0]  # interleaving interleaves searches; a list takes the first arm
         structlog.contextvars.bind_contextvars(arm=arm.name, experiment=where.experiment_name)
+        pinned = arm.pinned(SEQUENCE_RECOMMENDER)
+        if pinned:
+            # The arm's sequence model version answers (a storefront's own pin is overridden).
+            forwarded = pb.RecommendRequest()
+            forwarded.CopyFrom(request)
+            forwarded.options.model_versions[SEQUENCE_RECOMMENDER] = pinned
+            request = forwarded
         left = remaining(context, self._deadline_s)
         try:
             response = self._recommend.Recommend(request, timeout=max(0.005, left - 0.002))

@@ -2,6 +2,9 @@
 which a background loop keeps current: the catalog snapshot when retrieval's generation
 changes, and the feedback store's new events.
 
+The ``sequence`` source asks Triton's ``sequence_recommender`` (``sequence.py``): the
+catalog's item embeddings per served version, the shopper vector per request.
+
 The service is SERVING once the catalog is loaded and every stored event has been read
 (the shopper states and aggregates are rebuilt from the store on start; nothing else is
 kept). When the feedback store cannot be read later, the answers go on from what was
@@ -11,6 +14,7 @@ read, and the loop retries.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import grpc
@@ -18,10 +22,12 @@ import structlog
 from shopsense.recommend.v1 import recommend_service_pb2 as pb
 from shopsense.recommend.v1 import recommend_service_pb2_grpc as pb_grpc
 
+from services.recommend.sequence import SequenceModels
 from services.recommend.sources import CatalogSource, FeedbackSource
 from shared.contracts.common import set_timestamps
 from shared.contracts.feedback import checked_shopper_ids
 from shared.contracts.recommend import query_from_request, response_from_answer
+from shared.models.triton_client import SequenceRecommenderClient
 from shared.recommendation.recommender import Recommender, RecommenderOptions
 from shared.rpc.interceptors import current_request_id
 from shared.rpc.server import ServerHandle, build_service, serve_when_ready
@@ -34,14 +40,21 @@ _log = structlog.get_logger("shopsense.recommend")
 
 
 class RecommendServicer(pb_grpc.RecommendServiceServicer):
-    def __init__(self, recommender: Recommender) -> None:
+    def __init__(self, recommender: Recommender, sequence: SequenceModels | None = None) -> None:
         self._recommender = recommender
+        self._sequence = sequence
 
     def Recommend(
         self, request: pb.RecommendRequest, context: grpc.ServicerContext
     ) -> pb.RecommendResponse:
         query = query_from_request(request, self._recommender.attribute_names())
+        degraded = False
+        if self._sequence is not None:
+            weights = self._recommender.options.weights[query.placement]
+            query, degraded = self._sequence.prepare(query, weights)
         answer = self._recommender.recommend(query)
+        if degraded:
+            answer = replace(answer, sequence_degraded=True)
         response = response_from_answer(answer, request.placement)
         response.request_id = current_request_id()
         return response
@@ -80,8 +93,10 @@ class Refresher:
         catalog: CatalogSource,
         feedback: FeedbackSource,
         interval_s: float,
+        sequence: SequenceModels | None = None,
     ) -> None:
         self._recommender = recommender
+        self._sequence = sequence
         self._catalog = catalog
         self._feedback = feedback
         self._interval_s = interval_s
@@ -97,6 +112,9 @@ class Refresher:
             self._recommender.set_catalog(
                 snapshot.products, snapshot.vectors, snapshot.generation, snapshot.version
             )
+            if self._sequence is not None:
+                ids = [p.product_id for p in snapshot.products]
+                self._sequence.set_catalog(ids, snapshot.vectors)
             _log.info("catalog_loaded", products=len(snapshot.products), generation=generation)
         taken = 0
         for page in self._feedback.read():
@@ -104,6 +122,10 @@ class Refresher:
         if taken:
             _log.info("events_read", events=taken, total=self._recommender.events_read)
         self.synced.set()
+        if self._sequence is not None:
+            # After the catalog and events: a Triton without a sequence model (or down)
+            # only leaves the sequence source empty.
+            self._sequence.sync()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="recommend-refresh", daemon=True)
@@ -129,8 +151,16 @@ def create_server(settings: RecommendSettings) -> ServerHandle:
     recommender = Recommender(RecommenderOptions.from_settings(settings))
     store = FeedbackStore(create_db_engine(settings.feedback_db_url))
     catalog = CatalogSource(settings.retrieval_target)
-    refresher = Refresher(recommender, catalog, FeedbackSource(store), settings.refresh_s)
-    servicer = RecommendServicer(recommender)
+    sequence = None
+    if settings.triton_url:
+        sequence = SequenceModels(
+            SequenceRecommenderClient(settings.triton_url, timeout_s=settings.sequence_timeout_s),
+            recommender,
+            settings.sequence_events,
+            settings.sequence_timeout_s,
+        )
+    refresher = Refresher(recommender, catalog, FeedbackSource(store), settings.refresh_s, sequence)
+    servicer = RecommendServicer(recommender, sequence)
     try:
         handle = build_service(
             settings,
@@ -144,6 +174,8 @@ def create_server(settings: RecommendSettings) -> ServerHandle:
     handle.on_stop(refresher.stop)
     handle.on_stop(store.engine.dispose)
     handle.on_stop(catalog.close)
+    if sequence is not None:
+        handle.on_stop(sequence.close)
     refresher.start()
 
     def ready() -> None:

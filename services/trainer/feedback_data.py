@@ -1,24 +1,44 @@
-"""StartTraining's feedback source: the shoppers' clicks, skips and purchases written as a
-training folder next to the catalog (``shared.training.clicks`` fits and writes it)."""
+"""StartTraining's feedback source, as a training folder under the trainer's training dir:
+
+- cross_encoder: the shoppers' clicks, skips and purchases on search results, next to the
+  catalog (``shared.training.clicks`` fits and writes it);
+- sequence_recommender: each shopper's views, carts and purchases in order, over the
+  catalog and text vectors retrieval exports (``shared.training.sequence_data`` writes it).
+"""
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy
 from shopsense.trainer.v1 import trainer_service_pb2 as pb
 
-from shared.contracts.trainer import feedback_data_summary, feedback_window
+from shared.contracts.retrieval import CatalogExport
+from shared.contracts.trainer import (
+    feedback_data_summary,
+    feedback_window,
+    sequence_data_summary,
+)
 from shared.errors import FailedPrecondition, InvalidArgument
+from shared.recommendation.events import KIND_OF_TYPE, Interaction
+from shared.storage.feedback import FeedbackStore
 from shared.training.clicks import fit_click_model, read_impressions, write_click_dataset
+from shared.training.sequence_data import write_sequence_dataset
 
 # A query's impressions before it is trained on, and the fewest queries a job trains on
 # (below that, a version would learn from noise).
 DEFAULT_MIN_IMPRESSIONS = 10
 MIN_FEEDBACK_QUERIES = 5
+# The fewest shoppers with two or more events on catalog products a sequence job trains
+# on, and the fewest held-out next events it is measured on.
+MIN_SEQUENCE_SHOPPERS = 20
+MIN_SEQUENCE_DEV_CASES = 1
+# Interactions read from the feedback store per query.
+READ_PAGE = 50_000
 
 
 def feedback_dataset(
@@ -39,8 +59,7 @@ def feedback_dataset(
     since, until = feedback_window(source)
     impressions, pages = read_impressions(feedback_engine(), since, until)
     fit = fit_click_model(impressions, pages)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-    folder = training_dir / f"feedback-{stamp}"
+    folder = training_dir / f"feedback-{_stamp()}"
     queries, judgments = write_click_dataset(
         fit, catalog, folder, source.min_impressions or DEFAULT_MIN_IMPRESSIONS
     )
@@ -52,3 +71,98 @@ def feedback_dataset(
             f"{fit.impressions} impressions and {fit.clicks} clicks"
         )
     return folder, feedback_data_summary(fit, queries, judgments, folder)
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+
+
+def read_interactions(
+    engine: sqlalchemy.Engine, since: datetime | None, until: datetime | None
+) -> Iterator[Interaction]:
+    """The store's clicks, carts and purchases that occurred in ``[since, until)``, in the
+    order the store received them (the folder's writer sorts each shopper's by time)."""
+    store = FeedbackStore(engine)
+    after = None
+    while True:
+        rows = store.interactions_after(after, READ_PAGE)
+        for row in rows:
+            if row.type not in KIND_OF_TYPE:
+                continue
+            if (since is not None and row.occurred_at < since) or (
+                until is not None and row.occurred_at >= until
+            ):
+                continue
+            yield Interaction(
+                product_id=row.product_id,
+                kind=KIND_OF_TYPE[row.type],
+                at=row.occurred_at.timestamp(),
+                quantity=row.quantity or 1,
+                user=row.user_id or "",
+                session=row.session_id or "",
+            )
+        if len(rows) < READ_PAGE:
+            return
+        after = (rows[-1].received_at, rows[-1].event_id)
+
+
+def sequence_feedback_dataset(
+    source: pb.FeedbackSource,
+    feedback_engine: Callable[[], sqlalchemy.Engine] | None,
+    catalog: Callable[[], CatalogExport] | None,
+    training_dir: Path | None,
+) -> tuple[Path, pb.FeedbackDataSummary, dict[str, Any]]:
+    """The shoppers' histories in the window over retrieval's catalog, written as a
+    sequence folder under ``training_dir``; the folder, the summary StartTraining answers
+    and ``dataset.json``'s content. FailedPrecondition naming the counts when too few
+    shoppers did two things (or nothing is held out to measure on), or when no feedback
+    database or retrieval is configured, or the catalog has no text vectors."""
+    if feedback_engine is None or training_dir is None:
+        raise FailedPrecondition("feedback: no feedback database is configured")
+    if catalog is None:
+        raise FailedPrecondition("feedback: no retrieval service is configured (the catalog)")
+    since, until = feedback_window(source)
+    engine = feedback_engine()
+    export = catalog()
+    if not export.products:
+        raise FailedPrecondition("feedback: retrieval's catalog is empty: nothing to recommend")
+    if export.vectors is None:
+        raise FailedPrecondition(
+            "feedback: retrieval's catalog has no text vectors (a sequence_recommender reads "
+            "products by them); wait for its embedding to finish"
+        )
+    folder = training_dir / f"sequence-feedback-{_stamp()}"
+    info = write_sequence_dataset(
+        folder,
+        read_interactions(engine, since, until),
+        [p.product_id for p in export.products],
+        export.vectors,
+        export.version,
+    )
+    problem = sequence_data_problem(info["shoppers"], info["dev_eligible"])
+    if problem:
+        shutil.rmtree(folder, ignore_errors=True)
+        dropped = info["dropped"]
+        raise FailedPrecondition(
+            f"feedback: {problem}; the window holds {info['interactions']} views, carts and "
+            f"purchases of {info['shoppers_seen']} shoppers, {dropped['unknown_product']} of "
+            f"them on products not in the catalog ({info['products']} products) and "
+            f"{dropped['repeats']} repeats"
+        )
+    return folder, sequence_data_summary(folder), info
+
+
+def sequence_data_problem(shoppers: int, dev_eligible: int) -> str:
+    """Why a sequence folder with ``shoppers`` histories (two or more events each) and
+    ``dev_eligible`` events to hold out is too small to train on; "" when it is not."""
+    if shoppers < MIN_SEQUENCE_SHOPPERS:
+        return (
+            f"{shoppers} shoppers have 2 or more events on catalog products "
+            f"(need {MIN_SEQUENCE_SHOPPERS})"
+        )
+    if dev_eligible < MIN_SEQUENCE_DEV_CASES:
+        return (
+            f"{dev_eligible} shoppers have an event to hold out for measuring (a product new "
+            f"to them after 2 or more events; need {MIN_SEQUENCE_DEV_CASES})"
+        )
+    return ""

@@ -2,8 +2,11 @@
 
 Bad input is refused in the RPC, before a job exists: unknown model, hyperparameters unknown
 or out of range, a dataset that is missing, empty, corrupt or lacks a class (fast checks, the
-same code the worker runs). A job's worker reports back to ``JobRunner``; when it returns a
-result, :meth:`ModelPublisher.register` numbers and registers the version (CANDIDATE) and, on
+same code the worker runs). The cross_encoder and the sequence_recommender can learn from the
+shoppers' feedback instead (``services/trainer/feedback_data.py`` writes the folder); a
+sequence_recommender trains on a sequence folder (``shared.training.sequence_data``) only.
+A job's worker reports back to ``JobRunner``; when it returns a result,
+:meth:`ModelPublisher.register` numbers and registers the version (CANDIDATE) and, on
 request, publishes it (services/trainer/publisher.py).
 
 This process never imports torch: training, export and offline evaluation run in the
@@ -26,13 +29,18 @@ from shopsense.trainer.v1 import trainer_service_pb2_grpc as pb_grpc
 from services.trainer.background import guard_in_background, reconcile_in_background
 from services.trainer.experiments import SERVICE_NAME as EXPERIMENT_SERVICE_NAME
 from services.trainer.experiments import ExperimentServicer, experiment_of
-from services.trainer.feedback_data import feedback_dataset
+from services.trainer.feedback_data import (
+    feedback_dataset,
+    sequence_data_problem,
+    sequence_feedback_dataset,
+)
 from services.trainer.jobs import JobRunner
 from services.trainer.publisher import ModelPublisher, Reindexer
 from services.trainer.retrieval import RetrievalClient
+from shared.contracts.retrieval import CatalogExport
 from shared.contracts.trainer import check_model, job_message, version_message
 from shared.errors import FailedPrecondition, InvalidArgument, ShopsenseError, Unavailable
-from shared.models.kinds import TEXT_ENCODER
+from shared.models.kinds import CROSS_ENCODER, SEQUENCE_RECOMMENDER, TEXT_ENCODER
 from shared.rpc.server import ServerHandle, build_service
 from shared.settings import TrainerSettings
 from shared.storage.database import create_db_engine
@@ -40,12 +48,20 @@ from shared.storage.experiments import ExperimentStore
 from shared.storage.registry import ModelRegistry, VersionStatus
 from shared.training.data import DatasetError, load_training_data
 from shared.training.hyperparams import HyperparameterError, Hyperparameters
+from shared.training.sequence_data import (
+    HISTORIES_FILE,
+    holds_out,
+    is_sequence_dataset,
+    read_sequence_dataset,
+)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TrainerService"].full_name
 MAX_LIST_JOBS = 1000
 DEFAULT_LIST_JOBS = 20
 # Seconds a watcher sleeps between checks that its client is still there.
 WATCH_POLL_S = 1.0
+# The kinds StartTraining.feedback can train.
+FEEDBACK_MODELS = (CROSS_ENCODER, SEQUENCE_RECOMMENDER)
 
 _log = structlog.get_logger("shopsense.trainer")
 
@@ -60,12 +76,15 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
         publisher: ModelPublisher,
         feedback_engine: Callable[[], sqlalchemy.Engine] | None = None,
         training_dir: Path | None = None,
+        catalog: Callable[[], CatalogExport] | None = None,
     ) -> None:
         self._registry = registry
         self._runner = runner
         self._publisher = publisher
         self._feedback_engine = feedback_engine
         self._training_dir = training_dir
+        # Retrieval's catalog with its text vectors (a sequence_recommender's feedback data).
+        self._catalog = catalog
 
     def _checkpoint(self, model: str, version: int, field: str) -> str:
         row = self._registry.get_version(model, version)
@@ -84,30 +103,24 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
             Hyperparameters.for_kind(request.model, overrides)
         except HyperparameterError as exc:
             raise InvalidArgument(str(exc)) from exc
-        if not request.dataset:
+        if request.feedback.enabled and request.model not in FEEDBACK_MODELS:
             raise InvalidArgument(
-                "dataset: required (a folder with product.csv, query.csv, label.csv)"
+                f"feedback: only the {' and the '.join(FEEDBACK_MODELS)} learn from feedback, "
+                f"not the {request.model}"
             )
-        dataset = Path(request.dataset)
-        if not dataset.is_dir():
-            raise InvalidArgument(f"dataset: {request.dataset} is not a folder")
-        summary = None
-        if request.feedback.enabled:
-            if request.model != "cross_encoder":
-                raise InvalidArgument(
-                    f"feedback: only the cross_encoder learns from feedback, not {request.model}"
-                )
-            dataset, summary = feedback_dataset(
-                request.feedback, dataset, self._feedback_engine, self._training_dir
-            )
-        try:
-            load_training_data(dataset, kind=request.model)
-        except DatasetError as exc:
-            raise InvalidArgument(f"dataset: {exc}") from exc
         if request.parent_version < 0:
             raise InvalidArgument("parent_version: must be >= 0")
         if request.teacher_version < 0:
             raise InvalidArgument("teacher_version: must be >= 0")
+        if request.teacher_version and request.model != TEXT_ENCODER:
+            # Before the data: a feedback folder is not written for a request refused anyway.
+            raise InvalidArgument(
+                f"teacher_version: only a text_encoder distils, not a {request.model}"
+            )
+        if request.model == SEQUENCE_RECOMMENDER:
+            dataset, summary = self._sequence_dataset(request)
+        else:
+            dataset, summary = self._text_dataset(request)
 
         parent: int | None = request.parent_version or None
         init_checkpoint = None
@@ -119,10 +132,6 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
             init_checkpoint = self._checkpoint(request.model, parent, "parent_version")
         teacher_checkpoint = None
         if request.teacher_version:
-            if request.model != TEXT_ENCODER:
-                raise InvalidArgument(
-                    f"teacher_version: only a text_encoder distils, not a {request.model}"
-                )
             teacher_checkpoint = self._checkpoint(
                 "cross_encoder", request.teacher_version, "teacher_version"
             )
@@ -141,6 +150,63 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
         return pb.StartTrainingResponse(
             job_id=job.job_id, job=job_message(job), feedback_data=summary
         )
+
+    def _text_dataset(
+        self, request: pb.StartTrainingRequest
+    ) -> tuple[Path, pb.FeedbackDataSummary | None]:
+        """A text model's WANDS folder (with feedback: the judgments written from it)."""
+        if not request.dataset:
+            raise InvalidArgument(
+                "dataset: required (a folder with product.csv, query.csv, label.csv)"
+            )
+        dataset = Path(request.dataset)
+        if not dataset.is_dir():
+            raise InvalidArgument(f"dataset: {request.dataset} is not a folder")
+        summary = None
+        if request.feedback.enabled:
+            dataset, summary = feedback_dataset(
+                request.feedback, dataset, self._feedback_engine, self._training_dir
+            )
+        try:
+            load_training_data(dataset, kind=request.model)
+        except DatasetError as exc:
+            raise InvalidArgument(f"dataset: {exc}") from exc
+        return dataset, summary
+
+    def _sequence_dataset(
+        self, request: pb.StartTrainingRequest
+    ) -> tuple[Path, pb.FeedbackDataSummary | None]:
+        """A sequence_recommender's folder: written from the feedback store over retrieval's
+        catalog (``dataset`` is then not read), or ``dataset`` when it is one."""
+        if request.feedback.enabled:
+            folder, summary, info = sequence_feedback_dataset(
+                request.feedback, self._feedback_engine, self._catalog, self._training_dir
+            )
+            _log.info(
+                "sequence_feedback_data",
+                dataset=str(folder),
+                shoppers=info["shoppers"],
+                events=info["events"],
+                products=info["products"],
+            )
+            return folder, summary
+        if not request.dataset or not is_sequence_dataset(request.dataset):
+            raise InvalidArgument(
+                f"dataset: a {SEQUENCE_RECOMMENDER} trains on the shoppers' feedback "
+                f"(feedback.enabled) or on a folder holding {HISTORIES_FILE} "
+                f"(shared.training.sequence_data); got {request.dataset or 'none'}"
+            )
+        dataset = Path(request.dataset)
+        try:
+            data = read_sequence_dataset(dataset)
+        except DatasetError as exc:
+            raise InvalidArgument(f"dataset: {exc}") from exc
+        problem = sequence_data_problem(
+            sum(len(h) >= 2 for h in data.histories), sum(holds_out(h) for h in data.histories)
+        )
+        if problem:
+            raise InvalidArgument(f"dataset: {dataset}: {problem}")
+        return dataset, None
 
     @staticmethod
     def _job_id(job_id: str) -> str:
@@ -292,6 +358,7 @@ def create_server(
             publisher,
             feedback_engine=experiments.feedback_engine,
             training_dir=Path(settings.training_dir),
+            catalog=retrieval.catalog,
         )
         if settings.experiments_file:
             names = experiments.apply_file(Path(settings.experiments_file))

@@ -303,7 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     rollback.add_argument("--to", type=int, help="a given version instead")
     msub.add_parser("report", help="the tables and the PNG chart")
     retrain = msub.add_parser(
-        "retrain", help="fine-tune the serving cross_encoder on the shoppers' feedback"
+        "retrain",
+        help="fine-tune the serving cross_encoder (or --model sequence_recommender) on the "
+        "shoppers' feedback",
     )
     add_retrain_arguments(retrain)
     models.set_defaults(func=cmd_models)

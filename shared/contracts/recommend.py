@@ -17,11 +17,13 @@ from shared.contracts.common import checked_shopper, count_or_default
 from shared.contracts.feedback import check_id
 from shared.contracts.retrieval import filters_from_proto
 from shared.errors import InvalidArgument
+from shared.models.versions import ascii_digits
 from shared.recommendation.events import CART, PURCHASE, VIEW, Interaction
 from shared.recommendation.recommender import (
     BUY_AGAIN,
     FREQUENTLY_BOUGHT_TOGETHER,
     RECOMMENDED_FOR_YOU,
+    SEQUENCE_MODEL,
     SIMILAR_ITEMS,
     TRENDING,
     RecAnswer,
@@ -92,6 +94,18 @@ def query_from_request(request: pb.RecommendRequest, known_attributes: set[str])
         diversity = request.options.diversity
         if not 0.0 <= diversity <= 1.0:  # NaN fails too
             raise InvalidArgument(f"options.diversity: must be between 0 and 1, got {diversity}")
+    sequence_version = ""
+    for kind, version in request.options.model_versions.items():
+        if kind != SEQUENCE_MODEL:
+            raise InvalidArgument(
+                f"options.model_versions: {kind!r} is not pinned per request here "
+                f"(only {SEQUENCE_MODEL!r})"
+            )
+        if not ascii_digits(version):
+            raise InvalidArgument(
+                f"options.model_versions[{kind!r}]: a version number, got {version!r}"
+            )
+        sequence_version = version
     return RecQuery(
         placement=placement,
         user=user,
@@ -104,6 +118,7 @@ def query_from_request(request: pb.RecommendRequest, known_attributes: set[str])
         sources=list(dict.fromkeys(request.options.sources)),
         history_only=request.options.history_only,
         diversity=diversity,
+        sequence_version=sequence_version,
     )
 
 
@@ -138,6 +153,7 @@ def response_from_answer(answer: RecAnswer, placement: int) -> pb.RecommendRespo
         model_versions=answer.versions,
     )
     response.degraded.content = answer.content_degraded
+    response.degraded.sequence = answer.sequence_degraded
     for position, item in enumerate(answer.items, start=1):
         response.items.append(
             pb.RecommendedItem(

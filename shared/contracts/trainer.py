@@ -137,3 +137,11 @@ def feedback_data_summary(
         explored_clicks=fit.explored_clicks,
         dataset=str(dataset),
     )
+
+
+def sequence_data_summary(dataset: Path) -> pb.FeedbackDataSummary:
+    """A sequence_recommender's feedback folder as StartTraining answers it: the folder
+    only. The message's counts are a click model's (pages, impressions, queries); the
+    shoppers and events are in the folder's dataset.json, and the job reports the split
+    (``data/train_histories``, ``data/dev_cases``)."""
+    return pb.FeedbackDataSummary(dataset=str(dataset))

@@ -49,12 +49,19 @@ from shared.evaluation.recs import (
     next_basket_cases,
     score_system,
 )
+from shared.recommendation.recommender import DEFAULT_WEIGHTS, RECOMMENDED_FOR_YOU, SEQUENCE
 from shared.rpc.clients import open_channel
 
 K = 20
 # The newest history events sent per request (the request's limit is 10,000).
 MAX_HISTORY = 10_000
 SOURCE_SYSTEMS = {"co-occurrence": ["co_purchase", "co_cart", "co_view"], "content": ["content"]}
+
+
+def sequence_served(stub: recommend_service_pb2_grpc.RecommendServiceStub, case: EvalCase) -> bool:
+    """Whether a sequence_recommender version answers RECOMMENDED_FOR_YOU now."""
+    reply = stub.Recommend(for_you_request(case, [SEQUENCE]), timeout=30)
+    return "sequence_recommender" in reply.model_versions
 
 
 def for_you_request(
@@ -148,9 +155,18 @@ def run_recs_eval(run: RecsEvalRun, console: Console) -> list[SystemScores]:
     started = time.monotonic()
     als = ALSBaseline(store.lines, run.split_at)
     als_fit_s = time.monotonic() - started
+    sequence_systems: dict[str, Callable[[EvalCase], Sequence[str]]] = {}
+    if cases and sequence_served(stub, cases[0]):
+        # A trained sequence_recommender serves: alone, and the blend without it.
+        others = [s for s in DEFAULT_WEIGHTS[RECOMMENDED_FOR_YOU] if s != SEQUENCE]
+        sequence_systems = {
+            "served without the sequence model": served_system(stub, others),
+            "sequence model only (the same path)": served_system(stub, [SEQUENCE]),
+        }
     systems: dict[str, Callable[[EvalCase], Sequence[str]]] = {
         "served": served_system(stub),
         **{f"served, diversity {d:g}": served_system(stub, diversity=d) for d in run.diversities},
+        **sequence_systems,
         **{name: served_system(stub, sources) for name, sources in SOURCE_SYSTEMS.items()},
         "popularity (30 days)": Popularity(store.lines, run.split_at).recommend,
         "buy again": BuyAgain().recommend,

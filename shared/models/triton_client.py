@@ -1,8 +1,9 @@
 """Clients of the models on Triton: tokenize here, run the model there.
 
 ``TextEncoderClient`` (``text_encoder``: embeddings), ``IntentClassifierClient``
-(``intent_classifier``: class probabilities and names) and ``CrossEncoderClient``
-(``cross_encoder``: relevance of products to a query) share one base: one gRPC channel,
+(``intent_classifier``: class probabilities and names), ``CrossEncoderClient``
+(``cross_encoder``: relevance of products to a query) and ``SequenceRecommenderClient``
+(``sequence_recommender``: item and shopper embeddings) share one base: one gRPC channel,
 Triton failures mapped to ``Unavailable``, the model's limits read from its config, and
 the version that answered taken from each response. Every call may name a version
 ("" lets Triton serve its newest loaded one); a call that needs several requests pins
@@ -27,6 +28,8 @@ from shared.models.tokenization import Tokenizer
 from shared.models.versions import ascii_digits
 
 T = TypeVar("T")
+# numpy dtype kind -> Triton datatype of an input (token ids, vectors, product ids).
+_DTYPES = {"i": "INT64", "f": "FP32", "O": "BYTES", "S": "BYTES"}
 LABELS_OUTPUT = "labels"
 # Where publish.load_versions puts a version's class names for configs without a
 # `labels` output (the GPU config): parameter "labels_<version>", a JSON list.
@@ -113,7 +116,7 @@ class _TritonModelClient:
         own deadline."""
         inputs = []
         for name, array in arrays.items():
-            tensor = grpcclient.InferInput(name, list(array.shape), "INT64")
+            tensor = grpcclient.InferInput(name, list(array.shape), _DTYPES[array.dtype.kind])
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
         requested = [grpcclient.InferRequestedOutput(name) for name in outputs]
@@ -366,6 +369,75 @@ class CrossEncoderClient(_TritonModelClient):
             chunks.append(self._output(result, "score", len(chunk)).reshape(-1))
         scores = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
         return ScoreOutput(scores.astype(np.float32, copy=False), version)
+
+
+class SequenceRecommenderClient(_TritonModelClient):
+    """The two towers of the Triton ``sequence_recommender`` model
+    (:mod:`shared.models.sequence_runtime` says what they take)."""
+
+    description = "sequence recommender"
+    # Rows of one item-tower request (a 384-d float32 row is 1.5 KB).
+    ITEM_ROWS = 2048
+
+    def __init__(
+        self, url: str, model_name: str = "sequence_recommender", timeout_s: float = 5.0
+    ) -> None:
+        super().__init__(url, None, model_name, timeout_s)  # type: ignore[arg-type]
+
+    def ready_versions(self) -> list[str]:
+        """The versions Triton serves now, lowest first; [] when none (never raises)."""
+        try:
+            index = self._client.get_model_repository_index(client_timeout=self.timeout_s)
+        except InferenceServerException:
+            return []
+        versions = [
+            m.version
+            for m in index.models
+            if m.name == self.model_name and m.state == "READY" and ascii_digits(m.version)
+        ]
+        return sorted(versions, key=int)
+
+    def item_embeddings(
+        self, text_vectors: np.ndarray, product_ids: Sequence[str], version: str
+    ) -> np.ndarray:
+        """The item tower's unit embeddings ``[N, d]`` of the products (their text vectors
+        and ids; a product the version never saw is embedded by its text)."""
+        vectors = np.ascontiguousarray(text_vectors, dtype=np.float32)
+        if len(product_ids) != len(vectors):
+            raise InvalidArgument(f"product_ids: {len(product_ids)} ids for {len(vectors)} vectors")
+        chunks = []
+        for start in range(0, len(vectors), self.ITEM_ROWS):
+            ids = np.array(
+                [p.encode("utf-8") for p in product_ids[start : start + self.ITEM_ROWS]],
+                dtype=np.object_,
+            )
+            rows = vectors[start : start + self.ITEM_ROWS]
+            result, _ = self._infer(
+                {"text_vectors": rows, "product_ids": ids}, ["item_embedding"], version
+            )
+            chunks.append(self._output(result, "item_embedding", len(rows)))
+        if not chunks:
+            return np.zeros((0, vectors.shape[1] if vectors.ndim == 2 else 0), np.float32)
+        return np.concatenate(chunks).astype(np.float32, copy=False)
+
+    def shopper_vector(
+        self,
+        embeddings: np.ndarray,
+        kinds: np.ndarray,
+        gaps: np.ndarray,
+        version: str,
+        timeout_s: float | None = None,
+    ) -> np.ndarray:
+        """The shopper tower's unit vector ``[d]`` for one history (``[T, d]`` item
+        embeddings, oldest first, with each event's kind and gap bucket)."""
+        arrays = {
+            "history_embeddings": np.ascontiguousarray(embeddings[None], dtype=np.float32),
+            "history_kinds": np.asarray(kinds, dtype=np.int64)[None],
+            "history_gaps": np.asarray(gaps, dtype=np.int64)[None],
+            "history_mask": np.ones((1, len(kinds)), dtype=np.int64),
+        }
+        result, _ = self._infer(arrays, ["shopper_vector"], version, timeout_s)
+        return self._output(result, "shopper_vector", 1)[0]
 
 
 def text_encoder_client(triton_url: str, version: str = "") -> TextEncoderClient:

@@ -13,7 +13,13 @@ divided by the best candidate's score in the request):
 - ``trending``: recent kind-weighted interactions, in the context's class when it has one;
 - ``history``: the shopper's own purchases (and, for RECOMMENDED_FOR_YOU, carts; a view
   only seeds): buy again, by the baskets each product is in, a basket counting less the more
-  baskets came after it (TIFU-KNN's within-shopper decay).
+  baskets came after it (TIFU-KNN's within-shopper decay);
+- ``sequence``: the fine-tuned ``sequence_recommender`` (served by Triton): the cosine of
+  each product's item-tower embedding with the shopper tower's vector for the shopper's
+  recent events, i.e. what shoppers with such a history did next. The service computes
+  the shopper vector (:meth:`Recommender.sequence_inputs` gives the events) and the
+  catalog's embeddings per model version (:meth:`Recommender.set_sequence`); without a
+  trained version the source is empty.
 
 For RECOMMENDED_FOR_YOU the seeds are every past basket, each product weighted by the
 basket's decay over the basket's size, and the co-occurrence scores lean towards products
@@ -43,6 +49,7 @@ from shared.errors import InvalidArgument
 from shared.recommendation.aggregates import CO_SOURCES, CoOccurrence, ItemIds, Trending
 from shared.recommendation.diversity import mmr_order
 from shared.recommendation.events import CART, PURCHASE, VIEW, Decay, Interaction
+from shared.recommendation.sequence_inputs import gap_buckets
 from shared.recommendation.shoppers import ShopperStates, Step
 from shared.search.filters import Filters, fold_spelling, normalize_value
 from shared.settings import RecommendSettings
@@ -54,9 +61,18 @@ TRENDING = "trending"
 BUY_AGAIN = "buy_again"
 PLACEMENTS = (SIMILAR_ITEMS, FREQUENTLY_BOUGHT_TOGETHER, RECOMMENDED_FOR_YOU, TRENDING, BUY_AGAIN)
 CONTENT, TRENDING_SOURCE, HISTORY, NEW = "content", "trending", "history", "new"
-SOURCES = (*CO_SOURCES, CONTENT, NEW, TRENDING_SOURCE, HISTORY)
+SEQUENCE = "sequence"
+SOURCES = (*CO_SOURCES, CONTENT, NEW, TRENDING_SOURCE, HISTORY, SEQUENCE)
+SEQUENCE_MODEL = "sequence_recommender"
+# Model versions whose catalog embeddings are kept (the newest and an experiment's pins).
+_SEQUENCE_VERSIONS_KEPT = 4
 RECOMMENDER_VERSION = "blend-v1"
 DAY_S = 86400.0
+
+# RECOMMENDED_FOR_YOU's weight of the sequence source (see the README's measurements).
+SEQUENCE_WEIGHT = 0.5
+# The softmax temperature the sequence model trains with (its cosine / 0.05 logits).
+SEQUENCE_TEMPERATURE = 0.05
 
 DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
     # Like the product: its text, and what shoppers looked at with it (what they bought
@@ -79,6 +95,8 @@ DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
         NEW: 0.6,
         # Only re-ranks the personal candidates: what sells now (season) is bought again.
         TRENDING_SOURCE: 0.2,
+        # The fine-tuned sequence model, when a version is trained and served.
+        SEQUENCE: SEQUENCE_WEIGHT,
     },
     TRENDING: {TRENDING_SOURCE: 1.0},
     BUY_AGAIN: {HISTORY: 1.0},
@@ -148,6 +166,10 @@ class RecQuery:
     history_only: bool = False
     # MMR's trade of relevance for variety, 0 to 1; None: the recommender's setting.
     diversity: float | None = None
+    # The sequence model's version to use ("" = the newest held) and, once the service
+    # has asked the model, the shopper's vector (None: no sequence source).
+    sequence_version: str = ""
+    sequence_vector: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -184,6 +206,7 @@ class RecAnswer:
     unknown: list[str] = field(default_factory=list)
     content_degraded: bool = False
     versions: dict[str, str] = field(default_factory=dict)
+    sequence_degraded: bool = False
 
 
 @dataclass(frozen=True)
@@ -201,6 +224,18 @@ class _Catalog:
     # log1p(review count) x rating / 5 (the trending prior); 0 where unreviewed.
     reviews: np.ndarray = field(default_factory=lambda: np.zeros(0))
     attributes: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class SequenceTable:
+    """One sequence model version's item-tower embeddings, rows aligned with ``ItemIds``
+    (zeros for products it has none for)."""
+
+    version: str
+    embeddings: np.ndarray
+    known: np.ndarray
+    history_length: int
+    catalog_generation: int
 
 
 def _baskets(steps: Sequence[Step]) -> list[list[Step]]:
@@ -231,6 +266,9 @@ class Recommender:
         self._popular = Trending(Decay(self.options.cooccurrence_half_life_s))
         self._shoppers = ShopperStates(self.options.history_limit, self.options.basket_gap_s)
         self._catalog = _Catalog()
+        # Version -> its table; the newest version set last is the default.
+        self._sequence: dict[str, SequenceTable] = {}
+        self._sequence_newest = ""
         self.events_read = 0
         self.newest_event: float | None = None
 
@@ -273,6 +311,75 @@ class Recommender:
                 reviews=reviews,
                 attributes=frozenset(names),
             )
+
+    def set_sequence(
+        self,
+        version: str,
+        product_ids: Sequence[str],
+        embeddings: np.ndarray,
+        history_length: int,
+        newest: bool = True,
+    ) -> None:
+        """Hold ``version``'s item embeddings of the catalog's products (for the catalog
+        generation loaded now); ``newest``: requests without a pin use it."""
+        with self._lock:
+            rows = [self._items.add(pid) for pid in product_ids]
+            size = len(self._items)
+            table = np.zeros((size, embeddings.shape[1] if len(rows) else 0), dtype=np.float32)
+            known = np.zeros(size, dtype=bool)
+            if rows:
+                table[rows] = embeddings
+                known[rows] = True
+            self._sequence[version] = SequenceTable(
+                version, table, known, history_length, self._catalog.generation
+            )
+            if newest:
+                self._sequence_newest = version
+            for old in [v for v in self._sequence if v != self._sequence_newest]:
+                if len(self._sequence) <= _SEQUENCE_VERSIONS_KEPT:
+                    break
+                del self._sequence[old]
+
+    def drop_sequence(self) -> None:
+        """No sequence model is served any more: the source goes quiet."""
+        with self._lock:
+            self._sequence.clear()
+            self._sequence_newest = ""
+
+    def sequence_table(self, version: str = "") -> SequenceTable | None:
+        """The table of ``version`` ("" = the newest), if held for the current catalog."""
+        with self._lock:
+            table = self._sequence.get(version or self._sequence_newest)
+            if table is None or table.catalog_generation != self._catalog.generation:
+                return None
+            return table
+
+    def sequence_inputs(
+        self, query: RecQuery, table: SequenceTable
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The shopper tower's input for ``query``: the item embeddings ``[T, d]``, kinds
+        and gap buckets of the newest events the model has embeddings for; None when the
+        shopper has none."""
+        with self._lock:
+            catalog = self._catalog
+            available = np.zeros(len(self._items), dtype=bool)
+            available[: len(catalog.available)] = catalog.available
+            steps: list[Step] = []
+            for step in self._history(query, available, {}):
+                if step.item >= len(table.known) or not table.known[step.item]:
+                    continue
+                # As training reads histories: a repeat of the event before it (same
+                # product, same kind) is one event, at its first time.
+                if steps and (steps[-1].item, steps[-1].kind) == (step.item, step.kind):
+                    continue
+                steps.append(step)
+            steps = steps[-table.history_length :]
+            if not steps:
+                return None
+            rows = [s.item for s in steps]
+            kinds = np.array([s.kind for s in steps], dtype=np.int64)
+            gaps = gap_buckets([s.at for s in steps], len(steps))
+            return table.embeddings[rows], kinds, gaps
 
     def attribute_names(self) -> set[str]:
         """The catalog's attribute names (what a filter may name)."""
@@ -368,7 +475,14 @@ class Recommender:
         weights = dict(self.options.weights[query.placement])
         if query.sources:
             weights = {name: weights.get(name, 1.0) for name in query.sources}
-        scores, seeds = self._source_scores(query.placement, weights, context, history, size)
+        scores, seeds = self._source_scores(
+            query.placement,
+            weights,
+            context,
+            history,
+            size,
+            self._query_sequence(query, size, history),
+        )
         content_degraded = CONTENT in weights and catalog.vectors is None
         diversity = self.options.diversity if query.diversity is None else query.diversity
         items = self._blend(
@@ -384,6 +498,8 @@ class Recommender:
         versions = {"recommender": RECOMMENDER_VERSION}
         if catalog.version:
             versions["text_encoder"] = catalog.version
+        if SEQUENCE in weights and query.sequence_vector is not None:
+            versions[SEQUENCE_MODEL] = query.sequence_version
         return RecAnswer(items, fallback, list(unknown), content_degraded, versions)
 
     def _history(
@@ -489,6 +605,28 @@ class Recommender:
             scores[~in_class] = 0.0
         return scores
 
+    def _query_sequence(self, query: RecQuery, size: int, history: list[Step]) -> np.ndarray:
+        """Per product, the model's probability that it comes next (softmax of cosine /
+        temperature over the products it has embeddings for), over the most probable's;
+        zeros without a vector or a table of its version. Only the cosines' differences
+        carry meaning (training is a softmax): their absolute values may all be
+        negative. The shopper's own products are left out, as the model was evaluated
+        (buying again is the history source's part)."""
+        scores = np.zeros(size)
+        table = self._sequence.get(query.sequence_version or self._sequence_newest)
+        vector = query.sequence_vector
+        if table is None or vector is None or len(vector) != table.embeddings.shape[1]:
+            return scores
+        rows = min(size, len(table.embeddings))
+        known = table.known[:rows].copy()
+        known[[s.item for s in history if s.item < rows]] = False
+        if not known.any():
+            return scores
+        values = table.embeddings[:rows] @ np.asarray(vector, dtype=np.float32)
+        best = float(values[known].max())
+        scores[:rows] = np.where(known, np.exp((values - best) / SEQUENCE_TEMPERATURE), 0.0)
+        return scores
+
     def _source_scores(
         self,
         placement: str,
@@ -496,6 +634,7 @@ class Recommender:
         context: list[int],
         history: list[Step],
         size: int,
+        sequence: np.ndarray | None = None,
     ) -> tuple[dict[str, np.ndarray], dict[int, float]]:
         seeds = self._seed_weights(placement, context, history)
         popular = self._popular.scores(size)
@@ -519,6 +658,8 @@ class Recommender:
                 scores[name] = self._trending_scores(context, size)
             elif name == HISTORY:
                 scores[name] = self._history_scores(placement, history, size)
+            elif name == SEQUENCE:
+                scores[name] = sequence if sequence is not None else np.zeros(size)
         return scores, seeds
 
     def _content_scores(self, seeds: dict[int, float], size: int) -> np.ndarray:
@@ -637,10 +778,13 @@ class Recommender:
         seed_rows = [s for s in seeds if s != item]
         if not seed_rows:
             return []
+        table = self._sequence.get(self._sequence_newest)
         if source in _CO_KIND:
             similarity = self._cooccurrence.between(_CO_KIND[source], seed_rows, item)
         else:
             vectors = self._catalog.vectors
+            if source == SEQUENCE and table is not None:
+                vectors = table.embeddings
             if vectors is None or item >= len(vectors):
                 return []
             rows = [s for s in seed_rows if s < len(vectors)]

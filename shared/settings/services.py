@@ -312,6 +312,22 @@ class RecommendSettings(ServiceSettings):
         derived_from="state_dir",
     )
     retrieval_target: str = _target("retrieval")
+    # Triton, for the sequence_recommender ("" = no sequence source).
+    triton_url: str = _triton_url()
+    sequence_events: int = option(
+        "SHOPSENSE_RECOMMEND_SEQUENCE_EVENTS",
+        50,
+        "most recent events of a shopper the sequence model reads (its history_length)",
+        parse=integer,
+        check=between(1, 512),
+    )
+    sequence_timeout_s: float = option(
+        "SHOPSENSE_RECOMMEND_SEQUENCE_TIMEOUT_S",
+        0.5,
+        "how long a request waits for the sequence model before answering without it",
+        parse=number,
+        check=at_least(0.01),
+    )
     refresh_s: float = option(
         "SHOPSENSE_RECOMMEND_REFRESH_S",
         2.0,

@@ -121,6 +121,19 @@ class Hyperparameters:
         base = cls(**_KIND_DEFAULTS[kind])
         if not overrides:
             return base
+        hp = cls._with_overrides(base, overrides)
+        if kind == SEQUENCE_RECOMMENDER:
+            # It reads text vectors: the options that address a text encoder's own layers
+            # have nothing to act on (refused here, before a job is started).
+            for name in ("lora", "fgm_epsilon", "freeze_layers"):
+                if getattr(hp, name):
+                    raise HyperparameterError(name, f"not used by a {SEQUENCE_RECOMMENDER}")
+        return hp
+
+    @classmethod
+    def _with_overrides(
+        cls, base: Hyperparameters, overrides: Mapping[str, str | int | float | bool]
+    ) -> Hyperparameters:
         types = {f.name: f.type for f in fields(cls)}
         parsed: dict[str, object] = {}
         for name, value in overrides.items():

@@ -5,22 +5,36 @@ The trainer's job runner (``services/trainer/jobs.py``) starts :func:`run_traini
 spawned worker process and applies its reports; torch, the exporters and the evaluation are
 imported inside it, so the trainer's RPC process, which imports this module for the job's
 types, never loads them.
+
+A ``sequence_recommender`` job (:func:`run_sequence_job`) trains on a sequence folder
+(``shared.training.sequence_data``) and is evaluated offline on that folder's held-out
+next events, through onnxruntime as Triton serves it: the candidate's figures are
+``next_item/recall@10``, ``next_item/ndcg@10``, ``next_item/recall@50`` and
+``next_item/ndcg@50``, the serving version's on the same cases ``serving/next_item/...``
+(the text models' are ``pipeline/...`` and ``serving/pipeline/...``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.models.kinds import SEQUENCE_RECOMMENDER
 from shared.storage.registry import JobStage
 
 # A job's working folder: <training_dir>/<job_id>/{checkpoint,export}; train_model writes
 # the checkpoint.
 EXPORT_DIR = "export"
+# The prefixes of a sequence_recommender's offline figures (see the module docstring).
+NEXT_ITEM = "next_item/"
+SERVING = "serving/"
+# Dev cases scored per onnxruntime call in the offline evaluation.
+_EVAL_BATCH = 256
 
 
 class JobCancelled(Exception):
@@ -91,6 +105,9 @@ def run_training_job(spec: JobSpec, report: Report, should_stop: ShouldStop) -> 
     Returns the result the trainer registers: metrics, fingerprint, hyperparameters, the
     checkpoint and export folders and the export report.
     """
+    if spec.model == SEQUENCE_RECOMMENDER:
+        return run_sequence_job(spec, report, should_stop)
+
     import torch
 
     from shared.training.export import export_checkpoint
@@ -102,19 +119,15 @@ def run_training_job(spec: JobSpec, report: Report, should_stop: ShouldStop) -> 
     report({"stage": JobStage.LOADING_DATA.value})
 
     def on_progress(progress: Any) -> None:
-        update: dict[str, Any] = {
-            "stage": stage_of(str(getattr(progress, "stage", "training"))).value,
-            "step": int(getattr(progress, "step", 0) or 0),
-            "total_steps": int(getattr(progress, "total_steps", 0) or 0),
-            "epoch": int(getattr(progress, "epoch", 0) or 0),
-        }
-        metrics = getattr(progress, "metrics", None) or {}
-        update["metrics"] = {
-            str(k): float(v)
-            for k, v in metrics.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)
-        }
-        report(update)
+        report(
+            progress_update(
+                str(getattr(progress, "stage", "training")),
+                getattr(progress, "step", 0),
+                getattr(progress, "total_steps", 0),
+                getattr(progress, "epoch", 0),
+                getattr(progress, "metrics", None),
+            )
+        )
 
     try:
         result = train_model(
@@ -174,6 +187,150 @@ def run_training_job(spec: JobSpec, report: Report, should_stop: ShouldStop) -> 
         "device": str(result.device),
         "export_report": export_report,
     }
+
+
+def progress_update(
+    stage: str, step: Any, total: Any, epoch: Any, metrics: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """A training loop's report as the job's: its stage as a JobStage, numbers only."""
+    return {
+        "stage": stage_of(stage).value,
+        "step": int(step or 0),
+        "total_steps": int(total or 0),
+        "epoch": int(epoch or 0),
+        "metrics": {
+            str(k): float(v)
+            for k, v in (metrics or {}).items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        },
+    }
+
+
+def run_sequence_job(spec: JobSpec, report: Report, should_stop: ShouldStop) -> dict[str, Any]:
+    """A ``sequence_recommender`` job: load the folder -> train -> export (with its checks)
+    -> offline next-item figures of the candidate and of the serving version; the same
+    result keys as :func:`run_training_job`."""
+    import torch
+
+    from shared.training.hyperparams import Hyperparameters
+    from shared.training.loop import TrainingCancelled
+    from shared.training.sequence import train_sequence_model
+    from shared.training.sequence_data import load_sequence_dataset
+    from shared.training.sequence_export import export_sequence_checkpoint
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    work = Path(spec.work_dir)
+    report({"stage": JobStage.LOADING_DATA.value})
+    corpus, info = load_sequence_dataset(Path(spec.dataset_dir))
+    report(
+        {
+            "metrics": {
+                "data/train_histories": float(info["train_histories"]),
+                "data/dev_cases": float(info["dev_cases"]),
+                "data/products": float(corpus.num_items),
+            }
+        }
+    )
+
+    def on_report(stage: str, step: int, total: int, epoch: int, metrics: Any) -> None:
+        report(progress_update(stage, step, total, epoch, metrics))
+
+    try:
+        result = train_sequence_model(
+            corpus,
+            work,  # saves into <work>/checkpoint
+            Hyperparameters.for_kind(SEQUENCE_RECOMMENDER, spec.hyperparameters),
+            text_encoder=str(info.get("text_encoder_version") or "base"),
+            data_fingerprint=str(info["fingerprint"]),
+            init_checkpoint=Path(spec.init_checkpoint) if spec.init_checkpoint else None,
+            report=on_report,
+            should_stop=should_stop,
+        )
+    except TrainingCancelled as exc:
+        raise JobCancelled(str(exc)) from exc
+    dev_metrics = plain(result.dev_metrics)
+    report({"stage": JobStage.EXPORTING.value, "metrics": _numbers("dev/", dev_metrics)})
+    if should_stop():
+        raise JobCancelled("cancelled before export")
+
+    export_dir = work / EXPORT_DIR
+    export_report = plain(export_sequence_checkpoint(Path(result.checkpoint_dir), export_dir))
+    if should_stop():
+        raise JobCancelled("cancelled before offline evaluation")
+
+    report({"stage": JobStage.OFFLINE_EVAL.value})
+    offline = _numbers(NEXT_ITEM, next_item_offline_metrics(export_dir, corpus))
+    current = spec.serving_exports.get(SEQUENCE_RECOMMENDER)
+    if current and _comparable_export(Path(current), corpus.vectors.shape[1]):
+        # The serving version on the same held-out events: the figures to beat. Products
+        # it never saw are scored by their text alone, as it would serve them.
+        serving = next_item_offline_metrics(Path(current), corpus)
+        offline.update(_numbers(SERVING + NEXT_ITEM, serving))
+    report({"metrics": _numbers("offline/", offline)})
+    return {
+        "checkpoint_dir": str(result.checkpoint_dir),
+        "export_dir": str(export_dir),
+        "dev_metrics": dev_metrics,
+        "offline_metrics": offline,
+        "data_fingerprint": str(result.data_fingerprint),
+        "hyperparameters": plain(result.hyperparameters),
+        "seconds": float(result.seconds),
+        "train_examples": int(result.train_examples),
+        "device": str(result.device),
+        "export_report": export_report,
+    }
+
+
+def _comparable_export(folder: Path, dim: int) -> bool:
+    """Whether ``folder`` is a sequence version that reads text vectors of width ``dim``:
+    both towers and the product ids there, and a spec of that width (a version trained on
+    another text encoder's vectors cannot score these)."""
+    from shared.models.layout import ITEM_TOWER_FILE, ITEMS_FILE, SERVED_FILE, SPEC_FILE
+
+    names = (SERVED_FILE, ITEM_TOWER_FILE, ITEMS_FILE, SPEC_FILE)
+    if not all((folder / name).is_file() for name in names):
+        return False
+    spec = json.loads((folder / SPEC_FILE).read_text(encoding="utf-8"))
+    return spec.get("kind") == SEQUENCE_RECOMMENDER and int(spec.get("dim", -1)) == dim
+
+
+def next_item_offline_metrics(version_dir: Path, corpus: Any) -> dict[str, float]:
+    """Recall and NDCG at 10 and 50 of an exported ``sequence_recommender`` version on
+    ``corpus.dev`` (a ``SequenceCorpus``), through onnxruntime as Triton runs it: every
+    catalog product ranked, the case's history products excluded
+    (``shared.training.sequence.rank_targets``'s protocol).
+
+    The corpus's rows are mapped to the version's by product id, so a version trained on
+    another catalog is measured on this one (a product it never saw: text alone).
+    """
+    import numpy as np
+
+    from shared.evaluation.sequential import next_item_metrics
+    from shared.models.sequence_runtime import SequenceModel
+    from shared.recommendation.sequence_inputs import left_padded
+
+    model = SequenceModel(version_dir, intra_op_threads=os.cpu_count() or 1)
+    vectors = np.ascontiguousarray(corpus.vectors, dtype=np.float32)
+    keys = model.item_embeddings(vectors, model.rows_of(corpus.item_keys))
+    cases = list(corpus.dev)
+    ranks = np.zeros(len(cases), dtype=np.int64)
+    # Chunks of similar history lengths: each is padded to its longest.
+    order = sorted(range(len(cases)), key=lambda i: len(cases[i].history.rows))
+    for start in range(0, len(order), _EVAL_BATCH):
+        positions = order[start : start + _EVAL_BATCH]
+        chunk = [cases[i] for i in positions]
+        rows, kinds, gaps, mask = left_padded(
+            [(c.history.rows, c.history.kinds, c.history.gaps) for c in chunk],
+            model.history_length,
+        )
+        history = keys[np.maximum(rows, 0)] * mask[:, :, None]
+        scores = model.shopper_vectors(history, kinds, gaps, mask) @ keys.T
+        for i, case in enumerate(chunk):
+            scores[i, list(case.history.rows)] = -np.inf
+        targets = np.array([c.target for c in chunk], dtype=np.int64)
+        target_scores = scores[np.arange(len(chunk)), targets]
+        ranks[positions] = (scores > target_scores[:, None]).sum(axis=1)
+    return next_item_metrics(ranks)
 
 
 def store_check_inputs(
