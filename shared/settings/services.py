@@ -321,6 +321,13 @@ class RecommendSettings(ServiceSettings):
         parse=integer,
         check=between(1, 512),
     )
+    sequence_weight: float = option(
+        "SHOPSENSE_RECOMMEND_SEQUENCE_WEIGHT",
+        0.0,
+        "RECOMMENDED_FOR_YOU's weight of the fine-tuned sequence model, 0 (off) to 10",
+        parse=number,
+        check=between(0, 10),
+    )
     sequence_timeout_s: float = option(
         "SHOPSENSE_RECOMMEND_SEQUENCE_TIMEOUT_S",
         0.5,

@@ -68,6 +68,7 @@ def stack(
         ["retrieval", "recommend", "feedback", "gateway"],
         triton_url=triton_server.grpc_url,
         settings={"refresh_s": 0.2},
+        only={"recommend": {"sequence_weight": 0.5}},
         using={service: {"encoder": encoder} for service in ("retrieval", "gateway")},
     )
     stack.load_catalog(CATALOG)

@@ -11,12 +11,15 @@ from shared.data.catalog import Product
 from shared.errors import InvalidArgument
 from shared.recommendation.events import CART, PURCHASE, VIEW, Interaction
 from shared.recommendation.recommender import (
+    DEFAULT_WEIGHTS,
     RECOMMENDED_FOR_YOU,
     SEQUENCE,
     SIMILAR_ITEMS,
     Recommender,
+    RecommenderOptions,
     RecQuery,
 )
+from shared.settings import RecommendSettings
 
 pytestmark = pytest.mark.unit
 
@@ -94,10 +97,13 @@ def test_a_new_catalog_retires_the_embeddings_until_they_are_recomputed() -> Non
     assert recommender.sequence_table("3") is None
 
 
-def test_for_you_blends_the_source_and_other_placements_do_not() -> None:
-    weights = Recommender().options.weights
-    assert weights[RECOMMENDED_FOR_YOU][SEQUENCE] > 0
-    assert SEQUENCE not in weights[SIMILAR_ITEMS]
+def test_the_setting_puts_the_source_into_for_you_only() -> None:
+    off = RecommenderOptions.from_settings(RecommendSettings.load())
+    assert SEQUENCE not in off.weights[RECOMMENDED_FOR_YOU]  # off by default
+    on = RecommenderOptions.from_settings(RecommendSettings.load(sequence_weight=0.5))
+    assert on.weights[RECOMMENDED_FOR_YOU][SEQUENCE] == 0.5
+    assert SEQUENCE not in on.weights[SIMILAR_ITEMS]
+    assert SEQUENCE not in DEFAULT_WEIGHTS[RECOMMENDED_FOR_YOU]  # the defaults untouched
 
 
 def test_unknown_source_names_the_known_ones() -> None:
