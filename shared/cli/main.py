@@ -195,12 +195,13 @@ def cmd_models(args: argparse.Namespace) -> int:
     """The model registry: list, publish, roll back, report."""
     from shopsense.trainer.v1 import trainer_service_pb2 as tpb
 
-    from shared.training.report import MODELS, print_report, version_table
+    from shared.models.kinds import MODEL_KINDS
+    from shared.training.report import print_report, version_table
 
     stub = _trainer_stub(args)
     try:
         if args.models_command == "list":
-            for model in [args.model] if args.model else MODELS:
+            for model in [args.model] if args.model else MODEL_KINDS:
                 reply = stub.ListModelVersions(
                     tpb.ListModelVersionsRequest(model=model), timeout=10
                 )
@@ -294,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     models.add_argument("--target", help="trainer address (default SHOPSENSE_TRAINER_TARGET)")
     msub = models.add_subparsers(dest="models_command", required=True)
     listing = msub.add_parser("list", help="every version with its status and metrics")
-    listing.add_argument("--model", help="one model (default: all three)")
+    listing.add_argument("--model", help="one model (default: every kind)")
     publish = msub.add_parser("publish", help="serve a registered version")
     publish.add_argument("model")
     publish.add_argument("version", type=int)

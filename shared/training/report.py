@@ -20,6 +20,7 @@ from rich.table import Table
 from shopsense.trainer.v1 import trainer_service_pb2 as tpb
 from shopsense.trainer.v1 import trainer_service_pb2_grpc
 
+from shared.models.kinds import SEQUENCE_RECOMMENDER
 from shared.paths import state_dir
 
 MODELS = ("intent_classifier", "text_encoder", "cross_encoder")
@@ -80,10 +81,22 @@ def _served(export: tpb.ExportSummary) -> str:
     return f"{engine} {export.precision}".strip()
 
 
+# The sequence recommender's columns: next-item figures on held-out events.
+SEQUENCE_SHOWN = tuple(
+    (name, f"next_item/{name}") for name in ("recall@10", "ndcg@10", "recall@50", "ndcg@50")
+)
+
+
 def version_table(model: str, versions: Sequence[tpb.ModelVersion]) -> Table:
     """One row per version; each metric with its change against the previous version."""
-    table = Table(title=f"{model}: versions, offline on the dev judgments (nDCG@10 unless named)")
-    for column in ("version", "parent", "status", "train s", "served", *(c for c, _ in SHOWN)):
+    shown = SEQUENCE_SHOWN if model == SEQUENCE_RECOMMENDER else SHOWN
+    what = (
+        "next event of held-out shoppers"
+        if model == SEQUENCE_RECOMMENDER
+        else "the dev judgments (nDCG@10 unless named)"
+    )
+    table = Table(title=f"{model}: versions, offline on {what}")
+    for column in ("version", "parent", "status", "train s", "served", *(c for c, _ in shown)):
         table.add_column(column, justify="left" if column == "status" else "right")
     previous: Mapping[str, float] = {}
     for v in versions:
@@ -94,7 +107,7 @@ def version_table(model: str, versions: Sequence[tpb.ModelVersion]) -> Table:
             _status(v),
             f"{v.training_seconds:.0f}",
             _served(v.export),
-            *[_delta(metrics.get(key), previous.get(key)) for _, key in SHOWN],
+            *[_delta(metrics.get(key), previous.get(key)) for _, key in shown],
         )
         previous = metrics
     return table

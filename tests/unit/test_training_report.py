@@ -36,6 +36,23 @@ def test_the_table_shows_each_version_with_its_change_against_the_previous() -> 
     assert "0.850 (+0.050)" in text and "serving" in text and "retired" in text
 
 
+def test_a_sequence_model_is_listed_by_its_next_item_figures() -> None:
+    versions = [
+        tpb.ModelVersion(
+            model="sequence_recommender",
+            version=n,
+            status=tpb.VERSION_STATUS_CANDIDATE,
+            offline_metrics={"next_item/recall@10": r, "next_item/ndcg@10": r / 2},
+        )
+        for n, r in ((1, 0.40), (2, 0.47))
+    ]
+    console = Console(file=io.StringIO(), width=250, color_system=None)
+    console.print(version_table("sequence_recommender", versions))
+    text = console.file.getvalue()
+    assert "recall@10" in text and "0.470 (+0.070)" in text and "0.235 (+0.035)" in text
+    assert "pipeline" not in text
+
+
 def test_the_chart_is_a_png_with_the_learning_curves(tmp_path: Path) -> None:
     for job in ("a", "b"):
         (tmp_path / job).mkdir()
