@@ -21,7 +21,7 @@ from shared.data.catalog import Product
 from shared.models.triton_client import TextEncoderClient
 from shared.recommendation.events import VIEW
 from shared.training.hyperparams import Hyperparameters
-from shared.training.publish import install_version, load_versions
+from shared.training.publish import install_version, load_versions, remove_version
 from shared.training.sequence import DevCase, History, SequenceCorpus, train_sequence_model
 from shared.training.sequence_export import export_sequence_checkpoint
 from tests.integration.conftest import Stack
@@ -89,8 +89,10 @@ def stack(
     try:
         yield stack
     finally:
-        # The session's Triton serves other modules: leave it as it was.
+        # The session's Triton and repository serve other modules (a suite started on the
+        # repository would load this version): leave both as they were.
         load_versions(triton_server.grpc_url, MODEL, [], repository=exported_model_repository)
+        remove_version(exported_model_repository, MODEL, 1)
 
 
 def _history(*ids: str) -> list[pb.HistoryEvent]:
