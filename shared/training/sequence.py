@@ -48,6 +48,7 @@ from shared.models.layout import SPEC_FILE
 from shared.recommendation.sequence_inputs import GAP_BUCKETS, NUM_KINDS, left_padded
 from shared.training.hyperparams import HyperparameterError, Hyperparameters
 from shared.training.loop import Device
+from shared.training.train import TrainResult
 
 WEIGHTS_FILE = "model.safetensors"
 ITEMS_FILE = "items.json"
@@ -528,21 +529,6 @@ def starting_model(
     return model
 
 
-@dataclass
-class SequenceTrainResult:
-    """A finished sequence run (the fields of ``shared.training.train.TrainResult``)."""
-
-    kind: str
-    checkpoint_dir: Path
-    dev_metrics: dict[str, float]
-    history: list[dict]
-    data_fingerprint: str
-    hyperparameters: dict
-    seconds: float
-    train_examples: int
-    device: str
-
-
 def train_sequence_model(
     corpus: SequenceCorpus,
     out_dir: Path,
@@ -555,7 +541,7 @@ def train_sequence_model(
     init_checkpoint: Path | None = None,
     report=None,
     should_stop=None,
-) -> SequenceTrainResult:
+) -> TrainResult:
     """Train on ``corpus`` and save the best dev checkpoint to ``out_dir/checkpoint`` (and
     ``out_dir/history.json``); ``report`` and ``should_stop`` are the loop's."""
     import shutil
@@ -589,7 +575,7 @@ def train_sequence_model(
     model.to("cpu").save(staging, corpus.item_keys)
     shutil.rmtree(checkpoint, ignore_errors=True)
     staging.rename(checkpoint)
-    run = SequenceTrainResult(
+    run = TrainResult(
         kind=SEQUENCE_RECOMMENDER,
         checkpoint_dir=checkpoint,
         dev_metrics=result.dev_metrics,
