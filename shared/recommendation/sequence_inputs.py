@@ -4,6 +4,13 @@ log-bucketed time since the event before it (a visit boundary shows as a long ga
 
 A history is oldest first and at most ``history_length`` long (the newest events are
 kept). Arrays are left-padded, so the newest event is always the last position.
+
+Baskets: purchases less than a minute apart (gap bucket 1) are one basket, as an order's
+lines are (the Online Retail import gives every line its invoice's time). Their order in
+the history is the order the lines were written in, not an order the shopper chose. Dev
+cases read whole baskets (``shared.training.sequence_data``); with the ``basket_targets``
+hyperparameter a model also trains on what comes after a basket, from the state before it
+(``basket_sources``), instead of on the next line.
 """
 
 from __future__ import annotations
@@ -30,6 +37,33 @@ def gap_buckets(times: Sequence[float] | None, length: int) -> np.ndarray:
     buckets = 1 + np.floor(np.log2(1.0 + gaps))
     out[1:] = np.minimum(buckets, GAP_BUCKETS - 1).astype(np.int64)
     return out
+
+
+# The gap bucket of an event less than a minute after the one before it.
+SAME_MINUTE = 1
+
+
+def basket_sources(kinds: np.ndarray, gaps: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """int64 ``[B, T]`` from left-padded ``[B, T]`` arrays: for each event, the position
+    whose state predicts it: the last event before its basket (see the module docstring;
+    a view or cart is its own basket, so that is the event before it); -1 when nothing
+    precedes its basket (or it is padding)."""
+    kinds, gaps, mask = np.asarray(kinds), np.asarray(gaps), np.asarray(mask).astype(bool)
+    width = kinds.shape[1]
+    continues = np.zeros(kinds.shape, dtype=bool)
+    continues[:, 1:] = (
+        (gaps[:, 1:] == SAME_MINUTE)
+        & (kinds[:, 1:] == PURCHASE)
+        & (kinds[:, :-1] == PURCHASE)
+        & mask[:, 1:]
+        & mask[:, :-1]
+    )
+    positions = np.broadcast_to(np.arange(width), kinds.shape)
+    starts = np.maximum.accumulate(np.where(continues, 0, positions), axis=1)
+    sources = starts - 1
+    has_source = mask & (sources >= 0)
+    has_source[has_source] &= mask[has_source.nonzero()[0], sources[has_source]]
+    return np.where(has_source, sources, -1).astype(np.int64)
 
 
 def left_padded(

@@ -45,9 +45,15 @@ from torch import nn
 from shared.evaluation.sequential import next_item_metrics
 from shared.models.kinds import SEQUENCE_RECOMMENDER
 from shared.models.layout import SPEC_FILE
-from shared.recommendation.sequence_inputs import GAP_BUCKETS, NUM_KINDS, left_padded
+from shared.recommendation.sequence_inputs import (
+    GAP_BUCKETS,
+    NUM_KINDS,
+    basket_sources,
+    left_padded,
+)
 from shared.training.hyperparams import HyperparameterError, Hyperparameters
 from shared.training.loop import Device
+from shared.training.modules import JsonSpec
 from shared.training.train import TrainResult
 
 WEIGHTS_FILE = "model.safetensors"
@@ -60,7 +66,7 @@ _POOL_BATCHES = 50
 
 
 @dataclass(frozen=True)
-class SequenceSpec:
+class SequenceSpec(JsonSpec):
     """What a sequence checkpoint is."""
 
     num_items: int
@@ -85,13 +91,6 @@ class SequenceSpec:
             raise ValueError("item_ids: a model without text needs item ids")
         if self.dim % self.heads:
             raise ValueError(f"heads: {self.heads} does not divide dim {self.dim}")
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_file(cls, path: Path) -> SequenceSpec:
-        return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
 
 
 class _Block(nn.Module):
@@ -350,7 +349,7 @@ class SequenceRecipe:
             if corpus.vectors is not None
             else None
         )
-        histories = [h for h in corpus.train if len(h.rows) >= 2]
+        histories = [h for h in corpus.train if self._has_target(h)]
         if hp.max_train_examples and len(histories) > hp.max_train_examples:
             histories = random.Random(hp.seed).sample(histories, hp.max_train_examples)
         self.examples = histories
@@ -380,7 +379,7 @@ class SequenceRecipe:
         rng.shuffle(batches)
         for histories in batches:
             # One more position than the model reads: inputs [:, :-1], targets [:, 1:].
-            arrays = left_padded(
+            rows, kinds, gaps, mask = left_padded(
                 [(h.rows, h.kinds, h.gaps) for h in histories], self.hp.history_length + 1
             )
             sampled = np.array(
@@ -389,7 +388,24 @@ class SequenceRecipe:
                 else [],
                 dtype=np.int64,
             )
-            yield (*arrays[:3], sampled)
+            yield rows, kinds, gaps, self._sources(kinds, gaps, mask), sampled
+
+    def _has_target(self, history: History) -> bool:
+        """Whether anything in ``history`` is predicted (one basket alone is not)."""
+        if len(history.rows) < 2:
+            return False
+        kinds, gaps = np.array([history.kinds]), np.array([history.gaps])
+        return bool((self._sources(kinds, gaps, np.ones_like(kinds)) >= 0).any())
+
+    def _sources(self, kinds: np.ndarray, gaps: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Each position's predicting position (-1: not a target): the last event before
+        its basket with ``basket_targets``, else the event before it."""
+        if self.hp.basket_targets:
+            return basket_sources(kinds, gaps, mask)
+        sources = np.full(mask.shape, -1, dtype=np.int64)
+        follows = (mask[:, 1:] > 0) & (mask[:, :-1] > 0)
+        sources[:, 1:] = np.where(follows, np.arange(mask.shape[1] - 1), -1)
+        return sources
 
     def _item_table(self, model: SequenceRecommender, rows: torch.Tensor) -> torch.Tensor:
         vectors = self.vectors[rows] if self.vectors is not None else None
@@ -398,9 +414,8 @@ class SequenceRecipe:
     def loss(self, model: nn.Module, batch: tuple[np.ndarray, ...]) -> torch.Tensor:
         assert isinstance(model, SequenceRecommender)
         device = self.device.torch_device
-        rows, kinds, gaps, sampled = (torch.from_numpy(a).to(device) for a in batch)
-        inputs, targets = rows[:, :-1], rows[:, 1:]
-        predict = targets >= 0
+        rows, kinds, gaps, sources, sampled = (torch.from_numpy(a).to(device) for a in batch)
+        inputs = rows[:, :-1]
         if self.hp.sampled_negatives >= self.corpus.num_items:
             needed = torch.arange(self.corpus.num_items, device=device)
         else:
@@ -412,8 +427,21 @@ class SequenceRecipe:
         history = model._key(table)[where[inputs.clamp(min=0)]]
         mask = (inputs >= 0).long()
         states = model.states(history, kinds[:, :-1], gaps[:, :-1], mask)
-        logits = model.logits(states[predict], table).float()
-        return nn.functional.cross_entropy(logits, where[targets[predict]])
+        # Every event with a predicting position is a target, read from that position's
+        # state (inputs are positions 0..T-1, so a source is always an input).
+        shopper, position = torch.nonzero(sources >= 0, as_tuple=True)
+        if not len(shopper):  # augmentation can crop a history to one basket
+            return states.sum() * 0.0
+        source = sources[shopper, position]
+        targets = where[rows[shopper, position]]
+        logits = model.logits(states[shopper, source], table).float()
+        # A basket's other products are no negatives for each of its products.
+        group = shopper * rows.shape[1] + source
+        sibling = (group[:, None] == group[None, :]) & (targets[:, None] != targets[None, :])
+        if sibling.any():
+            target_row, other = torch.nonzero(sibling, as_tuple=True)
+            logits = logits.index_put((target_row, targets[other]), torch.tensor(-torch.inf))
+        return nn.functional.cross_entropy(logits, targets)
 
     @torch.inference_mode()
     def evaluate(self, model: nn.Module, final: bool) -> dict[str, float]:

@@ -23,7 +23,9 @@ follows it to learn from).
 Loading holds out dev cases leave-last-out, as the sequential recommendation papers do
 (at most ``max_dev`` shoppers, sampled with a fixed seed): a shopper's last event on a
 product new to them, after at least two events, is the target, and it leaves their
-training history. "New" because the full-ranking protocol
+training history. The history a case reads ends before the target's basket (purchases
+less than a minute apart, as an order's lines), since the model predicts a basket from
+the state before it. "New" because the full-ranking protocol
 (``shared.training.sequence.rank_targets``) removes the history's products from the
 ranking: a shopper who viewed, carted then bought a product ends on a repeat that could
 only count as a miss, so their view of it is the target, and the cart and purchase after
@@ -47,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from shared.recommendation.events import Interaction
-from shared.recommendation.sequence_inputs import NUM_KINDS, gap_buckets
+from shared.recommendation.sequence_inputs import NUM_KINDS, basket_sources, gap_buckets
 from shared.training.data import DatasetError
 
 if TYPE_CHECKING:
@@ -85,20 +87,29 @@ class SequenceData:
     info: dict[str, Any]
 
 
-def held_out_index(events: Sequence[Event]) -> int | None:
-    """The position of the event a dev case holds out of this history: the last one on a
-    product the events before it do not hold, if at least ``MIN_DEV_HISTORY`` events
-    come before it; None when there is none (see the module docstring)."""
-    first_seen: dict[int, int] = {}
-    for position, (row, _, _) in enumerate(events):
-        first_seen.setdefault(row, position)
-    newest = max(first_seen.values(), default=-1)
-    return newest if newest >= MIN_DEV_HISTORY else None
+def held_out(events: Sequence[Event]) -> tuple[int, int] | None:
+    """``(cut, position)``: the event a dev case holds out of this history and where its
+    history ends. The event is the last one on a product new to the shopper before its
+    basket (purchases within a minute, ``shared.recommendation.sequence_inputs``); the
+    history ends where that basket starts, so the case asks what comes after a basket,
+    as the model is trained to. None when fewer than ``MIN_DEV_HISTORY`` events come
+    before every such basket (see the module docstring)."""
+    if len(events) <= MIN_DEV_HISTORY:
+        return None
+    rows = np.array([row for row, _, _ in events], dtype=np.int64)
+    kinds = np.array([[kind for _, kind, _ in events]], dtype=np.int64)
+    gaps = gap_buckets([at for _, _, at in events], len(events))[None, :]
+    starts = basket_sources(kinds, gaps, np.ones_like(kinds))[0] + 1
+    for position in range(len(events) - 1, MIN_DEV_HISTORY - 1, -1):
+        cut = int(starts[position])
+        if cut >= MIN_DEV_HISTORY and rows[position] not in rows[:cut]:
+            return cut, position
+    return None
 
 
 def holds_out(events: Sequence[Event]) -> bool:
-    """Whether this history gives a dev case (:func:`held_out_index`)."""
-    return held_out_index(events) is not None
+    """Whether this history gives a dev case (:func:`held_out`)."""
+    return held_out(events) is not None
 
 
 def shopper_histories(
@@ -365,18 +376,19 @@ def load_sequence_dataset(
     if max_dev < 1:
         raise ValueError(f"max_dev: must be >= 1, got {max_dev}")
     data = read_sequence_dataset(folder)
-    targets = {i: held_out_index(events) for i, events in enumerate(data.histories)}
-    eligible = [i for i, position in targets.items() if position is not None]
+    targets = {i: held_out(events) for i, events in enumerate(data.histories)}
+    eligible = [i for i, span in targets.items() if span is not None]
     if len(eligible) > max_dev:
         eligible = sorted(random.Random(seed).sample(eligible, max_dev))
-    held_out = set(eligible)
+    held_out_shoppers = set(eligible)
     train: list[History] = []
     dev: list[DevCase] = []
     for i, events in enumerate(data.histories):
-        position = targets[i]
-        if i in held_out and position is not None:
-            dev.append(DevCase(_history(events[:position]), events[position][0]))
-            events = events[:position]
+        span = targets[i]
+        if i in held_out_shoppers and span is not None:
+            cut, position = span
+            dev.append(DevCase(_history(events[:cut]), events[position][0]))
+            events = events[:cut]
         if len(events) >= 2:
             train.append(_history(events))
     info = {**data.info, "train_histories": len(train), "dev_cases": len(dev)}

@@ -167,6 +167,26 @@ def test_loading_holds_out_each_last_new_product(tmp_path: Path) -> None:
     assert (info["dev_cases"], info["train_histories"], info["shoppers"]) == (3, 5, 5)
 
 
+def test_a_dev_case_reads_whole_baskets(tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    # Two orders, each line at its order's time: p0 p1, then p2 p3 p4 (p3 is new).
+    order = [("p0", 0), ("p1", 0), ("p2", 600), ("p3", 600), ("p0", 600)]
+    events = [_event(p, PURCHASE, minutes, user="fay") for p, minutes in order]
+    _write(folder, events)
+    corpus, _ = load_sequence_dataset(folder)
+    rows = {p: i for i, p in enumerate(PRODUCTS)}
+    # The target is the last new product of the second order; the case reads the first
+    # order only (none of the target's own basket), and so does training.
+    assert [(c.history.rows, c.target) for c in corpus.dev] == [
+        ((rows["p0"], rows["p1"]), rows["p3"])
+    ]
+    assert [h.rows for h in corpus.train] == [(rows["p0"], rows["p1"])]
+    # A shopper whose only order is one basket gives no dev case.
+    _write(tmp_path / "one", events[:2])
+    one, _ = load_sequence_dataset(tmp_path / "one")
+    assert one.dev == [] and [h.rows for h in one.train] == [(rows["p0"], rows["p1"])]
+
+
 def test_dev_cases_are_capped_with_a_fixed_seed(tmp_path: Path) -> None:
     events = [
         _event(PRODUCTS[(s + k) % len(PRODUCTS)], VIEW, s * 10 + k, user=f"u{s}")
