@@ -1,18 +1,34 @@
-"""Helpers the integration tests share: untrained exports and waiting for a condition."""
+"""Helpers the integration tests share: small catalogs, untrained exports and waiting for a
+condition."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from shared.data.catalog import Product
 from shared.data.synthetic import generate_store
+from shared.paths import REPO_ROOT
+from shared.runtime.suite import SERVICES, Suite
 from shared.training.export import export_checkpoint
 
 # The small synthetic store the modules that serve untrained-head models search.
 SMALL_STORE = generate_store(n_products=300, n_queries=10, seed=5)
 SMALL_STORE_CLASSES = sorted({p.product_class for p in SMALL_STORE.products})
+
+# A SYNTHETIC home store of eight products the recommendation tests shop in.
+HOME_CATALOG = [
+    Product("mug-red", "Red ceramic coffee mug", product_class="Mugs", price=8.0),
+    Product("mug-blue", "Blue ceramic tea mug", product_class="Mugs", price=9.0),
+    Product("teapot", "Porcelain teapot with infuser", product_class="Teapots", price=30.0),
+    Product("kettle", "Stainless steel electric kettle", product_class="Kettles", price=45.0),
+    Product("sofa", "Grey velvet three seater sofa", product_class="Sofas", price=600.0),
+    Product("cushion", "Velvet throw cushion for sofa", product_class="Cushions", price=20.0),
+    Product("lamp", "Brass floor lamp", product_class="Lamps", price=90.0),
+    Product("rug", "Wool area rug", product_class="Rugs", price=150.0),
+]
 
 
 def export_untrained(
@@ -42,3 +58,15 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) 
         if time.monotonic() > deadline:
             raise TimeoutError(what)
         time.sleep(0.1)
+
+
+def client_env(suite: Suite) -> dict[str, str]:
+    """The environment a `.venv/bin/shopsense` command of the README runs in against
+    ``suite``: its targets instead of the default ports, and this checkout's code even
+    where .venv is an editable install of another one."""
+    return {
+        **os.environ,
+        **{f"SHOPSENSE_{name.upper()}_TARGET": suite.address(name) for name in SERVICES},
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+        "HF_HUB_OFFLINE": "1",
+    }

@@ -24,7 +24,7 @@ from shared.contracts.trainer import (
     sequence_data_summary,
 )
 from shared.errors import FailedPrecondition, InvalidArgument
-from shared.recommendation.events import KIND_OF_TYPE, Interaction
+from shared.recommendation.events import Interaction, interaction_of
 from shared.storage.feedback import FeedbackStore
 from shared.training.clicks import fit_click_model, read_impressions, write_click_dataset
 from shared.training.sequence_data import write_sequence_dataset
@@ -82,28 +82,15 @@ def read_interactions(
 ) -> Iterator[Interaction]:
     """The store's clicks, carts and purchases that occurred in ``[since, until)``, in the
     order the store received them (the folder's writer sorts each shopper's by time)."""
-    store = FeedbackStore(engine)
-    after = None
-    while True:
-        rows = store.interactions_after(after, READ_PAGE)
+    for rows in FeedbackStore(engine).interaction_pages(None, READ_PAGE):
         for row in rows:
-            if row.type not in KIND_OF_TYPE:
-                continue
             if (since is not None and row.occurred_at < since) or (
                 until is not None and row.occurred_at >= until
             ):
                 continue
-            yield Interaction(
-                product_id=row.product_id,
-                kind=KIND_OF_TYPE[row.type],
-                at=row.occurred_at.timestamp(),
-                quantity=row.quantity or 1,
-                user=row.user_id or "",
-                session=row.session_id or "",
-            )
-        if len(rows) < READ_PAGE:
-            return
-        after = (rows[-1].received_at, rows[-1].event_id)
+            event = interaction_of(row)
+            if event is not None:
+                yield event
 
 
 def sequence_feedback_dataset(

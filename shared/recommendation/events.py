@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shared.storage.feedback import StoredInteraction
 
 # Event kinds, weakest to strongest interest. Impressions are not interest: not ingested.
 VIEW, CART, PURCHASE = 0, 1, 2
@@ -37,6 +41,21 @@ class Interaction:
     quantity: int = 1
     user: str = ""
     session: str = ""
+
+
+def interaction_of(row: StoredInteraction) -> Interaction | None:
+    """A stored click, cart or purchase as an interaction (None for any other type)."""
+    kind = KIND_OF_TYPE.get(row.type)
+    if kind is None:
+        return None
+    return Interaction(
+        product_id=row.product_id,
+        kind=kind,
+        at=row.occurred_at.timestamp(),
+        quantity=row.quantity or 1,
+        user=row.user_id or "",
+        session=row.session_id or "",
+    )
 
 
 class Decay:

@@ -376,11 +376,8 @@ class Recommender:
         and gap buckets of the newest events the model has embeddings for; None when the
         shopper has none."""
         with self._lock:
-            catalog = self._catalog
-            available = np.zeros(len(self._items), dtype=bool)
-            available[: len(catalog.available)] = catalog.available
             steps: list[Step] = []
-            for step in self._history(query, available, {}):
+            for step in self._history(query, self._available(), {}):
                 if step.item >= len(table.known) or not table.known[step.item]:
                     continue
                 # As training reads histories: a repeat of the event before it (same
@@ -471,8 +468,7 @@ class Recommender:
                 raise InvalidArgument(
                     f"options.sources: unknown source {name!r} (known: {', '.join(SOURCES)})"
                 )
-        available = np.zeros(size, dtype=bool)
-        available[: len(catalog.available)] = catalog.available
+        available = self._available()
         unknown: dict[str, None] = {}  # ordered, each id once
         context: list[int] = []
         for pid in dict.fromkeys(query.context):
@@ -516,6 +512,13 @@ class Recommender:
         if SEQUENCE in weights and query.sequence_vector is not None:
             versions[SEQUENCE_MODEL] = query.sequence_version
         return RecAnswer(items, fallback, list(unknown), content_degraded, versions)
+
+    def _available(self) -> np.ndarray:
+        """bool ``[products known]``: in the current catalog (a product the events named
+        but the catalog does not hold is not)."""
+        available = np.zeros(len(self._items), dtype=bool)
+        available[: len(self._catalog.available)] = self._catalog.available
+        return available
 
     def _history(
         self, query: RecQuery, available: np.ndarray, unknown: dict[str, None]

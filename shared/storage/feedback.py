@@ -8,7 +8,7 @@ through a float) and fine for every ISO 4217 currency, whatever its number of mi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -347,6 +347,19 @@ class FeedbackStore:
         query = query.order_by(c.received_at, c.event_id).limit(limit)
         with self._engine.connect() as conn:
             return [StoredInteraction(*row) for row in conn.execute(query)]
+
+    def interaction_pages(
+        self, after: tuple[datetime, str] | None, page: int
+    ) -> Iterator[list[StoredInteraction]]:
+        """:meth:`interactions_after` page after page, from ``after`` until the store has
+        no more (a short page is the last)."""
+        while True:
+            rows = self.interactions_after(after, page)
+            if rows:
+                yield rows
+            if len(rows) < page:
+                return
+            after = (rows[-1].received_at, rows[-1].event_id)
 
     def count(self) -> int:
         """Number of stored events."""

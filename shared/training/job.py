@@ -142,38 +142,52 @@ def run_training_job(spec: JobSpec, report: Report, should_stop: ShouldStop) -> 
         )
     except TrainingCancelled as exc:
         raise JobCancelled(str(exc)) from exc
+    dataset = Path(spec.dataset_dir)
+
+    def export(checkpoint: Path, export_dir: Path) -> dict[str, Any]:
+        return export_checkpoint(checkpoint, export_dir, store_check_inputs(dataset))
+
+    def evaluate(export_dir: Path) -> dict[str, float]:
+        from shared.training.offline_eval import evaluate_version
+
+        serving = {k: Path(v) for k, v in spec.serving_exports.items() if k != spec.model}
+        offline = {
+            str(k): float(v)
+            for k, v in evaluate_version(spec.model, export_dir, dataset, serving).items()
+        }
+        current = spec.serving_exports.get(spec.model)
+        if current and Path(current).is_dir():
+            # The serving version on the same dev queries: the figures the candidate must
+            # beat.
+            for k, v in evaluate_version(spec.model, Path(current), dataset, serving).items():
+                if k.startswith("pipeline/"):
+                    offline[f"serving/{k}"] = float(v)
+        return offline
+
+    return _export_and_evaluate(result, work, report, should_stop, export, evaluate)
+
+
+def _export_and_evaluate(
+    result: Any,
+    work: Path,
+    report: Report,
+    should_stop: ShouldStop,
+    export: Callable[[Path, Path], Any],
+    evaluate: Callable[[Path], dict[str, float]],
+) -> dict[str, Any]:
+    """A trained job's tail, every kind's: report the dev figures, ``export`` the checkpoint
+    into ``<work>/export`` (with its checks), ``evaluate`` the export offline, and return
+    what the trainer registers; cancellable between the steps."""
     dev_metrics = plain(result.dev_metrics)
     report({"stage": JobStage.EXPORTING.value, "metrics": _numbers("dev/", dev_metrics)})
     if should_stop():
         raise JobCancelled("cancelled before export")
-
     export_dir = work / EXPORT_DIR
-    export_report = plain(
-        export_checkpoint(
-            Path(result.checkpoint_dir), export_dir, store_check_inputs(Path(spec.dataset_dir))
-        )
-    )
+    export_report = plain(export(Path(result.checkpoint_dir), export_dir))
     if should_stop():
         raise JobCancelled("cancelled before offline evaluation")
-
-    from shared.training.offline_eval import evaluate_version
-
     report({"stage": JobStage.OFFLINE_EVAL.value})
-    serving = {k: Path(v) for k, v in spec.serving_exports.items() if k != spec.model}
-    offline = {
-        str(k): float(v)
-        for k, v in evaluate_version(
-            spec.model, export_dir, Path(spec.dataset_dir), serving
-        ).items()
-    }
-    current = spec.serving_exports.get(spec.model)
-    if current and Path(current).is_dir():
-        # The serving version on the same dev queries: the figures the candidate must beat.
-        for k, v in evaluate_version(
-            spec.model, Path(current), Path(spec.dataset_dir), serving
-        ).items():
-            if k.startswith("pipeline/"):
-                offline[f"serving/{k}"] = float(v)
+    offline = evaluate(export_dir)
     report({"metrics": _numbers("offline/", offline)})
     return {
         "checkpoint_dir": str(result.checkpoint_dir),
@@ -248,37 +262,20 @@ def run_sequence_job(spec: JobSpec, report: Report, should_stop: ShouldStop) -> 
         )
     except TrainingCancelled as exc:
         raise JobCancelled(str(exc)) from exc
-    dev_metrics = plain(result.dev_metrics)
-    report({"stage": JobStage.EXPORTING.value, "metrics": _numbers("dev/", dev_metrics)})
-    if should_stop():
-        raise JobCancelled("cancelled before export")
 
-    export_dir = work / EXPORT_DIR
-    export_report = plain(export_sequence_checkpoint(Path(result.checkpoint_dir), export_dir))
-    if should_stop():
-        raise JobCancelled("cancelled before offline evaluation")
+    def evaluate(export_dir: Path) -> dict[str, float]:
+        offline = _numbers(NEXT_ITEM, next_item_offline_metrics(export_dir, corpus))
+        current = spec.serving_exports.get(SEQUENCE_RECOMMENDER)
+        if current and _comparable_export(Path(current), corpus.vectors.shape[1]):
+            # The serving version on the same held-out events: the figures to beat.
+            # Products it never saw are scored by their text alone, as it would serve them.
+            serving = next_item_offline_metrics(Path(current), corpus)
+            offline.update(_numbers(SERVING + NEXT_ITEM, serving))
+        return offline
 
-    report({"stage": JobStage.OFFLINE_EVAL.value})
-    offline = _numbers(NEXT_ITEM, next_item_offline_metrics(export_dir, corpus))
-    current = spec.serving_exports.get(SEQUENCE_RECOMMENDER)
-    if current and _comparable_export(Path(current), corpus.vectors.shape[1]):
-        # The serving version on the same held-out events: the figures to beat. Products
-        # it never saw are scored by their text alone, as it would serve them.
-        serving = next_item_offline_metrics(Path(current), corpus)
-        offline.update(_numbers(SERVING + NEXT_ITEM, serving))
-    report({"metrics": _numbers("offline/", offline)})
-    return {
-        "checkpoint_dir": str(result.checkpoint_dir),
-        "export_dir": str(export_dir),
-        "dev_metrics": dev_metrics,
-        "offline_metrics": offline,
-        "data_fingerprint": str(result.data_fingerprint),
-        "hyperparameters": plain(result.hyperparameters),
-        "seconds": float(result.seconds),
-        "train_examples": int(result.train_examples),
-        "device": str(result.device),
-        "export_report": export_report,
-    }
+    return _export_and_evaluate(
+        result, work, report, should_stop, export_sequence_checkpoint, evaluate
+    )
 
 
 def _comparable_export(folder: Path, dim: int) -> bool:

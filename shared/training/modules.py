@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Self
 
 import torch
 from torch import nn
@@ -44,8 +45,19 @@ def product_text(product: Product) -> str:
     return product.embedding_text()
 
 
+class JsonSpec:
+    """A dataclass spec written as ``spec.json`` beside the weights, and read back."""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_file(cls, path: Path) -> Self:
+        return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
+
+
 @dataclass(frozen=True)
-class ModelSpec:
+class ModelSpec(JsonSpec):
     """What a checkpoint or a served version is: kind, labels, token limits, lineage."""
 
     kind: str
@@ -63,13 +75,6 @@ class ModelSpec:
             raise ValueError(f"kind: unknown model kind {self.kind!r}; one of {MODEL_KINDS}")
         if self.kind == INTENT_CLASSIFIER and not self.labels:
             raise ValueError("labels: an intent classifier needs at least one class")
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_file(cls, path: Path) -> ModelSpec:
-        return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
 
 
 def _bert(pretrained: bool, dropout: float) -> nn.Module:

@@ -17,7 +17,6 @@ from shopsense.recommend.v1 import recommend_service_pb2_grpc
 from shopsense.retrieval.v1 import retrieval_service_pb2_grpc
 
 from shared.contracts.retrieval import export_catalog
-from shared.data.catalog import Product
 from shared.models.triton_client import TextEncoderClient
 from shared.recommendation.events import VIEW
 from shared.training.hyperparams import Hyperparameters
@@ -25,21 +24,12 @@ from shared.training.publish import install_version, load_versions, remove_versi
 from shared.training.sequence import DevCase, History, SequenceCorpus, train_sequence_model
 from shared.training.sequence_export import export_sequence_checkpoint
 from tests.integration.conftest import Stack
-from tests.support import wait_until
+from tests.support import HOME_CATALOG, wait_until
 
 pytestmark = pytest.mark.integration
 
 # SYNTHETIC: shoppers walk this catalog in order (and round again).
-CATALOG = [
-    Product("mug-red", "Red ceramic coffee mug", product_class="Mugs", price=8.0),
-    Product("mug-blue", "Blue ceramic tea mug", product_class="Mugs", price=9.0),
-    Product("teapot", "Porcelain teapot with infuser", product_class="Teapots", price=30.0),
-    Product("kettle", "Stainless steel electric kettle", product_class="Kettles", price=45.0),
-    Product("sofa", "Grey velvet three seater sofa", product_class="Sofas", price=600.0),
-    Product("cushion", "Velvet throw cushion for sofa", product_class="Cushions", price=20.0),
-    Product("lamp", "Brass floor lamp", product_class="Lamps", price=90.0),
-    Product("rug", "Wool area rug", product_class="Rugs", price=150.0),
-]
+CATALOG = HOME_CATALOG
 MODEL = "sequence_recommender"
 
 

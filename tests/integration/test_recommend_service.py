@@ -23,21 +23,12 @@ from shared.models.triton_client import TextEncoderClient
 from shared.storage.database import create_db_engine
 from shared.storage.feedback import FeedbackStore
 from tests.integration.conftest import Stack
-from tests.support import wait_until
+from tests.support import HOME_CATALOG, wait_until
 
 pytestmark = pytest.mark.integration
 
 SECRET = "test-secret"
-CATALOG = [
-    Product("mug-red", "Red ceramic coffee mug", product_class="Mugs", price=8.0),
-    Product("mug-blue", "Blue ceramic tea mug", product_class="Mugs", price=9.0),
-    Product("teapot", "Porcelain teapot with infuser", product_class="Teapots", price=30.0),
-    Product("kettle", "Stainless steel electric kettle", product_class="Kettles", price=45.0),
-    Product("sofa", "Grey velvet three seater sofa", product_class="Sofas", price=600.0),
-    Product("cushion", "Velvet throw cushion for sofa", product_class="Cushions", price=20.0),
-    Product("lamp", "Brass floor lamp", product_class="Lamps", price=90.0),
-    Product("rug", "Wool area rug", product_class="Rugs", price=150.0),
-]
+CATALOG = HOME_CATALOG
 
 
 def _event(event_id: str, product: str, user: str, session: str, kind: int, ago_s: float):

@@ -112,6 +112,19 @@ def _infer(server: TritonServer, arrays: dict[str, np.ndarray], output: str) -> 
         client.close()
 
 
+def _shopper_request(table: np.ndarray, histories: list) -> dict[str, np.ndarray]:
+    """The shopper tower's inputs for ``(rows, kinds, gaps)`` histories over ``table``
+    (item embeddings by row), left-padded to 6 events, in the order the tower takes them."""
+    rows, kinds, gaps, mask = left_padded(histories, 6)
+    history = table[np.clip(rows, 0, None)] * mask[..., None]
+    return {
+        "history_embeddings": history.astype(np.float32),
+        "history_kinds": kinds,
+        "history_gaps": gaps,
+        "history_mask": mask,
+    }
+
+
 def test_triton_serves_both_towers_as_pytorch(
     server: TritonServer, exported: tuple[Path, SequenceCorpus]
 ) -> None:
@@ -132,40 +145,18 @@ def test_triton_serves_both_towers_as_pytorch(
 
     # Events as the training histories had them: kinds by product, gaps 0, 1, 2...
     kinds_of = [[VIEW, CART, PURCHASE][i % 3] for i in (3, 4, 5)]
-    rows_, kinds, gaps, mask = left_padded(
-        [([3, 4, 5], kinds_of, [0, 1, 2]), ([9], [PURCHASE], [0])], 6
+    request = _shopper_request(
+        table.numpy(), [([3, 4, 5], kinds_of, [0, 1, 2]), ([9], [PURCHASE], [0])]
     )
-    history = table.numpy()[np.clip(rows_, 0, None)] * mask[..., None]
-    shopper = _infer(
-        server,
-        {
-            "history_embeddings": history.astype(np.float32),
-            "history_kinds": kinds,
-            "history_gaps": gaps,
-            "history_mask": mask,
-        },
-        "shopper_vector",
-    )
+    shopper = _infer(server, request, "shopper_vector")
     runtime = SequenceModel(folder, intra_op_threads=1)
-    np.testing.assert_allclose(
-        shopper, runtime.shopper_vectors(history, kinds, gaps, mask), atol=1e-5
-    )
+    np.testing.assert_allclose(shopper, runtime.shopper_vectors(*request.values()), atol=1e-5)
     # The served towers rank every dev case's next product where PyTorch does.
     cases = corpus.dev
-    rows_, kinds, gaps, mask = left_padded(
-        [(c.history.rows, c.history.kinds, c.history.gaps) for c in cases], 6
+    request = _shopper_request(
+        table.numpy(), [(c.history.rows, c.history.kinds, c.history.gaps) for c in cases]
     )
-    history = table.numpy()[np.clip(rows_, 0, None)] * mask[..., None]
-    served_shoppers = _infer(
-        server,
-        {
-            "history_embeddings": history.astype(np.float32),
-            "history_kinds": kinds,
-            "history_gaps": gaps,
-            "history_mask": mask,
-        },
-        "shopper_vector",
-    )
+    served_shoppers = _infer(server, request, "shopper_vector")
     scores = served_shoppers @ table.numpy().T
     served_ranks = []
     for i, case in enumerate(cases):

@@ -7,7 +7,6 @@ folder)."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import subprocess
@@ -17,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from shared.paths import REPO_ROOT, shared_data_dir
-from shared.runtime.suite import SERVICES, Suite
+from shared.runtime.suite import Suite
+from tests.support import client_env
 
 pytestmark = pytest.mark.system
 
@@ -50,12 +50,7 @@ def empty_suite(exported_model_repository: Path, tmp_path_factory) -> Iterator[S
 def test_the_readme_walkthrough_imports_and_evaluates(empty_suite: Suite, tmp_path: Path):
     commands = walkthrough()
     assert any(" up --no-demo" in c for c in commands), commands
-    env = {
-        **os.environ,
-        **{f"SHOPSENSE_{name.upper()}_TARGET": empty_suite.address(name) for name in SERVICES},
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-        "HF_HUB_OFFLINE": "1",
-    }
+    env = client_env(empty_suite)
     report = png = None
     for command in commands:
         argv = shlex.split(command, comments=True)

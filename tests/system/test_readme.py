@@ -4,7 +4,6 @@ and tests it) and must exit 0; a search must print results."""
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import subprocess
@@ -13,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from shared.paths import REPO_ROOT
-from shared.runtime.suite import SERVICES, Suite
+from shared.runtime.suite import Suite
+from tests.support import client_env
 
 pytestmark = pytest.mark.system
 
@@ -50,14 +50,7 @@ def test_the_readme_has_shopsense_examples() -> None:
 def test_readme_example_runs_against_the_suite(command: str, suite: Suite) -> None:
     argv = shlex.split(command, comments=True)
     assert Path(REPO_ROOT / argv[0]).is_file(), f"{argv[0]} is missing (make venv creates it)"
-    env = {
-        **os.environ,
-        # SHOPSENSE_GATEWAY_TARGET and the others: the test's suite, not the default ports.
-        **{f"SHOPSENSE_{name.upper()}_TARGET": suite.address(name) for name in SERVICES},
-        # This checkout's code, even where .venv is an editable install of another one.
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-        "HF_HUB_OFFLINE": "1",
-    }
+    env = client_env(suite)
     done = subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
     shown = f"$ {command}\n{done.stdout}{done.stderr}"
     assert done.returncode == 0, shown
