@@ -44,7 +44,7 @@ train: venv protos models ## fine-tune the three models on the demo store and pu
 	HF_HUB_OFFLINE=1 $(PY) -m shared.cli.train
 
 demo: venv protos models ## the closed loop on SYNTHETIC shoppers: simulate, retrain from clicks, A/B, report, promote (about 30 min)
-	HF_HUB_OFFLINE=1 $(PY) -m shared.cli.demo
+	HF_HUB_OFFLINE=1 $(PY) -m shared.cli.demo $(DEMO_ARGS)
 
 test: venv protos models ## unit, integration and system tests (real Triton, real weights, SQLite and PostgreSQL)
 	@# A throwaway PostgreSQL (Debian's package, installed if missing) for the feedback store's

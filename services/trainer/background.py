@@ -1,5 +1,6 @@
 """The trainer's background loops, each stopped with its server: reconciling Triton with the
-registry while Triton starts, and checking the running experiment against the guard rails."""
+registry while Triton starts, checking the running experiment against the guard rails, and
+the retraining schedule (services/trainer/schedule.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import structlog
 
 from services.trainer.experiments import ExperimentServicer
 from services.trainer.publisher import ModelPublisher
+from services.trainer.schedule import RetrainScheduler
 from shared.experiments.guardrails import Limits
 from shared.rpc.server import ServerHandle
 from shared.settings import TrainerSettings
@@ -56,3 +58,18 @@ def guard_in_background(
                 _log.warning("guard_rail_check_failed", error=str(exc))
 
     threading.Thread(target=loop, name="trainer-guard-rails", daemon=True).start()
+
+
+def retrain_in_background(handle: ServerHandle, schedule: RetrainScheduler) -> None:
+    """Every ``interval_s``: follow up the schedule's ended jobs and start the jobs due."""
+    stop = threading.Event()
+    handle.on_stop(stop.set)
+
+    def loop() -> None:
+        while not stop.wait(schedule.policy.interval_s):
+            try:
+                schedule.tick()
+            except Exception as exc:  # the feedback store or registry away: next time
+                _log.warning("retrain_check_failed", error=str(exc))
+
+    threading.Thread(target=loop, name="trainer-retrain-schedule", daemon=True).start()

@@ -7,7 +7,9 @@ shoppers' feedback instead (``services/trainer/feedback_data.py`` writes the fol
 sequence_recommender trains on a sequence folder (``shared.training.sequence_data``) only.
 A job's worker reports back to ``JobRunner``; when it returns a result,
 :meth:`ModelPublisher.register` numbers and registers the version (CANDIDATE) and, on
-request, publishes it (services/trainer/publisher.py).
+request, publishes it (services/trainer/publisher.py). With ``SHOPSENSE_RETRAIN_MODELS`` set,
+a schedule starts the same jobs when enough new feedback has arrived
+(services/trainer/schedule.py); ListJobs shows why and what it did.
 
 This process never imports torch: training, export and offline evaluation run in the
 workers (``shared.training.job``).
@@ -26,7 +28,11 @@ from shopsense.experiments.v1 import experiment_service_pb2_grpc as experiment_p
 from shopsense.trainer.v1 import trainer_service_pb2 as pb
 from shopsense.trainer.v1 import trainer_service_pb2_grpc as pb_grpc
 
-from services.trainer.background import guard_in_background, reconcile_in_background
+from services.trainer.background import (
+    guard_in_background,
+    reconcile_in_background,
+    retrain_in_background,
+)
 from services.trainer.experiments import SERVICE_NAME as EXPERIMENT_SERVICE_NAME
 from services.trainer.experiments import ExperimentServicer, experiment_of
 from services.trainer.feedback_data import (
@@ -37,6 +43,7 @@ from services.trainer.feedback_data import (
 from services.trainer.jobs import JobRunner
 from services.trainer.publisher import ModelPublisher, Reindexer
 from services.trainer.retrieval import RetrievalClient
+from services.trainer.schedule import RetrainPolicy, RetrainScheduler, ScheduledRuns
 from shared.contracts.retrieval import CatalogExport
 from shared.contracts.trainer import check_model, job_message, version_message
 from shared.errors import FailedPrecondition, InvalidArgument, ShopsenseError, Unavailable
@@ -45,7 +52,7 @@ from shared.rpc.server import ServerHandle, build_service
 from shared.settings import TrainerSettings
 from shared.storage.database import create_db_engine
 from shared.storage.experiments import ExperimentStore
-from shared.storage.registry import ModelRegistry, VersionStatus
+from shared.storage.registry import ModelRegistry, TrainingJob, VersionStatus
 from shared.training.data import DatasetError, load_training_data
 from shared.training.hyperparams import HyperparameterError, Hyperparameters
 from shared.training.sequence_data import (
@@ -77,6 +84,8 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
         feedback_engine: Callable[[], sqlalchemy.Engine] | None = None,
         training_dir: Path | None = None,
         catalog: Callable[[], CatalogExport] | None = None,
+        runs: ScheduledRuns | None = None,
+        schedule: RetrainScheduler | None = None,
     ) -> None:
         self._registry = registry
         self._runner = runner
@@ -85,6 +94,19 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
         self._training_dir = training_dir
         # Retrieval's catalog with its text vectors (a sequence_recommender's feedback data).
         self._catalog = catalog
+        # The jobs the retraining schedule started (their trigger), and the schedule when on.
+        self._runs = runs
+        self._schedule = schedule
+
+    def _jobs_message(self, jobs: list[TrainingJob]) -> list[pb.Job]:
+        """The jobs as Job messages, with the trigger of those the schedule started."""
+        triggers = self._runs.triggers(j.job_id for j in jobs) if self._runs else {}
+        messages = []
+        for job in jobs:
+            message = job_message(job)
+            message.trigger = triggers.get(job.job_id, "")
+            messages.append(message)
+        return messages
 
     def _checkpoint(self, model: str, version: int, field: str) -> str:
         row = self._registry.get_version(model, version)
@@ -218,14 +240,16 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
         self, request: pb.GetJobRequest, context: grpc.ServicerContext | None
     ) -> pb.GetJobResponse:
         job, _ = self._runner.snapshot(self._job_id(request.job_id))
-        return pb.GetJobResponse(job=job_message(job))
+        return pb.GetJobResponse(job=self._jobs_message([job])[0])
 
     def WatchJob(
         self, request: pb.WatchJobRequest, context: grpc.ServicerContext | None
     ) -> Iterator[pb.WatchJobResponse]:
         job_id = self._job_id(request.job_id)
         job, revision = self._runner.snapshot(job_id)
-        yield pb.WatchJobResponse(job=job_message(job))
+        first = self._jobs_message([job])[0]
+        trigger = first.trigger  # read once: the schedule records it as the job starts
+        yield pb.WatchJobResponse(job=first)
         while not job.job_state.terminal:
             if context is not None and not context.is_active():
                 return
@@ -236,7 +260,9 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
             latest, revision = self._runner.snapshot(job_id)
             if latest != job:
                 job = latest
-                yield pb.WatchJobResponse(job=job_message(job))
+                message = job_message(job)
+                message.trigger = trigger
+                yield pb.WatchJobResponse(job=message)
 
     def CancelJob(
         self, request: pb.CancelJobRequest, context: grpc.ServicerContext | None
@@ -261,7 +287,8 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
                     live.append(self._runner.snapshot(job.job_id)[0])
                 except ShopsenseError:
                     live.append(job)
-        return pb.ListJobsResponse(jobs=[job_message(job) for job in live])
+        schedule = self._schedule.status(request.model) if self._schedule else []
+        return pb.ListJobsResponse(jobs=self._jobs_message(live), schedule=schedule)
 
     def ListModelVersions(
         self, request: pb.ListModelVersionsRequest, context: grpc.ServicerContext | None
@@ -319,8 +346,10 @@ def create_server(
     Opens the registry at ``settings.registry_db_url`` unless ``registry`` (or ``runner``) is
     given, marks jobs a previous trainer left running FAILED, reconciles Triton with the
     registry in the background, and reports SERVING once the registry answers. ``reindex``
-    defaults to calling retrieval at ``settings.retrieval_target``.
+    defaults to calling retrieval at ``settings.retrieval_target``. With
+    ``settings.retrain_models``, the retraining schedule runs in the background too.
     """
+    policy = RetrainPolicy.from_settings(settings)  # a bad value stops the start, named
     if runner is not None:
         registry = runner.registry
     # What this call opens, closed in reverse if starting fails, else when the server stops.
@@ -352,6 +381,18 @@ def create_server(
             publish=publisher.publish,
         )
         opened.callback(experiments.close)
+        runs = ScheduledRuns(registry.engine)
+        schedule = None
+        if policy.models:
+            schedule = RetrainScheduler(
+                policy,
+                registry,
+                experiments.feedback_engine,
+                lambda request: servicer.StartTraining(request, None),
+                runs,
+                experiments,
+                store,
+            )
         servicer = TrainerServicer(
             registry,
             runner,
@@ -359,6 +400,8 @@ def create_server(
             feedback_engine=experiments.feedback_engine,
             training_dir=Path(settings.training_dir),
             catalog=retrieval.catalog,
+            runs=runs,
+            schedule=schedule,
         )
         if settings.experiments_file:
             names = experiments.apply_file(Path(settings.experiments_file))
@@ -373,5 +416,14 @@ def create_server(
     reconcile_in_background(handle, publisher)
     if settings.guard_interval_s > 0 and settings.feedback_db_url:
         guard_in_background(handle, experiments, settings)
+    if schedule is not None:
+        retrain_in_background(handle, schedule)
+        _log.info(
+            "retrain_schedule_on",
+            models=list(policy.models),
+            min_new_events=policy.min_new_events,
+            interval_s=policy.interval_s,
+            experiment_share=policy.experiment_share,
+        )
     handle.mark_serving()
     return handle

@@ -10,6 +10,10 @@ one.
 views, carts and purchases in order, over the catalog and text vectors retrieval holds (no
 catalog folder is needed), follows it and prints the candidate's Recall and NDCG at 10 and
 50 on the held-out next events beside the serving version's on the same events.
+
+``--schedule`` starts nothing: it prints the trainer's retraining schedule
+(``SHOPSENSE_RETRAIN_*``, services/trainer/schedule.py), its latest check of each model,
+and the recent jobs with what started them.
 """
 
 from __future__ import annotations
@@ -125,8 +129,56 @@ def next_item_table(job: tpb.Job) -> Table:
     return table
 
 
+def schedule_tables(reply: tpb.ListJobsResponse) -> tuple[Table, Table]:
+    """The retraining schedule's latest checks, and the jobs with what started each."""
+    checks = Table(title="retraining schedule (SHOPSENSE_RETRAIN_*)")
+    for column in ("model", "checked", "new events", "since", "decision"):
+        checks.add_column(column, justify="right" if column == "new events" else "left")
+    for check in reply.schedule:
+        checked = (
+            check.checked_time.ToDatetime().strftime("%H:%M:%S")
+            if check.HasField("checked_time")
+            else "-"
+        )
+        since = (
+            check.since_time.ToDatetime().isoformat(timespec="seconds")
+            if check.HasField("since_time")
+            else "the first event"
+        )
+        checks.add_row(
+            check.model,
+            checked,
+            f"{check.new_events:,} of {check.min_new_events:,}",
+            since,
+            check.decision,
+        )
+    jobs = Table(title="recent jobs")
+    for column in ("job", "model", "state", "version", "started by"):
+        jobs.add_column(column)
+    for job in reply.jobs:
+        jobs.add_row(
+            job.job_id[:8],
+            job.model,
+            tpb.JobState.Name(job.state).removeprefix("JOB_STATE_"),
+            str(job.result_version or "-"),
+            job.trigger or "StartTraining",
+        )
+    return checks, jobs
+
+
 def cmd_retrain(args: argparse.Namespace, console: Console, target: str) -> int:
     stub = trainer_service_pb2_grpc.TrainerServiceStub(open_channel(target))
+    if getattr(args, "schedule", False):
+        try:
+            reply = stub.ListJobs(tpb.ListJobsRequest(limit=10), timeout=10)
+        except grpc.RpcError as exc:
+            console.print(f"[red]{exc.code().name}[/red]: {exc.details()}")
+            return 1
+        if not reply.schedule:
+            console.print("the retraining schedule is off (SHOPSENSE_RETRAIN_MODELS is empty)")
+        for table in schedule_tables(reply):
+            console.print(table)
+        return 0
     model = getattr(args, "model", None) or CROSS_ENCODER
     sequence = model == SEQUENCE_RECOMMENDER
     catalog = None if sequence else Path(args.data) if args.data else demo_store_dir()
@@ -184,3 +236,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--since", help="only feedback from this ISO time on")
     parser.add_argument("--publish", action="store_true", help="serve it once it passes")
     parser.add_argument("--set", action="append", metavar="NAME=VALUE", help="hyperparameter")
+    parser.add_argument(
+        "--schedule",
+        action="store_true",
+        help="start nothing: print the retraining schedule's checks and the recent jobs",
+    )
