@@ -10,6 +10,14 @@ DEADLINE_EXCEEDED).
 A failed optional hop is also classified for the guard rails: it counts against the arm
 (``ArmRun.model_failures``) when the arm's own model failed, not when the caller's own
 deadline, shorter than the suite's, cut it short.
+
+**Personalised search** (``SHOPSENSE_PERSONALIZE`` or the arm's ``pipeline.personalize``):
+the shopper's profile is asked of the recommendation service when the search starts
+(:class:`PendingProfile`, a gRPC future under its own share of the deadline), so it arrives
+while the query is embedded, classified and retrieved, and ranking gets it as one more
+feature. When it fails or is late, or ranking cannot use it, the search goes on
+unpersonalised and ``degraded.personalization`` says so; that is not the arm's models'
+failure (the guard rails do not count it).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import structlog
 from shopsense.common.v1 import common_pb2
 from shopsense.intent.v1 import intent_service_pb2, intent_service_pb2_grpc
 from shopsense.ranking.v1 import ranking_service_pb2, ranking_service_pb2_grpc
+from shopsense.recommend.v1 import recommend_service_pb2, recommend_service_pb2_grpc
 from shopsense.retrieval.v1 import retrieval_service_pb2, retrieval_service_pb2_grpc
 from shopsense.search.v1 import search_service_pb2 as pb
 
@@ -57,6 +66,8 @@ class Hops:
     intent: intent_service_pb2_grpc.IntentServiceStub
     retrieval: retrieval_service_pb2_grpc.RetrievalServiceStub
     ranking: ranking_service_pb2_grpc.RankingServiceStub
+    # The shoppers' profiles for personalised search (None: never personalised).
+    recommend: recommend_service_pb2_grpc.RecommendServiceStub | None = None
 
     @classmethod
     def connect(cls, settings: GatewaySettings) -> Hops:
@@ -67,6 +78,9 @@ class Hops:
             ),
             ranking=ranking_service_pb2_grpc.RankingServiceStub(
                 open_channel(settings.ranking_target)
+            ),
+            recommend=recommend_service_pb2_grpc.RecommendServiceStub(
+                open_channel(settings.recommend_target)
             ),
         )
 
@@ -97,6 +111,41 @@ class Clock:
         self.timings[hop] = round((time.monotonic() - started) * 1e3, 3)
 
 
+class PendingProfile:
+    """The shopper's profile, asked for when the search starts and read (once) when an arm
+    ranks: the profile, or None (the shopper has none, or it failed: ``failed``)."""
+
+    def __init__(
+        self, stub: recommend_service_pb2_grpc.RecommendServiceStub, user: Any, timeout: float
+    ) -> None:
+        self._future = stub.GetShopperProfile.future(
+            recommend_service_pb2.GetShopperProfileRequest(
+                user_id=user.user_id, session_id=user.session_id
+            ),
+            timeout=timeout,
+        )
+        self._read = False
+        self._profile: common_pb2.Embedding | None = None
+        self.failed = False
+
+    def result(self) -> common_pb2.Embedding | None:
+        if not self._read:
+            self._read = True
+            try:
+                reply = self._future.result()
+            except grpc.RpcError as exc:
+                _log.warning("profile_degraded", code=exc.code().name, error=exc.details())
+                self.failed = True
+            else:
+                self._profile = reply.profile if reply.profile.values else None
+        return self._profile
+
+
+def personalizes(arm: Arm, default: bool) -> bool:
+    """Whether ``arm`` personalises search: its pipeline setting, else the gateway's."""
+    return default if arm.pipeline.personalize is None else arm.pipeline.personalize
+
+
 @dataclass(frozen=True)
 class Query:
     """What every arm of one search shares."""
@@ -110,6 +159,8 @@ class Query:
     # Candidates to ask retrieval for, and how many results ranking must explain.
     k: int
     explain_top: int
+    # The shopper's profile on its way (None: no arm of this search personalises).
+    profile: PendingProfile | None = None
 
 
 @dataclass
@@ -154,10 +205,13 @@ class ArmPipeline:
         intent_budget: float,
         ranking_budget: float,
         saw_index_version: Callable[[str], None] = lambda version: None,
+        personalize: bool = False,
     ) -> None:
         self._hops = hops
         self._intent_budget = intent_budget
         self._ranking_budget = ranking_budget
+        # The default for arms that do not say (SHOPSENSE_PERSONALIZE).
+        self.personalize = personalize
         # Told the catalog index's encoder version retrieval answered with.
         self._saw_index_version = saw_index_version
 
@@ -173,6 +227,7 @@ class ArmPipeline:
             run.versions.ranking = ""
             run.degraded.CopyFrom(shared.degraded)
             run.degraded.ranking = False
+            run.degraded.personalization = False
             run.model_failures = [hop for hop in shared.model_failures if hop != "ranking"]
         else:
             self._classify(arm, query, clock, tag, run)
@@ -261,6 +316,7 @@ class ArmPipeline:
         reply: Any = None
         if run.candidates and not query.request.options.skip_ranking:
             version = arm.pinned(CROSS_ENCODER) or query.serving.get(CROSS_ENCODER, "")
+            profile = self._profile(arm, query, run)
             reply = self._optional(
                 "ranking",
                 lambda: self._hops.ranking.Rank(
@@ -272,6 +328,7 @@ class ArmPipeline:
                         explain_top=query.explain_top,
                         model_version=version,
                         rerank_depth=arm.pipeline.rerank_depth,
+                        shopper_profile=profile,
                     ),
                     timeout=clock.budget(self._ranking_budget),
                 ),
@@ -281,8 +338,20 @@ class ArmPipeline:
             )
         if reply is not None:
             run.versions.ranking = reply.model_version
+            if profile is not None and not reply.personalized:
+                run.degraded.personalization = True
             run.order = [(item.product_id, item.score, list(item.parts)) for item in reply.items]
         else:
             run.order = [(c.product.product_id, c.fused_score, []) for c in run.candidates]
         if arm.pipeline.reverse_ranking:
             run.order.reverse()
+
+    def _profile(self, arm: Arm, query: Query, run: ArmRun) -> common_pb2.Embedding | None:
+        """The shopper's profile when ``arm`` personalises (None: it does not, the shopper
+        has none, or it failed, which degrades the run)."""
+        if query.profile is None or not personalizes(arm, self.personalize):
+            return None
+        profile = query.profile.result()
+        if query.profile.failed:
+            run.degraded.personalization = True
+        return profile

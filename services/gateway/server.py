@@ -17,7 +17,16 @@ from shopsense.search.v1 import search_service_pb2 as pb
 from shopsense.search.v1 import search_service_pb2_grpc
 
 from services.gateway.paging import PageTokens, request_fingerprint
-from services.gateway.pipeline import ArmPipeline, ArmRun, Clock, Hops, Query, embed_query
+from services.gateway.pipeline import (
+    ArmPipeline,
+    ArmRun,
+    Clock,
+    Hops,
+    PendingProfile,
+    Query,
+    embed_query,
+    personalizes,
+)
 from services.gateway.recommend import SERVICE_NAME as RECOMMEND_SERVICE_NAME
 from services.gateway.recommend import RecommendGatewayServicer
 from services.gateway.routing import GuardRail, Route, arrange, attribution, route
@@ -80,7 +89,9 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
             settings.intent_budget,
             settings.ranking_budget,
             model_versions.saw_index_version if model_versions else lambda version: None,
+            personalize=settings.personalize == "on",
         )
+        self._hops = hops
         self.guard_rail = GuardRail(
             Limits(
                 max_error_rate=settings.guard_max_error_rate,
@@ -163,6 +174,7 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
     ) -> list[ArmRun]:
         """Embed once, then run each arm (interleaved arms that differ only in ranking share
         one intent call and one retrieval)."""
+        profile = self._ask_profile(where, request, clock)
         embedding, embedded_with = None, ""
         dense = request.options.retrieval_mode != common_pb2.RETRIEVAL_MODE_LEXICAL
         if dense:
@@ -175,6 +187,7 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
             serving=dict(self._models.serving) if self._models else {},
             k=max(self._settings.candidates, min(MAX_RESULTS, page.offset + page.page_size)),
             explain_top=page.offset + page.page_size,
+            profile=profile,
         )
         runs: list[ArmRun] = []
         for index, arm in enumerate(where.arms):
@@ -186,6 +199,18 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
             run.degraded.dense = run.degraded.dense or (dense and embedding is None)
             runs.append(run)
         return runs
+
+    def _ask_profile(
+        self, where: Route, request: pb.SearchRequest, clock: Clock
+    ) -> PendingProfile | None:
+        """Start fetching the shopper's profile when an arm of this search personalises
+        (it then arrives while the other hops run)."""
+        wanted = any(personalizes(arm, self._pipeline.personalize) for arm in where.arms)
+        if not wanted or self._hops.recommend is None or request.options.skip_ranking:
+            return None
+        return PendingProfile(
+            self._hops.recommend, request.user, clock.budget(self._settings.profile_budget)
+        )
 
 
 def create_server(

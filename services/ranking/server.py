@@ -3,6 +3,10 @@
 
 Until a cross-encoder version is published the features rank alone. A background thread
 notices when Triton starts serving one, so the search path never asks Triton in vain.
+
+With a shopper profile (personalised search) each candidate also gets the ``personal``
+feature (shared/ranking/personal.py) before the cross-encoder picks its head; the catalog's
+vectors it needs are followed from retrieval (``catalog.py``) once the first profile comes.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import grpc
 import structlog
 from shopsense.ranking.v1 import ranking_service_pb2, ranking_service_pb2_grpc
 
+from services.ranking.catalog import CatalogVectors
 from shared.contracts.common import (
     product_from_proto,
     validate_query,
@@ -23,7 +28,8 @@ from shared.contracts.ranking import rank_inputs, ranked_items
 from shared.errors import FailedPrecondition, InvalidArgument, Unavailable
 from shared.models.tokenization import Tokenizer
 from shared.models.triton_client import CrossEncoderClient
-from shared.ranking.features import FeatureScorer
+from shared.ranking.features import FeatureScorer, Scored
+from shared.ranking.personal import add_personal, checked_profile, likeness
 from shared.ranking.rerank import MAX_DEPTH, ranking_version, rerank_head
 from shared.rpc.clients import remaining
 from shared.rpc.server import ServerHandle, build_service
@@ -69,12 +75,16 @@ class RankingServicer(ranking_service_pb2_grpc.RankingServiceServicer):
         watch: CrossEncoderWatch | None,
         default_depth: int,
         weight: float,
+        vectors: CatalogVectors | None = None,
+        personal_weight: float = 0.0,
     ) -> None:
         self._scorer = scorer
         self._cross_encoder = cross_encoder
         self._watch = watch
         self._default_depth = default_depth
         self._weight = weight
+        self._vectors = vectors
+        self._personal_weight = personal_weight
 
     def Rank(
         self, request: ranking_service_pb2.RankRequest, context: grpc.ServicerContext
@@ -99,6 +109,7 @@ class RankingServicer(ranking_service_pb2_grpc.RankingServiceServicer):
             dict(intent_pairs(intent_message)),
             dict(intent_message.attributes) if intent_message else None,
         )
+        ranked, personalized = self._personalize(request, ranked)
         depth = self._default_depth if request.rerank_depth == 0 else request.rerank_depth
         served, skipped = "", False
         wanted = bool(version) or (self._watch is not None and self._watch.available)
@@ -130,7 +141,34 @@ class RankingServicer(ranking_service_pb2_grpc.RankingServiceServicer):
             model_version=ranking_version(served, scorer.version),
             cross_encoder_skipped=skipped,
             reranked=min(depth, len(ranked)) if served else 0,
+            personalized=personalized,
         )
+
+    def _personalize(
+        self, request: ranking_service_pb2.RankRequest, ranked: list[Scored]
+    ) -> tuple[list[Scored], bool]:
+        """The feature ranking with the ``personal`` feature when the request carries a
+        profile ranking can use; else as it is."""
+        profile = request.shopper_profile
+        vector = checked_profile(profile.values, profile.model_version, "shopper_profile")
+        if vector is None or self._vectors is None:
+            return ranked, False
+        self._vectors.want()
+        held = self._vectors.current
+        if held.version != profile.model_version or not held.rows:
+            if held.rows:
+                _log.info(
+                    "profile_version_differs", profile=profile.model_version, held=held.version
+                )
+            return ranked, False
+        if len(vector) != held.dimension:
+            raise InvalidArgument(
+                f"shopper_profile.values: {len(vector)} values, the catalog's "
+                f"{held.version} vectors have {held.dimension}"
+            )
+        ids = [s.product_id for s in ranked]
+        values = dict(zip(ids, likeness(held.cosines(vector, ids)), strict=True))
+        return add_personal(ranked, values, self._personal_weight), True
 
 
 def create_server(
@@ -144,7 +182,16 @@ def create_server(
     if cross_encoder is None:
         cross_encoder = CrossEncoderClient(settings.triton_url, Tokenizer())
     watch = CrossEncoderWatch(cross_encoder, watch_interval_s)
-    servicer = RankingServicer(scorer, cross_encoder, watch, settings.rerank_depth, DEFAULT_WEIGHT)
+    vectors = CatalogVectors(settings.retrieval_target, settings.refresh_s)
+    servicer = RankingServicer(
+        scorer,
+        cross_encoder,
+        watch,
+        settings.rerank_depth,
+        DEFAULT_WEIGHT,
+        vectors,
+        settings.personal_weight,
+    )
     handle = build_service(
         settings,
         lambda s: ranking_service_pb2_grpc.add_RankingServiceServicer_to_server(servicer, s),
@@ -152,5 +199,6 @@ def create_server(
     )
     watch.start()
     handle.on_stop(watch.stop)
+    handle.on_stop(vectors.stop)
     handle.mark_serving()  # the features need no warm-up; the cross-encoder joins when ready
     return handle

@@ -83,6 +83,23 @@ class RecommendServicer(pb_grpc.RecommendServiceServicer):
         _log.info("shopper_forgotten", states=forgotten)
         return pb.ForgetShopperResponse(forgotten=forgotten)
 
+    # -- personalised search: the shopper's profile vector (internal, for the gateway) ---
+    def GetShopperProfile(
+        self, request: pb.GetShopperProfileRequest, context: grpc.ServicerContext
+    ) -> pb.GetShopperProfileResponse:
+        """Computed from the shopper's state when asked (nothing stored: ForgetShopper
+        removes it with the state); an unknown shopper's is empty."""
+        from shared.contracts.common import embedding_to_proto
+
+        user_id, session_id = checked_shopper_ids(request.user_id, request.session_id)
+        profile = self._recommender.profile(user_id, session_id)
+        if profile.vector is None:
+            return pb.GetShopperProfileResponse()
+        return pb.GetShopperProfileResponse(
+            profile=embedding_to_proto(profile.vector, profile.version),
+            interactions=profile.steps,
+        )
+
 
 class Refresher:
     """Keeps the recommender current: catalog by generation, then new events."""

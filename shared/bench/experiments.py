@@ -151,6 +151,73 @@ def needed(
     return None, curve
 
 
+def personalization_definition(name: str) -> epb.Experiment:
+    """An A/B of search without and with the shopper's profile as a ranking feature."""
+    return epb.Experiment(
+        name=name,
+        description="personalised search against unpersonalised (SYNTHETIC shoppers)",
+        arms=[
+            epb.Arm(
+                name="unpersonalised",
+                share=0.5,
+                pipeline=epb.PipelineSettings(personalization=epb.PERSONALIZATION_OFF),
+            ),
+            epb.Arm(
+                name="personalised",
+                share=0.5,
+                pipeline=epb.PipelineSettings(personalization=epb.PERSONALIZATION_ON),
+            ),
+        ],
+    )
+
+
+def personalization_ab(
+    endpoints: Endpoints,
+    store: Dataset,
+    name: str,
+    shoppers: int,
+    searches: int,
+    seed: int,
+    concurrency: int,
+    refresh_s: float,
+    round_pause_s: float = 3.0,
+) -> tuple[epb.GetExperimentReportResponse, object]:
+    """Personalised against unpersonalised search on SYNTHETIC shoppers with individual
+    tastes and recommendation widgets, against the running suite: create, start, let the
+    gateways see it, simulate (in rounds), stop; the experiment's report and the
+    simulator's own summary."""
+    from shared.simulation.shoppers import ShopperSimulator
+
+    stub = _stub(endpoints)
+    stop_running(stub, "personalisation A/B")
+    stub.CreateExperiment(
+        epb.CreateExperimentRequest(experiment=personalization_definition(name)), timeout=30
+    )
+    stub.StartExperiment(epb.StartExperimentRequest(name=name), timeout=300)
+    time.sleep(refresh_s + 1.0)
+    simulator = ShopperSimulator(
+        store,
+        endpoints.gateway,
+        endpoints.feedback,
+        seed=seed,
+        user_prefix=name,
+        tastes=True,
+        widgets=True,
+        round_pause_s=round_pause_s,
+    )
+    try:
+        summary = simulator.run(shoppers, searches, concurrency=concurrency)
+    finally:
+        state = stub.GetExperiment(epb.GetExperimentRequest(name=name), timeout=10)
+        if state.experiment.state == epb.EXPERIMENT_STATE_RUNNING:
+            stub.StopExperiment(
+                epb.StopExperimentRequest(name=name, reason="personalisation A/B done"),
+                timeout=30,
+            )
+    report = stub.GetExperimentReport(epb.GetExperimentReportRequest(name=name), timeout=120)
+    return report, summary
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--aa-seeds", type=int, default=20)

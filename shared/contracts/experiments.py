@@ -32,6 +32,19 @@ STATES = {
 }
 # The proto's state values back to the names above.
 STATE_NAMES = {value: name for name, value in STATES.items()}
+# An arm's personalised search: the message's enum and the domain's flag (None: default).
+_PERSONALIZATION = {
+    None: pb.PERSONALIZATION_UNSPECIFIED,
+    True: pb.PERSONALIZATION_ON,
+    False: pb.PERSONALIZATION_OFF,
+}
+_PERSONALIZE = {value: flag for flag, value in _PERSONALIZATION.items()}
+
+
+def _personalize(value: int, field_name: str) -> bool | None:
+    if value not in _PERSONALIZE:
+        raise InvalidArgument(f"{field_name}: unknown personalization {value}")
+    return _PERSONALIZE[value]
 
 
 def from_proto(message: pb.Experiment, field_name: str = "experiment") -> Experiment:
@@ -58,9 +71,13 @@ def from_proto(message: pb.Experiment, field_name: str = "experiment") -> Experi
                     lexical_weight=arm.pipeline.lexical_weight,
                     dense_weight=arm.pipeline.dense_weight,
                     reverse_ranking=arm.pipeline.reverse_ranking,
+                    personalize=_personalize(
+                        arm.pipeline.personalization,
+                        f"{field_name}.arms[{index}].pipeline.personalization",
+                    ),
                 ),
             )
-            for arm in message.arms
+            for index, arm in enumerate(message.arms)
         ),
         traffic_fraction=fraction or 1.0,
         signed_in_only=message.targeting.signed_in_only,
@@ -89,6 +106,7 @@ def to_proto(experiment: Experiment) -> pb.Experiment:
                     lexical_weight=arm.pipeline.lexical_weight,
                     dense_weight=arm.pipeline.dense_weight,
                     reverse_ranking=arm.pipeline.reverse_ranking,
+                    personalization=_PERSONALIZATION[arm.pipeline.personalize],
                 ),
             )
             for arm in experiment.arms

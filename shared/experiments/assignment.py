@@ -48,6 +48,8 @@ class Pipeline:
     dense_weight: float = 0.0
     # Testing only: results in reverse order (a deliberately bad arm).
     reverse_ranking: bool = False
+    # Personalised search: True on, False off, None the gateway's SHOPSENSE_PERSONALIZE.
+    personalize: bool | None = None
 
     @property
     def fusion_weights(self) -> dict[str, float] | None:
@@ -239,6 +241,12 @@ def to_dict(experiment: Experiment) -> dict:
                     "lexical_weight": arm.pipeline.lexical_weight,
                     "dense_weight": arm.pipeline.dense_weight,
                     "reverse_ranking": arm.pipeline.reverse_ranking,
+                    # Only when set, so definitions stored before the setting compare equal.
+                    **(
+                        {"personalize": arm.pipeline.personalize}
+                        if arm.pipeline.personalize is not None
+                        else {}
+                    ),
                 },
             }
             for arm in experiment.arms
@@ -270,7 +278,7 @@ def from_dict(data: Mapping, field_name: str = "experiment") -> Experiment:
             raise InvalidArgument(f"{a}: models and pipeline must be tables")
         _only(
             pipeline,
-            {"rerank_depth", "lexical_weight", "dense_weight", "reverse_ranking"},
+            {"rerank_depth", "lexical_weight", "dense_weight", "reverse_ranking", "personalize"},
             f"{a}.pipeline",
         )
         arms.append(
@@ -283,6 +291,7 @@ def from_dict(data: Mapping, field_name: str = "experiment") -> Experiment:
                     lexical_weight=pipeline.get("lexical_weight", 0.0),
                     dense_weight=pipeline.get("dense_weight", 0.0),
                     reverse_ranking=bool(pipeline.get("reverse_ranking", False)),
+                    personalize=_optional_flag(pipeline.get("personalize"), f"{a}.pipeline"),
                 ),
             )
         )
@@ -295,6 +304,13 @@ def from_dict(data: Mapping, field_name: str = "experiment") -> Experiment:
         signed_in_only=bool(data.get("signed_in_only", False)),
         description=str(data.get("description", "")),
     )
+
+
+def _optional_flag(value: object, where: str) -> bool | None:
+    """``personalize``: true, false or absent (the gateway's default)."""
+    if value is None or isinstance(value, bool):
+        return value
+    raise InvalidArgument(f"{where}.personalize: true or false (got {value!r})")
 
 
 def _only(data: Mapping, allowed: set[str], where: str) -> None:

@@ -50,7 +50,7 @@ from shared.recommendation.aggregates import CO_SOURCES, CoOccurrence, ItemIds, 
 from shared.recommendation.diversity import mmr_order
 from shared.recommendation.events import CART, PURCHASE, VIEW, Decay, Interaction
 from shared.recommendation.sequence_inputs import gap_buckets
-from shared.recommendation.shoppers import ShopperStates, Step
+from shared.recommendation.shoppers import Profile, ShopperStates, Step, profile_vector
 from shared.search.filters import Filters, fold_spelling, normalize_value
 from shared.settings import RecommendSettings
 
@@ -392,6 +392,17 @@ class Recommender:
             kinds = np.array([s.kind for s in steps], dtype=np.int64)
             gaps = gap_buckets([s.at for s in steps], len(steps))
             return table.embeddings[rows], kinds, gaps
+
+    def profile(self, user: str, session: str) -> Profile:
+        """The shopper's profile (``shared.recommendation.shoppers.profile_vector``) over the
+        catalog's text vectors, computed now from their state (products still in the
+        catalog only); empty for a shopper this holds nothing of."""
+        with self._lock:
+            catalog = self._catalog
+            available = self._available()
+            steps = [s for s in self._shoppers.steps(user, session) if available[s.item]]
+            vector, used = profile_vector(steps, catalog.vectors)
+            return Profile(vector, catalog.version if vector is not None else "", used)
 
     def attribute_names(self) -> set[str]:
         """The catalog's attribute names (what a filter may name)."""

@@ -5,13 +5,30 @@ A state is keyed by the user id when the event has one, else by the session id; 
 session seen with a user id is remembered with that user, so erasing the user erases
 those sessions' states too. A basket is the events of one session id or, without one,
 events less than ``basket_gap_s`` apart. Nothing here is aggregated across shoppers.
+
+A shopper's **profile** (``profile_vector``) is computed from the state when asked, never
+stored: the kind- and recency-weighted mean of the text vectors of their newest products,
+so an erased state has no profile left anywhere.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
+
+from shared.recommendation.events import CART, PURCHASE, VIEW
+
+# The profile reads a shopper's newest interactions, each weighted by what it says about
+# interest (the recommender's seed weights) and by age: half as much per PROFILE_HALF_LIFE_S
+# before their newest one (relative to it: the weights' common factor cancels when the
+# mean is normalised, so "now" is not needed and an imported past reads the same).
+PROFILE_STEPS = 50
+PROFILE_HALF_LIFE_S = 7 * 86400.0
+PROFILE_KIND_WEIGHTS: Mapping[int, float] = {VIEW: 0.2, CART: 0.5, PURCHASE: 1.0}
 
 
 @dataclass(slots=True)
@@ -129,3 +146,47 @@ class ShopperStates:
             or shopper_id in self._user_of_session
             or shopper_id in self._sessions_of_user
         )
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A shopper's profile: an L2-normalised vector in the catalog's text-vector space
+    (``version``: its text_encoder version), or ``vector`` None with ``steps`` 0."""
+
+    vector: np.ndarray | None
+    version: str
+    steps: int
+
+
+def profile_weights(
+    steps: Sequence[Step],
+    half_life_s: float = PROFILE_HALF_LIFE_S,
+    kind_weights: Mapping[int, float] = PROFILE_KIND_WEIGHTS,
+) -> list[float]:
+    """Each step's weight in the profile: its kind's weight, halved per ``half_life_s``
+    before the newest step."""
+    if not steps:
+        return []
+    newest = max(step.at for step in steps)
+    return [
+        kind_weights.get(step.kind, 0.0) * math.pow(2.0, -(newest - step.at) / half_life_s)
+        for step in steps
+    ]
+
+
+def profile_vector(
+    steps: Sequence[Step], vectors: np.ndarray | None, limit: int = PROFILE_STEPS
+) -> tuple[np.ndarray | None, int]:
+    """The weighted mean of the newest ``limit`` steps' item vectors (rows of ``vectors``),
+    L2-normalised, and how many steps it read; ``(None, 0)`` when no step has a vector."""
+    if vectors is None or not len(vectors):
+        return None, 0
+    usable = [s for s in steps if s.item < len(vectors) and vectors[s.item].any()][-limit:]
+    if not usable:
+        return None, 0
+    weights = np.asarray(profile_weights(usable), dtype=np.float32)
+    mean = weights @ vectors[[s.item for s in usable]]
+    norm = float(np.linalg.norm(mean))
+    if not norm > 0:
+        return None, 0
+    return (mean / np.float32(norm)).astype(np.float32), len(usable)

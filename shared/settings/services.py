@@ -213,6 +213,23 @@ class GatewaySettings(ServiceSettings):
         parse=integer,
         check=at_least(1),
     )
+    # Off by default: it changes known shoppers' results on evidence from SYNTHETIC shoppers
+    # only; an experiment arm turns it on (pipeline.personalize) to measure it first.
+    personalize: str = option(
+        "SHOPSENSE_PERSONALIZE",
+        "off",
+        "personalised search (the shopper's profile as a ranking feature): on or off; an "
+        "experiment arm's pipeline.personalize overrides it",
+        check=one_of("on", "off"),
+    )
+    profile_budget: float = option(
+        "SHOPSENSE_PROFILE_BUDGET",
+        0.25,
+        "share of the deadline the shopper's profile may take (fetched beside intent and "
+        "retrieval); then the search goes on unpersonalised",
+        parse=number,
+        check=between(0.01, 1),
+    )
 
 
 @record
@@ -270,6 +287,24 @@ class RankingSettings(ServiceSettings):
         "candidates the cross-encoder rescores (the rest keep their feature order)",
         parse=integer,
         check=between(0, 200),
+    )
+    # Where the catalog's text vectors come from for the personal feature.
+    retrieval_target: str = _target("retrieval")
+    # Default: shared/ranking/personal.py (DEFAULT_PERSONAL_WEIGHT) says why.
+    personal_weight: float = option(
+        "SHOPSENSE_PERSONAL_WEIGHT",
+        0.1,
+        "weight of the personal feature (the candidate's likeness to the shopper's profile, "
+        "scaled over the list) when a search is personalised",
+        parse=number,
+        check=between(0, 2),
+    )
+    refresh_s: float = option(
+        "SHOPSENSE_RANKING_REFRESH_S",
+        5.0,
+        "how often the catalog's generation is checked once its vectors are held, seconds",
+        parse=number,
+        check=at_least(0.05),
     )
 
 
@@ -427,6 +462,54 @@ class TrainerSettings(ServiceSettings):
         "how often the running experiment's report is checked, seconds; 0: never",
         parse=number,
         check=at_least(0),
+    )
+    # The continuous-retraining schedule (services/trainer/schedule.py); off by default.
+    retrain_models: str = option(
+        "SHOPSENSE_RETRAIN_MODELS",
+        "",
+        "models the schedule retrains from new feedback, comma-separated (cross_encoder, "
+        "sequence_recommender); empty: the schedule is off",
+    )
+    retrain_min_new_events: int = option(
+        "SHOPSENSE_RETRAIN_MIN_NEW_EVENTS",
+        10_000,
+        "feedback events a model learns from, received since its newest training job was "
+        "created, that start a scheduled retrain",
+        parse=integer,
+        check=at_least(1),
+    )
+    retrain_interval_s: float = option(
+        "SHOPSENSE_RETRAIN_INTERVAL_S",
+        300.0,
+        "how often the schedule counts new feedback, seconds",
+        parse=number,
+        check=at_least(0.05),
+    )
+    retrain_window_days: float = option(
+        "SHOPSENSE_RETRAIN_WINDOW_DAYS",
+        0.0,
+        "a scheduled job trains on the feedback of this many days back; 0: all of it",
+        parse=number,
+        check=at_least(0),
+    )
+    retrain_hyperparameters: str = option(
+        "SHOPSENSE_RETRAIN_HYPERPARAMETERS",
+        "",
+        "hyperparameter overrides of scheduled jobs, NAME=VALUE,... (as StartTraining's)",
+    )
+    retrain_catalog: str = option(
+        "SHOPSENSE_RETRAIN_CATALOG",
+        "",
+        "the catalog folder (product.csv) a scheduled cross_encoder job reads; "
+        "required when SHOPSENSE_RETRAIN_MODELS names the cross_encoder",
+    )
+    retrain_experiment_share: float = option(
+        "SHOPSENSE_RETRAIN_EXPERIMENT_SHARE",
+        0.0,
+        "share of the shoppers an A/B experiment started with a scheduled candidate sends "
+        "to it (the rest: the serving version); 0: register the candidate, start nothing",
+        parse=number,
+        check=between(0, 0.9),
     )
 
 

@@ -14,6 +14,19 @@ this season, products in some styles are more attractive than their relevance sa
 products in others less, as when shoppers' fashion moves away from what the merchandisers
 labelled. Only clicks reveal it, which is what retraining from feedback is for.
 
+**Individual tastes** (``tastes=True``; off by default, so the demo and its tests see the
+same shoppers as before): each shopper also has a taste of their own (``Taste``, drawn per
+shopper from the seed): a style, a colour and sometimes a material they like, and a price
+band. A product with a liked value is ``TASTE_LIKE`` times as attractive per value, one
+outside the band ``TASTE_OFF_BAND`` as much; the same taste decides their clicks in search
+and in **recommendation widgets** (``widgets=True``: after each search they see
+RECOMMENDED_FOR_YOU and, when they clicked something, SIMILAR_ITEMS for it, through the
+gateway's Recommend, with the same position bias; impressions, clicks, carts and purchases
+go to feedback with the recommendation's attribution token). Shoppers with tastes shop in
+rounds, one search (and its widgets) each a round, their events sent at once, with a pause
+between rounds, so the recommendation service has read what they did before they search
+again: what personalised search needs to be measured.
+
 The ground truth never leaves the simulator: the suite sees only queries and events.
 Runs are seeded: the same seed against the same suite state makes the same decisions
 and the same event ids (sending them again stores nothing new).
@@ -22,6 +35,7 @@ and the same event ids (sending them again stores nothing new).
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +46,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from shopsense.common.v1 import common_pb2
 from shopsense.feedback.v1 import feedback_service_pb2 as fpb
 from shopsense.feedback.v1 import feedback_service_pb2_grpc as fpb_grpc
+from shopsense.recommend.v1 import recommend_service_pb2 as rpb
+from shopsense.recommend.v1 import recommend_service_pb2_grpc as rpb_grpc
 from shopsense.search.v1 import search_service_pb2 as spb
 from shopsense.search.v1 import search_service_pb2_grpc as spb_grpc
 
@@ -43,6 +59,19 @@ ATTRACTION = {"Exact": 0.55, "Partial": 0.15, "Irrelevant": 0.02}
 # Probability that a clicked result goes into the cart, and that a cart item is bought.
 CART = {"Exact": 0.35, "Partial": 0.08, "Irrelevant": 0.01}
 BUY = 0.5
+# Individual tastes: the factor per liked attribute value a product has, and for a price
+# outside the shopper's band.
+TASTE_LIKE = 2.5
+TASTE_OFF_BAND = 0.6
+# The attributes a taste draws a liked value of, and the chance it has one.
+TASTE_ATTRIBUTES = (("style", 1.0), ("colour", 1.0), ("material", 0.5))
+# The price band: this share of the catalog's price quantiles, placed at random.
+TASTE_BAND = 0.5
+# Recommendation widgets: how attractive a shown product is before taste (nothing asked
+# for it), and the chance a clicked one goes into the cart.
+WIDGET_ATTRACTION = 0.08
+WIDGET_CART = 0.15
+WIDGET_PAGE_SIZE = 8
 
 
 @dataclass(frozen=True)
@@ -73,6 +102,43 @@ class ClickModel:
         return factor
 
 
+@dataclass(frozen=True)
+class Taste:
+    """One shopper's own taste: the (attribute, value) pairs they like and their price
+    band."""
+
+    likes: tuple[tuple[str, str], ...]
+    price_low: float
+    price_high: float
+
+    def liking(self, attributes: dict[str, str], price: float) -> float:
+        """The factor on a product's attractiveness for this shopper."""
+        factor = 1.0
+        for name, value in self.likes:
+            if attributes.get(name) == value:
+                factor *= TASTE_LIKE
+        if not self.price_low <= price <= self.price_high:
+            factor *= TASTE_OFF_BAND
+        return factor
+
+
+def draw_taste(rng: random.Random, values: dict[str, list[str]], prices: list[float]) -> Taste:
+    """A taste from ``rng``: a value for each of TASTE_ATTRIBUTES the catalog has (drawn as
+    often as products have it, with its chance), and a band of TASTE_BAND of the sorted
+    ``prices``."""
+    likes = []
+    for name, chance in TASTE_ATTRIBUTES:
+        seen = values.get(name)
+        if seen and rng.random() < chance:
+            likes.append((name, rng.choice(seen)))
+    if not prices:
+        return Taste(tuple(likes), 0.0, float("inf"))
+    start = rng.uniform(0.0, 1.0 - TASTE_BAND)
+    low = prices[int(start * (len(prices) - 1))]
+    high = prices[int((start + TASTE_BAND) * (len(prices) - 1))]
+    return Taste(tuple(likes), low, high)
+
+
 @dataclass
 class ArmCounts:
     searches: int = 0
@@ -81,6 +147,10 @@ class ArmCounts:
     carts: int = 0
     purchases: int = 0
     revenue: float = 0.0
+    # Recommendation widgets (individual tastes only): lists shown, impressions, clicks.
+    widgets: int = 0
+    widget_impressions: int = 0
+    widget_clicks: int = 0
 
 
 @dataclass
@@ -129,7 +199,13 @@ class ShopperSimulator:
         click_model: ClickModel | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         user_prefix: str = "sim",
+        tastes: bool = False,
+        widgets: bool = False,
+        round_pause_s: float = 3.0,
     ) -> None:
+        """``tastes``: each shopper has a taste of their own and shops in rounds
+        (``round_pause_s`` apart); ``widgets``: they also see recommendation widgets
+        (needs ``tastes``)."""
         self._queries = {
             q.query_id: q.text for q in dataset.queries if dataset.labels.get(q.query_id)
         }
@@ -138,7 +214,18 @@ class ShopperSimulator:
         self._labels = dataset.labels
         self._prices = {p.product_id: p.price for p in dataset.products}
         self._attributes = {p.product_id: p.attributes for p in dataset.products}
-        self._search = spb_grpc.SearchServiceStub(open_channel(gateway_target))
+        gateway = open_channel(gateway_target)
+        self._search = spb_grpc.SearchServiceStub(gateway)
+        self._recommend = rpb_grpc.RecommendServiceStub(gateway)
+        self._tastes = tastes
+        self._widgets = widgets and tastes
+        self._round_pause_s = round_pause_s
+        self._values: dict[str, list[str]] = {}
+        for product in dataset.products:  # in catalog order, repeated: drawn by frequency
+            for name, _ in TASTE_ATTRIBUTES:
+                if product.attributes.get(name):
+                    self._values.setdefault(name, []).append(product.attributes[name])
+        self._taste_of: dict[str, Taste] = {}
         self._feedback = fpb_grpc.FeedbackServiceStub(open_channel(feedback_target))
         self._seed = seed
         self._model = click_model or ClickModel()
@@ -157,6 +244,16 @@ class ShopperSimulator:
             population.append(Shopper(f"{self._prefix}-{self._seed}-{number}", queries, budget))
         return population
 
+    def taste(self, shopper: Shopper) -> Taste:
+        """The shopper's own taste: drawn from the seed and their id alone, so the same
+        seed gives every shopper the same taste whatever else is drawn."""
+        taste = self._taste_of.get(shopper.user_id)
+        if taste is None:
+            rng = random.Random(f"{self._seed}/taste/{shopper.user_id}")
+            taste = draw_taste(rng, self._values, sorted(self._prices.values()))
+            self._taste_of[shopper.user_id] = taste
+        return taste
+
     def run(
         self,
         shoppers: int,
@@ -168,6 +265,8 @@ class ShopperSimulator:
         shopper's decisions depend only on the seed and what the suite shows them)."""
         summary = Summary()
         population = self.shoppers(shoppers)
+        if self._tastes:
+            return self._run_rounds(population, searches_each, timeout_s, concurrency)
         if concurrency <= 1:
             for shopper in population:
                 summary.merge(self._shop(shopper, searches_each, timeout_s))
@@ -176,6 +275,105 @@ class ShopperSimulator:
             for part in pool.map(lambda s: self._shop(s, searches_each, timeout_s), population):
                 summary.merge(part)
         return summary
+
+    def _run_rounds(
+        self, population: list[Shopper], rounds: int, timeout_s: float, concurrency: int
+    ) -> Summary:
+        """Shoppers with tastes: a round is one search (and its widgets) by each shopper,
+        their events sent at once; then a pause so the suite reads them."""
+        summary = Summary()
+        for number in range(rounds):
+            if number:
+                time.sleep(self._round_pause_s)
+            with ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="shopper") as pool:
+                for part in pool.map(
+                    lambda s, n=number: self._shop_round(s, n, timeout_s), population
+                ):
+                    summary.merge(part)
+        return summary
+
+    def _shop_round(self, shopper: Shopper, number: int, timeout_s: float) -> Summary:
+        summary = Summary()
+        rng = random.Random(f"{self._seed}/{shopper.user_id}/{number}")
+        query_id = shopper.queries[number % len(shopper.queries)]
+        events = self._search_once(shopper, query_id, number, rng, summary, timeout_s)
+        if self._widgets:
+            clicked = [e.product_id for e in events if e.type == fpb.EVENT_TYPE_CLICK]
+            arm = summary.arm(next(iter(summary.arms), ""))
+            events += self._widget(
+                shopper, number, rpb.PLACEMENT_RECOMMENDED_FOR_YOU, [], rng, arm, timeout_s
+            )
+            if clicked:
+                events += self._widget(
+                    shopper, number, rpb.PLACEMENT_SIMILAR_ITEMS, clicked[-1:], rng, arm, timeout_s
+                )
+        if events:
+            self._send(events, summary, timeout_s)
+        return summary
+
+    def _widget(
+        self,
+        shopper: Shopper,
+        number: int,
+        placement: int,
+        context: list[str],
+        rng: random.Random,
+        counts: ArmCounts,
+        timeout_s: float,
+    ) -> list[fpb.Event]:
+        """One recommendation widget: shown, examined by position, clicked by taste."""
+        reply = self._recommend.Recommend(
+            rpb.RecommendRequest(
+                placement=placement,
+                user=common_pb2.UserContext(user_id=shopper.user_id),
+                context_product_ids=context,
+                page_size=WIDGET_PAGE_SIZE,
+            ),
+            timeout=timeout_s,
+        )
+        counts.widgets += 1
+        stamp = Timestamp()
+        stamp.FromDatetime(self._clock())
+        taste = self.taste(shopper)
+        base = f"{shopper.user_id}-{number}-w{placement}"
+        events = []
+
+        def event(kind: int, tag: str, item: rpb.RecommendedItem, **fields) -> fpb.Event:
+            return fpb.Event(
+                event_id=f"{base}-{tag}-{item.position}",
+                type=kind,
+                timestamp=stamp,
+                user_id=shopper.user_id,
+                product_id=item.product_id,
+                attribution_token=reply.attribution_token,
+                position=item.position,
+                **fields,
+            )
+
+        for item in reply.items:
+            events.append(event(fpb.EVENT_TYPE_IMPRESSION, "imp", item))
+            counts.widget_impressions += 1
+            liking = taste.liking(self._attributes.get(item.product_id, {}), item.price)
+            attraction = min(0.95, WIDGET_ATTRACTION * liking)
+            examined = rng.random() < self._model.examine(item.position)
+            clicked = rng.random() < attraction
+            carted = rng.random() < WIDGET_CART
+            bought = rng.random() < BUY
+            if not (examined and clicked):
+                continue
+            events.append(event(fpb.EVENT_TYPE_CLICK, "click", item))
+            counts.widget_clicks += 1
+            if carted:
+                events.append(event(fpb.EVENT_TYPE_ADD_TO_CART, "cart", item))
+                counts.carts += 1
+                if bought:
+                    price = round(item.price, 2) or 1.0
+                    events.append(
+                        event(fpb.EVENT_TYPE_PURCHASE, "buy", item, amount=price, currency="USD")
+                    )
+                    counts.purchases += 1
+                    counts.revenue += price
+        return events
 
     def _shop(self, shopper: Shopper, searches_each: int, timeout_s: float) -> Summary:
         summary = Summary()
@@ -233,6 +431,10 @@ class ShopperSimulator:
             if result.price > shopper.budget:
                 attraction *= self._model.over_budget
             liking = self._model.liking(self._attributes.get(result.product_id, {}))
+            if self._tastes:
+                liking *= self.taste(shopper).liking(
+                    self._attributes.get(result.product_id, {}), result.price
+                )
             attraction = min(0.95, attraction * liking)
             # Both draws are made for every result, so a change in one result's relevance
             # does not shift the dice of the results after it.
