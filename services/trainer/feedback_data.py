@@ -136,7 +136,7 @@ def sequence_feedback_dataset(
             f"them on products not in the catalog ({info['products']} products) and "
             f"{dropped['repeats']} repeats"
         )
-    return folder, sequence_data_summary(folder), info
+    return folder, sequence_data_summary(folder, info), info
 
 
 def sequence_data_problem(shoppers: int, dev_eligible: int) -> str:

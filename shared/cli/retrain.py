@@ -191,7 +191,12 @@ def cmd_retrain(args: argparse.Namespace, console: Console, target: str) -> int:
             feedback_request(catalog, since, overrides, args.publish, model=model), timeout=300
         )
         if sequence:
-            console.print(f"feedback: shoppers' histories ({started.feedback_data.dataset})")
+            data = started.feedback_data
+            console.print(
+                f"feedback: {data.shoppers:,} shoppers' histories, {data.events:,} events over "
+                f"{data.products:,} products, {data.dev_eligible:,} with a held-out next "
+                f"product ({data.dataset})"
+            )
         else:
             describe_feedback(started.feedback_data, console)
         job = follow(stub, started.job_id, console, model)

@@ -139,9 +139,14 @@ def feedback_data_summary(
     )
 
 
-def sequence_data_summary(dataset: Path) -> pb.FeedbackDataSummary:
-    """A sequence_recommender's feedback folder as StartTraining answers it: the folder
-    only. The message's counts are a click model's (pages, impressions, queries); the
-    shoppers and events are in the folder's dataset.json, and the job reports the split
+def sequence_data_summary(dataset: Path, info: Mapping[str, Any]) -> pb.FeedbackDataSummary:
+    """A sequence_recommender's feedback folder as StartTraining answers it: the folder and
+    its counts (``info``: its dataset.json); the job reports the split
     (``data/train_histories``, ``data/dev_cases``)."""
-    return pb.FeedbackDataSummary(dataset=str(dataset))
+    return pb.FeedbackDataSummary(
+        dataset=str(dataset),
+        shoppers=int(info.get("shoppers", 0)),
+        events=int(info.get("events", 0)),
+        dev_eligible=int(info.get("dev_eligible", 0)),
+        products=int(info.get("products", 0)),
+    )

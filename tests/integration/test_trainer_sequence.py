@@ -184,6 +184,10 @@ def test_feedback_trains_a_version_and_the_next_run_is_measured_against_it(
     info = json.loads((folder / INFO_FILE).read_text(encoding="utf-8"))
     # Only the window's shoppers; each with its reload and discontinued product dropped.
     assert (info["shoppers"], info["products"]) == (RECENT_SHOPPERS, len(CATALOG))
+    summary = started.feedback_data  # what the caller is told: the folder's counts
+    assert (summary.shoppers, summary.products) == (RECENT_SHOPPERS, len(CATALOG))
+    assert (summary.events, summary.dev_eligible) == (info["events"], info["dev_eligible"])
+    assert summary.dev_eligible >= 20
     assert info["dropped"]["unknown_product"] == RECENT_SHOPPERS
     assert info["dropped"]["repeats"] == RECENT_SHOPPERS
     histories = (folder / HISTORIES_FILE).read_text(encoding="utf-8")
