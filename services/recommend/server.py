@@ -22,6 +22,7 @@ import structlog
 from shopsense.recommend.v1 import recommend_service_pb2 as pb
 from shopsense.recommend.v1 import recommend_service_pb2_grpc as pb_grpc
 
+from services.recommend.blend import BlendLearner
 from services.recommend.sequence import SequenceModels
 from services.recommend.sources import CatalogSource, FeedbackSource
 from shared.contracts.common import set_timestamps
@@ -40,9 +41,15 @@ _log = structlog.get_logger("shopsense.recommend")
 
 
 class RecommendServicer(pb_grpc.RecommendServiceServicer):
-    def __init__(self, recommender: Recommender, sequence: SequenceModels | None = None) -> None:
+    def __init__(
+        self,
+        recommender: Recommender,
+        sequence: SequenceModels | None = None,
+        blend: BlendLearner | None = None,
+    ) -> None:
         self._recommender = recommender
         self._sequence = sequence
+        self._blend = blend
 
     def Recommend(
         self, request: pb.RecommendRequest, context: grpc.ServicerContext
@@ -50,13 +57,15 @@ class RecommendServicer(pb_grpc.RecommendServiceServicer):
         query = query_from_request(request, self._recommender.attribute_names())
         degraded = False
         if self._sequence is not None:
-            weights = self._recommender.options.weights[query.placement]
+            weights = self._recommender.weights(query.placement)
             query, degraded = self._sequence.prepare(query, weights)
         answer = self._recommender.recommend(query)
         if degraded:
             answer = replace(answer, sequence_degraded=True)
         response = response_from_answer(answer, request.placement)
         response.request_id = current_request_id()
+        if self._blend is not None:
+            self._blend.record(response.request_id, query.placement, response)
         return response
 
     def GetRecommenderStats(
@@ -69,6 +78,7 @@ class RecommendServicer(pb_grpc.RecommendServiceServicer):
             shoppers=int(stats["shoppers"] or 0),
             pairs=int(stats["pairs"] or 0),
             catalog_generation=int(stats["catalog_generation"] or 0),
+            blends=self._blend.messages() if self._blend is not None else [],
         )
         if stats["newest_event"] is not None:
             newest = datetime.fromtimestamp(float(stats["newest_event"]), UTC)
@@ -177,7 +187,12 @@ def create_server(settings: RecommendSettings) -> ServerHandle:
             settings.sequence_timeout_s,
         )
     refresher = Refresher(recommender, catalog, FeedbackSource(store), settings.refresh_s, sequence)
-    servicer = RecommendServicer(recommender, sequence)
+    blend = None
+    if settings.blend_learning == "on":
+        blend = BlendLearner(
+            recommender, store.engine, settings.blend_interval_s, settings.blend_min_clicks
+        )
+    servicer = RecommendServicer(recommender, sequence, blend)
     try:
         handle = build_service(
             settings,
@@ -189,11 +204,15 @@ def create_server(settings: RecommendSettings) -> ServerHandle:
         store.engine.dispose()
         raise
     handle.on_stop(refresher.stop)
+    if blend is not None:
+        handle.on_stop(blend.stop)
     handle.on_stop(store.engine.dispose)
     handle.on_stop(catalog.close)
     if sequence is not None:
         handle.on_stop(sequence.close)
     refresher.start()
+    if blend is not None:
+        blend.start()
 
     def ready() -> None:
         if not refresher.synced.wait(timeout=1.0):

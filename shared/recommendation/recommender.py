@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -284,10 +284,27 @@ class Recommender:
         # Version -> its table; the newest version set last is the default.
         self._sequence: dict[str, SequenceTable] = {}
         self._sequence_newest = ""
+        # Placement -> weights learned from feedback (shared.recommendation.blend), used
+        # instead of the options' for that placement.
+        self._learned: dict[str, dict[str, float]] = {}
         self.events_read = 0
         self.newest_event: float | None = None
 
     # -- state -----------------------------------------------------------------------
+
+    def weights(self, placement: str) -> dict[str, float]:
+        """The blend's weights of ``placement``: learned ones when set, else the options'."""
+        learned = self._learned.get(placement)
+        return dict(learned if learned is not None else self.options.weights[placement])
+
+    def set_learned_weights(self, weights: Mapping[str, Mapping[str, float]]) -> None:
+        """Use these weights for their placements (others keep the options'); a source a
+        placement's options do not blend is refused (ValueError naming it)."""
+        for placement, sources in weights.items():
+            unknown = set(sources) - set(self.options.weights[placement])
+            if unknown:
+                raise ValueError(f"weights: {placement} does not blend {sorted(unknown)}")
+        self._learned = {p: dict(w) for p, w in weights.items()}
 
     def set_catalog(
         self,
@@ -395,14 +412,25 @@ class Recommender:
 
     def profile(self, user: str, session: str) -> Profile:
         """The shopper's profile (``shared.recommendation.shoppers.profile_vector``) over the
-        catalog's text vectors, computed now from their state (products still in the
-        catalog only); empty for a shopper this holds nothing of."""
+        catalog's taste vectors (``taste_vectors``: ranking computes the candidates' alike),
+        computed now from their state (products still in the catalog only); empty for a
+        shopper this holds nothing of."""
+        from shared.recommendation.shoppers import taste_vectors_of
+
         with self._lock:
             catalog = self._catalog
             available = self._available()
             steps = [s for s in self._shoppers.steps(user, session) if available[s.item]]
-            vector, used = profile_vector(steps, catalog.vectors)
-            return Profile(vector, catalog.version if vector is not None else "", used)
+        # Outside the lock: a new snapshot's taste vectors take about a second, once, and
+        # recommendations need not wait for them (the snapshot is never changed in place).
+        products = catalog.products
+        tastes = taste_vectors_of(
+            catalog.vectors,
+            catalog.classes,
+            lambda row: products[row].attributes if row in products else {},
+        )
+        vector, used = profile_vector(steps, tastes)
+        return Profile(vector, catalog.version if vector is not None else "", used)
 
     def attribute_names(self) -> set[str]:
         """The catalog's attribute names (what a filter may name)."""
@@ -494,7 +522,7 @@ class Recommender:
         if query.exclude_purchased and query.placement != BUY_AGAIN:
             allowed[[s.item for s in history if s.kind == PURCHASE]] = False
 
-        weights = dict(self.options.weights[query.placement])
+        weights = self.weights(query.placement)
         if query.sources:
             weights = {name: weights.get(name, 1.0) for name in query.sources}
         scores, seeds = self._source_scores(

@@ -293,9 +293,9 @@ class RankingSettings(ServiceSettings):
     # Default: shared/ranking/personal.py (DEFAULT_PERSONAL_WEIGHT) says why.
     personal_weight: float = option(
         "SHOPSENSE_PERSONAL_WEIGHT",
-        0.1,
-        "weight of the personal feature (the candidate's likeness to the shopper's profile, "
-        "scaled over the list) when a search is personalised",
+        0.2,
+        "weight of the personal feature (the candidate's likeness to the shopper's profile "
+        "of taste vectors, scaled over the list) when a search is personalised",
         parse=number,
         check=between(0, 2),
     )
@@ -404,6 +404,27 @@ class RecommendSettings(ServiceSettings):
         "half-life of trending counts, days",
         parse=number,
         check=at_least(0.01),
+    )
+    blend_learning: str = option(
+        "SHOPSENSE_RECOMMEND_BLEND_LEARNING",
+        "off",
+        "on: log served pages and learn each placement's blend from their impressions and "
+        "clicks (position bias removed); off: the default weights",
+        check=one_of("on", "off"),
+    )
+    blend_interval_s: float = option(
+        "SHOPSENSE_RECOMMEND_BLEND_INTERVAL_S",
+        300.0,
+        "how often the blend is learned again when blend learning is on, seconds",
+        parse=number,
+        check=at_least(0.1),
+    )
+    blend_min_clicks: int = option(
+        "SHOPSENSE_RECOMMEND_BLEND_MIN_CLICKS",
+        200,
+        "clicks on a placement's logged pages before its learned weights are used",
+        parse=integer,
+        check=at_least(1),
     )
 
 
