@@ -4,6 +4,13 @@ Loaded on the first request that carries a shopper profile (a suite that never
 personalises never holds them), then re-read in the background whenever retrieval's catalog
 generation changes. Until the first load completes, or while retrieval is away, a profile
 is not used (``RankResponse.personalized`` false) and the ranking is the unpersonalised one.
+
+The vectors held are the catalog's **taste vectors**
+(``shared.recommendation.shoppers.taste_vectors``: class-centred, made of the centroids of
+the products' attribute values; classes normalised as the recommender normalises them),
+the vectors the recommender makes the profile of: both sides compute them from the same
+catalog snapshot, so the cosine compares what sets a candidate apart within its class with
+what sets the shopper's products apart within theirs.
 """
 
 from __future__ import annotations
@@ -17,7 +24,9 @@ from shopsense.retrieval.v1 import retrieval_service_pb2_grpc
 
 from shared.contracts.retrieval import export_catalog
 from shared.ranking.personal import ProductVectors
+from shared.recommendation.shoppers import taste_vectors
 from shared.rpc.clients import open_channel
+from shared.search.filters import normalize_value
 
 _log = structlog.get_logger("shopsense.ranking")
 
@@ -66,9 +75,19 @@ class CatalogVectors:
         if stats.generation == self.current.generation and self.loaded.is_set():
             return
         snapshot = export_catalog(stub)
+        products = snapshot.products
+        tastes = (
+            None
+            if snapshot.vectors is None
+            else taste_vectors(
+                snapshot.vectors,
+                [normalize_value(p.product_class) for p in products],
+                lambda row: products[row].attributes,
+            )
+        )
         self.current = ProductVectors.of(
-            [p.product_id for p in snapshot.products],
-            snapshot.vectors,
+            [p.product_id for p in products],
+            tastes,
             snapshot.version,
             snapshot.generation,
         )

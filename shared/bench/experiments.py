@@ -26,8 +26,11 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 from shopsense.experiments.v1 import experiment_service_pb2 as epb
@@ -39,6 +42,7 @@ from shared.data.wands import load_wands
 from shared.experiments.assignment import Experiment
 from shared.experiments.report import SIGNIFICANCE, Collected, collect, wins_of
 from shared.experiments.stats import compare, preference_test, ratio_estimate
+from shared.ranking.features import FeatureScorer, Scored
 from shared.rpc.clients import open_channel
 from shared.runtime.catalog import DEMO_PRODUCTS, DEMO_SEED, ensure_demo_store, wait_for_intent
 from shared.runtime.experiments import stop_running
@@ -46,6 +50,10 @@ from shared.runtime.suite import Endpoints, running_suite
 from shared.settings import ClientSettings, FeedbackSettings, GatewaySettings, TrainerSettings
 from shared.storage.database import create_db_engine
 from shared.storage.feedback import FeedbackStore
+
+if TYPE_CHECKING:
+    from shared.recommendation.shoppers import Step
+    from shared.simulation.shoppers import Shopper, Taste
 
 console = Console(width=150)
 NO_RERANK = epb.PipelineSettings(rerank_depth=-1)
@@ -216,6 +224,275 @@ def personalization_ab(
             )
     report = stub.GetExperimentReport(epb.GetExperimentReportRequest(name=name), timeout=120)
     return report, summary
+
+
+# The offline check of personalised search: weights tried, and the profiles compared.
+OFFLINE_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
+OFFLINE_PROFILES = ("raw", "class-centred", "taste vectors", "attributes", "taste (oracle)")
+
+
+@dataclass
+class OfflineCell:
+    """One profile at one weight over every simulated search (in the same order for every
+    cell): each page's expected clicks, and how many of its products differ from the
+    unpersonalised page's."""
+
+    clicks: list[float] = field(default_factory=list)
+    changed: int = 0
+    impressions: int = 0
+
+    @property
+    def searches(self) -> int:
+        return len(self.clicks)
+
+    @property
+    def ctr(self) -> float:
+        return sum(self.clicks) / self.impressions if self.impressions else 0.0
+
+    def add(self, expected: float, page: list[str], base: list[str]) -> None:
+        """One search: its page's expected clicks, its page and the unpersonalised one."""
+        self.clicks.append(expected)
+        self.changed += len(set(page) - set(base))
+        self.impressions += len(page)
+
+    def lift_over(self, reference: OfflineCell) -> tuple[float, float]:
+        """The relative difference in expected clicks with ``reference`` over the same
+        searches, and the half-width of its 95% interval (paired by search)."""
+        if reference.searches != self.searches or not sum(reference.clicks):
+            raise ValueError("reference: not the same searches")
+        differences = np.asarray(self.clicks) - np.asarray(reference.clicks)
+        total = float(sum(reference.clicks))
+        n = len(differences)
+        spread = float(differences.std(ddof=1)) if n > 1 else 0.0
+        return float(differences.sum()) / total, 1.96 * spread * np.sqrt(n) / total
+
+
+def _scored_candidates(retrieval: object, intent: object, text: str, k: int) -> list[Scored]:
+    """The query's candidates ordered by the features, as ranking orders them (no
+    cross-encoder: the A/B's setting on the demo store)."""
+    from shopsense.intent.v1 import intent_service_pb2 as ipb
+    from shopsense.retrieval.v1 import retrieval_service_pb2 as rpb
+
+    from shared.contracts.intent import intent_pairs
+    from shared.contracts.ranking import rank_inputs
+
+    found = intent.Classify(ipb.ClassifyRequest(query=text), timeout=30).intent
+    candidates = retrieval.Retrieve(
+        rpb.RetrieveRequest(query=text, k=k, intent=found), timeout=30
+    ).candidates
+    scorer = FeatureScorer.for_intent(found.model_version)
+    return scorer.score(rank_inputs(candidates), dict(intent_pairs(found)), dict(found.attributes))
+
+
+class _ClickModelView:
+    """The simulator's click model seen from outside: a product's probability of a click
+    when examined, and a page's expected clicks, for one shopper and query."""
+
+    def __init__(self, store: Dataset) -> None:
+        from shared.simulation.shoppers import ClickModel
+
+        self.model = ClickModel()
+        self.attributes = {p.product_id: p.attributes for p in store.products}
+        self.prices = {p.product_id: p.price for p in store.products}
+
+    def attraction(self, pid: str, judged: dict[str, str], shopper: Shopper, taste: Taste) -> float:
+        """As ``ShopperSimulator`` computes it for a search result."""
+        from shared.simulation.shoppers import ATTRACTION
+
+        value = ATTRACTION.get(judged.get(pid, "Irrelevant"), ATTRACTION["Irrelevant"])
+        price = self.prices.get(pid, 0.0)
+        if price > shopper.budget:
+            value *= self.model.over_budget
+        attributes = self.attributes.get(pid, {})
+        liking = self.model.liking(attributes) * taste.liking(attributes, price)
+        return min(0.95, value * liking)
+
+    def expected(
+        self, page: list[str], judged: dict[str, str], shopper: Shopper, taste: Taste
+    ) -> float:
+        return sum(
+            self.model.examine(k) * self.attraction(pid, judged, shopper, taste)
+            for k, pid in enumerate(page, 1)
+        )
+
+
+def _attribute_values(
+    history: list[Step],
+    ids: list[str],
+    candidates: list[str],
+    attributes: dict[str, dict[str, str]],
+) -> list[float] | None:
+    """The ``attributes`` profile (a diagnostic, not served): the history's attribute values
+    (price aside) weighted as the profile weighs its steps; a candidate's value is the sum
+    of its values' weights."""
+    from shared.recommendation.shoppers import profile_weights
+
+    liked: dict[tuple[str, str], float] = {}
+    for step, weight in zip(history, profile_weights(history), strict=True):
+        for pair in attributes.get(ids[step.item], {}).items():
+            if pair[0] != "price":
+                liked[pair] = liked.get(pair, 0.0) + weight
+    if not liked:
+        return None
+    return [sum(liked.get(pair, 0.0) for pair in attributes.get(p, {}).items()) for p in candidates]
+
+
+def personalization_offline(
+    retrieval_target: str,
+    intent_target: str,
+    store: Dataset,
+    shoppers: int,
+    rounds: int,
+    seed: int,
+    weights: tuple[float, ...] = OFFLINE_WEIGHTS,
+    candidates: int = 100,
+) -> dict[tuple[str, float], OfflineCell]:
+    """The offline check of personalised search on SYNTHETIC shoppers with individual tastes
+    (the A/B's simulator and rounds), without an experiment: each shopper's searches ranked
+    by the features (retrieval and intent of the running suite, ranking's code in process),
+    then with the ``personal`` feature of each profile at each weight. A page's value is its
+    **expected** clicks under the simulator's click model (position bias, relevance, budget,
+    the population's and the shopper's taste), so no click dice add noise, and every
+    profile is compared on the same searches. The shopper's history grows by clicks, carts
+    and purchases drawn on the unpersonalised page, round by round (widgets are left out:
+    histories are thinner than in the A/B). Profiles: ``raw`` (the mean of the text
+    vectors, as before), ``class-centred`` (of the vectors less their class's mean),
+    ``taste vectors`` (what the services compute: ``taste_vectors``), ``attributes`` (the
+    history's attribute values counted: a diagnostic of what the history holds) and
+    ``taste (oracle)`` (the hidden taste itself, scaled like the feature: the most any
+    profile could do at that weight)."""
+    from shopsense.intent.v1 import intent_service_pb2_grpc as ipb_grpc
+    from shopsense.retrieval.v1 import retrieval_service_pb2_grpc as rpb_grpc
+
+    from shared.contracts.retrieval import export_catalog
+    from shared.ranking.personal import ProductVectors, add_personal, likeness
+    from shared.recommendation.shoppers import class_centred, profile_vector, taste_vectors
+    from shared.search.filters import normalize_value
+    from shared.simulation.shoppers import ShopperSimulator
+
+    retrieval = rpb_grpc.RetrievalServiceStub(open_channel(retrieval_target))
+    intent = ipb_grpc.IntentServiceStub(open_channel(intent_target))
+    catalog = export_catalog(retrieval)
+    ids = [p.product_id for p in catalog.products]
+    row_of = {pid: i for i, pid in enumerate(ids)}
+    raw = np.asarray(catalog.vectors, dtype=np.float32)
+    classes = [normalize_value(p.product_class) for p in catalog.products]
+    products = catalog.products
+    matrices = {
+        "raw": raw,
+        "class-centred": class_centred(raw, classes),
+        "taste vectors": taste_vectors(raw, classes, lambda row: products[row].attributes),
+    }
+    held = {name: ProductVectors.of(ids, m, catalog.version, 0) for name, m in matrices.items()}
+    # The simulator's targets are never called: it is used for its shoppers and tastes.
+    simulator = ShopperSimulator(
+        store, "127.0.0.1:9", "127.0.0.1:9", seed=seed, user_prefix="offline", tastes=True
+    )
+    clicks = _ClickModelView(store)
+    texts = {q.query_id: q.text for q in store.queries}
+    pages: dict[str, list[Scored]] = {}
+    cells = {(p, w): OfflineCell() for p in OFFLINE_PROFILES for w in weights}
+
+    for shopper in simulator.shoppers(shoppers):
+        taste = simulator.taste(shopper)
+        history: list[Step] = []
+        for number in range(rounds):
+            query_id = shopper.queries[number % len(shopper.queries)]
+            text = texts[query_id]
+            if text not in pages:
+                pages[text] = _scored_candidates(retrieval, intent, text, candidates)
+            ranked = pages[text]
+            judged = store.labels.get(query_id, {})
+            listed = [s.product_id for s in ranked]
+            values: dict[str, list[float] | None] = {}
+            for name, matrix in matrices.items():
+                vector, _ = profile_vector(history, matrix)
+                values[name] = None if vector is None else held[name].cosines(vector, listed)
+            values["attributes"] = _attribute_values(history, ids, listed, clicks.attributes)
+            values["taste (oracle)"] = [
+                taste.liking(clicks.attributes.get(p, {}), clicks.prices.get(p, 0.0))
+                for p in listed
+            ]
+            base = listed[: clicks.model.page_size]
+            for (name, weight), cell in cells.items():
+                page = base
+                found = values[name]
+                if found is not None and weight > 0:
+                    scaled = dict(zip(listed, likeness(found), strict=True))
+                    reordered = add_personal(ranked, scaled, weight)
+                    page = [s.product_id for s in reordered[: clicks.model.page_size]]
+                cell.add(clicks.expected(page, judged, shopper, taste), page, base)
+            history += _history_of_round(clicks, base, judged, shopper, taste, row_of, seed, number)
+    return cells
+
+
+def _history_of_round(
+    clicks: _ClickModelView,
+    page: list[str],
+    judged: dict[str, str],
+    shopper: Shopper,
+    taste: Taste,
+    row_of: dict[str, int],
+    seed: int,
+    number: int,
+) -> list[Step]:
+    """What the shopper did on ``page`` (clicks, carts, purchases drawn by the simulator's
+    click model, seeded), as steps of their history."""
+    from shared.recommendation.events import CART as CART_KIND
+    from shared.recommendation.events import PURCHASE, VIEW
+    from shared.recommendation.shoppers import Step
+    from shared.simulation.shoppers import BUY, CART
+
+    rng = random.Random(f"{seed}/offline/{shopper.user_id}/{number}")
+    steps: list[Step] = []
+    for k, pid in enumerate(page, 1):
+        examined_click = clicks.model.examine(k) * clicks.attraction(pid, judged, shopper, taste)
+        if rng.random() >= examined_click or pid not in row_of:
+            continue
+        kind = VIEW
+        if rng.random() < CART.get(judged.get(pid, "Irrelevant"), CART["Irrelevant"]):
+            kind = PURCHASE if rng.random() < BUY else CART_KIND
+        steps.append(Step(row_of[pid], kind, float(number), 1, str(number)))
+    return steps
+
+
+# The served configuration before class-centring: the raw profile at weight 0.1.
+OFFLINE_BEFORE = ("raw", 0.1)
+
+
+def offline_table(cells: dict[tuple[str, float], OfflineCell], title: str) -> Table:
+    """The offline check as one row a profile and weight: expected CTR, its lift over the
+    unpersonalised page and over the configuration before (raw profile, weight 0.1), each
+    with its paired 95% interval, and products changed on a page."""
+    table = Table(title=title)
+    for column in (
+        "profile",
+        "weight",
+        "expected CTR",
+        "lift [95% CI]",
+        "vs raw at 0.1 (before)",
+        "changed in top 10",
+    ):
+        table.add_column(column)
+    unpersonalised = next((c for (_, w), c in cells.items() if w == 0.0), None)
+    before = cells.get(OFFLINE_BEFORE)
+
+    def lift(cell: OfflineCell, reference: OfflineCell | None) -> str:
+        if reference is None or not cell.searches or cell.clicks == reference.clicks:
+            return "-"
+        value, margin = cell.lift_over(reference)
+        return f"{value:+.1%} [{value - margin:+.1%}, {value + margin:+.1%}]"
+
+    for (name, weight), cell in cells.items():
+        table.add_row(
+            name,
+            f"{weight:g}",
+            f"{cell.ctr:.4f}",
+            lift(cell, unpersonalised),
+            lift(cell, before),
+            f"{cell.changed / cell.searches:.2f}" if cell.searches else "-",
+        )
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,6 +46,8 @@ def cmd_simulate(args: argparse.Namespace, console: Console) -> int:
         return 1
     if args.personalization_ab:
         return _personalization_ab(args, console, settings, folder)
+    if args.personalization_offline:
+        return _personalization_offline(args, console, settings, folder)
     simulator = ShopperSimulator(
         load_wands(folder),
         args.gateway or settings.gateway_target,
@@ -124,6 +126,38 @@ def _personalization_ab(
     return 0
 
 
+def _personalization_offline(
+    args: argparse.Namespace, console: Console, settings: ClientSettings, folder: Path
+) -> int:
+    """``--personalization-offline``: the offline check of personalised search (expected
+    clicks of each profile at each weight; SYNTHETIC shoppers), against the running suite's
+    retrieval and intent; no experiment, no events."""
+    from shared.bench.experiments import offline_table, personalization_offline
+    from shared.data.wands import load_wands
+
+    try:
+        cells = personalization_offline(
+            settings.retrieval_target,
+            settings.intent_target,
+            load_wands(folder),
+            args.shoppers,
+            args.searches,
+            args.seed,
+        )
+    except grpc.RpcError as exc:
+        console.print(f"[red]{exc.code().name}[/red]: {exc.details()}")
+        return 1
+    console.print(
+        offline_table(
+            cells,
+            f"offline check of personalised search: {args.shoppers} simulated shoppers with "
+            f"individual tastes, {args.searches} rounds, seed {args.seed} (SYNTHETIC; expected "
+            "search CTR, features only; lift against the unpersonalised page, paired 95% CI)",
+        )
+    )
+    return 0
+
+
 def add_parser(sub: argparse._SubParsersAction, console: Console) -> None:
     simulate = sub.add_parser(
         "simulate", help="seeded simulated shoppers search and send feedback through the suite"
@@ -149,6 +183,12 @@ def add_parser(sub: argparse._SubParsersAction, console: Console) -> None:
         action="store_true",
         help="A/B of personalised against unpersonalised search on shoppers with tastes and "
         "widgets (creates, runs and stops an experiment; prints its report)",
+    )
+    simulate.add_argument(
+        "--personalization-offline",
+        action="store_true",
+        help="offline check of personalised search: each profile at each weight, expected "
+        "clicks of shoppers with tastes (no experiment, no events)",
     )
     simulate.add_argument("--name", help="the A/B's experiment name (default: timestamped)")
     simulate.add_argument("--png", help="with --personalization-ab: also chart the report here")

@@ -7,15 +7,21 @@ those sessions' states too. A basket is the events of one session id or, without
 events less than ``basket_gap_s`` apart. Nothing here is aggregated across shoppers.
 
 A shopper's **profile** (``profile_vector``) is computed from the state when asked, never
-stored: the kind- and recency-weighted mean of the text vectors of their newest products,
-so an erased state has no profile left anywhere.
+stored: the kind- and recency-weighted mean of the **taste vectors** of their newest
+products, so an erased state has no profile left anywhere. A product's taste vector
+(``taste_vectors``) is its text vector less the mean of its class's (``class_centred``),
+made of the centroids of its attribute values: the profile says what sets the shopper's
+products apart within their kind (a style, a colour, a material) rather than which kinds
+they looked at, and ranking computes the candidates' taste vectors the same way, from the
+same catalog snapshot, before comparing them with it.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -190,3 +196,116 @@ def profile_vector(
     if not norm > 0:
         return None, 0
     return (mean / np.float32(norm)).astype(np.float32), len(usable)
+
+
+def class_centred(vectors: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+    """Each row less the mean of the rows of its class, L2-normalised (``classes``: one label
+    a row). A row without a class is centred on the mean of all rows, as is every row of a
+    store without classes. All-zero rows (no vector) are left out of the means and stay zero,
+    as does a row equal to its centroid (the only product of its class).
+
+    Why: the text vectors of one class's products lie close together, so a mean of them
+    says mostly which classes a shopper looked at, and every candidate of one query is of
+    about the same class anyway. Less its class's centroid, what is left of a vector is what
+    sets the product apart within its kind, which is where a shopper's taste shows. Both
+    sides (the profile, the candidates) must be centred alike from the same catalog for
+    their cosine to mean that."""
+    matrix = np.asarray(vectors, dtype=np.float32)
+    if matrix.ndim != 2 or len(classes) != len(matrix):
+        raise ValueError(f"classes: {len(classes)} labels for {len(matrix)} vectors")
+    out = np.zeros_like(matrix)
+    present = np.flatnonzero(matrix.any(axis=1))
+    if not len(present):
+        return out
+    rows = matrix[present]
+    labels = np.asarray([str(classes[i]) for i in present], dtype=object)
+    names, inverse = np.unique(labels, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    counts = np.bincount(inverse, minlength=len(names))
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    sums = np.add.reduceat(rows[order].astype(np.float64), starts, axis=0)
+    centroids = sums / counts[:, None]
+    centroids[names == ""] = rows.mean(axis=0, dtype=np.float64)
+    centred = rows - centroids[inverse].astype(np.float32)
+    norms = np.linalg.norm(centred, axis=1)
+    keep = norms > 1e-6
+    out[present[keep]] = centred[keep] / norms[keep, None]
+    return out
+
+
+# An attribute value held by fewer products than this is left out of the taste vectors: its
+# centroid would be one product's text (a brand of ten products) rather than the value's.
+TASTE_MIN_PRODUCTS = 20
+
+
+def taste_vectors(
+    vectors: np.ndarray,
+    classes: Sequence[str],
+    attributes: Callable[[int], Mapping[str, str]],
+    min_products: int = TASTE_MIN_PRODUCTS,
+) -> np.ndarray:
+    """The vectors personalised search compares, one a row, L2-normalised: a product's
+    class-centred vector (``class_centred``) replaced by the sum of the centroids, in that
+    centred space, of its attribute values held by at least ``min_products`` products
+    (``attributes(row)``: the row's product's attributes); a product without such a value
+    keeps its centred vector (a store without attributes: the centred vectors).
+
+    Why: less its class's mean, a product's text vector still holds its title's own words
+    (a brand, a model name) beside its style, colour and material. The centroid of a value
+    (all grey products, centred) keeps what the products holding it share and averages the
+    rest away, so a product made of its values' centroids says what a taste is made of, and
+    similar values (grey and charcoal) stay near each other. Measured on the offline check
+    (`shopsense simulate --personalization-offline`, SYNTHETIC, seed 5): +4.6% expected
+    search CTR at weight 0.2, against +3.4% for the centred vectors alone and +3.2% for the
+    plain ones."""
+    centred = class_centred(vectors, classes)
+    present = centred.any(axis=1)
+    rows_of: dict[tuple[str, str], list[int]] = {}
+    for row in np.flatnonzero(present).tolist():
+        for pair in attributes(row).items():
+            if pair[1]:
+                rows_of.setdefault(pair, []).append(row)
+    kept = {pair: rows for pair, rows in rows_of.items() if len(rows) >= min_products}
+    if not kept:
+        return centred
+    column = {pair: k for k, pair in enumerate(kept)}
+    centroids = np.stack([centred[rows].mean(axis=0) for rows in kept.values()])
+    out = centred.copy()
+    for row in np.flatnonzero(present).tolist():
+        held = [column[pair] for pair in attributes(row).items() if pair in column]
+        if held:
+            out[row] = centroids[held].sum(axis=0)
+    norms = np.linalg.norm(out, axis=1)
+    keep = norms > 1e-6
+    out[keep] /= norms[keep, None]
+    out[~keep] = 0.0
+    return out
+
+
+# The taste vectors of the last few catalog snapshots (one recommender holds one snapshot
+# at a time; the previous one is kept while requests still hold it).
+TASTE_KEPT = 2
+_taste: list[tuple[np.ndarray, object, np.ndarray]] = []
+_taste_lock = threading.Lock()
+
+
+def taste_vectors_of(
+    vectors: np.ndarray | None,
+    classes: Sequence[str],
+    attributes: Callable[[int], Mapping[str, str]],
+) -> np.ndarray | None:
+    """``taste_vectors(vectors, classes, attributes)``, computed once per catalog snapshot:
+    it takes about a second for 20,000 products, a profile a millisecond. The key is
+    identity, not contents (a snapshot's arrays are never changed in place, a new snapshot
+    brings new ones; its attributes come with it); the sources are held, so their
+    identities cannot be reused."""
+    if vectors is None:
+        return None
+    with _taste_lock:
+        for source, labels, found in _taste:
+            if source is vectors and labels is classes:
+                return found
+        found = taste_vectors(vectors, classes, attributes)
+        _taste.insert(0, (vectors, classes, found))
+        del _taste[TASTE_KEPT:]
+        return found

@@ -40,7 +40,16 @@ GLASS = [
     Product("g-lamp", "Glass and chrome pendant lamp", product_class="Lamps"),
     Product("g-shelf", "Tempered glass wall shelf with chrome brackets", product_class="Shelves"),
 ]
-CATALOG = [*TABLES, *GLASS, Product("rug", "Wool area rug", product_class="Rugs")]
+# The glass products' classmates: the profile is what sets the shopper's products apart
+# from their classes (vectors less their class's mean), glass and chrome rather than these.
+OTHERS = [
+    Product("c-vase", "Glazed ceramic vase", product_class="Vases"),
+    Product("b-lamp", "Brass table lamp with linen shade", product_class="Lamps"),
+    Product("w-shelf", "Wooden wall shelf", product_class="Shelves"),
+    Product("rug", "Wool area rug", product_class="Rugs"),
+    Product("jute-rug", "Jute area rug", product_class="Rugs"),
+]
+CATALOG = [*TABLES, *GLASS, *OTHERS]
 
 
 def _event(event_id: str, product: str, user: str, kind: int) -> fpb.Event:
@@ -96,14 +105,23 @@ def test_the_recommendation_service_serves_the_profile_from_the_feedback_store(
 ) -> None:
     reply = _profile(stack, user_id="glassfan")
     assert reply.profile.model_version == "1" and reply.interactions == 3
-    # The kind-weighted mean of the three products' catalog vectors, normalised.
+    # The kind-weighted mean of the three products' taste vectors, normalised: with no
+    # attribute values in this catalog, each product's vector less the mean of its class's
+    # vectors, normalised.
     retrieval = stack.stub("retrieval", retrieval_service_pb2_grpc.RetrievalServiceStub)
     catalog = export_catalog(retrieval)
-    rows = {p.product_id: i for i, p in enumerate(catalog.products)}
     assert catalog.vectors is not None
+    vector = {p.product_id: catalog.vectors[i] for i, p in enumerate(catalog.products)}
+
+    def centred(product: Product) -> np.ndarray:
+        mates = [vector[p.product_id] for p in CATALOG if p.product_class == product.product_class]
+        row = vector[product.product_id] - np.mean(mates, axis=0)
+        return row / np.linalg.norm(row)
+
     weights = {"g-shelf": PROFILE_KIND_WEIGHTS[2], "g-lamp": PROFILE_KIND_WEIGHTS[1]}
     weights["g-vase"] = PROFILE_KIND_WEIGHTS[0]
-    mean = sum(w * catalog.vectors[rows[pid]] for pid, w in weights.items())
+    by_id = {p.product_id: p for p in CATALOG}
+    mean = sum(w * centred(by_id[pid]) for pid, w in weights.items())
     expected = mean / np.linalg.norm(mean)
     assert np.asarray(reply.profile.values) == pytest.approx(expected, abs=2e-3)
 
@@ -145,14 +163,14 @@ def test_search_is_personalised_by_the_profile_with_an_explained_feature(stack: 
     tables = [r for r in mine.results if r.product_id.startswith("t-")]
     assert tables[0].product_id == "t-glass"
     likeness = {r.product_id: _parts(r)["personal"].value for r in mine.results}
-    # Scaled over the list: 1 for the product most like the profile (one of the glass
-    # products the shopper had), 0 for the least; the glass table leads the tables.
-    assert max(likeness, key=likeness.get) in {p.product_id for p in GLASS}
+    # Scaled over the list: 1 for the product most like the profile (one of glass), 0 for
+    # the least; the glass table leads the tables, each centred on the tables' mean.
+    assert max(likeness, key=likeness.get) in {"t-glass", *(p.product_id for p in GLASS)}
     assert (max(likeness.values()), min(likeness.values())) == pytest.approx((1.0, 0.0))
     assert likeness["t-glass"] == max(likeness[t.product_id] for t in TABLES)
     personal = _parts(tables[0])["personal"]
-    assert personal.weight == pytest.approx(0.1)
-    assert personal.contribution == pytest.approx(0.1 * personal.value)
+    assert personal.weight == pytest.approx(0.2)  # SHOPSENSE_PERSONAL_WEIGHT's default
+    assert personal.contribution == pytest.approx(0.2 * personal.value)
     for result in mine.results:
         assert result.score == pytest.approx(sum(p.contribution for p in _parts(result).values()))
     # A shopper without history: no feature, no degradation, the unpersonalised ranking.

@@ -1,5 +1,6 @@
 """The personal ranking feature: the candidates' likeness to the shopper's profile, scaled
-over the list, explained like every other feature; no profile, the same ranking."""
+over the list, explained like every other feature; no profile, the same ranking. Ranking
+centres the catalog's vectors by class as the recommender centres the profile's."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from shopsense.common.v1 import common_pb2
 from shopsense.ranking.v1 import ranking_service_pb2 as pb
 from shopsense.retrieval.v1 import retrieval_service_pb2 as rpb
 
+from services.ranking.catalog import CatalogVectors
 from services.ranking.server import RankingServicer
+from shared.contracts.common import product_to_proto
+from shared.data.catalog import Product
 from shared.errors import InvalidArgument
 from shared.ranking.personal import (
     PERSONAL_FEATURE,
@@ -18,6 +22,8 @@ from shared.ranking.personal import (
     checked_profile,
     likeness,
 )
+from shared.recommendation.events import PURCHASE, Interaction
+from shared.recommendation.recommender import Recommender
 
 pytestmark = pytest.mark.unit
 
@@ -116,3 +122,71 @@ def test_a_zero_profile_is_no_profile_and_weights_must_not_be_negative() -> None
     assert checked_profile([0.0, 0.0], "1", "p") is None
     with pytest.raises(ValueError, match="weight: must be >= 0"):
         add_personal([], {}, -0.1)
+
+
+def test_a_product_whose_vector_is_all_zero_is_neutral() -> None:
+    # Centred by class, the only product of its class has nothing left: it is neither
+    # lifted nor sunk, like a product without a vector.
+    held = ProductVectors.of(["a", "b", "c"], np.array([[1, 0], [0, 0], [0, 1]]), "1", 1)
+    cosines = held.cosines(np.array([1, 0], dtype=np.float32), ["a", "b", "c"])
+    assert cosines == [pytest.approx(1.0), None, pytest.approx(0.0)]
+    assert likeness(cosines) == pytest.approx([1.0, 0.5, 0.0])
+
+
+# Two classes, two colours, twenty products of each pair: a product's vector is its class's
+# direction, its colour's and its own title word's. Classes spelled as a storefront might;
+# both services normalise them alike.
+SOFA, RUG, GREY, GREEN = np.eye(4, dtype=np.float32)
+ROOM: list[Product] = []
+ROOM_ROWS: list[np.ndarray] = []
+for kind, kind_vector, spelling in (("sofa", SOFA, "Sofas"), ("rug", RUG, " RUGS ")):
+    for colour, colour_vector in (("grey", GREY), ("green", GREEN)):
+        for n in range(20):
+            ROOM.append(
+                Product(
+                    f"{colour}-{kind}-{n}",
+                    f"{colour} {kind} {n}",
+                    product_class=spelling if n % 2 else spelling.strip().lower(),
+                    attributes={"colour": colour.title()},
+                )
+            )
+            word = np.zeros(80, dtype=np.float32)
+            word[len(ROOM_ROWS)] = 1.0
+            ROOM_ROWS.append(np.concatenate([kind_vector + colour_vector, word]) / np.sqrt(3))
+ROOM_VECTORS = np.array(ROOM_ROWS)
+
+
+class _Retrieval:
+    """Retrieval's catalog calls, answering from ``ROOM`` (the unit: ranking's loading)."""
+
+    def GetCatalogStats(self, request: object, timeout: float) -> rpb.GetCatalogStatsResponse:
+        return rpb.GetCatalogStatsResponse(generation=4, embedding_version="1")
+
+    def ExportCatalog(self, request: object, timeout: float) -> list[rpb.ExportCatalogResponse]:
+        exported = [
+            rpb.ExportedProduct(product=product_to_proto(p), embedding=v.tolist())
+            for p, v in zip(ROOM, ROOM_VECTORS, strict=True)
+        ]
+        return [
+            rpb.ExportCatalogResponse(
+                products=exported, catalog_generation=4, embedding_version="1", total_size=80
+            )
+        ]
+
+
+def test_ranking_computes_the_candidates_vectors_as_the_recommender_the_profiles() -> None:
+    recommender = Recommender()
+    recommender.set_catalog(ROOM, ROOM_VECTORS, generation=4, version="1")
+    recommender.ingest([Interaction("grey-sofa-3", PURCHASE, 1_700_000_000.0, user="ann")])
+    profile = recommender.profile("ann", "")
+    assert profile.vector is not None
+    vectors = CatalogVectors("unused:1", 60.0)
+    vectors._sync(_Retrieval())  # type: ignore[arg-type]
+    held = vectors.current
+    assert (held.version, held.generation) == ("1", 4)
+    # A shopper who bought a grey sofa: every grey rug is as like their profile as can be
+    # (their class's mean and their own title words left out), every green one unlike it.
+    grey = held.cosines(profile.vector, [f"grey-rug-{n}" for n in range(20)])
+    green = held.cosines(profile.vector, [f"green-rug-{n}" for n in range(20)])
+    assert grey == pytest.approx([1.0] * 20, abs=1e-5)
+    assert max(c for c in green if c is not None) < -0.9
