@@ -6,7 +6,6 @@ placement, so feedback, reports and guard rails see recommendations as they see 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import grpc
@@ -32,7 +31,6 @@ _CALLER_ERRORS = {
     grpc.StatusCode.FAILED_PRECONDITION,
     grpc.StatusCode.NOT_FOUND,
 }
-_log = structlog.get_logger("shopsense.gateway")
 
 
 class RecommendGatewayServicer(pb_grpc.RecommendServiceServicer):
@@ -51,14 +49,15 @@ class RecommendGatewayServicer(pb_grpc.RecommendServiceServicer):
     def Recommend(
         self, request: pb.RecommendRequest, context: grpc.ServicerContext
     ) -> pb.RecommendResponse:
-        started = time.monotonic()
         # What routing needs (the shopper for the arm); the recommendation service checks
         # every other field, and its INVALID_ARGUMENT is passed on as it is.
         placement = placement_name(request.placement)
         user, session = checked_shopper(request.user)
         where = route(self._running(), user, session)
         arm = where.arms[0]  # interleaving interleaves searches; a list takes the first arm
-        structlog.contextvars.bind_contextvars(arm=arm.name, experiment=where.experiment_name)
+        structlog.contextvars.bind_contextvars(
+            arm=arm.name, experiment=where.experiment_name, placement=placement
+        )
         pinned = arm.pinned(SEQUENCE_RECOMMENDER)
         if pinned:
             # The arm's sequence model version answers (a storefront's own pin is overridden).
@@ -89,12 +88,9 @@ class RecommendGatewayServicer(pb_grpc.RecommendServiceServicer):
                 placement=placement,
             )
         )
-        _log.info(
-            "recommended",
-            placement=placement,
-            items=len(response.items),
-            ms=round((time.monotonic() - started) * 1e3, 3),
-        )
+        # Told on the call's one log line (the interceptor's "rpc", with its time), not on a
+        # second line of its own: a JSON line costs 0.1-0.2 ms, on every request.
+        structlog.contextvars.bind_contextvars(items=len(response.items))
         return response
 
     # Operators' calls, served by the recommendation service only.
