@@ -39,8 +39,9 @@ def exported_model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def engine_atol() -> Callable[[Path], float]:
     """Absolute tolerance between two runs of one version folder on the engine its export
     chose: fp32 arithmetic agrees to 1e-4 whatever the batch; bf16 rounds differently
-    with the batch's shape (up to about 1e-3 on unit embeddings). Either is far below what
-    a wrong row, version or padding would show."""
+    with the batch's shape (up to about 1e-3 on unit embeddings); int8 quantizes its
+    activations per batch, so compare the same batches. Each is far below what a wrong row,
+    version or padding would show."""
 
     def atol(version_dir: Path) -> float:
         from shared.models.onnx_runtime import served_engine

@@ -335,12 +335,27 @@ class JobRunner:
                 merged = job.metrics
                 merged.update({str(k): float(v) for k, v in metrics.items()})
                 fields["metrics_json"] = json.dumps(merged, sort_keys=True)
-            live.job = job.model_copy(update=fields)
-            self._bump(live)
+            snapshot = job.model_copy(update=fields)
+            # A terminal state is announced once the registry holds it: a watcher told the
+            # job ended may start the model's next job at once, and the registry refuses a
+            # model while it still lists a job of it as running.
+            ending = snapshot.job_state.terminal
+            if not ending:
+                live.job = snapshot
+                self._bump(live)
+        try:
+            self._persist(live, snapshot, persist)
+        finally:
+            if ending:
+                with self._lock:
+                    live.job = snapshot
+                    self._bump(live)
+
+    def _persist(self, live: _LiveJob, snapshot: TrainingJob, persist: bool) -> None:
+        """Write ``snapshot`` to the registry when ``persist`` or the interval is due."""
         now = time.monotonic()
         if persist or now - live.last_persist >= self._persist_interval_s:
             live.last_persist = now
-            snapshot = live.job
             try:
                 self._registry.update_job(
                     snapshot.job_id,

@@ -163,11 +163,18 @@ def test_cross_encoder_scores_match_onnxruntime_and_chunk(
     result = client.score("grey velvet sofa", docs)
     assert result.version == "1"
     assert result.scores.dtype == np.float32 and result.scores.shape == (len(docs),)
-    # The engine and precision the export chose, in process.
+    # The engine and precision the export chose, in process, on the same chunks: an int8
+    # export quantizes its activations per batch, so another batch rounds differently.
     model = OnnxModel.for_version(repository / "cross_encoder" / "1")
-    expected = model.run(*tokenizer.encode_pairs(["grey velvet sofa"] * 5, DOCS, 64))[:, 0]
+    step = client.max_batch_size()
+    expected = np.concatenate(
+        [
+            model.run(*tokenizer.encode_pairs(["grey velvet sofa"] * len(chunk), chunk, 64))[:, 0]
+            for chunk in (docs[start : start + step] for start in range(0, len(docs), step))
+        ]
+    )
     atol = engine_atol(repository / "cross_encoder" / "1") * max(1.0, np.abs(expected).max())
-    assert np.abs(result.scores - np.tile(expected, 30)).max() < atol
+    assert np.abs(result.scores - expected).max() < atol
     assert client.score("sofa", []).scores.shape == (0,)
 
 
