@@ -7,6 +7,10 @@ import grpc
 from shared.rpc.interceptors import RequestIdClientInterceptor
 from shared.rpc.server import MAX_SEND_BYTES
 
+# A ping on a connection that has said nothing for this long, so a dead peer is found on a
+# long silent stream (WatchJob); servers accept one every MIN_CLIENT_PING_INTERVAL_MS.
+KEEPALIVE_MS = 30_000
+
 
 def open_channel(target: str) -> grpc.Channel:
     """An insecure channel (the services talk over a private network) that passes request ids on."""
@@ -17,7 +21,7 @@ def open_channel(target: str) -> grpc.Channel:
             # limit allows (it answers RESOURCE_EXHAUSTED beyond it).
             ("grpc.max_receive_message_length", MAX_SEND_BYTES),
             ("grpc.max_send_message_length", MAX_SEND_BYTES),
-            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_time_ms", KEEPALIVE_MS),
             ("grpc.enable_retries", 1),
             # A restarted service is found again within about two seconds, not gRPC's
             # default of up to two minutes of reconnect backoff.

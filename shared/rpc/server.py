@@ -28,6 +28,11 @@ from shared.settings import ServiceSettings
 # What a server may answer with, bytes: its own replies (a retrieval answer of 1,000
 # candidates is a few MB). Requests are limited per service (ServiceSettings).
 MAX_SEND_BYTES = 32 * 1024 * 1024
+# How often a client may ping a connection on which the server sends nothing (a WatchJob
+# stream through a long evaluation). With gRPC's default, 5 minutes, a client pinging every
+# 30 s (shared.rpc.clients) had its stream closed with GOAWAY "too_many_pings" after a few
+# minutes of silence (`make demo DEMO_ARGS=--continuous`, watching an offline evaluation).
+MIN_CLIENT_PING_INTERVAL_MS = 5_000
 _log = structlog.get_logger("shopsense.rpc")
 
 
@@ -90,6 +95,7 @@ def build_server(
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", MAX_SEND_BYTES),
             ("grpc.so_reuseport", 0),
+            ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),
         ],
         maximum_concurrent_rpcs=max_workers * 8,
     )
