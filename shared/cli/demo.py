@@ -283,6 +283,9 @@ def _scheduled_experiment(
 
     name = f"retrain-cross_encoder-v{version}"
     console.rule(f"3. A/B started by the schedule: serving against cross_encoder {version}")
+    # The schedule starts it at its next check after the job: a wait of its own, not what
+    # is left of step 2's (a training run outlasts that).
+    deadline = time.monotonic() + SCHEDULE_WAIT_S
     while True:
         trigger = trainer.GetJob(tpb.GetJobRequest(job_id=job.job_id), timeout=10).job.trigger
         if "no experiment" in trigger:
