@@ -41,6 +41,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from shopsense.common.v1 import common_pb2
@@ -335,21 +336,13 @@ class ShopperSimulator:
         stamp = Timestamp()
         stamp.FromDatetime(self._clock())
         taste = self.taste(shopper)
-        base = f"{shopper.user_id}-{number}-w{placement}"
-        events = []
-
-        def event(kind: int, tag: str, item: rpb.RecommendedItem, **fields) -> fpb.Event:
-            return fpb.Event(
-                event_id=f"{base}-{tag}-{item.position}",
-                type=kind,
-                timestamp=stamp,
-                user_id=shopper.user_id,
-                product_id=item.product_id,
-                attribution_token=reply.attribution_token,
-                position=item.position,
-                **fields,
-            )
-
+        event = _event_maker(
+            f"{shopper.user_id}-{number}-w{placement}",
+            stamp,
+            shopper.user_id,
+            reply.attribution_token,
+        )
+        events: list[fpb.Event] = []
         for item in reply.items:
             events.append(event(fpb.EVENT_TYPE_IMPRESSION, "imp", item))
             counts.widget_impressions += 1
@@ -363,16 +356,7 @@ class ShopperSimulator:
                 continue
             events.append(event(fpb.EVENT_TYPE_CLICK, "click", item))
             counts.widget_clicks += 1
-            if carted:
-                events.append(event(fpb.EVENT_TYPE_ADD_TO_CART, "cart", item))
-                counts.carts += 1
-                if bought:
-                    price = round(item.price, 2) or 1.0
-                    events.append(
-                        event(fpb.EVENT_TYPE_PURCHASE, "buy", item, amount=price, currency="USD")
-                    )
-                    counts.purchases += 1
-                    counts.revenue += price
+            _cart_and_buy(event, item, carted, bought, counts, events)
         return events
 
     def _shop(self, shopper: Shopper, searches_each: int, timeout_s: float) -> Summary:
@@ -408,21 +392,10 @@ class ShopperSimulator:
         stamp = Timestamp()
         stamp.FromDatetime(self._clock())
         judged = self._labels.get(query_id, {})
-        base = f"{shopper.user_id}-{number}"
-        events = []
-
-        def event(kind: int, tag: str, result: spb.SearchResult, **fields) -> fpb.Event:
-            return fpb.Event(
-                event_id=f"{base}-{tag}-{result.position}",
-                type=kind,
-                timestamp=stamp,
-                user_id=shopper.user_id,
-                product_id=result.product_id,
-                attribution_token=reply.attribution_token,
-                position=result.position,
-                **fields,
-            )
-
+        event = _event_maker(
+            f"{shopper.user_id}-{number}", stamp, shopper.user_id, reply.attribution_token
+        )
+        events: list[fpb.Event] = []
         for result in reply.results:
             events.append(event(fpb.EVENT_TYPE_IMPRESSION, "imp", result))
             counts.impressions += 1
@@ -446,16 +419,7 @@ class ShopperSimulator:
                 continue
             events.append(event(fpb.EVENT_TYPE_CLICK, "click", result))
             counts.clicks += 1
-            if carted:
-                events.append(event(fpb.EVENT_TYPE_ADD_TO_CART, "cart", result))
-                counts.carts += 1
-                if bought:
-                    price = round(result.price, 2) or 1.0
-                    events.append(
-                        event(fpb.EVENT_TYPE_PURCHASE, "buy", result, amount=price, currency="USD")
-                    )
-                    counts.purchases += 1
-                    counts.revenue += price
+            _cart_and_buy(event, result, carted, bought, counts, events)
         return events
 
     def _send(self, events: list[fpb.Event], summary: Summary, timeout_s: float) -> None:
@@ -469,3 +433,44 @@ class ShopperSimulator:
         for result in reply.results:
             if result.status == fpb.EVENT_STATUS_REJECTED:
                 summary.rejections[result.error.split(":")[0]] += 1
+
+
+def _event_maker(base: str, stamp: Timestamp, user_id: str, token: str) -> Callable[..., fpb.Event]:
+    """``event(kind, tag, item, **fields)``: the event of a shown item (a search result or
+    a recommendation: both have product_id and position), its id made of ``base``, the tag
+    and the item's position, so a resend carries the same ids."""
+
+    def event(kind: int, tag: str, item: Any, **fields: Any) -> fpb.Event:
+        return fpb.Event(
+            event_id=f"{base}-{tag}-{item.position}",
+            type=kind,
+            timestamp=stamp,
+            user_id=user_id,
+            product_id=item.product_id,
+            attribution_token=token,
+            position=item.position,
+            **fields,
+        )
+
+    return event
+
+
+def _cart_and_buy(
+    event: Callable[..., fpb.Event],
+    item: Any,
+    carted: bool,
+    bought: bool,
+    counts: ArmCounts,
+    events: list[fpb.Event],
+) -> None:
+    """After a click: the add-to-cart and then the purchase (at the item's price) the dice
+    decided, appended to ``events`` and counted."""
+    if not carted:
+        return
+    events.append(event(fpb.EVENT_TYPE_ADD_TO_CART, "cart", item))
+    counts.carts += 1
+    if bought:
+        price = round(item.price, 2) or 1.0
+        events.append(event(fpb.EVENT_TYPE_PURCHASE, "buy", item, amount=price, currency="USD"))
+        counts.purchases += 1
+        counts.revenue += price
