@@ -96,16 +96,7 @@ def suite_for(args: argparse.Namespace, settings: ClientSettings) -> Iterator[En
         return
     console.print("no suite running: starting one with the retraining schedule on")
     with Suite(extra_env=schedule_env(args.retrain_events)) as suite:
-        assert suite.triton is not None
-        yield Endpoints(
-            suite.address("gateway"),
-            suite.address("intent"),
-            suite.address("retrieval"),
-            suite.triton.grpc_url,
-            suite.address("trainer"),
-            suite.address("feedback"),
-            suite.address("recommend"),
-        )
+        yield suite.endpoints()
 
 
 def _simulate(

@@ -73,16 +73,7 @@ def running_suite(
         return
     say("no suite running: starting one")
     with Suite() as suite:
-        assert suite.triton is not None
-        yield Endpoints(
-            suite.address("gateway"),
-            suite.address("intent"),
-            suite.address("retrieval"),
-            suite.triton.grpc_url,
-            suite.address("trainer"),
-            suite.address("feedback"),
-            suite.address("recommend"),
-        )
+        yield suite.endpoints()
 
 
 @dataclass
@@ -102,6 +93,19 @@ class Suite:
 
     def address(self, service: str) -> str:
         return f"127.0.0.1:{self.ports[service]}"
+
+    def endpoints(self) -> Endpoints:
+        """Where this suite, started, answers."""
+        assert self.triton is not None
+        return Endpoints(
+            self.address("gateway"),
+            self.address("intent"),
+            self.address("retrieval"),
+            self.triton.grpc_url,
+            self.address("trainer"),
+            self.address("feedback"),
+            self.address("recommend"),
+        )
 
     def _default_ports(self) -> dict[str, int]:
         if self.ephemeral_ports:
