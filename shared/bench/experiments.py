@@ -65,6 +65,15 @@ def _stub(endpoints: Endpoints) -> epb_grpc.ExperimentServiceStub:
     return epb_grpc.ExperimentServiceStub(open_channel(endpoints.trainer))
 
 
+def _start(
+    stub: epb_grpc.ExperimentServiceStub, definition: epb.Experiment, refresh_s: float
+) -> None:
+    """Create and start the experiment, then wait until the gateways have re-read it."""
+    stub.CreateExperiment(epb.CreateExperimentRequest(experiment=definition), timeout=30)
+    stub.StartExperiment(epb.StartExperimentRequest(name=definition.name), timeout=300)
+    time.sleep(refresh_s + 1.0)
+
+
 def _run_experiment(
     endpoints: Endpoints,
     definition: epb.Experiment,
@@ -81,9 +90,7 @@ def _run_experiment(
     from shared.simulation.shoppers import ShopperSimulator
 
     stub = _stub(endpoints)
-    stub.CreateExperiment(epb.CreateExperimentRequest(experiment=definition), timeout=30)
-    stub.StartExperiment(epb.StartExperimentRequest(name=definition.name), timeout=300)
-    time.sleep(refresh_s + 1.0)
+    _start(stub, definition, refresh_s)
     simulator = ShopperSimulator(
         store,
         endpoints.gateway,
@@ -198,11 +205,7 @@ def personalization_ab(
 
     stub = _stub(endpoints)
     stop_running(stub, "personalisation A/B")
-    stub.CreateExperiment(
-        epb.CreateExperimentRequest(experiment=personalization_definition(name)), timeout=30
-    )
-    stub.StartExperiment(epb.StartExperimentRequest(name=name), timeout=300)
-    time.sleep(refresh_s + 1.0)
+    _start(stub, personalization_definition(name), refresh_s)
     simulator = ShopperSimulator(
         store,
         endpoints.gateway,
