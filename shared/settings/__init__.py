@@ -4,7 +4,10 @@ from shared.settings.base import Described, Settings
 from shared.settings.services import (
     ALL,
     DEV_TOKEN_SECRET,
+    EMBEDDED,
+    MODES,
     PORTS,
+    PRODUCTION,
     SERVICES,
     ClientSettings,
     FeedbackSettings,
@@ -20,7 +23,10 @@ from shared.settings.services import (
 __all__ = [
     "ALL",
     "DEV_TOKEN_SECRET",
+    "EMBEDDED",
+    "MODES",
     "PORTS",
+    "PRODUCTION",
     "SERVICES",
     "ClientSettings",
     "Described",

@@ -39,6 +39,10 @@ PORTS = {
 # log a warning while it is in use. Production sets SHOPSENSE_TOKEN_SECRET.
 DEV_TOKEN_SECRET = "shopsense-dev-secret-change-me"
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# SHOPSENSE_MODE: "embedded" is the one-machine default; "production" (Kubernetes) turns the
+# development conveniences into errors at start.
+EMBEDDED, PRODUCTION = "embedded", "production"
+MODES = (EMBEDDED, PRODUCTION)
 KIB, MIB = 1024, 1024 * 1024
 
 
@@ -99,6 +103,13 @@ class ServiceSettings(Settings):
     # says otherwise: a larger one is refused (RESOURCE_EXHAUSTED) before it is parsed.
     MAX_MESSAGE_BYTES: ClassVar[int] = 4 * MIB
 
+    mode: str = option(
+        "SHOPSENSE_MODE",
+        "embedded",
+        "embedded: one machine, plaintext, development secrets allowed (make run); "
+        "production: TLS, API keys and real secrets required, or the service refuses to start",
+        check=one_of(*MODES),
+    )
     listen: str = option(
         "SHOPSENSE_{SERVICE}_LISTEN",
         lambda _values, cls: f"127.0.0.1:{PORTS[cls.NAME]}",
@@ -125,6 +136,11 @@ class ServiceSettings(Settings):
         parse=integer,
         check=at_least(KIB),
     )
+
+    @property
+    def production(self) -> bool:
+        """Whether this service runs in production mode (SHOPSENSE_MODE=production)."""
+        return self.mode == PRODUCTION
 
 
 @record
