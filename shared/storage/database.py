@@ -1,30 +1,25 @@
 """One way to open the suite's database, SQLite for development and PostgreSQL in production.
 
-Feedback, experiments and the model registry share this engine factory so that every table
-gets the same durability settings. Callers get a ready engine with every table that has been
-imported (``SQLModel.metadata``) created.
+Feedback, experiments, the model registry and the catalog share this engine factory so that
+every table gets the same durability settings. The engine comes without tables: each store
+creates and upgrades its own through its migration history (``shared.storage.migrate``)
+when it is constructed.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy
-import sqlalchemy.exc
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlmodel import SQLModel
 
 # Seconds a writer waits for SQLite's single write lock before failing with "database is locked".
 SQLITE_BUSY_TIMEOUT_S = 30.0
 
 
 SQLITE_CACHE_KIB = 65_536
-# Tries of a table creation that raced another process's.
-_CREATE_ATTEMPTS = 3
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -47,7 +42,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_db_engine(url: str) -> sqlalchemy.Engine:
-    """An engine for ``url`` (any SQLAlchemy URL) with the suite's settings and tables created.
+    """An engine for ``url`` (any SQLAlchemy URL) with the suite's settings.
 
     SQLite: the parent folder is created, WAL with synchronous=FULL, a busy timeout so that
     concurrent writers queue instead of failing, and connections usable from the gRPC worker
@@ -68,22 +63,4 @@ def create_db_engine(url: str) -> sqlalchemy.Engine:
         engine = sqlalchemy.create_engine(
             parsed, pool_pre_ping=True, pool_size=8, max_overflow=8, pool_recycle=1800
         )
-    create_tables(engine)
     return engine
-
-
-def create_tables(
-    engine: sqlalchemy.Engine, tables: Sequence[sqlalchemy.Table] | None = None
-) -> None:
-    """Create the imported tables (or ``tables``) that do not exist yet, safe against other
-    processes doing the same at the same moment: services sharing a database start
-    together, and two ``CREATE TABLE`` s of one table race between SQLAlchemy's check and
-    the statement ("already exists"). The loser tries again, and the check then sees it."""
-    for attempt in range(_CREATE_ATTEMPTS):
-        try:
-            SQLModel.metadata.create_all(engine, tables=tables)
-            return
-        except sqlalchemy.exc.DBAPIError:
-            if attempt == _CREATE_ATTEMPTS - 1:
-                raise
-            time.sleep(0.1 * (attempt + 1))

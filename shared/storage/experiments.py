@@ -21,6 +21,7 @@ from sqlmodel import Field, Session, SQLModel
 
 from shared.errors import AlreadyExists, FailedPrecondition, NotFound
 from shared.storage.feedback import UTCDateTime
+from shared.storage.migrate import upgrade
 from shared.storage.registry import utc_now
 
 
@@ -75,7 +76,7 @@ class ExperimentStore:
 
     def __init__(self, engine: sqlalchemy.Engine) -> None:
         self._engine = engine
-        SQLModel.metadata.create_all(engine, tables=[ExperimentRow.__table__])  # type: ignore[list-item]
+        upgrade(engine, "registry")  # the registry's history has this table
 
     def _session(self) -> Session:
         return Session(self._engine, expire_on_commit=False)

@@ -19,7 +19,7 @@ from sqlalchemy import BigInteger, DateTime, TypeDecorator, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, Session, SQLModel
 
-from shared.storage.database import create_tables
+from shared.storage.migrate import upgrade
 
 # Limits the columns enforce; the service rejects longer values before they reach the database
 # (on PostgreSQL one over-long value would otherwise fail the whole batch).
@@ -142,18 +142,6 @@ class StoredInteraction(NamedTuple):
 
 _TABLE: sqlalchemy.Table = FeedbackEvent.__table__  # type: ignore[assignment]
 _COLUMNS = ValidEvent._fields
-# Columns added after the first release: added in place to an older database.
-_ADDED_COLUMNS = {
-    "experiment": "VARCHAR(64)",
-    "team": "VARCHAR(1)",
-    "query": "VARCHAR",
-    "explored": "BOOLEAN",
-    "placement": "VARCHAR(32)",
-}
-# Indexes added after the first release: created in place on an older database.
-_ADDED_INDEXES = ("received_at",)
-# Indexes of earlier versions, dropped from an older database.
-_DROPPED_INDEXES = ("user_id", "product_id")
 # SQLite keeps datetimes as text in SQLAlchemy's format (naive UTC), read back by UTCDateTime.
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 # Bound parameters per statement, under SQLite's smallest default limit (999).
@@ -202,32 +190,8 @@ class FeedbackStore:
             .on_conflict_do_nothing(index_elements=[_TABLE.c.event_id])
             .returning(_TABLE.c.event_id)
         )
-        # create_db_engine created the tables imported before it ran; make sure of ours.
-        create_tables(engine, [_TABLE])
+        upgrade(engine, "feedback")
         self._sqlite = dialect == "sqlite"
-        # The feedback service, the recommender and the trainer open the store together.
-        for attempt in range(3):
-            try:
-                self._upgrade()
-                break
-            except sqlalchemy.exc.DBAPIError:  # another process added the same column first
-                if attempt == 2:
-                    raise
-
-    def _upgrade(self) -> None:
-        """Bring a database from an earlier version to this schema (columns, indexes)."""
-        present = {c["name"] for c in sqlalchemy.inspect(self._engine).get_columns(_TABLE.name)}
-        with self._engine.begin() as conn:
-            for name, kind in _ADDED_COLUMNS.items():
-                if name not in present:
-                    conn.exec_driver_sql(f"ALTER TABLE {_TABLE.name} ADD COLUMN {name} {kind}")
-            for column in _DROPPED_INDEXES:  # see FeedbackEvent: they cost ingestion
-                conn.exec_driver_sql(f"DROP INDEX IF EXISTS ix_{_TABLE.name}_{column}")
-            for column in _ADDED_INDEXES:
-                conn.exec_driver_sql(
-                    f"CREATE INDEX IF NOT EXISTS ix_{_TABLE.name}_{column} "
-                    f"ON {_TABLE.name} ({column})"
-                )
 
     @property
     def engine(self) -> sqlalchemy.Engine:

@@ -26,6 +26,7 @@ from sqlmodel import Field, Session, SQLModel
 
 from shared.errors import FailedPrecondition, NotFound
 from shared.storage.feedback import UTCDateTime
+from shared.storage.migrate import upgrade
 
 MAX_NAME_CHARS = 64
 
@@ -208,11 +209,7 @@ class ModelRegistry:
 
     def __init__(self, engine: sqlalchemy.Engine) -> None:
         self._engine = engine
-        # create_db_engine created the tables imported before it ran; make sure of ours.
-        SQLModel.metadata.create_all(
-            engine,
-            tables=[TrainingJob.__table__, ModelVersion.__table__],  # type: ignore[list-item]
-        )
+        upgrade(engine, "registry")
 
     @property
     def engine(self) -> sqlalchemy.Engine:

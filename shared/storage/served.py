@@ -19,8 +19,8 @@ import sqlalchemy
 from sqlalchemy import delete, insert, select
 from sqlmodel import Field, SQLModel
 
-from shared.storage.database import create_tables
 from shared.storage.feedback import MAX_ID_CHARS, FeedbackEvent, UTCDateTime
+from shared.storage.migrate import upgrade
 
 
 class ServedItem(SQLModel, table=True):
@@ -56,7 +56,7 @@ class ServedLog:
 
     def __init__(self, engine: sqlalchemy.Engine) -> None:
         self._engine = engine
-        create_tables(engine, [_TABLE])
+        upgrade(engine, "feedback")  # the feedback store's history has this table
 
     def add(
         self,

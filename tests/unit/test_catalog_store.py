@@ -99,7 +99,7 @@ def test_staged_vectors_are_written_only_while_a_reindex_runs(store: CatalogStor
         ]
 
 
-def test_loading_discards_the_staging_and_pins_an_old_files_majority(
+def test_loading_keeps_the_staging_and_pins_an_old_files_majority(
     store: CatalogStore,
 ) -> None:
     store.upsert([staged(rows(1)[0], 5), *rows(5)[1:]], staging_version="2")
@@ -107,7 +107,8 @@ def test_loading_discards_the_staging_and_pins_an_old_files_majority(
         conn.execute(text("UPDATE catalog_products SET embedding_version = '2' WHERE row < 3"))
     loaded = store.load()
     assert loaded.version == "2" and loaded.versions == ["2", "2", "2", "1", "1"]
-    assert count(store, "catalog_staging") == 0
+    # Another replica's reindex may be filling it; a reindex empties it when it starts.
+    assert count(store, "catalog_staging") == 1
     assert count(store, "catalog_meta") == 1
 
 
