@@ -464,7 +464,12 @@ def create_server(
                 return TextEncoderClient(settings.triton_url, tokenizer, model_version=version)
 
     if index is None:
-        index = CatalogIndex.open(settings.catalog_db)
+        index = CatalogIndex.open(settings.catalog_db_url)
+    # Other replicas' upserts, deletes and reindex swaps, from the catalog's change log.
+    index.start_following(
+        settings.follow_s,
+        lambda exc: _log.warning("catalog_follow_failed", error=f"{exc.__class__.__name__}: {exc}"),
+    )
     servicer = RetrievalServicer(index, encoder, encoder_for_version)
     handle = build_service(
         settings,

@@ -134,7 +134,7 @@ class Floor:
             folders["cross_encoder"],
             # The ranking service's depth and the retrieval service's catalog file.
             rerank_depth=RankingSettings.load().rerank_depth,
-            catalog_db=RetrievalSettings.load().catalog_db,
+            catalog_db=RetrievalSettings.load().catalog_db_url,
         )
 
     def search(self, query: str) -> dict[str, float]:

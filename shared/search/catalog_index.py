@@ -42,6 +42,7 @@ without a lock, so they may be a moment stale.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import Counter
 from collections.abc import Callable, KeysView, Sequence
@@ -52,7 +53,7 @@ from typing import Self
 import numpy as np
 
 from shared.data.catalog import Product
-from shared.errors import FailedPrecondition, InvalidArgument
+from shared.errors import FailedPrecondition, InvalidArgument, Unavailable
 from shared.search.bm25 import BM25Index
 from shared.search.filters import FilterPostings, Filters, normalize_value
 from shared.search.fusion import reciprocal_rank_fusion_arrays
@@ -62,7 +63,15 @@ from shared.search.rwlock import ReadWriteLock
 from shared.search.text import analyze
 from shared.search.upsert import PreparedProduct, UpsertOutcome, prepare_upsert
 from shared.search.vectors import VectorIndex
-from shared.storage.catalog import CatalogStore, ProductRow
+from shared.storage.catalog import (
+    DELETE,
+    SWAP,
+    UPSERT,
+    CatalogStore,
+    CatalogWrite,
+    ProductRow,
+    StoredCatalog,
+)
 
 # Products applied to memory per write-lock hold: bounds how long a reader can wait.
 APPLY_CHUNK = 512
@@ -141,6 +150,7 @@ class CatalogIndex:
         self._store = store
         self._lock = ReadWriteLock()
         self._write_mutex = threading.Lock()
+        self._bm25_params = (bm25_k1, bm25_b)
         self._bm25 = BM25Index(k1=bm25_k1, b=bm25_b)
         self._vectors = VectorIndex(self.dim)
         self._postings = FilterPostings()
@@ -151,14 +161,19 @@ class CatalogIndex:
         self._free_rows: list[int] = []
         self._class_stats: dict[str, _ClassStats] = {}
         self._version_counts: Counter[str] = Counter()
+        # The last change-log seq applied to memory; also the generation, so that every
+        # replica that applied the same changes reports the same generation.
         self._generation = 0
         self._embedding_version = ""  # the index's one version; "" until the first upsert
         self._reindex = CatalogReindex(self, store, self._write_mutex)
+        self._following: threading.Thread | None = None
+        self._stop_following = threading.Event()
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
-    def open(cls, path: Path, dim: int = 384, **options: float) -> Self:
-        """Open (creating if needed) the catalog stored at ``path`` and load it into memory.
+    def open(cls, path: str | Path, dim: int = 384, **options: float) -> Self:
+        """Open (creating if needed) the catalog stored at ``path`` (a SQLAlchemy URL, or
+        a SQLite file's path) and load it into memory.
 
         ``options`` are the constructor's keyword parameters (``intent_weight``, ...).
         Raises ``FailedPrecondition`` if the stored embeddings have another dimension.
@@ -173,8 +188,11 @@ class CatalogIndex:
         return index
 
     def close(self) -> None:
-        """Cancel a running reindex, then release the database connections (in-memory
-        state stays readable)."""
+        """Stop following, cancel a running reindex, then release the database connections
+        (in-memory state stays readable)."""
+        self._stop_following.set()
+        if self._following is not None:
+            self._following.join(30.0)
         self.cancel_reindex(wait_s=30.0)
         self._store.close()
 
@@ -185,10 +203,11 @@ class CatalogIndex:
         self.close()
 
     def _load(self) -> None:
-        stored = self._store.load()
-        self._embedding_version = stored.version
-        if not stored.rows:
-            return
+        self._install_stored(self._store.load())
+
+    def _install_stored(self, stored: StoredCatalog) -> None:
+        """Make ``stored`` the whole in-memory catalog (at open, or when a reindex swap by
+        another replica replaced every vector); one write-lock hold."""
         rows, vectors = stored.rows, stored.vectors
         prepared = [
             PreparedProduct(product, vec, analyze(product.lexical_text()), version, row)
@@ -197,14 +216,104 @@ class CatalogIndex:
             )
         ]
         with self._lock.write():
-            self._ensure_rows(max(rows))
-            self._bm25.add_many(rows, (p.terms for p in prepared))
-            self._vectors.set_many(np.asarray(rows), vectors)
-            for p in prepared:
-                self._index_product(p, with_text=False)
-            used = set(rows)
-            self._free_rows = [r for r in range(max(rows), -1, -1) if r not in used]
-            self._generation += 1
+            k1, b = self._bm25_params
+            self._bm25 = BM25Index(k1=k1, b=b)
+            self._vectors = VectorIndex(self.dim)
+            self._postings = FilterPostings()
+            self._products, self._class_keys, self._versions = [], [], []
+            self._row_of, self._free_rows = {}, []
+            self._class_stats, self._version_counts = {}, Counter()
+            self._embedding_version = stored.version
+            if rows:
+                self._ensure_rows(max(rows))
+                self._bm25.add_many(rows, (p.terms for p in prepared))
+                self._vectors.set_many(np.asarray(rows), vectors)
+                for p in prepared:
+                    self._index_product(p, with_text=False)
+                used = set(rows)
+                self._free_rows = [r for r in range(max(rows), -1, -1) if r not in used]
+            self._generation = stored.seq
+
+    # ------------------------------------------------------------ following replicas
+    def follow(self) -> int:
+        """Apply the changes other processes (replicas) committed since the last ones
+        applied; returns how many log entries were applied (0: none new).
+
+        Upserts and deletes are applied product by product (the stored rows, so rows and
+        tie-breaks are the same on every replica); a reindex swap, or a log pruned past
+        this replica's position, reloads the whole catalog. Raises ``Unavailable`` when the
+        database cannot be read (nothing applied).
+        """
+        with self._write_mutex:
+            before = self._generation
+            try:
+                with self._store.reading() as tx:
+                    return self._catch_up(tx, before)
+            except Exception as exc:
+                if isinstance(exc, Unavailable | FailedPrecondition):
+                    raise
+                raise Unavailable(
+                    f"catalog database: follow failed ({exc.__class__.__name__})"
+                ) from exc
+
+    def start_following(self, interval_s: float, on_error: Callable[[Exception], None]) -> None:
+        """Call ``follow`` every ``interval_s`` seconds in a daemon thread until ``close``;
+        a failed poll is reported to ``on_error`` and the next one tries again."""
+        if self._following is not None:
+            raise RuntimeError("already following")
+
+        def loop() -> None:
+            while not self._stop_following.wait(interval_s):
+                try:
+                    self.follow()
+                except Exception as exc:  # the database away: keep serving, keep trying
+                    with contextlib.suppress(Exception):
+                        on_error(exc)
+
+        self._following = threading.Thread(target=loop, name="catalog-follow", daemon=True)
+        self._following.start()
+
+    def _catch_up(self, tx: CatalogWrite, after: int) -> int:
+        """Apply the log's entries after seq ``after`` read in ``tx`` (write mutex held);
+        how many there were."""
+        changes = tx.changes(after)
+        if not changes:
+            return 0
+        last = changes[-1].seq
+        if tx.pruned_through() > after or any(c.kind == SWAP for c in changes):
+            self._install_stored(tx.load())
+            # A running reindex here must re-embed what it staged: its products changed.
+            self._reindex.staging.ids.clear()
+            return len(changes)
+        ids: set[str] = set()
+        for change in changes:
+            if change.kind in (UPSERT, DELETE):
+                ids.update(change.product_ids)
+        stored = tx.products(ids)
+        prepared = [
+            PreparedProduct(
+                sp.product, sp.vector, analyze(sp.product.lexical_text()), sp.version, sp.row
+            )
+            for sp in stored.values()
+        ]
+        version = tx.version()
+        with self._lock.write():
+            for pid in ids:
+                row = self._row_of.get(pid)
+                if row is not None:
+                    self._unindex_row(row)
+            for prep in prepared:
+                if prep.row < len(self._products) and self._products[prep.row] is not None:
+                    self._unindex_row(prep.row)  # cannot happen in one snapshot; be safe
+                self._index_product(prep)
+            for pid in ids:
+                self._reindex.staging.ids.discard(pid)
+            self._free_rows = [
+                r for r in range(len(self._products) - 1, -1, -1) if self._products[r] is None
+            ]
+            self._embedding_version = version
+            self._generation = last
+        return len(changes)
 
     # ------------------------------------------------------------ in-memory state
     def _ensure_rows(self, row: int) -> None:
@@ -298,49 +407,53 @@ class CatalogIndex:
             return [o for o in outcomes if o is not None]
 
         with self._write_mutex:
-            index_version = self._embedding_version or embedding_version
-            if index_version == embedding_version:
-                pass
-            elif staged_version == index_version and all(
-                p.staged is not None for p in prepared.values()
-            ):
-                # A reindex to the staging version was swapped in after the caller embedded.
-                for prep in prepared.values():
-                    prep.vector, prep.version, prep.staged = prep.staged, staged_version, None
-            else:
-                raise EmbeddingVersionMismatch(
-                    f"embedding_version: {embedding_version!r} is not the index's text encoder "
-                    f"version {index_version!r}",
-                    index_version,
+            # The others' writes first: the version check and the row allocation must
+            # see the whole catalog, and the log lock keeps it still until commit.
+            with self._store.writing("upsert") as tx:
+                self._catch_up(tx, self._generation)
+                index_version = self._embedding_version or embedding_version
+                if index_version == embedding_version:
+                    pass
+                elif staged_version == index_version and all(
+                    p.staged is not None for p in prepared.values()
+                ):
+                    # A reindex to the staging version was swapped in after the caller embedded.
+                    for prep in prepared.values():
+                        prep.vector, prep.version, prep.staged = prep.staged, staged_version, None
+                else:
+                    raise EmbeddingVersionMismatch(
+                        f"embedding_version: {embedding_version!r} is not the index's text encoder "
+                        f"version {index_version!r}",
+                        index_version,
+                    )
+                staging = self._reindex.staging
+                stage_as = staging.target
+                if stage_as and staged_version != stage_as:
+                    for prep in prepared.values():
+                        prep.staged = None
+                free, next_row = list(self._free_rows), len(self._products)
+                for i, p in enumerate(products):
+                    if outcomes[i] is not None:
+                        continue
+                    pid = p.product_id.strip()
+                    known = pid in self._row_of or first_index[pid] < i
+                    outcomes[i] = UpsertOutcome(pid, "updated" if known else "created")
+                for pid, prep in prepared.items():
+                    row = self._row_of.get(pid)
+                    if row is None:
+                        if free:
+                            row = free.pop()
+                        else:
+                            row, next_row = next_row, next_row + 1
+                    prep.row = row
+                seq = tx.upsert(
+                    [
+                        ProductRow(prep.product, prep.row, prep.vector, prep.version, prep.staged)
+                        for prep in prepared.values()
+                    ],
+                    pin_version=index_version if index_version != self._embedding_version else None,
+                    staging_version=stage_as,
                 )
-            staging = self._reindex.staging
-            stage_as = staging.target
-            if stage_as and staged_version != stage_as:
-                for prep in prepared.values():
-                    prep.staged = None
-            free, next_row = list(self._free_rows), len(self._products)
-            for i, p in enumerate(products):
-                if outcomes[i] is not None:
-                    continue
-                pid = p.product_id.strip()
-                known = pid in self._row_of or first_index[pid] < i
-                outcomes[i] = UpsertOutcome(pid, "updated" if known else "created")
-            for pid, prep in prepared.items():
-                row = self._row_of.get(pid)
-                if row is None:
-                    if free:
-                        row = free.pop()
-                    else:
-                        row, next_row = next_row, next_row + 1
-                prep.row = row
-            self._store.upsert(
-                [
-                    ProductRow(prep.product, prep.row, prep.vector, prep.version, prep.staged)
-                    for prep in prepared.values()
-                ],
-                pin_version=index_version if index_version != self._embedding_version else None,
-                staging_version=stage_as,
-            )
             if stage_as:
                 for pid, prep in prepared.items():
                     if prep.staged is not None:
@@ -356,7 +469,8 @@ class CatalogIndex:
                         # An update keeps its row; BM25 and the vector are replaced in place.
                         self._unindex_row(prep.row, keep_text=True)
                         self._index_product(prep)
-                    self._generation += 1
+                    if start + APPLY_CHUNK >= len(items):
+                        self._generation = seq
         return [o for o in outcomes if o is not None]
 
     def delete(self, ids: Sequence[str]) -> list[bool]:
@@ -364,11 +478,13 @@ class CatalogIndex:
 
         A running reindex's staged vectors of these products are deleted with them."""
         with self._write_mutex:
-            found = [pid in self._row_of for pid in ids]
-            doomed = sorted({pid for pid, ok in zip(ids, found, strict=True) if ok})
-            if not doomed:
-                return found
-            self._store.delete(doomed)
+            with self._store.writing("delete") as tx:
+                self._catch_up(tx, self._generation)
+                found = [pid in self._row_of for pid in ids]
+                doomed = sorted({pid for pid, ok in zip(ids, found, strict=True) if ok})
+                if not doomed:
+                    return found
+                seq = tx.delete(doomed)
             for start in range(0, len(doomed), APPLY_CHUNK):
                 with self._lock.write():
                     for pid in doomed[start : start + APPLY_CHUNK]:
@@ -376,7 +492,8 @@ class CatalogIndex:
                         self._unindex_row(row)
                         self._free_rows.append(row)
                         self._reindex.staging.ids.discard(pid)
-                    self._generation += 1
+                    if start + APPLY_CHUNK >= len(doomed):
+                        self._generation = seq
             return found
 
     # -------------------------------------------------------------------- reading
@@ -620,11 +737,11 @@ class CatalogIndex:
         """The embedding versions of the products' vectors."""
         return set(self._version_counts)
 
-    def _set_version(self, version: str) -> None:
-        """The version of an empty catalog (its store pinned it)."""
+    def _set_version(self, version: str, seq: int) -> None:
+        """The version of an empty catalog (its store pinned it as change ``seq``)."""
         with self._lock.write():
             self._embedding_version = version
-            self._generation += 1
+            self._generation = seq
 
     def _vectors_swap(self, pids: list[str], vectors: np.ndarray) -> _VectorSwap:
         """A vector index and class centroids of ``vectors`` (one per product, of another
@@ -642,7 +759,7 @@ class CatalogIndex:
                 new_stats[key].total += vec
         return _VectorSwap(new_vectors, new_stats, len(pids))
 
-    def _install(self, swap: _VectorSwap, version: str) -> None:
+    def _install(self, swap: _VectorSwap, version: str, seq: int) -> None:
         """Serve ``swap``'s vectors, all of ``version``, from now on (one write-lock hold)."""
         versions = [version if p is not None else "" for p in self._products]
         with self._lock.write():
@@ -651,4 +768,4 @@ class CatalogIndex:
             self._versions = versions
             self._version_counts = Counter({version: swap.count})
             self._embedding_version = version
-            self._generation += 1
+            self._generation = seq

@@ -167,6 +167,9 @@ class CatalogReindex:
         target = target_version.strip()
         catalog = self._catalog
         with self._write_mutex, self._job_lock:
+            # The others' writes first (replicas): the snapshot is of the whole catalog.
+            with self._store.reading() as tx:
+                catalog._catch_up(tx, catalog.generation)
             running = self._job
             if running is not None and running.state == "running":
                 if running.target == target:
@@ -181,8 +184,7 @@ class CatalogReindex:
             empty = len(catalog) == 0
             if empty or (source == target and catalog._held_versions() <= {target}):
                 if empty and source != target:
-                    self._store.pin_version(target)
-                    catalog._set_version(target)
+                    catalog._set_version(target, self._store.pin_version(target))
                 job.state, job.finished_at = "done", now
                 job.message = (
                     f"nothing to do: the catalog is empty; its version is now {target}"
@@ -315,16 +317,20 @@ class CatalogReindex:
         with self._write_mutex:
             if job.cancel.is_set():
                 raise ReindexCancelled
-            missing = [
-                (pid, product)
-                for pid, product in catalog._snapshot()
-                if pid not in self.staging.ids
-            ]
-            if missing:
-                return missing
-            with self._store.swapping_staging(job.target, catalog._product_ids()) as staged:
-                swap = catalog._vectors_swap(*staged)
-            catalog._install(swap, job.target)
+            # In one transaction holding the catalog's write lock: other replicas' changes
+            # are applied (their products lose their staged vectors: stale), then the swap.
+            with self._store.writing() as tx:
+                catalog._catch_up(tx, catalog.generation)
+                missing = [
+                    (pid, product)
+                    for pid, product in catalog._snapshot()
+                    if pid not in self.staging.ids
+                ]
+                if missing:
+                    return missing
+                with self._store.swapping_staging(job.target, catalog._product_ids(), tx) as staged:
+                    swap = catalog._vectors_swap(*staged)
+            catalog._install(swap, job.target, tx.seq)
             self.staging.end()
             return []
 

@@ -281,12 +281,22 @@ class RetrievalSettings(ServiceSettings):
     triton_url: str = _triton_url()
     text_encoder_version: str = _text_encoder_version()
     state_dir: Any = _state_dir()
-    catalog_db: Any = option(
-        "SHOPSENSE_CATALOG_DB",
-        _in_state("catalog.db"),
-        "the catalog index's SQLite file",
-        parse=path,
+    catalog_db_url: str = option(
+        "SHOPSENSE_CATALOG_DB_URL",
+        _sqlite_in_state("catalog.db"),
+        "the catalog store, any SQLAlchemy URL (postgresql+psycopg://... shared by every "
+        "retrieval replica in production)",
         derived_from="state_dir",
+    )
+    # 1 s: an upsert through one replica is served by the others within about this much
+    # (measured in tests/integration/test_retrieval_replicas.py); a poll that finds nothing
+    # new costs one indexed SELECT.
+    follow_s: float = option(
+        "SHOPSENSE_RETRIEVAL_FOLLOW_S",
+        1.0,
+        "how often the catalog's change log is polled for other replicas' writes, seconds",
+        parse=number,
+        check=between(0.05, 60),
     )
 
 

@@ -220,6 +220,12 @@ class CatalogWrite:
     def __init__(self, store: CatalogStore, conn: Connection) -> None:
         self._store = store
         self.conn = conn
+        # The seq of this transaction's last logged change (0: none yet).
+        self.seq = 0
+
+    def version(self) -> str:
+        """The catalog's pinned embedding version ("" when none)."""
+        return self._store._version(self.conn)
 
     def changes(self, after: int) -> list[Change]:
         return self._store._changes(self.conn, after)
@@ -240,14 +246,17 @@ class CatalogWrite:
         pin_version: str | None = None,
         staging_version: str = "",
     ) -> int:
-        return self._store._upsert(self.conn, items, pin_version, staging_version)
+        self.seq = self._store._upsert(self.conn, items, pin_version, staging_version)
+        return self.seq
 
     def delete(self, ids: Sequence[str]) -> int:
-        return self._store._delete(self.conn, ids)
+        self.seq = self._store._delete(self.conn, ids)
+        return self.seq
 
     def pin_version(self, version: str) -> int:
         self._store._pin_version(self.conn, version)
-        return self._store._log(self.conn, VERSION, [])
+        self.seq = self._store._log(self.conn, VERSION, [])
+        return self.seq
 
 
 class CatalogStore:
@@ -380,6 +389,13 @@ class CatalogStore:
             select(c.seq, c.kind, c.product_ids).where(c.seq > after).order_by(c.seq)
         ).all()
         return [Change(int(r.seq), r.kind, tuple(json.loads(r.product_ids))) for r in rows]
+
+    @staticmethod
+    def _version(conn: Connection) -> str:
+        value = conn.execute(
+            select(CatalogMeta.value).where(CatalogMeta.key == _META_VERSION)
+        ).scalar_one_or_none()
+        return value or ""
 
     @staticmethod
     def _pruned_through(conn: Connection) -> int:
@@ -550,7 +566,7 @@ class CatalogStore:
             raise RuntimeError(f"swap updated {updated} of {len(staged)} products")
         conn.execute(delete(StagedEmbedding))
         self._pin_version(conn, version)
-        self._log(conn, SWAP, [])
+        write.seq = self._log(conn, SWAP, [])
 
     # ------------------------------------------------------------------ statements
     def _stage(

@@ -70,9 +70,10 @@ class LocalPipeline:
     rerank_weight: float = DEFAULT_WEIGHT
     cache_dir: Path | None = None
     progress: Callable[[str], None] | None = None
-    # An existing catalog index file (e.g. the running suite's) to search instead of
-    # indexing ``products``; its vectors must be this text encoder's.
-    catalog_db: Path | None = None
+    # An existing catalog store (a SQLAlchemy URL or a SQLite file's path; e.g. the running
+    # suite's) to search instead of indexing ``products``; its vectors must be this text
+    # encoder's.
+    catalog_db: str | Path | None = None
 
     def __post_init__(self) -> None:
         self.tokenizer = Tokenizer()
@@ -86,7 +87,7 @@ class LocalPipeline:
             self.reranker = OnnxModel.for_version(Path(self.cross_encoder))
         self._workdir = None
         if self.catalog_db is not None:
-            self.index = CatalogIndex.open(Path(self.catalog_db))
+            self.index = CatalogIndex.open(self.catalog_db)
         else:
             self._workdir = tempfile.TemporaryDirectory(prefix="shopsense-offline-eval-")
             self.index = CatalogIndex.open(Path(self._workdir.name) / "catalog.db")

@@ -28,6 +28,7 @@ import tritonclient.grpc as grpcclient
 from shopsense.common.v1 import common_pb2
 from shopsense.retrieval.v1 import retrieval_service_pb2 as rpb
 from shopsense.retrieval.v1 import retrieval_service_pb2_grpc
+from sqlalchemy.engine import make_url
 
 from services.retrieval.server import PRODUCT_MAX_TOKENS, QUERY_MAX_TOKENS
 from shared.contracts.common import embedding_to_proto, product_to_proto
@@ -185,7 +186,7 @@ def service(two_version_triton: str, tokenizer, start_stack) -> Service:
     )
     handle = stack.handles["retrieval"]
     stub = stack.stub("retrieval", retrieval_service_pb2_grpc.RetrievalServiceStub)
-    catalog_db = stack.settings["retrieval"].catalog_db
+    catalog_db = Path(make_url(stack.settings["retrieval"].catalog_db_url).database or "")
     svc = Service(handle, stub, encoders, catalog_db, [], two_version_triton)
     # An empty index would take Triton's newest (2); pin version 1 first.
     pinned = svc.reindex("1")

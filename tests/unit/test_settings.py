@@ -51,7 +51,7 @@ def test_a_malformed_or_out_of_range_variable_is_named_in_the_error(
 
 def test_each_service_reads_only_its_own_settings() -> None:
     fields = {name: {field for field, _ in record.options()} for name, record in ALL.items()}
-    assert "catalog_db" in fields["retrieval"] and "catalog_db" not in fields["gateway"]
+    assert "catalog_db_url" in fields["retrieval"] and "catalog_db_url" not in fields["gateway"]
     assert "token_secret" in fields["gateway"] and "token_secret" not in fields["ranking"]
     assert "registry_db_url" in fields["trainer"] and "registry_db_url" not in fields["feedback"]
     # Each service's listen address has a variable of its own.
@@ -65,24 +65,25 @@ def test_each_service_reads_only_its_own_settings() -> None:
 
 def test_paths_follow_the_state_folder_unless_set_themselves(tmp_path: Path) -> None:
     environ = {"SHOPSENSE_STATE_DIR": str(tmp_path)}
-    assert RetrievalSettings.load(environ).catalog_db == tmp_path / "catalog.db"
+    assert RetrievalSettings.load(environ).catalog_db_url == f"sqlite:///{tmp_path}/catalog.db"
     assert FeedbackSettings.load(environ).feedback_db_url == f"sqlite:///{tmp_path}/feedback.db"
     trainer = TrainerSettings.load(environ)
     assert trainer.registry_db_url == f"sqlite:///{tmp_path}/registry.db"
     assert trainer.feedback_db_url == f"sqlite:///{tmp_path}/feedback.db"
     assert trainer.training_dir == tmp_path / "training"
-    own = {**environ, "SHOPSENSE_CATALOG_DB": "/srv/catalog.db"}
-    assert RetrievalSettings.load(own).catalog_db == Path("/srv/catalog.db")
+    own = {**environ, "SHOPSENSE_CATALOG_DB_URL": "postgresql+psycopg://db/shopsense"}
+    assert RetrievalSettings.load(own).catalog_db_url == "postgresql+psycopg://db/shopsense"
     # Given values (tests) win, and derived defaults follow them.
-    assert RetrievalSettings.load({}, state_dir=tmp_path).catalog_db == tmp_path / "catalog.db"
+    given = RetrievalSettings.load({}, state_dir=tmp_path)
+    assert given.catalog_db_url == f"sqlite:///{tmp_path}/catalog.db"
 
 
 def test_describe_tells_where_each_value_came_from(tmp_path: Path) -> None:
     environ = {"SHOPSENSE_STATE_DIR": str(tmp_path), "SHOPSENSE_RERANK_DEPTH": "20"}
     rows = {row.env: row for row in RetrievalSettings.describe(environ)}
     assert rows["SHOPSENSE_STATE_DIR"].source == "environment"
-    assert rows["SHOPSENSE_CATALOG_DB"].source == "derived from SHOPSENSE_STATE_DIR"
-    assert rows["SHOPSENSE_CATALOG_DB"].value == tmp_path / "catalog.db"
+    assert rows["SHOPSENSE_CATALOG_DB_URL"].source == "derived from SHOPSENSE_STATE_DIR"
+    assert rows["SHOPSENSE_CATALOG_DB_URL"].value == f"sqlite:///{tmp_path}/catalog.db"
     assert rows["SHOPSENSE_GRPC_WORKERS"].source == "default"
     depth = {row.env: row for row in RankingSettings.describe(environ)}["SHOPSENSE_RERANK_DEPTH"]
     assert (depth.value, depth.default, depth.source) == (20, 50, "environment")
