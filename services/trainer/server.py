@@ -362,7 +362,7 @@ def create_server(
         publisher = ModelPublisher(
             registry,
             settings.triton_models,
-            settings.triton_url,
+            settings.triton_urls or settings.triton_url,
             reindex if reindex is not None else retrieval.reindex,
         )
         if runner is None:

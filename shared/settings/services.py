@@ -459,6 +459,17 @@ class TrainerSettings(ServiceSettings):
     NAME = "trainer"
 
     state_dir: Any = _state_dir()
+    # Every Triton that must load a published version; "" = SHOPSENSE_TRITON_URL alone.
+    triton_urls: str = option(
+        "SHOPSENSE_TRITON_URLS",
+        "",
+        "every Triton the trainer loads published versions on: host:port entries, "
+        "comma-separated, or dns:///name:port for every address of a headless Service "
+        '(resolved at each publish); "" = SHOPSENSE_TRITON_URL',
+        check=lambda value: next(
+            (err for e in value.split(",") if e.strip() and (err := address(e.strip()))), None
+        ),
+    )
     registry_db_url: str = option(
         "SHOPSENSE_REGISTRY_DB_URL",
         _sqlite_in_state("registry.db"),

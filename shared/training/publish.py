@@ -10,12 +10,19 @@ The steps of a release, each usable alone:
 - ``loaded_versions`` says which versions answer now; ``remove_version`` deletes one.
 
 Triton keeps serving while versions change: no restart.
+
+Several Tritons over one repository (Kubernetes: Triton pods sharing the model volume):
+wherever a function takes ``triton_url`` it also takes several endpoints, comma-separated,
+and ``dns:///name:port``, which stands for every address the name resolves to at the time
+of the call (a headless Service lists each ready pod). ``load_versions`` loads on each in
+turn and ``loaded_versions`` reports the versions READY on all of them.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Sequence
@@ -149,13 +156,44 @@ def remove_version(repository: Path | str, model: str, version: int) -> None:
     shutil.rmtree(doomed)
 
 
+def triton_endpoints(triton_url: str) -> list[str]:
+    """The ``host:port`` endpoints ``triton_url`` names: comma-separated entries, each
+    ``host:port`` or ``dns:///name:port`` (every address ``name`` resolves to now, sorted).
+    Raises ``ValueError`` naming an entry that is malformed or resolves to nothing."""
+    endpoints: list[str] = []
+    for entry in (e.strip() for e in triton_url.split(",")):
+        if not entry:
+            continue
+        if not entry.startswith("dns:"):
+            endpoints.append(entry)
+            continue
+        name = entry.removeprefix("dns:").lstrip("/")
+        host, _, port = name.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"triton_url: expected dns:///name:port (got {entry!r})")
+        try:
+            infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise ValueError(f"triton_url: {entry!r} does not resolve ({exc})") from exc
+        addresses = sorted({info[4][0] for info in infos})
+        endpoints.extend(f"[{a}]:{port}" if ":" in a else f"{a}:{port}" for a in addresses)
+    if not endpoints:
+        raise ValueError(f"triton_url: no endpoint in {triton_url!r}")
+    return list(dict.fromkeys(endpoints))
+
+
 def loaded_versions(triton_url: str, model: str, timeout_s: float = 10.0) -> list[int]:
-    """The versions of ``model`` that Triton reports READY, ascending."""
-    client = grpcclient.InferenceServerClient(triton_url)
-    try:
-        return _ready_versions(client, model, timeout_s)
-    finally:
-        client.close()
+    """The versions of ``model`` that Triton reports READY, ascending (with several
+    endpoints: READY on every one)."""
+    ready: set[int] | None = None
+    for endpoint in triton_endpoints(triton_url):
+        client = grpcclient.InferenceServerClient(endpoint)
+        try:
+            versions = set(_ready_versions(client, model, timeout_s))
+        finally:
+            client.close()
+        ready = versions if ready is None else ready & versions
+    return sorted(ready or ())
 
 
 def _version_states(
@@ -234,6 +272,22 @@ def load_versions(
     repository = Path(repository) if repository else triton_model_repository()
     if any(int(v) < 1 for v in versions):
         raise ValueError(f"versions: must all be at least 1, got {list(versions)}")
+    endpoints = triton_endpoints(triton_url)
+    if len(endpoints) > 1:
+        # One after the other: a failure stops there (the earlier ones keep the new set,
+        # which holds the versions they served before too, unless the call removes one).
+        ready: set[int] | None = None
+        for endpoint in endpoints:
+            got = set(_load_on(endpoint, model, versions, timeout_s, repository))
+            ready = got if ready is None else ready & got
+        return sorted(ready or ())
+    return _load_on(endpoints[0], model, versions, timeout_s, repository)
+
+
+def _load_on(
+    triton_url: str, model: str, versions: Sequence[int], timeout_s: float, repository: Path
+) -> list[int]:
+    """``load_versions`` on one Triton."""
     client = grpcclient.InferenceServerClient(triton_url)
     try:
         if not versions:
