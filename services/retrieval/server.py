@@ -455,6 +455,13 @@ def create_server(
     a ``TextEncoderClient`` of ``settings.triton_url`` pinned to ``v``, or a client like
     ``encoder`` when one is given).
     """
+    if index is None and settings.production and settings.catalog_db_url.startswith("sqlite"):
+        # Every replica would hold a catalog of its own: upserts through one pod would
+        # never reach the others.
+        raise ValueError(
+            "SHOPSENSE_CATALOG_DB_URL: production needs the database every retrieval "
+            f"replica shares (postgresql+psycopg://...), got {settings.catalog_db_url!r}"
+        )
     if encoder is None:
         encoder = text_encoder_client(settings.triton_url, settings.text_encoder_version)
         if encoder_for_version is None:

@@ -150,3 +150,16 @@ def test_a_write_through_one_replica_is_served_by_the_other(
     )  # one deleted, one through B
     for query in ("sofa", "lamp", "zephyrwood7 rug", "table"):
         assert retrieve_ids(stub_a, query) == retrieve_ids(stub_b, query)
+
+
+def test_production_refuses_a_catalog_of_its_own(tmp_path: Path) -> None:
+    from services.retrieval.server import create_server
+    from shared.settings import RetrievalSettings
+
+    settings = RetrievalSettings.load(
+        {"SHOPSENSE_MODE": "production", "SHOPSENSE_RETRIEVAL_LISTEN": "127.0.0.1:0"},
+        state_dir=tmp_path,
+    )
+    with pytest.raises(ValueError, match="SHOPSENSE_CATALOG_DB_URL: production needs"):
+        create_server(settings)
+    assert not (tmp_path / "catalog.db").exists()  # refused before opening anything
