@@ -1,9 +1,14 @@
 """The catalog index: products, BM25, embeddings and filter postings behind one API.
 
-The catalog's SQLite file (``shared.storage.catalog``) is the source of truth, so a
-restart reloads products and their embeddings without re-embedding; everything in memory
-(BM25 postings, the vector matrix, class and attribute row sets, class centroids) is
-derived from it and updated incrementally on every upsert and delete. ``retrieve`` scores
+The catalog store (``shared.storage.catalog``: a SQLite file, or PostgreSQL shared by
+every replica) is the source of truth, so a restart reloads products and their embeddings
+without re-embedding; everything in memory (BM25 postings, the vector matrix, class and
+attribute row sets, class centroids) is derived from it and updated incrementally on every
+upsert and delete, this replica's own and, through the store's change log, the other
+replicas' (``follow``, polled by ``start_following``; a writer applies them first, inside
+its locked transaction, so rows are allocated on the whole catalog and are the same
+everywhere). ``generation`` is the last change-log seq applied: equal on every replica
+that applied the same changes. ``retrieve`` scores
 as ``shared.search.retrieval`` describes; ``upsert`` checks and prepares its products
 outside the locks (``shared.search.upsert``).
 
@@ -17,8 +22,8 @@ another model. ``start_reindex`` moves the index to another version in the backg
 
 Locks: three, always taken in this order, none held while taking an earlier one.
 
-1. ``_write_mutex`` (a mutex) serialises the writers: ``upsert``, ``delete`` and the
-   reindex's start, staging of each batch, catch-up check and swap, and discard. A
+1. ``_write_mutex`` (a mutex) serialises the writers: ``upsert``, ``delete``, ``follow``
+   and the reindex's start, staging of each batch, catch-up check and swap, and discard. A
    writer holds it across its database transaction and its in-memory update, so the file
    and memory change in the same order. It guards the row allocation (``_free_rows``),
    the reindex's ``Staging`` and every database write; writers read the in-memory state
