@@ -35,7 +35,7 @@ from shared.contracts.common import checked_shopper, count_or_default, validate_
 from shared.contracts.search import results_page
 from shared.errors import InvalidArgument
 from shared.experiments.assignment import NO_EXPERIMENT, Experiment
-from shared.experiments.attribution import AttributionSigner
+from shared.experiments.attribution import AttributionSigner, token_keys
 from shared.experiments.guardrails import Limits
 from shared.models.protocols import TextEncoder
 from shared.models.triton_client import text_encoder_client
@@ -83,7 +83,7 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
         self._models = model_versions
         self._signer = signer
         self._experiment = experiment
-        self._pages = PageTokens(settings.token_secret)
+        self._pages = PageTokens(settings.token_keys)
         self._pipeline = ArmPipeline(
             hops,
             settings.intent_budget,
@@ -218,6 +218,7 @@ def create_server(
     encoder: TextEncoder | None = None,
     hops: Hops | None = None,
 ) -> ServerHandle:
+    keys = token_keys(settings)
     if encoder is None:
         encoder = text_encoder_client(settings.triton_url, settings.text_encoder_version)
     model_versions = ModelVersions(
@@ -227,13 +228,13 @@ def create_server(
         settings,
         encoder,
         hops or Hops.connect(settings),
-        AttributionSigner(settings.token_secret),
+        AttributionSigner(keys),
         model_versions=model_versions,
     )
     recommend_channel = open_channel(settings.recommend_target)
     recommender = RecommendGatewayServicer(
         recommend_service_pb2_grpc.RecommendServiceStub(recommend_channel),
-        AttributionSigner(settings.token_secret),
+        AttributionSigner(keys),
         servicer.running,
         settings.search_deadline_s,
     )

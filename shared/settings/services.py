@@ -24,6 +24,7 @@ from shared.settings.base import (
     path,
     record,
 )
+from shared.settings.keys import KEYS_ENV, TokenKeys
 
 # Where each service listens by default (`make run`), and so where clients find it.
 PORTS = {
@@ -36,7 +37,7 @@ PORTS = {
     "recommend": 50057,
 }
 # A development-only secret: `make run` works out of the box, and the services that use it
-# log a warning while it is in use. Production sets SHOPSENSE_TOKEN_SECRET.
+# log a warning while it is in use; production refuses it (shared/settings/keys.py).
 DEV_TOKEN_SECRET = "shopsense-dev-secret-change-me"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # SHOPSENSE_MODE: "embedded" is the one-machine default; "production" (Kubernetes) turns the
@@ -90,9 +91,33 @@ def _token_secret() -> Any:
     return option(
         "SHOPSENSE_TOKEN_SECRET",
         DEV_TOKEN_SECRET,
-        "HMAC key of attribution and page tokens; the default is for development only",
+        f"one-key shorthand of {KEYS_ENV} (key id 'default'); the default is for development only",
         secret=True,
     )
+
+
+def _token_keys() -> Any:
+    return option(
+        KEYS_ENV,
+        lambda values, _cls: TokenKeys.single(values["token_secret"]),
+        "keys of attribution and page tokens, kid:secret,...: the first signs, all verify "
+        "(rotation: new key first, drop the old one after the attribution window)",
+        parse=TokenKeys.parse,
+        secret=True,
+        derived_from="token_secret",
+    )
+
+
+def token_keys_problem(settings: GatewaySettings | FeedbackSettings) -> str | None:
+    """Why ``settings``' token keys must not be used, naming the variable (production: the
+    development secret or a short one); None when they may."""
+    if not settings.production:
+        return None
+    return settings.token_keys.production_problem(DEV_TOKEN_SECRET)
+
+
+def uses_dev_token_secret(settings: GatewaySettings | FeedbackSettings) -> bool:
+    return any(secret == DEV_TOKEN_SECRET for _, secret in settings.token_keys.keys)
 
 
 @record
@@ -158,6 +183,7 @@ class GatewaySettings(ServiceSettings):
     trainer_target: str = _target("trainer")
     recommend_target: str = _target("recommend")
     token_secret: str = _token_secret()
+    token_keys: TokenKeys = _token_keys()
     search_deadline_s: float = option(
         "SHOPSENSE_SEARCH_DEADLINE_S",
         2.0,
@@ -338,6 +364,7 @@ class FeedbackSettings(ServiceSettings):
         derived_from="state_dir",
     )
     token_secret: str = _token_secret()
+    token_keys: TokenKeys = _token_keys()
     retrieval_target: str = _target("retrieval")
     recommend_target: str = _target("recommend")
     attribution_window_s: float = option(
