@@ -18,7 +18,7 @@ workers (``shared.training.job``).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import grpc
@@ -48,6 +48,7 @@ from shared.contracts.retrieval import CatalogExport
 from shared.contracts.trainer import check_model, job_message, version_message
 from shared.errors import FailedPrecondition, InvalidArgument, ShopsenseError, Unavailable
 from shared.models.kinds import CROSS_ENCODER, SEQUENCE_RECOMMENDER, TEXT_ENCODER
+from shared.paths import confined
 from shared.rpc.server import ServerHandle, build_service
 from shared.settings import TrainerSettings
 from shared.storage.database import create_db_engine
@@ -86,7 +87,10 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
         catalog: Callable[[], CatalogExport] | None = None,
         runs: ScheduledRuns | None = None,
         schedule: RetrainScheduler | None = None,
+        data_roots: Sequence[Path] = (),
     ) -> None:
+        """``data_roots``: the folders a request's dataset must lie under (none: every
+        dataset is refused; SHOPSENSE_DATA_ROOT in the server)."""
         self._registry = registry
         self._runner = runner
         self._publisher = publisher
@@ -97,6 +101,7 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
         # The jobs the retraining schedule started (their trigger), and the schedule when on.
         self._runs = runs
         self._schedule = schedule
+        self._data_roots = tuple(data_roots)
 
     def _jobs_message(self, jobs: list[TrainingJob]) -> list[pb.Job]:
         """The jobs as Job messages, with the trigger of those the schedule started."""
@@ -181,7 +186,9 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
             raise InvalidArgument(
                 "dataset: required (a folder with product.csv, query.csv, label.csv)"
             )
-        dataset = Path(request.dataset)
+        # INVALID_ARGUMENT, not PERMISSION_DENIED: no caller may name a path outside the root,
+        # so it is the argument that is wrong, whoever sends it.
+        dataset = confined(request.dataset, self._data_roots, "dataset")
         if not dataset.is_dir():
             raise InvalidArgument(f"dataset: {request.dataset} is not a folder")
         summary = None
@@ -212,13 +219,15 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
                 products=info["products"],
             )
             return folder, summary
-        if not request.dataset or not is_sequence_dataset(request.dataset):
+        dataset = (
+            confined(request.dataset, self._data_roots, "dataset") if request.dataset else None
+        )
+        if dataset is None or not is_sequence_dataset(dataset):
             raise InvalidArgument(
                 f"dataset: a {SEQUENCE_RECOMMENDER} trains on the shoppers' feedback "
                 f"(feedback.enabled) or on a folder holding {HISTORIES_FILE} "
                 f"(shared.training.sequence_data); got {request.dataset or 'none'}"
             )
-        dataset = Path(request.dataset)
         try:
             data = read_sequence_dataset(dataset)
         except DatasetError as exc:
@@ -402,6 +411,7 @@ def create_server(
             catalog=retrieval.catalog,
             runs=runs,
             schedule=schedule,
+            data_roots=settings.data_root,
         )
         if settings.experiments_file:
             names = experiments.apply_file(Path(settings.experiments_file))

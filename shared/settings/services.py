@@ -488,6 +488,17 @@ class TrainerSettings(ServiceSettings):
         "the feedback store that reports and retraining read",
         derived_from="state_dir",
     )
+    # Where request-named folders (StartTraining's dataset, SHOPSENSE_RETRAIN_CATALOG) must
+    # lie: the demo's and `make train`'s stores are written in the state folder, the team's
+    # real data is in the shared data folder.
+    data_root: Any = option(
+        paths.DATA_ROOT_ENV,
+        lambda values, _cls: paths.DataRoots((paths.shared_data_dir(), values["state_dir"])),
+        "folders the datasets a request names must lie under (no symbolic links below "
+        "them), ':'-separated; default: the shared data folder and the state folder",
+        parse=paths.parse_roots,
+        derived_from="state_dir",
+    )
     training_dir: Any = option(
         "SHOPSENSE_TRAINING_DIR",
         _in_state("training"),
