@@ -41,6 +41,7 @@ from shared.models.protocols import TextEncoder
 from shared.models.triton_client import text_encoder_client
 from shared.rpc.clients import open_channel
 from shared.rpc.interceptors import current_request_id
+from shared.rpc.privacy import bind_shopper
 from shared.rpc.server import ServerHandle, build_service, serve_when_ready
 from shared.settings import GatewaySettings
 
@@ -103,6 +104,7 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
 
     def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
         started = time.monotonic()
+        bind_shopper(request.user.user_id, request.user.session_id, request.query)
         clock = Clock.start(context, self._settings.search_deadline_s, started)
         page = self._page(request)
         where = route(self.running(), page.user, page.session)

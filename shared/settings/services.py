@@ -154,6 +154,13 @@ class ServiceSettings(Settings):
     log_level: str = option(
         "SHOPSENSE_LOG_LEVEL", "info", "log level (JSON lines on stderr)", check=one_of(*LOG_LEVELS)
     )
+    log_key: str = option(
+        "SHOPSENSE_LOG_KEY",
+        "",
+        "HMAC key of the shopper tags in logs (ids and queries are never logged); the same "
+        "key in every service tags a shopper alike; empty: a random key per process",
+        secret=True,
+    )
     max_message_bytes: int = option(
         "SHOPSENSE_{SERVICE}_MAX_MESSAGE_BYTES",
         lambda _values, cls: cls.MAX_MESSAGE_BYTES,
