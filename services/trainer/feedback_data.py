@@ -119,12 +119,16 @@ def sequence_feedback_dataset(
             "products by them); wait for its embedding to finish"
         )
     folder = training_dir / f"sequence-feedback-{_stamp()}"
+    # Read before the events: an erasure after it may or may not be in them, and is applied
+    # to the folder by the trainer's next sweep (shared/training/erasure.py).
+    erasures_through = FeedbackStore(engine).last_erasure()
     info = write_sequence_dataset(
         folder,
         read_interactions(engine, since, until),
         [p.product_id for p in export.products],
         export.vectors,
         export.version,
+        erasures_through=erasures_through,
     )
     problem = sequence_data_problem(info["shoppers"], info["dev_eligible"])
     if problem:

@@ -29,7 +29,9 @@ from shopsense.trainer.v1 import trainer_service_pb2 as pb
 from shopsense.trainer.v1 import trainer_service_pb2_grpc as pb_grpc
 
 from services.trainer.background import (
+    erasures_in_background,
     guard_in_background,
+    log_sweep,
     reconcile_in_background,
     retrain_in_background,
 )
@@ -55,6 +57,7 @@ from shared.storage.database import create_db_engine
 from shared.storage.experiments import ExperimentStore
 from shared.storage.registry import ModelRegistry, TrainingJob, VersionStatus
 from shared.training.data import DatasetError, load_training_data
+from shared.training.erasure import ErasureSweeper
 from shared.training.hyperparams import HyperparameterError, Hyperparameters
 from shared.training.sequence_data import (
     HISTORIES_FILE,
@@ -88,6 +91,7 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
         runs: ScheduledRuns | None = None,
         schedule: RetrainScheduler | None = None,
         data_roots: Sequence[Path] = (),
+        erasures: ErasureSweeper | None = None,
     ) -> None:
         """``data_roots``: the folders a request's dataset must lie under (none: every
         dataset is refused; SHOPSENSE_DATA_ROOT in the server)."""
@@ -102,6 +106,8 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
         self._runs = runs
         self._schedule = schedule
         self._data_roots = tuple(data_roots)
+        # Applies shoppers' erasures to the feedback folders before a job reads one.
+        self._erasures = erasures
 
     def _jobs_message(self, jobs: list[TrainingJob]) -> list[pb.Job]:
         """The jobs as Job messages, with the trigger of those the schedule started."""
@@ -163,6 +169,14 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
                 "cross_encoder", request.teacher_version, "teacher_version"
             )
 
+        if self._erasures is not None and self._erasures.covers(dataset):
+            try:
+                log_sweep(self._erasures.sweep())
+            except Exception as exc:
+                raise Unavailable(
+                    "feedback: the erasure list could not be read, so the training folder "
+                    "may still hold erased shoppers; retry"
+                ) from exc
         job = self._runner.submit(
             request.model,
             str(dataset.resolve()),
@@ -391,6 +405,11 @@ def create_server(
         )
         opened.callback(experiments.close)
         runs = ScheduledRuns(registry.engine)
+        sweeper = (
+            ErasureSweeper(Path(settings.training_dir), experiments.feedback_engine)
+            if settings.feedback_db_url
+            else None
+        )
         schedule = None
         if policy.models:
             schedule = RetrainScheduler(
@@ -412,6 +431,7 @@ def create_server(
             runs=runs,
             schedule=schedule,
             data_roots=settings.data_root,
+            erasures=sweeper,
         )
         if settings.experiments_file:
             names = experiments.apply_file(Path(settings.experiments_file))
@@ -435,5 +455,7 @@ def create_server(
             interval_s=policy.interval_s,
             experiment_share=policy.experiment_share,
         )
+    if sweeper is not None:
+        erasures_in_background(handle, sweeper, settings.erasure_interval_s)
     handle.mark_serving()
     return handle

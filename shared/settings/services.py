@@ -513,6 +513,14 @@ class TrainerSettings(ServiceSettings):
         parse=path,
         derived_from="state_dir",
     )
+    erasure_interval_s: float = option(
+        "SHOPSENSE_ERASURE_INTERVAL_S",
+        60.0,
+        "how often shoppers' erasures (feedback's DeleteShopperEvents) are applied to the "
+        "training folders written from feedback, seconds (also at start and before a job)",
+        parse=number,
+        check=at_least(0.05),
+    )
     triton_url: str = _triton_url()
     triton_models: Any = option(
         "SHOPSENSE_TRITON_MODELS",

@@ -1,0 +1,118 @@
+"""A shopper's erasure reaches the sequence training folders written from feedback: over a
+real SQLite feedback store and real folders, the erased shopper's histories go, the others
+stay, the folder still loads (counts and fingerprint follow), and applying again changes
+nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shared.recommendation.events import CART, PURCHASE, VIEW, Interaction
+from shared.storage.database import create_db_engine
+from shared.storage.feedback import FeedbackStore
+from shared.training.erasure import apply_erasures
+from shared.training.sequence_data import (
+    HISTORIES_FILE,
+    INFO_FILE,
+    read_sequence_dataset,
+    write_sequence_dataset,
+)
+
+pytestmark = pytest.mark.unit
+
+PRODUCTS = [f"p{i}" for i in range(8)]
+
+
+def _history(user: str, session: str, start: float, products: list[str]) -> list[Interaction]:
+    kinds = [VIEW, CART, PURCHASE]
+    return [
+        Interaction(p, kinds[i % 3], start + 60 * i, user=user, session=session)
+        for i, p in enumerate(products)
+    ]
+
+
+# alice by user id; bob by session only; carol by user id with a session of her own.
+INTERACTIONS = [
+    *_history("alice", "alice-s", 1000, ["p0", "p1", "p2", "p3"]),
+    *_history("", "bob-s", 2000, ["p1", "p2", "p4"]),
+    *_history("carol", "carol-s", 3000, ["p5", "p6", "p7", "p0"]),
+]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FeedbackStore:
+    return FeedbackStore(create_db_engine(f"sqlite:///{tmp_path / 'feedback.db'}"))
+
+
+def _write(training: Path, name: str, store: FeedbackStore) -> Path:
+    folder = training / name
+    vectors = np.eye(len(PRODUCTS), dtype=np.float32)
+    write_sequence_dataset(
+        folder, INTERACTIONS, PRODUCTS, vectors, "1", erasures_through=store.last_erasure()
+    )
+    return folder
+
+
+def _first_products(folder: Path) -> list[str]:
+    data = read_sequence_dataset(folder)  # checks the fingerprint against the files
+    return [PRODUCTS[history[0][0]] for history in data.histories]
+
+
+def test_an_erased_shoppers_histories_leave_every_folder_and_the_rest_stay(
+    tmp_path: Path, store: FeedbackStore
+) -> None:
+    training = tmp_path / "training"
+    first = _write(training, "sequence-feedback-1", store)
+    second = _write(training, "sequence-feedback-2", store)
+    assert _first_products(first) == ["p0", "p1", "p5"]  # alice, bob, carol
+    # No shopper id is written, only erasure keys.
+    text = (first / HISTORIES_FILE).read_text(encoding="utf-8")
+    assert "alice" not in text and "bob" not in text and "carol" not in text
+
+    assert apply_erasures(training, lambda: store).rewritten == []  # nothing erased yet
+    store.delete_shopper(user_id="alice")
+    sweep = apply_erasures(training, lambda: store)
+    assert sweep.rewritten == [first.name, second.name] and sweep.histories_removed == 2
+    for folder in (first, second):
+        assert _first_products(folder) == ["p1", "p5"]  # bob and carol kept
+        info = json.loads((folder / INFO_FILE).read_text(encoding="utf-8"))
+        assert info["shoppers"] == 2 and info["events"] == 3 + 4
+        assert info["erasures_through"] == store.last_erasure() == 1
+        assert info["erased_histories"] == 1
+
+    # Applying again changes nothing; an erasure by session id finds carol's line, whose
+    # events were grouped by her user id.
+    assert apply_erasures(training, lambda: store).rewritten == []
+    store.delete_shopper(session_id="carol-s")
+    assert apply_erasures(training, lambda: store).histories_removed == 2
+    assert _first_products(first) == ["p1"]
+
+
+def test_a_folder_written_after_an_erasure_is_not_rewritten_for_it(
+    tmp_path: Path, store: FeedbackStore
+) -> None:
+    store.delete_shopper(user_id="someone-else")
+    folder = _write(tmp_path / "training", "sequence-feedback-1", store)
+    before = (folder / HISTORIES_FILE).read_bytes()
+    sweep = apply_erasures(tmp_path / "training", lambda: store)
+    assert sweep.folders == 1 and sweep.rewritten == []
+    assert (folder / HISTORIES_FILE).read_bytes() == before
+
+
+def test_folders_without_erasure_keys_are_reported_and_no_database_is_opened(
+    tmp_path: Path,
+) -> None:
+    legacy = tmp_path / "training" / "sequence-feedback-old"
+    legacy.mkdir(parents=True)
+    (legacy / HISTORIES_FILE).write_text('{"events": [[0, 0, 1.0], [1, 0, 2.0]]}\n')
+    (legacy / INFO_FILE).write_text(json.dumps({"shoppers": 1}))
+
+    def no_store() -> FeedbackStore:
+        raise AssertionError("the feedback database was opened")
+
+    sweep = apply_erasures(tmp_path / "training", no_store)
+    assert sweep.unkeyed == ["sequence-feedback-old"] and sweep.folders == 0
