@@ -84,6 +84,7 @@ def log_sweep(sweep: Sweep) -> None:
             "erasures_applied",
             folders=sweep.rewritten,
             histories_removed=sweep.histories_removed,
+            queries_removed=sweep.queries_removed,
             through=sweep.through,
         )
     if sweep.unkeyed:

@@ -1,19 +1,23 @@
-"""A shopper's erasure reaches the sequence training folders written from feedback: over a
-real SQLite feedback store and real folders, the erased shopper's histories go, the others
-stay, the folder still loads (counts and fingerprint follow), and applying again changes
-nothing."""
+"""A shopper's erasure reaches the training folders written from feedback: over a real
+SQLite feedback store and real folders, the erased shopper's histories (sequence folders)
+or the queries they searched (judgments folders) go, the others stay, the folder still
+loads (counts and fingerprint follow), and applying again changes nothing."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from shared.data.synthetic import generate_store, write_wands
 from shared.recommendation.events import CART, PURCHASE, VIEW, Interaction
 from shared.storage.database import create_db_engine
-from shared.storage.feedback import FeedbackStore
+from shared.storage.feedback import FeedbackStore, ValidEvent
+from shared.training.clicks import query_id
+from shared.training.data import load_training_data
 from shared.training.erasure import apply_erasures
 from shared.training.sequence_data import (
     HISTORIES_FILE,
@@ -116,3 +120,76 @@ def test_folders_without_erasure_keys_are_reported_and_no_database_is_opened(
 
     sweep = apply_erasures(tmp_path / "training", no_store)
     assert sweep.unkeyed == ["sequence-feedback-old"] and sweep.folders == 0
+
+
+def _search_events(user: str, query: str, products: list[str], page: str) -> list[ValidEvent]:
+    """A page of ``products`` shown to ``user`` for ``query`` and its first result clicked."""
+    now = datetime.now(UTC) - timedelta(hours=1)
+    shown = [
+        ValidEvent(
+            f"{page}-i{n}",
+            "impression",
+            now,
+            now,
+            product,
+            user_id=user,
+            request_id=page,
+            query=query,
+            explored=False,
+            position=n + 1,
+        )
+        for n, product in enumerate(products)
+    ]
+    click = ValidEvent(
+        f"{page}-c",
+        "click",
+        now,
+        now,
+        products[0],
+        user_id=user,
+        request_id=page,
+        query=query,
+        position=1,
+    )
+    return [*shown, click]
+
+
+def test_a_judgments_folder_loses_the_queries_an_erased_shopper_searched(
+    tmp_path: Path, store: FeedbackStore
+) -> None:
+    from shopsense.trainer.v1 import trainer_service_pb2 as tpb
+
+    from services.trainer.feedback_data import feedback_dataset
+
+    catalog = tmp_path / "catalog"
+    synthetic = generate_store(40, 12, seed=3)
+    write_wands(synthetic, catalog)
+    ids = [p.product_id for p in synthetic.products[:10]]
+    queries = [f"query number {n}" for n in range(6)]
+    events = [e for n, q in enumerate(queries) for e in _search_events(f"u{n}", q, ids, f"r{n}")]
+    # alice searched query 0 too (another page), and nothing else.
+    events += _search_events("alice", queries[0], ids, "alice-page")
+    assert all(store.record(events))
+    training = tmp_path / "training"
+    training.mkdir()
+    folder, _ = feedback_dataset(
+        tpb.FeedbackSource(enabled=True), catalog, lambda: store.engine, training
+    )
+    assert folder.name.startswith("feedback-") and [p.name for p in training.iterdir()] == [
+        folder.name
+    ]
+    written = (folder / "query.csv").read_text(encoding="utf-8")
+    assert all(q in written for q in queries)
+
+    store.delete_shopper(user_id="alice")
+    sweep = apply_erasures(training, lambda: store)
+    assert sweep.rewritten == [folder.name] and sweep.queries_removed == 1
+    kept = (folder / "query.csv").read_text(encoding="utf-8")
+    assert queries[0] not in kept and all(q in kept for q in queries[1:])
+    labels = (folder / "label.csv").read_text(encoding="utf-8").splitlines()
+    assert labels[0].split("\t")[:2] == ["id", "query_id"] and len(labels) > 1
+    assert query_id(queries[0]) not in "".join(labels)
+    # The folder still loads for training; another erasure of nobody here changes nothing.
+    assert load_training_data(folder, kind="cross_encoder")
+    store.delete_shopper(user_id="nobody-here")
+    assert apply_erasures(training, lambda: store).rewritten == []
