@@ -14,6 +14,7 @@ text. No log call names them today; this keeps a future one from leaking them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -80,6 +81,7 @@ def _register(values: Iterable[str]) -> None:
         structlog.contextvars.bind_contextvars(**{_SENSITIVE: _Sensitive((*current, *added))})
 
 
+@functools.lru_cache(maxsize=256)
 def _pattern(values: tuple[str, ...]) -> re.Pattern[str]:
     # Longest first, so a query holding the user id is redacted whole. Not inside a longer
     # word: a shopper "7" must not turn "17 events" into "1[redacted] events".
@@ -87,13 +89,18 @@ def _pattern(values: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile(rf"(?<![\w-])(?:{alternatives})(?![\w-])")
 
 
-def _scrub(value: Any, pattern: re.Pattern[str]) -> Any:
+def _scrub(value: Any, values: tuple[str, ...]) -> Any:
     if isinstance(value, str):
-        return pattern.sub(REDACTED, value)
+        # A substring test first: compiling the pattern cost 1.7 ms a line, and nearly every
+        # line holds none of the values; so a line of a call with a shopper bound costs
+        # 19 us (0.1 us without), against 100-200 us for rendering it (2 busy cores).
+        if any(v in value for v in values):
+            return _pattern(values).sub(REDACTED, value)
+        return value
     if isinstance(value, dict):
-        return {k: _scrub(v, pattern) for k, v in value.items()}
+        return {k: _scrub(v, values) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return type(value)(_scrub(v, pattern) for v in value)
+        return type(value)(_scrub(v, values) for v in value)
     return value
 
 
@@ -102,11 +109,10 @@ def redact(
 ) -> MutableMapping[str, Any]:
     """structlog processor (after the exception is formatted, before rendering): the call's
     shopper ids and query, wherever they appear, become ``[redacted]``."""
-    values = event_dict.pop(_SENSITIVE, ())
+    values = tuple(event_dict.pop(_SENSITIVE, ()))
     if not values:
         return event_dict
-    pattern = _pattern(tuple(values))
     for key, value in event_dict.items():
         if key not in _KEEP:
-            event_dict[key] = _scrub(value, pattern)
+            event_dict[key] = _scrub(value, values)
     return event_dict
