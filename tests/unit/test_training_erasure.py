@@ -6,6 +6,7 @@ loads (counts and fingerprint follow), and applying again changes nothing."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -47,9 +48,21 @@ INTERACTIONS = [
 ]
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> FeedbackStore:
-    return FeedbackStore(create_db_engine(f"sqlite:///{tmp_path / 'feedback.db'}"))
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+    ]
+)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FeedbackStore]:
+    """The feedback store on a SQLite file, and on PostgreSQL (the production backend)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'feedback.db'}"
+    else:
+        url = str(request.getfixturevalue("postgres_url"))
+    store = FeedbackStore(create_db_engine(url))
+    yield store
+    store.engine.dispose()
 
 
 def _write(training: Path, name: str, store: FeedbackStore) -> Path:
