@@ -28,10 +28,11 @@ from shared.contracts.feedback import (
     validate_event,
 )
 from shared.errors import InvalidArgument, ResourceExhausted, Unavailable
-from shared.experiments.attribution import Attribution, AttributionSigner
+from shared.experiments.attribution import Attribution, AttributionSigner, token_keys
 from shared.rpc.clients import open_channel
+from shared.rpc.privacy import bind_shopper
 from shared.rpc.server import ServerHandle, build_service
-from shared.settings import DEV_TOKEN_SECRET, FeedbackSettings
+from shared.settings import FeedbackSettings
 from shared.storage.database import create_db_engine
 from shared.storage.feedback import FeedbackStore, ValidEvent
 
@@ -115,7 +116,9 @@ class FeedbackServicer(pb_grpc.FeedbackServiceServicer):
             stored = self._store.record(valid)
         except sqlalchemy.exc.OperationalError as exc:
             # Nothing was committed; the call is idempotent, so the client can retry as is.
-            _log.warning("database_unavailable", error=str(exc.orig or exc))
+            # The driver's own message only: SQLAlchemy's text would add the statement's
+            # parameters, the shoppers' ids among them.
+            _log.warning("database_unavailable", error=str(exc.orig or type(exc).__name__))
             raise Unavailable("database: unavailable, nothing was stored; retry") from exc
         for position, is_new in zip(valid_positions, stored, strict=True):
             results[position].status = (
@@ -157,6 +160,7 @@ class FeedbackServicer(pb_grpc.FeedbackServiceServicer):
 
     @staticmethod
     def _shopper(request: pb.ShopperRequest) -> tuple[str, str]:
+        bind_shopper(request.user_id, request.session_id)
         return checked_shopper_ids(request.user_id, request.session_id)
 
     def ExportShopperEvents(
@@ -208,15 +212,14 @@ def create_server(settings: FeedbackSettings, store: FeedbackStore | None = None
     Builds the store from ``settings.feedback_db_url`` unless one is given, and reports
     SERVING only once the database answers.
     """
-    if settings.token_secret == DEV_TOKEN_SECRET:
-        _log.warning("dev_token_secret", hint="set SHOPSENSE_TOKEN_SECRET outside development")
+    keys = token_keys(settings)
     owns_engine = store is None
     if store is None:
         store = FeedbackStore(create_db_engine(settings.feedback_db_url))
     forget = RecommenderForget(settings.recommend_target)
     servicer = FeedbackServicer(
         store,
-        AttributionSigner(settings.token_secret),
+        AttributionSigner(keys),
         window=timedelta(seconds=settings.attribution_window_s),
         catalog=CatalogCheck(settings.retrieval_target),
         forget=forget,

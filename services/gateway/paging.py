@@ -1,4 +1,10 @@
-"""Page tokens: opaque, signed, and bound to the request they continue."""
+"""Page tokens: opaque, signed, and bound to the request they continue.
+
+A token is ``<kid>.<base64url(mac + body)>``: the id of the key that signed it (the first
+of SHOPSENSE_TOKEN_KEYS; every listed key verifies), then a 12-byte HMAC-SHA256 of the JSON
+body. A token without ``<kid>.`` (minted before key ids; '.' is not in base64url's alphabet)
+is one of key ``default`` (shared/settings/keys.py).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,11 @@ import json
 from shopsense.search.v1 import search_service_pb2 as pb
 
 from shared.errors import InvalidArgument
+from shared.settings.keys import LEGACY_KID, TokenKeys
+
+
+def _page_key(secret: str) -> bytes:
+    return hashlib.sha256(b"page:" + secret.encode()).digest()
 
 
 def request_fingerprint(request: pb.SearchRequest) -> str:
@@ -26,8 +37,14 @@ def request_fingerprint(request: pb.SearchRequest) -> str:
 
 
 class PageTokens:
-    def __init__(self, secret: str) -> None:
-        self._key = hashlib.sha256(b"page:" + secret.encode()).digest()
+    """Signs with the first key, verifies with the key the token names; a plain string is
+    one key, id ``default``."""
+
+    def __init__(self, keys: TokenKeys | str) -> None:
+        if isinstance(keys, str):
+            keys = TokenKeys.single(keys)
+        self._keys = {kid: _page_key(secret) for kid, secret in keys.keys}
+        self._kid = keys.signing[0]
 
     def encode(self, offset: int, fingerprint: str, page_size: int) -> str:
         """A token for the page at ``offset`` of the request ``fingerprint`` names, to be used
@@ -35,18 +52,21 @@ class PageTokens:
         body = json.dumps(
             {"o": offset, "f": fingerprint, "s": page_size}, separators=(",", ":")
         ).encode()
-        mac = hmac.new(self._key, body, hashlib.sha256).digest()[:12]
-        return base64.urlsafe_b64encode(mac + body).decode().rstrip("=")
+        mac = hmac.new(self._keys[self._kid], body, hashlib.sha256).digest()[:12]
+        return f"{self._kid}." + base64.urlsafe_b64encode(mac + body).decode().rstrip("=")
 
     def decode(self, token: str, fingerprint: str, page_size: int) -> int:
         """The offset the token continues at; INVALID_ARGUMENT naming page_token when it is
         malformed or was issued for another request or another (effective) page size."""
+        kid, dot, encoded = token.rpartition(".")
+        key = self._keys.get(kid if dot else LEGACY_KID)
+        if key is None:
+            # An unknown or retired key id reads like a bad signature.
+            raise InvalidArgument("page_token: malformed; pass next_page_token unchanged")
         try:
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
             mac, body = raw[:12], raw[12:]
-            if not hmac.compare_digest(
-                mac, hmac.new(self._key, body, hashlib.sha256).digest()[:12]
-            ):
+            if not hmac.compare_digest(mac, hmac.new(key, body, hashlib.sha256).digest()[:12]):
                 raise ValueError("bad mac")
             payload = json.loads(body)
             offset, bound = int(payload["o"]), str(payload["f"])

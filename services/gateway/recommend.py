@@ -22,6 +22,7 @@ from shared.experiments.attribution import Attribution, AttributionSigner
 from shared.models.kinds import SEQUENCE_RECOMMENDER
 from shared.rpc.clients import remaining
 from shared.rpc.interceptors import current_request_id
+from shared.rpc.privacy import bind_shopper
 from shared.rpc.status import error_from_status
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RecommendService"].full_name
@@ -51,6 +52,7 @@ class RecommendGatewayServicer(pb_grpc.RecommendServiceServicer):
     ) -> pb.RecommendResponse:
         # What routing needs (the shopper for the arm); the recommendation service checks
         # every other field, and its INVALID_ARGUMENT is passed on as it is.
+        bind_shopper(request.user.user_id, request.user.session_id)
         placement = placement_name(request.placement)
         user, session = checked_shopper(request.user)
         where = route(self._running(), user, session)

@@ -35,12 +35,13 @@ from shared.contracts.common import checked_shopper, count_or_default, validate_
 from shared.contracts.search import results_page
 from shared.errors import InvalidArgument
 from shared.experiments.assignment import NO_EXPERIMENT, Experiment
-from shared.experiments.attribution import AttributionSigner
+from shared.experiments.attribution import AttributionSigner, token_keys
 from shared.experiments.guardrails import Limits
 from shared.models.protocols import TextEncoder
 from shared.models.triton_client import text_encoder_client
 from shared.rpc.clients import open_channel
 from shared.rpc.interceptors import current_request_id
+from shared.rpc.privacy import bind_shopper
 from shared.rpc.server import ServerHandle, build_service, serve_when_ready
 from shared.settings import GatewaySettings
 
@@ -83,7 +84,7 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
         self._models = model_versions
         self._signer = signer
         self._experiment = experiment
-        self._pages = PageTokens(settings.token_secret)
+        self._pages = PageTokens(settings.token_keys)
         self._pipeline = ArmPipeline(
             hops,
             settings.intent_budget,
@@ -103,6 +104,7 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
 
     def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
         started = time.monotonic()
+        bind_shopper(request.user.user_id, request.user.session_id, request.query)
         clock = Clock.start(context, self._settings.search_deadline_s, started)
         page = self._page(request)
         where = route(self.running(), page.user, page.session)
@@ -218,6 +220,7 @@ def create_server(
     encoder: TextEncoder | None = None,
     hops: Hops | None = None,
 ) -> ServerHandle:
+    keys = token_keys(settings)
     if encoder is None:
         encoder = text_encoder_client(settings.triton_url, settings.text_encoder_version)
     model_versions = ModelVersions(
@@ -227,13 +230,13 @@ def create_server(
         settings,
         encoder,
         hops or Hops.connect(settings),
-        AttributionSigner(settings.token_secret),
+        AttributionSigner(keys),
         model_versions=model_versions,
     )
     recommend_channel = open_channel(settings.recommend_target)
     recommender = RecommendGatewayServicer(
         recommend_service_pb2_grpc.RecommendServiceStub(recommend_channel),
-        AttributionSigner(settings.token_secret),
+        AttributionSigner(keys),
         servicer.running,
         settings.search_deadline_s,
     )

@@ -34,6 +34,7 @@ from shared.models.protocols import TextEncoder
 from shared.models.tokenization import Tokenizer
 from shared.models.triton_client import IntentClassifierClient, text_encoder_client
 from shared.rpc.clients import open_channel, remaining
+from shared.rpc.privacy import bind_query
 from shared.rpc.server import ServerHandle, build_service
 from shared.settings import IntentSettings
 
@@ -153,6 +154,7 @@ class IntentServicer(intent_service_pb2_grpc.IntentServiceServicer):
     def Classify(
         self, request: intent_service_pb2.ClassifyRequest, context: grpc.ServicerContext
     ) -> intent_service_pb2.ClassifyResponse:
+        bind_query(request.query)
         query = validate_query(request.query)
         top_k = count_or_default(request.top_k, "top_k", DEFAULT_TOP_K, MAX_TOP_K)
         version = validate_version(request.model_version, "model_version")

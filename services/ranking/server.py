@@ -32,6 +32,7 @@ from shared.ranking.features import FeatureScorer, Scored
 from shared.ranking.personal import add_personal, checked_profile, likeness
 from shared.ranking.rerank import MAX_DEPTH, ranking_version, rerank_head
 from shared.rpc.clients import remaining
+from shared.rpc.privacy import bind_query
 from shared.rpc.server import ServerHandle, build_service
 from shared.settings import RankingSettings
 
@@ -89,6 +90,7 @@ class RankingServicer(ranking_service_pb2_grpc.RankingServiceServicer):
     def Rank(
         self, request: ranking_service_pb2.RankRequest, context: grpc.ServicerContext
     ) -> ranking_service_pb2.RankResponse:
+        bind_query(request.query)
         query = validate_query(request.query)
         inputs = rank_inputs(request.candidates)
         if request.explain_top < 0:

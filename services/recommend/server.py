@@ -31,6 +31,7 @@ from shared.contracts.recommend import query_from_request, response_from_answer
 from shared.models.triton_client import SequenceRecommenderClient
 from shared.recommendation.recommender import Recommender, RecommenderOptions
 from shared.rpc.interceptors import current_request_id
+from shared.rpc.privacy import bind_shopper
 from shared.rpc.server import ServerHandle, build_service, serve_when_ready
 from shared.settings import RecommendSettings
 from shared.storage.database import create_db_engine
@@ -54,6 +55,7 @@ class RecommendServicer(pb_grpc.RecommendServiceServicer):
     def Recommend(
         self, request: pb.RecommendRequest, context: grpc.ServicerContext
     ) -> pb.RecommendResponse:
+        bind_shopper(request.user.user_id, request.user.session_id)
         query = query_from_request(request, self._recommender.attribute_names())
         degraded = False
         if self._sequence is not None:
@@ -88,6 +90,7 @@ class RecommendServicer(pb_grpc.RecommendServiceServicer):
     def ForgetShopper(
         self, request: pb.ForgetShopperRequest, context: grpc.ServicerContext
     ) -> pb.ForgetShopperResponse:
+        bind_shopper(request.user_id, request.session_id)
         user_id, session_id = checked_shopper_ids(request.user_id, request.session_id)
         forgotten = self._recommender.forget(user_id, session_id)
         _log.info("shopper_forgotten", states=forgotten)
@@ -101,6 +104,7 @@ class RecommendServicer(pb_grpc.RecommendServiceServicer):
         removes it with the state); an unknown shopper's is empty."""
         from shared.contracts.common import embedding_to_proto
 
+        bind_shopper(request.user_id, request.session_id)
         user_id, session_id = checked_shopper_ids(request.user_id, request.session_id)
         profile = self._recommender.profile(user_id, session_id)
         if profile.vector is None:

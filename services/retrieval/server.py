@@ -45,6 +45,7 @@ from shared.errors import FailedPrecondition, InvalidArgument, Unavailable
 from shared.models.protocols import TextEncoder
 from shared.models.triton_client import TextEncoderClient, text_encoder_client
 from shared.ranking.features import intent_boost_for
+from shared.rpc.privacy import bind_query
 from shared.rpc.server import ServerHandle, build_service, serve_when_ready
 from shared.search.catalog_index import CatalogIndex, EmbeddingVersionMismatch
 from shared.search.reindex import ReindexStatus
@@ -142,6 +143,7 @@ class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
     def Retrieve(
         self, request: pb.RetrieveRequest, context: grpc.ServicerContext
     ) -> pb.RetrieveResponse:
+        bind_query(request.query)
         query = validate_query(request.query)
         k = count_or_default(request.k, "k", DEFAULT_K, MAX_K)
         mode = MODES.get(request.mode)

@@ -1,6 +1,7 @@
 """The trainer's background loops, each stopped with its server: reconciling Triton with the
 registry while Triton starts, checking the running experiment against the guard rails, and
-the retraining schedule (services/trainer/schedule.py)."""
+the retraining schedule (services/trainer/schedule.py), and applying shoppers' erasures to
+the training folders (shared/training/erasure.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from services.trainer.schedule import RetrainScheduler
 from shared.experiments.guardrails import Limits
 from shared.rpc.server import ServerHandle
 from shared.settings import TrainerSettings
+from shared.training.erasure import ErasureSweeper, Sweep
 
 # Seconds between reconcile attempts while Triton is starting.
 RECONCILE_RETRY_S = 2.0
@@ -73,3 +75,41 @@ def retrain_in_background(handle: ServerHandle, schedule: RetrainScheduler) -> N
                 _log.warning("retrain_check_failed", error=str(exc))
 
     threading.Thread(target=loop, name="trainer-retrain-schedule", daemon=True).start()
+
+
+def log_sweep(sweep: Sweep) -> None:
+    """One line when a pass removed something or found folders it cannot clean."""
+    if sweep.rewritten:
+        _log.info(
+            "erasures_applied",
+            folders=sweep.rewritten,
+            histories_removed=sweep.histories_removed,
+            queries_removed=sweep.queries_removed,
+            through=sweep.through,
+        )
+    if sweep.unkeyed:
+        _log.warning(
+            "erasure_unkeyed_folders",
+            folders=sweep.unkeyed,
+            hint="written before erasure keys: delete them, or an erased shopper stays there",
+        )
+
+
+def erasures_in_background(
+    handle: ServerHandle, sweeper: ErasureSweeper, interval_s: float
+) -> None:
+    """Now (erasures made while the trainer was down), then every ``interval_s``: apply new
+    erasures to the training folders."""
+    stop = threading.Event()
+    handle.on_stop(stop.set)
+
+    def loop() -> None:
+        while True:
+            try:
+                log_sweep(sweeper.sweep())
+            except Exception as exc:  # the feedback store away: next time
+                _log.warning("erasure_sweep_failed", error=str(exc))
+            if stop.wait(interval_s):
+                return
+
+    threading.Thread(target=loop, name="trainer-erasures", daemon=True).start()

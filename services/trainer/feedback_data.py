@@ -27,6 +27,7 @@ from shared.errors import FailedPrecondition, InvalidArgument
 from shared.recommendation.events import Interaction, interaction_of
 from shared.storage.feedback import FeedbackStore
 from shared.training.clicks import fit_click_model, read_impressions, write_click_dataset
+from shared.training.erasure import write_click_index
 from shared.training.sequence_data import write_sequence_dataset
 
 # A query's impressions before it is trained on, and the fewest queries a job trains on
@@ -57,9 +58,14 @@ def feedback_dataset(
     if not (catalog / "product.csv").is_file():
         raise InvalidArgument(f"dataset: {catalog} has no product.csv (the catalog)")
     since, until = feedback_window(source)
+    # Read before the impressions: later erasures are applied by the trainer's sweep.
+    erasures_through = FeedbackStore(feedback_engine()).last_erasure()
     impressions, pages = read_impressions(feedback_engine(), since, until)
     fit = fit_click_model(impressions, pages)
-    folder = training_dir / f"feedback-{_stamp()}"
+    final = training_dir / f"feedback-{_stamp()}"
+    # Written under a hidden name and renamed once indexed: the erasure sweep never sees a
+    # judgments folder without its index.
+    folder = final.with_name(f".{final.name}.writing")
     queries, judgments = write_click_dataset(
         fit, catalog, folder, source.min_impressions or DEFAULT_MIN_IMPRESSIONS
     )
@@ -70,7 +76,13 @@ def feedback_dataset(
             f"(need {MIN_FEEDBACK_QUERIES}); the window holds {fit.pages} result pages, "
             f"{fit.impressions} impressions and {fit.clicks} clicks"
         )
-    return folder, feedback_data_summary(fit, queries, judgments, folder)
+    try:
+        write_click_index(folder, feedback_engine(), since, until, erasures_through)
+        folder.rename(final)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return final, feedback_data_summary(fit, queries, judgments, final)
 
 
 def _stamp() -> str:
@@ -119,12 +131,16 @@ def sequence_feedback_dataset(
             "products by them); wait for its embedding to finish"
         )
     folder = training_dir / f"sequence-feedback-{_stamp()}"
+    # Read before the events: an erasure after it may or may not be in them, and is applied
+    # to the folder by the trainer's next sweep (shared/training/erasure.py).
+    erasures_through = FeedbackStore(engine).last_erasure()
     info = write_sequence_dataset(
         folder,
         read_interactions(engine, since, until),
         [p.product_id for p in export.products],
         export.vectors,
         export.version,
+        erasures_through=erasures_through,
     )
     problem = sequence_data_problem(info["shoppers"], info["dev_eligible"])
     if problem:

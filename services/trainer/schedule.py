@@ -35,9 +35,10 @@ from sqlmodel import Field, Session, SQLModel
 
 from services.trainer.experiments import ExperimentServicer
 from shared.contracts.common import set_timestamps
-from shared.errors import ShopsenseError
+from shared.errors import InvalidArgument, ShopsenseError
 from shared.experiments.assignment import Arm, Experiment
 from shared.models.kinds import CROSS_ENCODER, SEQUENCE_RECOMMENDER
+from shared.paths import confined
 from shared.settings import TrainerSettings
 from shared.storage.experiments import ExperimentStore
 from shared.storage.feedback import FeedbackEvent, UTCDateTime
@@ -88,6 +89,12 @@ class RetrainPolicy:
                 "SHOPSENSE_RETRAIN_CATALOG: required when SHOPSENSE_RETRAIN_MODELS names the "
                 "cross_encoder (its catalog folder, with product.csv)"
             )
+        if settings.retrain_catalog:
+            # Checked again by StartTraining at every scheduled run (as its dataset).
+            try:
+                confined(settings.retrain_catalog, settings.data_root, "SHOPSENSE_RETRAIN_CATALOG")
+            except InvalidArgument as exc:
+                raise ValueError(exc.message) from None
         overrides = parse_hyperparameters(settings.retrain_hyperparameters)
         for model in models:
             try:

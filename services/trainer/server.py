@@ -18,7 +18,7 @@ workers (``shared.training.job``).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import grpc
@@ -29,7 +29,9 @@ from shopsense.trainer.v1 import trainer_service_pb2 as pb
 from shopsense.trainer.v1 import trainer_service_pb2_grpc as pb_grpc
 
 from services.trainer.background import (
+    erasures_in_background,
     guard_in_background,
+    log_sweep,
     reconcile_in_background,
     retrain_in_background,
 )
@@ -48,12 +50,14 @@ from shared.contracts.retrieval import CatalogExport
 from shared.contracts.trainer import check_model, job_message, version_message
 from shared.errors import FailedPrecondition, InvalidArgument, ShopsenseError, Unavailable
 from shared.models.kinds import CROSS_ENCODER, SEQUENCE_RECOMMENDER, TEXT_ENCODER
+from shared.paths import confined
 from shared.rpc.server import ServerHandle, build_service
 from shared.settings import TrainerSettings
 from shared.storage.database import create_db_engine
 from shared.storage.experiments import ExperimentStore
 from shared.storage.registry import ModelRegistry, TrainingJob, VersionStatus
 from shared.training.data import DatasetError, load_training_data
+from shared.training.erasure import ErasureSweeper
 from shared.training.hyperparams import HyperparameterError, Hyperparameters
 from shared.training.sequence_data import (
     HISTORIES_FILE,
@@ -86,7 +90,11 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
         catalog: Callable[[], CatalogExport] | None = None,
         runs: ScheduledRuns | None = None,
         schedule: RetrainScheduler | None = None,
+        data_roots: Sequence[Path] = (),
+        erasures: ErasureSweeper | None = None,
     ) -> None:
+        """``data_roots``: the folders a request's dataset must lie under (none: every
+        dataset is refused; SHOPSENSE_DATA_ROOT in the server)."""
         self._registry = registry
         self._runner = runner
         self._publisher = publisher
@@ -97,6 +105,9 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
         # The jobs the retraining schedule started (their trigger), and the schedule when on.
         self._runs = runs
         self._schedule = schedule
+        self._data_roots = tuple(data_roots)
+        # Applies shoppers' erasures to the feedback folders before a job reads one.
+        self._erasures = erasures
 
     def _jobs_message(self, jobs: list[TrainingJob]) -> list[pb.Job]:
         """The jobs as Job messages, with the trigger of those the schedule started."""
@@ -158,6 +169,14 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
                 "cross_encoder", request.teacher_version, "teacher_version"
             )
 
+        if self._erasures is not None and self._erasures.covers(dataset):
+            try:
+                log_sweep(self._erasures.sweep())
+            except Exception as exc:
+                raise Unavailable(
+                    "feedback: the erasure list could not be read, so the training folder "
+                    "may still hold erased shoppers; retry"
+                ) from exc
         job = self._runner.submit(
             request.model,
             str(dataset.resolve()),
@@ -181,7 +200,9 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
             raise InvalidArgument(
                 "dataset: required (a folder with product.csv, query.csv, label.csv)"
             )
-        dataset = Path(request.dataset)
+        # INVALID_ARGUMENT, not PERMISSION_DENIED: no caller may name a path outside the root,
+        # so it is the argument that is wrong, whoever sends it.
+        dataset = confined(request.dataset, self._data_roots, "dataset")
         if not dataset.is_dir():
             raise InvalidArgument(f"dataset: {request.dataset} is not a folder")
         summary = None
@@ -212,13 +233,15 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
                 products=info["products"],
             )
             return folder, summary
-        if not request.dataset or not is_sequence_dataset(request.dataset):
+        dataset = (
+            confined(request.dataset, self._data_roots, "dataset") if request.dataset else None
+        )
+        if dataset is None or not is_sequence_dataset(dataset):
             raise InvalidArgument(
                 f"dataset: a {SEQUENCE_RECOMMENDER} trains on the shoppers' feedback "
                 f"(feedback.enabled) or on a folder holding {HISTORIES_FILE} "
                 f"(shared.training.sequence_data); got {request.dataset or 'none'}"
             )
-        dataset = Path(request.dataset)
         try:
             data = read_sequence_dataset(dataset)
         except DatasetError as exc:
@@ -382,6 +405,11 @@ def create_server(
         )
         opened.callback(experiments.close)
         runs = ScheduledRuns(registry.engine)
+        sweeper = (
+            ErasureSweeper(Path(settings.training_dir), experiments.feedback_engine)
+            if settings.feedback_db_url
+            else None
+        )
         schedule = None
         if policy.models:
             schedule = RetrainScheduler(
@@ -402,6 +430,8 @@ def create_server(
             catalog=retrieval.catalog,
             runs=runs,
             schedule=schedule,
+            data_roots=settings.data_root,
+            erasures=sweeper,
         )
         if settings.experiments_file:
             names = experiments.apply_file(Path(settings.experiments_file))
@@ -425,5 +455,7 @@ def create_server(
             interval_s=policy.interval_s,
             experiment_share=policy.experiment_share,
         )
+    if sweeper is not None:
+        erasures_in_background(handle, sweeper, settings.erasure_interval_s)
     handle.mark_serving()
     return handle

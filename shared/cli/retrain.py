@@ -54,7 +54,7 @@ def feedback_request(
     set_timestamps(source, since=since)
     return tpb.StartTrainingRequest(
         model=model,
-        dataset=str(catalog) if catalog is not None and model == CROSS_ENCODER else "",
+        dataset=str(catalog.resolve()) if catalog is not None and model == CROSS_ENCODER else "",
         hyperparameters=overrides or {},
         publish=publish,
         feedback=source,

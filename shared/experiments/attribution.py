@@ -9,6 +9,12 @@ that contributed each result of the page, one letter a position ("a" the first a
 the second), from 1-based position ``"off"`` + 1 on.
 and signature is base64url HMAC-SHA256 over ``v1.<payload>`` with the suite's secret.
 Changing one byte of the payload or signature makes ``decode`` fail.
+
+Tokens now carry the id of the key that signed them: ``v2.<kid>.<payload>.<signature>``,
+the signature over ``v2.<kid>.<payload>`` with that key (shared/settings/keys.py: the first
+of SHOPSENSE_TOKEN_KEYS signs, all verify). A ``v1`` token (minted before key ids) is one of
+key ``default``: it verifies while that key is accepted. An unknown or retired key id is
+refused like a bad signature.
 """
 
 from __future__ import annotations
@@ -21,9 +27,15 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from shared.errors import InvalidArgument
+import structlog
 
-_PREFIX = "v1"
+from shared.errors import InvalidArgument
+from shared.settings import FeedbackSettings, GatewaySettings, token_keys_problem
+from shared.settings import uses_dev_token_secret as _uses_dev_secret
+from shared.settings.keys import KEYS_ENV, LEGACY_KID, TokenKeys
+
+_PREFIX, _LEGACY_PREFIX = "v2", "v1"
+_log = structlog.get_logger("shopsense.tokens")
 # A 512-character query of 4-byte characters, base64-encoded, fits with room to spare.
 MAX_TOKEN_CHARS = 4096
 
@@ -54,6 +66,20 @@ class Attribution:
         return self.teams[index] if 0 <= index < len(self.teams) else ""
 
 
+def token_keys(settings: GatewaySettings | FeedbackSettings) -> TokenKeys:
+    """The keys a service signs and verifies tokens with, checked at its start: ValueError
+    naming the variable in production without real keys; a warning on the development
+    secret in embedded mode."""
+    problem = token_keys_problem(settings)
+    if problem is not None:
+        raise ValueError(problem)
+    if _uses_dev_secret(settings):
+        _log.warning(
+            "dev_token_secret", hint=f"set {KEYS_ENV} (kid:secret,...) outside development"
+        )
+    return settings.token_keys
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
@@ -63,15 +89,20 @@ def _unb64(text: str) -> bytes:
 
 
 class AttributionSigner:
-    """Signs and verifies tokens with one HMAC key shared by gateway and feedback."""
+    """Signs with the first of the keys gateway and feedback share, verifies with any of
+    them (picked by the token's key id). A plain string is one key, id ``default``."""
 
-    def __init__(self, secret: str) -> None:
-        if not secret:
-            raise ValueError("attribution token secret must not be empty")
-        self._key = secret.encode("utf-8")
+    def __init__(self, keys: TokenKeys | str) -> None:
+        if isinstance(keys, str):
+            if not keys:
+                raise ValueError("attribution token secret must not be empty")
+            keys = TokenKeys.single(keys)
+        self._keys = {kid: secret.encode("utf-8") for kid, secret in keys.keys}
+        self._kid = keys.signing[0]
 
-    def _sign(self, message: str) -> str:
-        return _b64(hmac.new(self._key, message.encode("ascii"), hashlib.sha256).digest())
+    def _sign(self, kid: str, message: str) -> str:
+        key = self._keys[kid]
+        return _b64(hmac.new(key, message.encode("ascii"), hashlib.sha256).digest())
 
     def encode(self, attribution: Attribution) -> str:
         payload = {
@@ -96,8 +127,8 @@ class AttributionSigner:
                 "utf-8"
             )
         )
-        message = f"{_PREFIX}.{body}"
-        return f"{message}.{self._sign(message)}"
+        message = f"{_PREFIX}.{self._kid}.{body}"
+        return f"{message}.{self._sign(self._kid, message)}"
 
     def decode(self, token: str, field_name: str = "attribution_token") -> Attribution:
         """Verify and decode; raise InvalidArgument naming ``field_name`` when malformed or forged.
@@ -112,15 +143,25 @@ class AttributionSigner:
         if not token.isascii():
             raise InvalidArgument(f"{field_name}: malformed (non-ASCII characters)")
         parts = token.split(".")
-        if len(parts) != 3 or parts[0] != _PREFIX:
+        if len(parts) == 4 and parts[0] == _PREFIX:
+            kid, body, signature = parts[1], parts[2], parts[3]
+        elif len(parts) == 3 and parts[0] == _LEGACY_PREFIX:
+            kid, body, signature = LEGACY_KID, parts[1], parts[2]
+        else:
             raise InvalidArgument(f"{field_name}: malformed (not a shopsense attribution token)")
-        message = f"{parts[0]}.{parts[1]}"
-        if not hmac.compare_digest(self._sign(message), parts[2]):
+        if kid not in self._keys:
+            # Like a bad signature: a forger learns nothing about which ids exist.
+            raise InvalidArgument(
+                f"{field_name}: signature mismatch (signed with a key that is not accepted: "
+                "unknown or retired)"
+            )
+        message = token[: len(token) - len(signature) - 1]
+        if not hmac.compare_digest(self._sign(kid, message), signature):
             raise InvalidArgument(f"{field_name}: signature mismatch (forged or altered token)")
         # Signed, yet checked as strictly as untrusted input: a bug or a leaked key must not
         # turn into an exception other than InvalidArgument.
         try:
-            payload = json.loads(_unb64(parts[1]))
+            payload = json.loads(_unb64(body))
             return _attribution(payload)
         except (ValueError, TypeError, binascii.Error, RecursionError) as exc:
             raise InvalidArgument(f"{field_name}: malformed payload") from exc

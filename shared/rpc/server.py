@@ -172,5 +172,5 @@ def serve_main(settings_class: type[S], create_server: Callable[[S], ServerHandl
     """The whole of a service's ``__main__``: its settings from the environment, JSON logs,
     serve until a signal."""
     settings = settings_class.load()
-    configure_logging(settings.log_level, settings.NAME)
+    configure_logging(settings.log_level, settings.NAME, settings.log_key)
     run_until_signal(create_server(settings), settings.shutdown_grace_s)

@@ -1,6 +1,7 @@
 """Settings: each service's own record (``services``) on one small framework (``base``)."""
 
 from shared.settings.base import Described, Settings
+from shared.settings.keys import TokenKeys
 from shared.settings.services import (
     ALL,
     DEV_TOKEN_SECRET,
@@ -18,6 +19,8 @@ from shared.settings.services import (
     RetrievalSettings,
     ServiceSettings,
     TrainerSettings,
+    token_keys_problem,
+    uses_dev_token_secret,
 )
 
 __all__ = [
@@ -38,5 +41,8 @@ __all__ = [
     "RetrievalSettings",
     "ServiceSettings",
     "Settings",
+    "TokenKeys",
     "TrainerSettings",
+    "token_keys_problem",
+    "uses_dev_token_secret",
 ]

@@ -24,6 +24,7 @@ from shared.settings.base import (
     path,
     record,
 )
+from shared.settings.keys import KEYS_ENV, TokenKeys
 
 # Where each service listens by default (`make run`), and so where clients find it.
 PORTS = {
@@ -36,7 +37,7 @@ PORTS = {
     "recommend": 50057,
 }
 # A development-only secret: `make run` works out of the box, and the services that use it
-# log a warning while it is in use. Production sets SHOPSENSE_TOKEN_SECRET.
+# log a warning while it is in use; production refuses it (shared/settings/keys.py).
 DEV_TOKEN_SECRET = "shopsense-dev-secret-change-me"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # SHOPSENSE_MODE: "embedded" is the one-machine default; "production" (Kubernetes) turns the
@@ -90,9 +91,33 @@ def _token_secret() -> Any:
     return option(
         "SHOPSENSE_TOKEN_SECRET",
         DEV_TOKEN_SECRET,
-        "HMAC key of attribution and page tokens; the default is for development only",
+        f"one-key shorthand of {KEYS_ENV} (key id 'default'); the default is for development only",
         secret=True,
     )
+
+
+def _token_keys() -> Any:
+    return option(
+        KEYS_ENV,
+        lambda values, _cls: TokenKeys.single(values["token_secret"]),
+        "keys of attribution and page tokens, kid:secret,...: the first signs, all verify "
+        "(rotation: new key first, drop the old one after the attribution window)",
+        parse=TokenKeys.parse,
+        secret=True,
+        derived_from="token_secret",
+    )
+
+
+def token_keys_problem(settings: GatewaySettings | FeedbackSettings) -> str | None:
+    """Why ``settings``' token keys must not be used, naming the variable (production: the
+    development secret or a short one); None when they may."""
+    if not settings.production:
+        return None
+    return settings.token_keys.production_problem(DEV_TOKEN_SECRET)
+
+
+def uses_dev_token_secret(settings: GatewaySettings | FeedbackSettings) -> bool:
+    return any(secret == DEV_TOKEN_SECRET for _, secret in settings.token_keys.keys)
 
 
 @record
@@ -129,6 +154,13 @@ class ServiceSettings(Settings):
     log_level: str = option(
         "SHOPSENSE_LOG_LEVEL", "info", "log level (JSON lines on stderr)", check=one_of(*LOG_LEVELS)
     )
+    log_key: str = option(
+        "SHOPSENSE_LOG_KEY",
+        "",
+        "HMAC key of the shopper tags in logs (ids and queries are never logged); the same "
+        "key in every service tags a shopper alike; empty: a random key per process",
+        secret=True,
+    )
     max_message_bytes: int = option(
         "SHOPSENSE_{SERVICE}_MAX_MESSAGE_BYTES",
         lambda _values, cls: cls.MAX_MESSAGE_BYTES,
@@ -158,6 +190,7 @@ class GatewaySettings(ServiceSettings):
     trainer_target: str = _target("trainer")
     recommend_target: str = _target("recommend")
     token_secret: str = _token_secret()
+    token_keys: TokenKeys = _token_keys()
     search_deadline_s: float = option(
         "SHOPSENSE_SEARCH_DEADLINE_S",
         2.0,
@@ -348,6 +381,7 @@ class FeedbackSettings(ServiceSettings):
         derived_from="state_dir",
     )
     token_secret: str = _token_secret()
+    token_keys: TokenKeys = _token_keys()
     retrieval_target: str = _target("retrieval")
     recommend_target: str = _target("recommend")
     attribution_window_s: float = option(
@@ -482,12 +516,31 @@ class TrainerSettings(ServiceSettings):
         "the feedback store that reports and retraining read",
         derived_from="state_dir",
     )
+    # Where request-named folders (StartTraining's dataset, SHOPSENSE_RETRAIN_CATALOG) must
+    # lie: the demo's and `make train`'s stores are written in the state folder, the team's
+    # real data is in the shared data folder.
+    data_root: Any = option(
+        paths.DATA_ROOT_ENV,
+        lambda values, _cls: paths.DataRoots((paths.shared_data_dir(), values["state_dir"])),
+        "folders the datasets a request names must lie under (no symbolic links below "
+        "them), ':'-separated; default: the shared data folder and the state folder",
+        parse=paths.parse_roots,
+        derived_from="state_dir",
+    )
     training_dir: Any = option(
         "SHOPSENSE_TRAINING_DIR",
         _in_state("training"),
         "training runs: checkpoints, exports, logs",
         parse=path,
         derived_from="state_dir",
+    )
+    erasure_interval_s: float = option(
+        "SHOPSENSE_ERASURE_INTERVAL_S",
+        60.0,
+        "how often shoppers' erasures (feedback's DeleteShopperEvents) are applied to the "
+        "training folders written from feedback, seconds (also at start and before a job)",
+        parse=number,
+        check=at_least(0.05),
     )
     triton_url: str = _triton_url()
     triton_models: Any = option(

@@ -8,6 +8,7 @@ through a float) and fine for every ISO 4217 currency, whatever its number of mi
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -141,6 +142,39 @@ class StoredInteraction(NamedTuple):
 
 
 _TABLE: sqlalchemy.Table = FeedbackEvent.__table__  # type: ignore[assignment]
+
+
+class ShopperErasure(SQLModel, table=True):
+    """One id a shopper's erasure named, as :func:`erasure_key`, in the order erased.
+
+    Feedback records it in the transaction that deletes the events; the trainer applies it
+    to the training folders written before (shared/training/erasure.py), which say up to
+    which ``id`` they are clean. Only the key is kept: the list must not itself hold the
+    ids of the shoppers who asked to be forgotten."""
+
+    __tablename__ = "shopper_erasures"  # type: ignore[assignment]
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=64)
+    erased_at: datetime = Field(sa_type=UTCDateTime)
+
+
+_ERASURES: sqlalchemy.Table = ShopperErasure.__table__  # type: ignore[assignment]
+
+
+def erasure_key(kind: str, value: str) -> str:
+    """How an id (``kind`` "u" for a user id, "s" for a session id) is named in the erasure
+    list and in the training folders written from feedback: 32 hex of SHA-256. It keeps the
+    id itself out of files; it is no anonymisation (a guessed id can be checked), so the
+    folders stay as private as the feedback store."""
+    return hashlib.sha256(f"shopsense-shopper\0{kind}:{value}".encode()).hexdigest()[:32]
+
+
+def erasure_keys(user_id: str, session_id: str) -> list[str]:
+    """The keys an erasure of ``user_id`` or ``session_id`` (either matches) names."""
+    return [erasure_key(k, v) for k, v in (("u", user_id), ("s", session_id)) if v]
+
+
 _COLUMNS = ValidEvent._fields
 # SQLite keeps datetimes as text in SQLAlchemy's format (naive UTC), read back by UTCDateTime.
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
@@ -285,10 +319,31 @@ class FeedbackStore:
             return list(session.exec(query).scalars())  # type: ignore[call-overload]
 
     def delete_shopper(self, user_id: str = "", session_id: str = "") -> int:
-        """Delete the events of a user id or a session id; how many were deleted."""
+        """Delete the events of a user id or a session id; how many were deleted. The same
+        transaction adds the ids to the erasure list (even when no event was left: a
+        training folder may hold some from before), so no folder outlives a committed
+        erasure unnoticed."""
+        clause = self._shopper_clause(user_id, session_id)
+        now = datetime.now(UTC)
         with self._engine.begin() as conn:
-            result = conn.execute(_TABLE.delete().where(self._shopper_clause(user_id, session_id)))
+            result = conn.execute(_TABLE.delete().where(clause))
+            conn.execute(
+                _ERASURES.insert(),
+                [{"key": key, "erased_at": now} for key in erasure_keys(user_id, session_id)],
+            )
             return int(result.rowcount or 0)
+
+    def last_erasure(self) -> int:
+        """The id of the newest erasure (0: none yet): a folder written from events read
+        after this holds none of the shoppers erased up to it."""
+        with self._engine.connect() as conn:
+            return int(conn.execute(select(func.max(_ERASURES.c.id))).scalar() or 0)
+
+    def erasures_after(self, after: int) -> list[tuple[int, str]]:
+        """``(id, key)`` of the erasures after id ``after``, oldest first."""
+        query = select(_ERASURES.c.id, _ERASURES.c.key).where(_ERASURES.c.id > after)
+        with self._engine.connect() as conn:
+            return [(int(i), str(k)) for i, k in conn.execute(query.order_by(_ERASURES.c.id))]
 
     def interactions_after(
         self, after: tuple[datetime, str] | None, limit: int

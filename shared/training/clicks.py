@@ -41,7 +41,7 @@ import sqlalchemy
 from sqlalchemy import select
 
 from shared.data.dataset import EXACT, IRRELEVANT, PARTIAL
-from shared.storage.feedback import FeedbackEvent
+from shared.storage.feedback import FeedbackEvent, erasure_keys
 
 # Positions past this share one examination parameter (few shoppers look that far).
 MAX_POSITION = 20
@@ -361,3 +361,26 @@ def write_click_dataset(
         encoding="utf-8",
     )
     return n_queries, n_judgments
+
+
+def query_shoppers(
+    engine: sqlalchemy.Engine, since: datetime | None = None, until: datetime | None = None
+) -> dict[str, set[str]]:
+    """For each feedback query (by :func:`query_id`), the erasure keys of the shoppers whose
+    searches showed it, in the window: whose erasure takes the query out of a folder."""
+    table = FeedbackEvent.__table__
+    query = (
+        select(table.c.query, table.c.user_id, table.c.session_id)
+        .where(table.c.type == "impression", table.c.query.is_not(None))
+        .distinct()
+    )
+    if since is not None:
+        query = query.where(table.c.occurred_at >= since)
+    if until is not None:
+        query = query.where(table.c.occurred_at < until)
+    shoppers: dict[str, set[str]] = defaultdict(set)
+    with engine.connect() as conn:
+        for text, user_id, session_id in conn.execute(query):
+            keys = erasure_keys(user_id or "", session_id or "")
+            shoppers[query_id(normalise_query(text))].update(keys)
+    return dict(shoppers)

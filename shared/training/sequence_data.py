@@ -6,13 +6,16 @@ A folder holds four files:
 - ``items.json``: the catalog's product ids in row order;
 - ``item-vectors.npy``: float32 ``[products, d]``, their text vectors as retrieval holds
   them (the text encoder version is in ``dataset.json``);
-- ``histories.jsonl``: one line per shopper, ``{"events": [[row, kind, unix_seconds], ...]}``
-  oldest first (kind 0 view, 1 cart, 2 purchase, as ``shared.recommendation.events``).
-  No shopper id is written: events are grouped by user id (else session id) in memory
-  only, so a training folder is no copy of who did what that an erasure in the feedback
-  store would have to chase;
-- ``dataset.json``: the counts, the text encoder version and a fingerprint of the other
-  three files (same data, same fingerprint, whatever order the events were read in).
+- ``histories.jsonl``: one line per shopper, ``{"events": [[row, kind, unix_seconds], ...],
+  "shoppers": [erasure key, ...]}`` oldest first (kind 0 view, 1 cart, 2 purchase, as
+  ``shared.recommendation.events``). No shopper id is written: events are grouped by user
+  id (else session id) in memory. Yet a shopper's whole history is theirs (a sequence of
+  purchases can name its buyer), so the line carries the erasure keys of the ids its events
+  had (shared.storage.feedback.erasure_key), and a shopper's erasure removes it
+  (shared/training/erasure.py);
+- ``dataset.json``: the counts, the text encoder version, a fingerprint of the other
+  three files (same data, same fingerprint, whatever order the events were read in) and
+  the newest erasure the folder is clean of (``erasures_through``).
 
 Cleaning on the way in: an event on a product the catalog does not hold is dropped (there
 is no text vector to read it by); an event that repeats the one before it (same product,
@@ -50,6 +53,7 @@ import numpy as np
 
 from shared.recommendation.events import Interaction
 from shared.recommendation.sequence_inputs import NUM_KINDS, basket_sources, gap_buckets
+from shared.storage.feedback import erasure_keys
 from shared.training.data import DatasetError
 
 if TYPE_CHECKING:
@@ -58,6 +62,8 @@ if TYPE_CHECKING:
 ITEMS_FILE = "items.json"
 VECTORS_FILE = "item-vectors.npy"
 HISTORIES_FILE = "histories.jsonl"
+# dataset.json's key: the newest erasure (feedback store id) this folder is clean of.
+ERASURES_THROUGH = "erasures_through"
 INFO_FILE = "dataset.json"
 FORMAT = 1
 # Events a shopper keeps (the newest); the shopper tower reads at most history_length
@@ -119,6 +125,17 @@ def shopper_histories(
 ) -> tuple[list[list[Event]], dict[str, int]]:
     """Each shopper's cleaned events (see the module docstring), shoppers ordered by their
     first event, and how many events and shoppers each rule dropped."""
+    histories, _, counts = keyed_shopper_histories(interactions, rows, max_events)
+    return histories, counts
+
+
+def keyed_shopper_histories(
+    interactions: Iterable[Interaction],
+    rows: dict[str, int],
+    max_events: int = DEFAULT_MAX_EVENTS,
+) -> tuple[list[list[Event]], list[list[str]], dict[str, int]]:
+    """:func:`shopper_histories`, with each history's erasure keys (of every user and
+    session id its events carried: shared.storage.feedback.erasure_key), in the same order."""
     if max_events < 2:
         raise ValueError(f"max_events: must be >= 2, got {max_events}")
     dropped = {
@@ -129,12 +146,13 @@ def shopper_histories(
         "single_event_shoppers": 0,
     }
     by_shopper: dict[str, list[tuple[float, int, int]]] = {}
+    keys_of: dict[str, set[str]] = {}
     read = 0
     for event in interactions:
         read += 1
         if not 0 <= event.kind < NUM_KINDS:
             raise ValueError(f"interactions: kind {event.kind} is not one of 0..{NUM_KINDS - 1}")
-        # Keys only group events here; they are never written.
+        # Keys only group events here; they are never written (only erasure keys are).
         key = f"u:{event.user}" if event.user else f"s:{event.session}" if event.session else ""
         if not key:
             dropped["no_shopper_id"] += 1
@@ -144,8 +162,9 @@ def shopper_histories(
             dropped["unknown_product"] += 1
             continue
         by_shopper.setdefault(key, []).append((float(event.at), event.kind, row))
-    histories: list[list[Event]] = []
-    for events in by_shopper.values():
+        keys_of.setdefault(key, set()).update(erasure_keys(event.user, event.session))
+    keyed: list[tuple[list[Event], list[str]]] = []
+    for key, events in by_shopper.items():
         # Oldest first; at the same instant a view comes before a cart before a purchase.
         events.sort(key=lambda e: (e[0], e[1]))
         cleaned: list[Event] = []
@@ -160,9 +179,10 @@ def shopper_histories(
         if len(cleaned) < 2:
             dropped["single_event_shoppers"] += 1
             continue
-        histories.append(cleaned)
-    histories.sort(key=lambda h: (h[0][2], h))
-    return histories, {"interactions": read, "shoppers_seen": len(by_shopper), **dropped}
+        keyed.append((cleaned, sorted(keys_of[key])))
+    keyed.sort(key=lambda pair: (pair[0][0][2], pair[0], pair[1]))
+    counts = {"interactions": read, "shoppers_seen": len(by_shopper), **dropped}
+    return [h for h, _ in keyed], [k for _, k in keyed], counts
 
 
 def write_sequence_dataset(
@@ -172,9 +192,15 @@ def write_sequence_dataset(
     catalog_vectors: np.ndarray,
     text_encoder_version: str,
     max_events: int = DEFAULT_MAX_EVENTS,
+    erasures_through: int = 0,
 ) -> dict[str, Any]:
     """Write ``interactions`` over the catalog (ids and text vectors, row for row) as a
     training folder; returns what ``dataset.json`` holds.
+
+    Each history's line also names its shopper by erasure keys (``"shoppers"``), and
+    ``dataset.json`` the newest erasure the events were read after (``erasures_through``:
+    the feedback store's ``last_erasure()`` before reading): the trainer applies later ones
+    (shared/training/erasure.py).
 
     ``dataset.json`` is written last: a folder without it is an interrupted write.
     """
@@ -190,16 +216,15 @@ def write_sequence_dataset(
     for row, product in enumerate(ids):
         if rows.setdefault(product, row) != row:
             raise ValueError(f"catalog_ids: product {product!r} appears twice")
-    histories, counts = shopper_histories(interactions, rows, max_events)
+    histories, keys, counts = keyed_shopper_histories(interactions, rows, max_events)
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / ITEMS_FILE).write_text(json.dumps(ids), encoding="utf-8")
     np.save(folder / VECTORS_FILE, np.ascontiguousarray(vectors))
     with (folder / HISTORIES_FILE).open("w", encoding="utf-8") as out:
-        for events in histories:
-            out.write(json.dumps({"events": [list(e) for e in events]}, separators=(",", ":")))
-            out.write("\n")
+        for events, shoppers in zip(histories, keys, strict=True):
+            out.write(history_line(events, shoppers))
     info: dict[str, Any] = {
         "format": FORMAT,
         "products": len(ids),
@@ -213,9 +238,16 @@ def write_sequence_dataset(
         "interactions": counts["interactions"],
         "shoppers_seen": counts["shoppers_seen"],
         "fingerprint": folder_fingerprint(folder),
+        ERASURES_THROUGH: erasures_through,
     }
     (folder / INFO_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
     return info
+
+
+def history_line(events: Sequence[Event], shoppers: Sequence[str]) -> str:
+    """One line of histories.jsonl: the events and the shopper's erasure keys."""
+    record = {"events": [list(e) for e in events], "shoppers": list(shoppers)}
+    return json.dumps(record, separators=(",", ":")) + "\n"
 
 
 def folder_fingerprint(folder: Path) -> str:

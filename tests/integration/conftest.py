@@ -157,6 +157,8 @@ def start_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[.
         unknown = set(services) - set(FACTORIES) | set(only or {}) - set(services)
         assert not unknown, f"unknown or unstarted services: {sorted(unknown)}"
         stack = Stack(state or tmp_path_factory.mktemp("state"))
+        # The trainer reads datasets from any of the session's temporary folders.
+        settings = {"data_root": (tmp_path_factory.getbasetemp(),), **(settings or {})}
         stacks.append(stack)
         running: dict[str, str] = {}
         try:
@@ -166,7 +168,7 @@ def start_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[.
                     running,
                     triton_url,
                     stack.state,
-                    settings or {},
+                    settings,
                     (only or {}).get(service, {}),
                 )
                 handle = FACTORIES[service](built, **(using or {}).get(service, {}))

@@ -377,7 +377,7 @@ def test_attribution_tokens_are_verified(
     stub: pb_grpc.FeedbackServiceStub, sqlite_path: Path
 ) -> None:
     token = AttributionSigner(SECRET).encode(Attribution(request_id="req-42", arm="treatment"))
-    head, payload, signature = token.split(".")
+    head, payload, signature = token.rsplit(".", 2)
     index = len(payload) // 2
     flipped = payload[:index] + ("A" if payload[index] != "A" else "B") + payload[index + 1 :]
     forged = AttributionSigner("not-our-secret").encode(Attribution("req-42", "treatment"))
@@ -405,7 +405,7 @@ def test_a_non_ascii_token_rejects_its_event_alone_and_the_rest_is_stored(
     stub: pb_grpc.FeedbackServiceStub, sqlite_path: Path
 ) -> None:
     token = AttributionSigner(SECRET).encode(Attribution(request_id="req-7", arm="control"))
-    head, payload, _ = token.split(".")
+    head, payload, _ = token.rsplit(".", 2)
     response = stub.RecordEvents(
         pb.RecordEventsRequest(
             events=[

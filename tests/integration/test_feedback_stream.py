@@ -90,7 +90,7 @@ def test_a_chunk_with_a_non_ascii_token_is_answered_and_the_stream_carries_on(
     server: str,
 ) -> None:
     token = AttributionSigner(SECRET).encode(Attribution("req-2", "control"))
-    head, payload, _ = token.split(".")
+    head, payload, _ = token.rsplit(".", 2)
     first = _events(10, "a", token)
     first[3].attribution_token = "v1.\u00e9.x"
     first[6].attribution_token = f"{head}.{payload}.\u00e9"

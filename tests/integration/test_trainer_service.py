@@ -289,6 +289,8 @@ def test_the_rpc_process_never_imports_torch(tmp_path: Path, store_dir: Path) ->
         "SHOPSENSE_TRITON_URL": "127.0.0.1:1",
         "SHOPSENSE_RETRIEVAL_TARGET": "127.0.0.1:1",
         "SHOPSENSE_EXPERIMENTS_FILE": "",
+        # The datasets asked for lie here (else refused before the dataset is read).
+        "SHOPSENSE_DATA_ROOT": os.pathsep.join([str(store_dir), str(tmp_path)]),
         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
     }
     done = subprocess.run(

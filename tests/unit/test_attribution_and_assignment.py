@@ -55,7 +55,7 @@ def _signed(payload: bytes | str) -> str:
 
 
 _GOOD = AttributionSigner("secret").encode(Attribution("req-1", "control", {}, 1700000000))
-_HEAD, _PAYLOAD, _SIGNATURE = _GOOD.split(".")
+_HEAD, _PAYLOAD, _SIGNATURE = _GOOD.rsplit(".", 2)
 _FIELDS = '"rid":"r","arm":"a","mv":{},"iat":1700000000'
 
 

@@ -258,7 +258,7 @@ def test_forged_token_is_rejected_with_the_signers_message() -> None:
 
 def test_altered_token_is_rejected() -> None:
     token = SIGNER.encode(Attribution(request_id="req-7", arm="control", issued_at=ISSUED))
-    head, payload, signature = token.split(".")
+    head, payload, signature = token.rsplit(".", 2)
     flipped = payload[:-1] + ("A" if payload[-1] != "A" else "B")
     altered = f"{head}.{flipped}.{signature}"
     assert rejection(make_event(attribution_token=altered)).startswith("attribution_token:")

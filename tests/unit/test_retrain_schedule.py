@@ -240,6 +240,14 @@ def test_the_follow_up_records_the_candidate_against_the_serving_version(files: 
         ({"SHOPSENSE_RETRAIN_MODELS": "text_encoder"}, "SHOPSENSE_RETRAIN_MODELS: 'text_en"),
         ({"SHOPSENSE_RETRAIN_MODELS": "cross_encoder"}, "SHOPSENSE_RETRAIN_CATALOG: required"),
         (
+            {
+                "SHOPSENSE_RETRAIN_MODELS": "cross_encoder",
+                "SHOPSENSE_RETRAIN_CATALOG": "/etc/store",
+                "SHOPSENSE_DATA_ROOT": "/data",
+            },
+            "SHOPSENSE_RETRAIN_CATALOG: /etc/store is outside the data root",
+        ),
+        (
             {"SHOPSENSE_RETRAIN_MODELS": MODEL, "SHOPSENSE_RETRAIN_HYPERPARAMETERS": "epochs"},
             "SHOPSENSE_RETRAIN_HYPERPARAMETERS: expected NAME=VALUE, got 'epochs'",
         ),
@@ -265,6 +273,7 @@ def test_the_schedule_is_off_by_default() -> None:
             {
                 "SHOPSENSE_RETRAIN_MODELS": f"{MODEL}, {MODEL},cross_encoder",
                 "SHOPSENSE_RETRAIN_CATALOG": "/data/store",
+                "SHOPSENSE_DATA_ROOT": "/data",
                 "SHOPSENSE_RETRAIN_HYPERPARAMETERS": "epochs=2, batch_size=8",
             }
         )

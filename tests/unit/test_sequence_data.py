@@ -15,6 +15,7 @@ import pytest
 
 from shared.recommendation.events import CART, PURCHASE, VIEW, Interaction
 from shared.recommendation.sequence_inputs import gap_buckets
+from shared.storage.feedback import erasure_key
 from shared.training.sequence_data import (
     HISTORIES_FILE,
     INFO_FILE,
@@ -82,14 +83,23 @@ def test_the_folder_holds_cleaned_histories_and_no_shopper_id(tmp_path: Path) ->
                 [rows["p1"], CART, T0 + 180],
                 [rows["p3"], VIEW, T0 + 300],
                 [rows["p4"], PURCHASE, T0 + 5400],
-            ]
+            ],
+            # Not the ids: their erasure keys (an erasure of any of them removes the line).
+            "shoppers": sorted(
+                [
+                    erasure_key("u", "alice-7781"),
+                    erasure_key("s", "s-a1"),
+                    erasure_key("s", "s-a2"),
+                ]
+            ),
         },
         {
             "events": [
                 [rows["p5"], VIEW, T0 + 600],
                 [rows["p6"], VIEW, T0 + 660],
                 [rows["p7"], VIEW, T0 + 720],
-            ]
+            ],
+            "shoppers": [erasure_key("s", "anon-session-42")],
         },
     ]
     written = "".join(p.read_text(errors="replace") for p in folder.iterdir())
