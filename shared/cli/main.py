@@ -327,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
 
     add_config_parser(sub, console)
 
+    from shared.cli.observe import add_parser as add_observe_parser
+
+    add_observe_parser(sub, console)
+
     args = parser.parse_args(argv)
     return int(args.func(args))
 
