@@ -99,9 +99,10 @@ class SpanReceiver(trace_service_pb2_grpc.TraceServiceServicer):
                             parent_id=span.parent_span_id.hex(),
                             name=span.name,
                             kind=_KINDS.get(span.kind, "?"),
-                            service=attributes.get(
-                                "shopsense.service", resource.get("service.name", "?")
-                            ),
+                            # Server spans name their service; a client span's is
+                            # its process's ("shopsense-gateway").
+                            service=attributes.get("shopsense.service")
+                            or resource.get("service.name", "?").removeprefix("shopsense-"),
                             start_ns=span.start_time_unix_nano,
                             end_ns=span.end_time_unix_nano,
                             error=span.status.code == 2,
