@@ -10,6 +10,7 @@ fail the call, and then nothing is stored.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -29,6 +30,7 @@ from shared.contracts.feedback import (
 )
 from shared.errors import InvalidArgument, ResourceExhausted, Unavailable
 from shared.experiments.attribution import Attribution, AttributionSigner, token_keys
+from shared.rpc import metrics
 from shared.rpc.clients import open_channel
 from shared.rpc.privacy import bind_shopper
 from shared.rpc.server import ServerHandle, build_service
@@ -40,6 +42,35 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FeedbackService"].full_name
 MAX_EVENTS_PER_CALL = 10_000
 Clock = Callable[[], datetime]
 _log = structlog.get_logger("shopsense.feedback")
+_EVENTS = metrics.counter(
+    "feedback",
+    "shopsense_feedback_events",
+    "Feedback events by outcome: accepted (stored), duplicate (its event id was stored "
+    "before), rejected (invalid; the rest of its batch is stored).",
+    ("outcome",),
+)
+_REJECTIONS = metrics.counter(
+    "feedback",
+    "shopsense_feedback_rejections",
+    "Rejected feedback events by the field the rejection names (reason).",
+    ("reason",),
+)
+for _outcome in ("accepted", "duplicate", "rejected"):
+    _EVENTS.labels(_outcome)
+# A rejection's reason: the field its message starts with ("product_id: ... is not in the
+# catalog" -> product_id); a bounded set, unlike the messages.
+_REASON = re.compile(r"^([a-z_]+)")
+
+
+def _count(results: list[pb.EventResult], accepted: int, duplicates: int) -> None:
+    """Count a stored batch's events by outcome, and its rejections by reason."""
+    rejected = [r for r in results if r.status == pb.EVENT_STATUS_REJECTED]
+    _EVENTS.labels("accepted").inc(accepted)
+    _EVENTS.labels("duplicate").inc(duplicates)
+    _EVENTS.labels("rejected").inc(len(rejected))
+    for result in rejected:
+        found = _REASON.match(result.error)
+        _REJECTIONS.labels(found.group(1) if found else "other").inc()
 
 
 def utc_now() -> datetime:
@@ -125,6 +156,7 @@ class FeedbackServicer(pb_grpc.FeedbackServiceServicer):
                 pb.EVENT_STATUS_ACCEPTED if is_new else pb.EVENT_STATUS_DUPLICATE
             )
         accepted = sum(stored)
+        _count(results, accepted, len(stored) - accepted)
         return results, accepted, len(stored) - accepted
 
     def RecordEvents(

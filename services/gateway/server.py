@@ -16,6 +16,7 @@ from shopsense.recommend.v1 import recommend_service_pb2_grpc
 from shopsense.search.v1 import search_service_pb2 as pb
 from shopsense.search.v1 import search_service_pb2_grpc
 
+from services.gateway.metrics import SearchMetrics
 from services.gateway.paging import PageTokens, request_fingerprint
 from services.gateway.pipeline import (
     ArmPipeline,
@@ -33,7 +34,7 @@ from services.gateway.routing import GuardRail, Route, arrange, attribution, rou
 from services.gateway.versions import ModelVersions
 from shared.contracts.common import checked_shopper, count_or_default, validate_query
 from shared.contracts.search import results_page
-from shared.errors import InvalidArgument
+from shared.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from shared.experiments.assignment import NO_EXPERIMENT, Experiment
 from shared.experiments.attribution import AttributionSigner, token_keys
 from shared.experiments.guardrails import Limits
@@ -93,6 +94,7 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
             personalize=settings.personalize == "on",
         )
         self._hops = hops
+        self._metrics = SearchMetrics()
         self.guard_rail = GuardRail(
             Limits(
                 max_error_rate=settings.guard_max_error_rate,
@@ -109,7 +111,11 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
         page = self._page(request)
         where = route(self.running(), page.user, page.session)
         structlog.contextvars.bind_contextvars(arm=where.arm_name, experiment=where.experiment_name)
-        runs = self._run_arms(where, request, page, clock)
+        try:
+            runs = self._run_arms(where, request, page, clock)
+        except (Unavailable, DeadlineExceeded):
+            self._metrics.failed(where, "retrieval")
+            raise
         order, teams, explored = arrange(
             where,
             runs,
@@ -146,7 +152,10 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
         context.set_trailing_metadata(
             ((TIMINGS_KEY, ",".join(f"{k}={v}" for k, v in clock.timings.items())),)
         )
-        self.guard_rail.record(where, time.monotonic() - started, runs)
+        seconds = time.monotonic() - started
+        self._metrics.answered(where, seconds, response.degraded, runs)
+        if self.guard_rail.record(where, seconds, runs) is not None:
+            self._metrics.guard_rail_stopped()
         return response
 
     def _page(self, request: pb.SearchRequest) -> Page:

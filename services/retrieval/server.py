@@ -45,6 +45,7 @@ from shared.errors import FailedPrecondition, InvalidArgument, Unavailable
 from shared.models.protocols import TextEncoder
 from shared.models.triton_client import TextEncoderClient, text_encoder_client
 from shared.ranking.features import intent_boost_for
+from shared.rpc import metrics
 from shared.rpc.privacy import bind_query
 from shared.rpc.server import ServerHandle, build_service, serve_when_ready
 from shared.search.catalog_index import CatalogIndex, EmbeddingVersionMismatch
@@ -444,6 +445,30 @@ class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
         return pb.CancelReindexResponse(status=self._reindex_status())
 
 
+def _watch_reindex(index: CatalogIndex) -> None:
+    """The reindex's progress as gauges, read from the index when /metrics is scraped (the
+    last index opened in this process: one in a deployment)."""
+    gauges = (
+        (
+            "shopsense_reindex_products_embedded",
+            "Products the current or last reindex embedded.",
+            lambda: index.reindex_status().embedded,
+        ),
+        (
+            "shopsense_reindex_products_total",
+            "Products the current or last reindex must embed.",
+            lambda: index.reindex_status().total,
+        ),
+        (
+            "shopsense_reindex_running",
+            "1 while a reindex runs, else 0.",
+            lambda: float(index.reindex_status().state == "running"),
+        ),
+    )
+    for name, doc, read in gauges:
+        metrics.gauge("retrieval", name, doc).set_function(read)
+
+
 def create_server(
     settings: RetrievalSettings,
     index: CatalogIndex | None = None,
@@ -480,6 +505,7 @@ def create_server(
         lambda exc: _log.warning("catalog_follow_failed", error=f"{exc.__class__.__name__}: {exc}"),
     )
     servicer = RetrievalServicer(index, encoder, encoder_for_version)
+    _watch_reindex(index)
     handle = build_service(
         settings,
         lambda s: retrieval_service_pb2_grpc.add_RetrievalServiceServicer_to_server(servicer, s),

@@ -24,6 +24,7 @@ from shared.errors import FailedPrecondition, InvalidArgument, NotFound
 from shared.experiments.assignment import Experiment, from_dict, read_file, to_dict, validate
 from shared.experiments.guardrails import Limits, metric_breach
 from shared.experiments.report import MIN_SHOPPERS, build_report
+from shared.rpc import metrics
 from shared.storage.database import create_db_engine
 from shared.storage.experiments import ExperimentRow, ExperimentState, ExperimentStore
 from shared.storage.feedback import FeedbackStore
@@ -31,6 +32,14 @@ from shared.storage.registry import ModelRegistry
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExperimentService"].full_name
 _log = structlog.get_logger("shopsense.trainer.experiments")
+_GUARD_STOPS = metrics.counter(
+    "trainer",
+    "shopsense_guard_rail_stops",
+    "Experiments stopped by a guard rail (checked_by: trainer for CTR and conversion, "
+    "gateway for latency and errors).",
+    ("checked_by",),
+)
+_GUARD_STOPS.labels("trainer")
 
 # What the servicer needs from the publisher: load versions of a model on Triton next to
 # the serving one (raising FailedPrecondition or Unavailable), and the index's encoder.
@@ -214,6 +223,7 @@ class ExperimentServicer(pb_grpc.ExperimentServiceServicer):
             self._store.stop(row.name, reason)
         except FailedPrecondition:  # stopped meanwhile
             return None
+        _GUARD_STOPS.labels("trainer").inc()
         _log.warning("experiment_stopped", name=row.name, reason=reason)
         return reason
 

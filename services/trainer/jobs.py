@@ -35,6 +35,7 @@ from typing import Any
 import structlog
 
 from shared.errors import FailedPrecondition, ShopsenseError, Unavailable
+from shared.rpc import metrics
 from shared.storage.registry import (
     JobStage,
     JobState,
@@ -53,6 +54,15 @@ from shared.training.job import (
 )
 
 _log = structlog.get_logger("shopsense.trainer.jobs")
+_STARTED = metrics.counter(
+    "trainer", "shopsense_training_jobs_started", "Training jobs started, by model.", ("model",)
+)
+_FINISHED = metrics.counter(
+    "trainer",
+    "shopsense_training_jobs_finished",
+    "Training jobs ended, by model and state (SUCCEEDED, FAILED, CANCELLED).",
+    ("model", "state"),
+)
 
 # Runs in the worker (``run_training_job``, fakes in tests); returns the result dict ``on_result`` receives. Must be a module-level
 # function (spawn pickles it by name).
@@ -232,6 +242,7 @@ class JobRunner:
                 target=self._monitor, args=(live,), name=live.process.name, daemon=True
             )
             live.monitor.start()
+        _STARTED.labels(model).inc()
         _log.info("job_started", job_id=job.job_id, model=model, pid=process.pid)
         return job
 
@@ -474,6 +485,7 @@ class JobRunner:
         with self._lock:
             self._live.pop(job_id, None)
             self._changed.notify_all()
+        _FINISHED.labels(live.job.model, str(update["state"])).inc()
         _log.info(
             "job_finished",
             job_id=job_id,

@@ -172,10 +172,14 @@ def cmd_up(args: argparse.Namespace) -> int:
                 suite.address("retrieval"), args.demo_products, DEMO_SEED, console.print
             )
         wait_for_intent(suite.address("intent"), suite.address("retrieval"))
+        assert suite.triton is not None
+        metrics = ", ".join(f"{name} {port}" for name, port in suite.metrics_ports.items())
         console.print(
             f"[green]shopsense is ready[/green] in {time.monotonic() - started:.1f} s "
             f"(gateway {suite.address('gateway')}, Triton {suite.triton.grpc_url}, "
             f"logs in {suite.state / 'logs'})\n"
+            f"metrics at http://127.0.0.1:PORT/metrics, PORT: {metrics}, "
+            f"Triton {suite.triton.metrics_port}\n"
             'search it from another terminal:  .venv/bin/shopsense search "leather sofa"\n'
             "Ctrl-C stops everything."
         )
@@ -326,6 +330,10 @@ def main(argv: list[str] | None = None) -> int:
     from shared.cli.config import add_parser as add_config_parser
 
     add_config_parser(sub, console)
+
+    from shared.cli.observe import add_parser as add_observe_parser
+
+    add_observe_parser(sub, console)
 
     args = parser.parse_args(argv)
     return int(args.func(args))

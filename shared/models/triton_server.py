@@ -189,6 +189,8 @@ class TritonServer:
         self.extra_args = list(extra_args)
         self.address = address
         self.grpc_port = 0
+        # Triton's Prometheus metrics (HTTP /metrics) once started; 0: off.
+        self.metrics_port = 0
         self.startup_seconds: float | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._shm_prefix = ""
@@ -292,7 +294,8 @@ class TritonServer:
         if metrics_port is None:
             args.append("--allow-metrics=false")
         else:
-            args += [f"--metrics-port={metrics_port or free_port()}", "--allow-gpu-metrics=false"]
+            self.metrics_port = metrics_port or free_port()
+            args += [f"--metrics-port={self.metrics_port}", "--allow-gpu-metrics=false"]
         return args + self.extra_args
 
     def _environment(self) -> dict[str, str]:

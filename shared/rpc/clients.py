@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 
+from shared.rpc import tracing
 from shared.rpc.interceptors import RequestIdClientInterceptor
 from shared.rpc.server import MAX_SEND_BYTES
 
@@ -13,7 +14,8 @@ KEEPALIVE_MS = 30_000
 
 
 def open_channel(target: str) -> grpc.Channel:
-    """An insecure channel (the services talk over a private network) that passes request ids on."""
+    """An insecure channel (the services talk over a private network) that passes request ids
+    on, and the trace context when tracing is on (``shared.rpc.tracing``)."""
     channel = grpc.insecure_channel(
         target,
         options=[
@@ -30,7 +32,7 @@ def open_channel(target: str) -> grpc.Channel:
             ("grpc.max_reconnect_backoff_ms", 2000),
         ],
     )
-    return grpc.intercept_channel(channel, RequestIdClientInterceptor())
+    return tracing.traced_channel(grpc.intercept_channel(channel, RequestIdClientInterceptor()))
 
 
 def remaining(context: grpc.ServicerContext | None, default: float) -> float:

@@ -2,7 +2,8 @@
 
 Server side: bind a request id into the logging context, log one line per call, map domain
 errors to their status codes and anything unexpected to INTERNAL with a generic message
-(the details go to the log, never to the caller). Client side: pass the request id on so
+(the details go to the log, never to the caller), count and time the call
+(``shared.rpc.metrics``). Client side: pass the request id on so
 one search can be followed through every service's logs.
 """
 
@@ -17,6 +18,7 @@ import grpc
 import structlog
 
 from shared.errors import ShopsenseError
+from shared.rpc.metrics import MethodMetrics, RpcMetrics, grpc_type
 from shared.rpc.status import status_of
 
 REQUEST_ID_KEY = "x-request-id"
@@ -48,10 +50,30 @@ def _abort_for(exc: BaseException, context: grpc.ServicerContext, method: str) -
 
 
 class ServerInterceptor(grpc.ServerInterceptor):
-    """Request id, call log line and error mapping around every handler."""
+    """Request id, call log line, error mapping and (with ``metrics``) the RPC metrics
+    around every handler. One interceptor does it all: each one more in the list wraps
+    every call in one more layer of Python.
 
-    def __init__(self, service: str) -> None:
+    ``on_call(service, request_id)`` runs at the start of each call (tracing names the
+    request on the call's span). Health checks are counted but neither logged nor given
+    a request id; reflection is left alone."""
+
+    def __init__(
+        self,
+        service: str,
+        metrics: RpcMetrics | None = None,
+        on_call: Callable[[str, str], None] | None = None,
+    ) -> None:
         self._service = service
+        self._metrics = metrics
+        self._on_call = on_call
+
+    def _begin(self, context: grpc.ServicerContext) -> None:
+        structlog.contextvars.clear_contextvars()
+        request_id = _request_id_from(context)
+        structlog.contextvars.bind_contextvars(service=self._service, request_id=request_id)
+        if self._on_call is not None:
+            self._on_call(self._service, request_id)
 
     def intercept_service(
         self,
@@ -62,42 +84,73 @@ class ServerInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
-        if method.startswith("/grpc.health") or method.startswith("/grpc.reflection"):
+        if method.startswith("/grpc.reflection"):
+            return handler
+        logged = not method.startswith("/grpc.health")
+        observed = (
+            self._metrics.method(method, grpc_type(handler)) if self._metrics is not None else None
+        )
+        if not logged and observed is None:
             return handler
 
         def wrap(behavior: Callable[..., Any], streaming_response: bool) -> Callable[..., Any]:
             def unary_response(request_or_iterator: Any, context: grpc.ServicerContext) -> Any:
-                structlog.contextvars.clear_contextvars()
-                structlog.contextvars.bind_contextvars(
-                    service=self._service, request_id=_request_id_from(context)
-                )
+                if logged:
+                    self._begin(context)
+                if observed is not None:
+                    observed.started.inc()
+                    request_or_iterator = _counted(request_or_iterator, observed, handler)
                 started = time.perf_counter()
+                failed = True
                 try:
-                    response = behavior(request_or_iterator, context)
-                except grpc.RpcError:
-                    raise  # context.abort() already set the status
-                except Exception as exc:
-                    _abort_for(exc, context, method)
-                    raise  # unreachable: abort raises
-                _log.info(
-                    "rpc",
-                    method=method,
-                    code="OK",
-                    ms=round((time.perf_counter() - started) * 1e3, 2),
-                )
+                    try:
+                        response = behavior(request_or_iterator, context)
+                    except grpc.RpcError:
+                        raise  # context.abort() already set the status
+                    except Exception as exc:
+                        if not logged:
+                            raise
+                        _abort_for(exc, context, method)
+                        raise  # unreachable: abort raises
+                    failed = False
+                finally:
+                    if observed is not None:
+                        _done(observed, context, failed, time.perf_counter() - started)
+                if observed is not None:
+                    observed.sent.inc()
+                if logged:
+                    _log.info(
+                        "rpc",
+                        method=method,
+                        code="OK",
+                        ms=round((time.perf_counter() - started) * 1e3, 2),
+                    )
                 return response
 
             def stream_response(request_or_iterator: Any, context: grpc.ServicerContext) -> Any:
-                structlog.contextvars.clear_contextvars()
-                structlog.contextvars.bind_contextvars(
-                    service=self._service, request_id=_request_id_from(context)
-                )
+                if logged:
+                    self._begin(context)
+                if observed is not None:
+                    observed.started.inc()
+                    request_or_iterator = _counted(request_or_iterator, observed, handler)
+                started = time.perf_counter()
+                failed = True
                 try:
-                    yield from behavior(request_or_iterator, context)
-                except grpc.RpcError:
-                    raise
-                except Exception as exc:
-                    _abort_for(exc, context, method)
+                    try:
+                        for reply in behavior(request_or_iterator, context):
+                            if observed is not None:
+                                observed.sent.inc()
+                            yield reply
+                    except grpc.RpcError:
+                        raise
+                    except Exception as exc:
+                        if not logged:
+                            raise
+                        _abort_for(exc, context, method)
+                    failed = False
+                finally:
+                    if observed is not None:
+                        _done(observed, context, failed, time.perf_counter() - started)
 
             return stream_response if streaming_response else unary_response
 
@@ -124,6 +177,36 @@ class ServerInterceptor(grpc.ServerInterceptor):
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+def _counted(requests: Any, observed: MethodMetrics, handler: grpc.RpcMethodHandler) -> Any:
+    """The request (counted as one message), or a client stream counting each message."""
+    if not handler.request_streaming:
+        observed.received.inc()
+        return requests
+
+    def counting() -> Any:
+        for request in requests:
+            observed.received.inc()
+            yield request
+
+    return counting()
+
+
+def _done(
+    observed: MethodMetrics, context: grpc.ServicerContext, failed: bool, seconds: float
+) -> None:
+    """Count the call handled with the status it ends with: the one a handler or the error
+    mapping set, else OK (or UNKNOWN, as gRPC answers an escaped exception)."""
+    code = context.code()
+    if not isinstance(code, grpc.StatusCode):
+        if not failed:
+            code = grpc.StatusCode.OK
+        elif not context.is_active():  # the caller went away mid-stream
+            code = grpc.StatusCode.CANCELLED
+        else:
+            code = grpc.StatusCode.UNKNOWN
+    observed.handled(code, seconds)
 
 
 class _ClientCallDetails(grpc.ClientCallDetails):

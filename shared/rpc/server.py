@@ -21,8 +21,10 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from shared.rpc import tracing
 from shared.rpc.interceptors import ServerInterceptor
 from shared.rpc.logging import configure_logging
+from shared.rpc.metrics import OFF, MetricsEndpoint, RpcMetrics, serve_metrics
 from shared.settings import ServiceSettings
 
 # What a server may answer with, bytes: its own replies (a retrieval answer of 1,000
@@ -45,12 +47,19 @@ class ServerHandle:
     port: int
     health: health.HealthServicer
     service_names: Sequence[str]
+    # The HTTP /metrics endpoint (None: SHOPSENSE_{SERVICE}_METRICS_LISTEN is "off").
+    metrics: MetricsEndpoint | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
     _on_stop: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def metrics_port(self) -> int:
+        """The port /metrics is served on (0: none)."""
+        return self.metrics.port if self.metrics is not None else 0
 
     def mark_serving(self) -> None:
         """Health SERVING for the server and each service: call once models and indexes are warm."""
@@ -75,6 +84,8 @@ class ServerHandle:
         self.server.stop(grace).wait()
         for callback in self._on_stop:
             callback()
+        if self.metrics is not None:  # last: a final scrape still sees the last calls
+            self.metrics.stop()
         _log.info("stopped", service=self.name)
 
 
@@ -85,12 +96,21 @@ def build_server(
     address: str = "127.0.0.1:0",
     max_workers: int = 16,
     max_message_bytes: int = ServiceSettings.MAX_MESSAGE_BYTES,
+    metrics_address: str = OFF,
 ) -> ServerHandle:
     """Build and start a server; ``register`` adds the service's servicers to it. A request
-    over ``max_message_bytes`` is refused with RESOURCE_EXHAUSTED before it is parsed."""
+    over ``max_message_bytes`` is refused with RESOURCE_EXHAUSTED before it is parsed.
+    Every call is counted in the service's metrics registry; ``metrics_address`` serves
+    them over HTTP (/metrics; "off": not served). Traced when ``shared.rpc.tracing`` is on."""
+    traced = tracing.enabled()
+    interceptors = [
+        # Tracing outermost: the shared interceptor then runs inside the call's span.
+        *tracing.server_interceptors(),
+        ServerInterceptor(name, RpcMetrics(name), tracing.mark_call if traced else None),
+    ]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name),
-        interceptors=[ServerInterceptor(name)],
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", MAX_SEND_BYTES),
@@ -108,8 +128,18 @@ def build_server(
     port = server.add_insecure_port(address)
     if port == 0:
         raise RuntimeError(f"{name}: could not bind {address}")
-    server.start()
-    handle = ServerHandle(name, server, port, health_servicer, service_names)
+    try:
+        metrics = serve_metrics(name, metrics_address)
+    except OSError as exc:
+        server.stop(0)
+        raise RuntimeError(f"{name}: could not serve /metrics on {metrics_address}: {exc}") from exc
+    try:
+        server.start()
+    except BaseException:
+        if metrics is not None:
+            metrics.stop()
+        raise
+    handle = ServerHandle(name, server, port, health_servicer, service_names, metrics)
     handle.mark_not_serving()
     return handle
 
@@ -127,6 +157,7 @@ def build_service(
         address=settings.listen,
         max_workers=settings.grpc_workers,
         max_message_bytes=settings.max_message_bytes,
+        metrics_address=settings.metrics_listen,
     )
 
 
@@ -173,4 +204,6 @@ def serve_main(settings_class: type[S], create_server: Callable[[S], ServerHandl
     serve until a signal."""
     settings = settings_class.load()
     configure_logging(settings.log_level, settings.NAME, settings.log_key)
+    # Before create_server: its servers and channels are built traced or not.
+    tracing.configure(settings.NAME, settings.otlp_endpoint, settings.trace_sample_ratio)
     run_until_signal(create_server(settings), settings.shutdown_grace_s)

@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shared.models.triton_server import TritonServer, free_port
 from shared.paths import REPO_ROOT, state_dir, triton_model_repository
-from shared.settings import PORTS, ClientSettings
+from shared.settings import METRICS_PORT_OFFSET, PORTS, ClientSettings
 
 # The trainer starts first: it loads the registry's serving versions onto Triton.
 SERVICES = ("trainer", "retrieval", "ranking", "recommend", "feedback", "intent", "gateway")
@@ -84,9 +84,13 @@ class Suite:
     model_repository: Path = field(default_factory=triton_model_repository)
     ephemeral_ports: bool = False
     triton_grpc_port: int = 8001
+    # Triton's metrics port (Triton's default; 0: a free one, as with ephemeral ports).
+    triton_metrics_port: int = 8002
     extra_env: dict[str, str] = field(default_factory=dict)
     log_dir: Path | None = None
     ports: dict[str, int] = field(default_factory=dict)
+    # Each service's /metrics port.
+    metrics_ports: dict[str, int] = field(default_factory=dict)
     triton: TritonServer | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _log_dir: Path = field(default_factory=Path)
@@ -112,6 +116,20 @@ class Suite:
             return {name: free_port() for name in SERVICES}
         return {name: PORTS[name] for name in SERVICES}
 
+    def _default_metrics_ports(self) -> dict[str, int]:
+        if self.ephemeral_ports:
+            return {name: free_port() for name in SERVICES}
+        return {name: self.ports[name] + METRICS_PORT_OFFSET for name in SERVICES}
+
+    def metrics_targets(self) -> str:
+        """Where each service's and Triton's /metrics answer, as SHOPSENSE_METRICS_TARGETS
+        takes them ("gateway=127.0.0.1:51051,...,triton=127.0.0.1:8002")."""
+        assert self.triton is not None
+        targets = {name: f"127.0.0.1:{port}" for name, port in self.metrics_ports.items()}
+        if self.triton.metrics_port:
+            targets["triton"] = f"127.0.0.1:{self.triton.metrics_port}"
+        return ",".join(f"{name}={target}" for name, target in targets.items())
+
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
@@ -129,6 +147,7 @@ class Suite:
             upper = name.upper()
             env[f"SHOPSENSE_{upper}_LISTEN"] = self.address(name)
             env[f"SHOPSENSE_{upper}_TARGET"] = self.address(name)
+            env[f"SHOPSENSE_{upper}_METRICS_LISTEN"] = f"127.0.0.1:{self.metrics_ports[name]}"
         env.update(self.extra_env)
         return env
 
@@ -140,10 +159,12 @@ class Suite:
         self.triton = TritonServer(
             self.model_repository,
             grpc_port=0 if self.ephemeral_ports else self.triton_grpc_port,
+            metrics_port=0 if self.ephemeral_ports else self.triton_metrics_port,
             log_file=log_dir / "triton.log",
         )
         self.triton.start()
         self.ports = self._default_ports()
+        self.metrics_ports = self._default_metrics_ports()
         self._log_dir = log_dir
         try:
             for name in SERVICES:

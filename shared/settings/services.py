@@ -45,6 +45,10 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 EMBEDDED, PRODUCTION = "embedded", "production"
 MODES = (EMBEDDED, PRODUCTION)
 KIB, MIB = 1024, 1024 * 1024
+# A service's /metrics listens, by default, on its gRPC port + this on the same host
+# (gateway 51051 ... recommend 51057 under `make run`); Kubernetes sets 0.0.0.0:9090.
+METRICS_PORT_OFFSET = 1000
+METRICS_OFF = "off"
 
 
 def _target(service: str) -> Any:
@@ -120,6 +124,17 @@ def uses_dev_token_secret(settings: GatewaySettings | FeedbackSettings) -> bool:
     return any(secret == DEV_TOKEN_SECRET for _, secret in settings.token_keys.keys)
 
 
+def _metrics_beside(values: Any, _cls: Any) -> str:
+    """The gRPC listen address with its port + METRICS_PORT_OFFSET (port 0 stays 0, so
+    servers started on free ports in tests never collide on their metrics port)."""
+    host, _, port = str(values["listen"]).rpartition(":")
+    return f"{host}:{int(port) + METRICS_PORT_OFFSET if int(port) else 0}"
+
+
+def _address_or_off(value: str) -> str | None:
+    return None if value == METRICS_OFF else address(value)
+
+
 @record
 class ServiceSettings(Settings):
     """What every server reads; a subclass sets NAME, its default port and message limit."""
@@ -167,6 +182,26 @@ class ServiceSettings(Settings):
         "largest request accepted, bytes (larger: RESOURCE_EXHAUSTED)",
         parse=integer,
         check=at_least(KIB),
+    )
+    metrics_listen: str = option(
+        "SHOPSENSE_{SERVICE}_METRICS_LISTEN",
+        _metrics_beside,
+        "address of the HTTP /metrics endpoint (Prometheus text), host:port, or off; "
+        f"default: the gRPC listen address with its port + {METRICS_PORT_OFFSET} (0 stays 0)",
+        check=_address_or_off,
+        derived_from="listen",
+    )
+    otlp_endpoint: str = option(
+        "SHOPSENSE_OTLP_ENDPOINT",
+        "",
+        'OpenTelemetry collector receiving traces by OTLP/gRPC, host:port; "" = tracing off',
+    )
+    trace_sample_ratio: float = option(
+        "SHOPSENSE_TRACE_SAMPLE_RATIO",
+        1.0,
+        "share of searches traced when tracing is on (decided at the gateway, followed downstream)",
+        parse=number,
+        check=between(0, 1),
     )
 
     @property
@@ -638,6 +673,29 @@ class ClientSettings(Settings):
     trainer_target: str = _target("trainer")
     recommend_target: str = _target("recommend")
     triton_url: str = _triton_url()
+    metrics_targets: str = option(
+        "SHOPSENSE_METRICS_TARGETS",
+        lambda values, _cls: _metrics_targets(values),
+        "where `shopsense observe` scrapes /metrics: NAME=host:port,... (default: each "
+        f"service's target with its port + {METRICS_PORT_OFFSET}, Triton's host at 8002)",
+        derived_from="gateway_target",
+    )
+    otlp_endpoint: str = option(
+        "SHOPSENSE_OTLP_ENDPOINT",
+        "127.0.0.1:4317",
+        "where `shopsense observe` receives the suite's traces (OTLP/gRPC), host:port; "
+        "the suite must export there",
+        check=address,
+    )
+
+
+def _metrics_targets(values: Any) -> str:
+    targets = []
+    for service in PORTS:
+        host, _, port = str(values[f"{service}_target"]).rpartition(":")
+        targets.append(f"{service}={host}:{int(port) + METRICS_PORT_OFFSET}")
+    triton_host = str(values["triton_url"]).rpartition(":")[0]
+    return ",".join([*targets, f"triton={triton_host}:8002"])
 
 
 # Every record `shopsense config` can print, by name.

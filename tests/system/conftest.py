@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.models.triton_server import free_port
 from shared.runtime.catalog import ensure_demo_store, wait_for_intent
 from shared.runtime.suite import Suite
 
@@ -19,6 +20,9 @@ def suite(exported_model_repository: Path, tmp_path_factory) -> Iterator[Suite]:
     """`make run`'s launcher on free ports with a 2,000-product synthetic demo store."""
     state = tmp_path_factory.mktemp("suite-state")
     os.environ["SHOPSENSE_STATE_DIR"] = str(state)  # ensure_demo_store writes its files here
+    # The services export their traces where `shopsense observe` (README) listens; the
+    # commands get the address through client_env, which copies this environment.
+    os.environ["SHOPSENSE_OTLP_ENDPOINT"] = f"127.0.0.1:{free_port()}"
     running = Suite(
         state=state,
         model_repository=exported_model_repository,
@@ -27,6 +31,7 @@ def suite(exported_model_repository: Path, tmp_path_factory) -> Iterator[Suite]:
             "SHOPSENSE_INTENT_REFRESH_S": "0.5",
             "SHOPSENSE_GATEWAY_REFRESH_S": "0.5",
             "SHOPSENSE_TOKEN_SECRET": "system-test",
+            "SHOPSENSE_OTLP_ENDPOINT": os.environ["SHOPSENSE_OTLP_ENDPOINT"],
         },
     )
     with running:
@@ -35,3 +40,4 @@ def suite(exported_model_repository: Path, tmp_path_factory) -> Iterator[Suite]:
         wait_for_intent(running.address("intent"), running.address("retrieval"))
         yield running
     os.environ.pop("SHOPSENSE_STATE_DIR", None)
+    os.environ.pop("SHOPSENSE_OTLP_ENDPOINT", None)
