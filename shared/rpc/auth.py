@@ -619,6 +619,9 @@ class AuthInterceptor(grpc.ServerInterceptor):
         streaming = handler.request_streaming or handler.response_streaming
 
         def guarded(request: Any, context: grpc.ServicerContext) -> tuple[Any, Principal]:
+            # A refusal's log line carries this call's service, not a previous call's ids.
+            structlog.contextvars.clear_contextvars()
+            structlog.contextvars.bind_contextvars(service=self._policy.server)
             principal = self._check(method, scope, context)
             if streaming:
                 self._open_stream(principal, method, context)
