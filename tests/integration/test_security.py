@@ -55,7 +55,8 @@ NOWHERE = "127.0.0.1:9"
 KEYS = {
     "storefront": ("sk-storefront", ["search", "recommend", "feedback"], {}),
     "privacy": ("sk-privacy", ["privacy"], {}),
-    "slow": ("sk-slow", ["feedback"], {"rate_per_s": 2, "burst": 2}),
+    # One call every 2 s after a burst of 2: a slow machine's calls never refill the bucket.
+    "slow": ("sk-slow", ["feedback"], {"rate_per_s": 0.5, "burst": 2}),
     "streamer": ("sk-streamer", ["feedback"], {"max_streams": 1}),
 }
 
@@ -179,14 +180,14 @@ def test_a_key_without_the_scope_is_denied_naming_the_scope(feedback, certs) -> 
 
 def test_over_its_rate_a_key_gets_resource_exhausted_with_a_retry_delay(feedback, certs) -> None:
     stub = _stub(feedback.address, certs["client"], "sk-slow")
-    # Burst 2 at 2 calls/s: the third call at once is refused.
+    # Burst 2 at 0.5 calls/s: the third call at once is refused.
     _record(stub, "slow-1")
     _record(stub, "slow-2")
     error = _refused(lambda: _record(stub, "slow-3"))
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "rate limit of API key 'slow'" in error.details()
     delay = retry_delay_of(error.trailing_metadata())
-    assert delay is not None and 0 < delay <= 0.5
+    assert delay is not None and 0 < delay <= 2.0
     details = dict(error.trailing_metadata())["grpc-status-details-bin"]
     status = status_pb2.Status.FromString(details)
     retry = error_details_pb2.RetryInfo()
@@ -272,16 +273,16 @@ def test_a_silent_stream_is_closed_and_a_key_has_a_stream_limit(feedback, certs)
     answers = _stream(stub, first)
     first.put(pb.StreamEventsRequest(sequence=1, events=[_event("stream-1")]))
     assert next(answers).sequence == 1
+    silent_since = time.monotonic()
     # max_streams 1: a second stream of the same key is refused while the first is open.
     second = _refused(lambda: next(_stream(stub, queue.Queue())))
     assert second.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "1 streams open" in second.details()
     # Silent for over SHOPSENSE_STREAM_IDLE_S (1 s here): closed, naming the setting.
-    started = time.monotonic()
     idle = _refused(lambda: next(answers))
     assert idle.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert "SHOPSENSE_STREAM_IDLE_S" in idle.details()
-    assert 0.5 < time.monotonic() - started < 5
+    assert 0.5 < time.monotonic() - silent_since < 10
     first.put(None)
     # The closed stream no longer counts: a new one is served.
     third: queue.Queue = queue.Queue()
