@@ -239,10 +239,10 @@ def run(suite: Endpoints, seconds: float) -> tuple[dict[str, dict], list[str]]:
             f"{r['qps']:.1f}", *[f"{r['hops_ms'].get(h, float('nan')):.1f}" for h in hops],
         )  # fmt: skip
     console.print(table)
-    suite, base = rows["suite, 1 client"], rows["floor (one process), 1 client"]
+    served, base = rows["suite, 1 client"], rows["floor (one process), 1 client"]
     console.print(
-        f"suite-to-floor ratio at concurrency 1: p50 {suite['p50_ms'] / base['p50_ms']:.2f}x, "
-        f"p99 {suite['p99_ms'] / base['p99_ms']:.2f}x"
+        f"suite-to-floor ratio at concurrency 1: p50 {served['p50_ms'] / base['p50_ms']:.2f}x, "
+        f"p99 {served['p99_ms'] / base['p99_ms']:.2f}x"
     )
     encoder = bench_encoder(url=suite.triton, seconds=min(seconds, 5.0))
     engine = next(iter(encoder.pop("engine", {"onnxruntime": 1.0})))
