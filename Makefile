@@ -12,7 +12,7 @@ MODEL := triton_models/text_encoder/1/model.onnx
 SHARED_DATA ?= $(or $(SHOPSENSE_SHARED_DATA),../shared/data)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv protos models run train demo test test-unit test-integration test-system eval bench bench-cross-encoder bench-feedback bench-experiments bench-recommend bench-recs lint format clean
+.PHONY: help venv protos models run train demo test test-unit test-integration test-system eval bench bench-cross-encoder bench-feedback bench-experiments bench-recommend bench-recs certs lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ $(GEN_STAMP): $(PROTOS) $(STAMP)
 models: $(MODEL) ## export all-MiniLM-L6-v2 to ONNX into triton_models/text_encoder/1/
 $(MODEL): | $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m shared.training.export --model text_encoder --version 1
+
+certs: venv ## a development CA and certificates under var/certs/ (services: tls.crt/tls.key, clients: client.crt/client.key, ca.crt)
+	$(PY) -m shared.rpc.tls var/certs
 
 run: venv protos models ## start Triton and every service, load the demo store if empty; Ctrl-C stops all
 	HF_HUB_OFFLINE=1 $(PY) -m shared.cli.main up

@@ -6,7 +6,12 @@ Measures, in one run on this machine:
 - the text encoder through Triton at batch 1 and 32 (and in-process onnxruntime);
 - the floor: embed, classify, retrieve and rank (cross-encoder included) the same queries
   in this process with the same model versions on the same engines, the same catalog
-  file, scorer and blend, no RPC; and the suite-to-floor ratio.
+  file, scorer and blend, no RPC; and the suite-to-floor ratio;
+- the cost of security: Search at concurrency 1 and 8 through a second suite started
+  here with TLS on every hop (mutual between the services), an API key checked by the
+  gateway's auth interceptor and its token bucket (a rate it never reaches), on copies of
+  the same databases; p50 and p99 as ratios to the first suite's (``--no-security`` skips
+  it).
 Uses the running suite if the gateway answers, else starts one. Queries are the synthetic
 demo store's (figures are on synthetic data).
 """
@@ -14,7 +19,11 @@ demo store's (figures are on synthetic data).
 from __future__ import annotations
 
 import argparse
+import json
+import secrets
+import sqlite3
 import statistics
+import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -30,8 +39,20 @@ from shopsense.search.v1 import search_service_pb2 as pb
 from shopsense.search.v1 import search_service_pb2_grpc
 
 from shared.data.wands import load_queries
+from shared.paths import state_dir
+from shared.rpc.auth import hash_key
+from shared.rpc.clients import ClientSecurity, open_channel
+from shared.rpc.tls import (
+    CA_FILE,
+    CERT_FILE,
+    CLIENT_CERT_FILE,
+    CLIENT_KEY_FILE,
+    KEY_FILE,
+    TlsFiles,
+    write_dev_certs,
+)
 from shared.runtime.catalog import DEMO_PRODUCTS, DEMO_SEED, ensure_demo_store, wait_for_intent
-from shared.runtime.suite import Endpoints, running_suite
+from shared.runtime.suite import Endpoints, Suite, running_suite
 from shared.settings import ClientSettings, RankingSettings, RetrievalSettings
 
 console = Console(width=160)
@@ -43,9 +64,17 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def bench_gateway(target: str, queries: Sequence[str], concurrency: int, seconds: float) -> dict:
-    """Closed-loop load: ``concurrency`` clients each sending one search after another."""
-    stub = search_service_pb2_grpc.SearchServiceStub(grpc.insecure_channel(target))
+def bench_gateway(
+    target: str,
+    queries: Sequence[str],
+    concurrency: int,
+    seconds: float,
+    security: ClientSecurity | None = None,
+) -> dict:
+    """Closed-loop load: ``concurrency`` clients each sending one search after another
+    (over TLS with an API key when ``security``, else the environment, has them)."""
+    channel = open_channel(target, security)  # None: this process's environment
+    stub = search_service_pb2_grpc.SearchServiceStub(channel)
     latencies: list[float] = []
     hops: dict[str, list[float]] = defaultdict(list)
     lock = threading.Lock()
@@ -81,6 +110,7 @@ def bench_gateway(target: str, queries: Sequence[str], concurrency: int, seconds
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(client, range(concurrency)))
     wall = time.perf_counter() - began
+    channel.close()
     return {
         "n": len(latencies),
         "errors": errors,
@@ -109,13 +139,13 @@ class Floor:
 
         repository = triton_model_repository()
         # The version of the index's vectors, as retrieval serves them.
-        with grpc.insecure_channel(retrieval) as channel:
+        with open_channel(retrieval) as channel:
             reply = retrieval_service_pb2_grpc.RetrievalServiceStub(channel).GetReindexStatus(
                 rpb.GetReindexStatusRequest(), timeout=10
             )
         text_encoder = reply.status.index_version or "1"
         folders: dict[str, Path | None] = {"intent_classifier": None, "cross_encoder": None}
-        with grpc.insecure_channel(trainer) as channel:
+        with open_channel(trainer) as channel:
             stub = trainer_service_pb2_grpc.TrainerServiceStub(channel)
             for model in folders:
                 reply = stub.ListModelVersions(
@@ -166,7 +196,8 @@ def bench_floor(floor: Floor, queries: Sequence[str], seconds: float) -> dict:
     }
 
 
-def run(suite: Endpoints, seconds: float) -> None:
+def run(suite: Endpoints, seconds: float) -> tuple[dict[str, dict], list[str]]:
+    """The suite's measurements (printed); answers the Search rows and the queries."""
     from shared.bench.encoder import bench_encoder
 
     gateway, intent, retrieval = suite.gateway, suite.intent, suite.retrieval
@@ -208,10 +239,10 @@ def run(suite: Endpoints, seconds: float) -> None:
             f"{r['qps']:.1f}", *[f"{r['hops_ms'].get(h, float('nan')):.1f}" for h in hops],
         )  # fmt: skip
     console.print(table)
-    suite, base = rows["suite, 1 client"], rows["floor (one process), 1 client"]
+    served, base = rows["suite, 1 client"], rows["floor (one process), 1 client"]
     console.print(
-        f"suite-to-floor ratio at concurrency 1: p50 {suite['p50_ms'] / base['p50_ms']:.2f}x, "
-        f"p99 {suite['p99_ms'] / base['p99_ms']:.2f}x"
+        f"suite-to-floor ratio at concurrency 1: p50 {served['p50_ms'] / base['p50_ms']:.2f}x, "
+        f"p99 {served['p99_ms'] / base['p99_ms']:.2f}x"
     )
     encoder = bench_encoder(url=suite.triton, seconds=min(seconds, 5.0))
     engine = next(iter(encoder.pop("engine", {"onnxruntime": 1.0})))
@@ -225,14 +256,99 @@ def run(suite: Endpoints, seconds: float) -> None:
             f"{r.get('p50_ms', float('nan')):.2f}",
         )
     console.print(table)
+    return rows, queries
+
+
+def secure_environment(folder: Path) -> tuple[dict[str, str], ClientSecurity]:
+    """A development CA and certificates, a keys file with one key of scope ``search``
+    whose bucket (a million calls a second) never refuses but is taken from on every call;
+    the services' environment and the client's security."""
+    certs = folder / "certs"
+    write_dev_certs(certs)
+    key = "sk_bench_" + secrets.token_urlsafe(16)
+    entry = {"id": "bench", "sha256": hash_key(key), "scopes": ["search"]}
+    entry.update(rate_per_s=1e6, burst=1_000_000)
+    (folder / "keys.json").write_text(json.dumps({"keys": [entry]}))
+    env = {
+        "SHOPSENSE_TLS_CERT": str(certs / CERT_FILE),
+        "SHOPSENSE_TLS_KEY": str(certs / KEY_FILE),
+        "SHOPSENSE_TLS_CA": str(certs / CA_FILE),
+        "SHOPSENSE_API_KEYS_FILE": str(folder / "keys.json"),
+    }
+    client = TlsFiles(certs / CLIENT_CERT_FILE, certs / CLIENT_KEY_FILE, certs / CA_FILE)
+    return env, ClientSecurity(client, key)
+
+
+def copy_databases(source: Path, target: Path) -> None:
+    """The state folder's SQLite databases (catalog, feedback, registry), copied with
+    SQLite's backup (consistent while a running suite has them open)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for database in sorted(source.glob("*.db")):
+        with sqlite3.connect(database) as src, sqlite3.connect(target / database.name) as dst:
+            src.backup(dst)
+        src.close()
+        dst.close()
+
+
+def bench_security(
+    plain: dict[str, dict], queries: Sequence[str], seconds: float, state: Path
+) -> None:
+    """Search through a suite with TLS and API keys, against ``plain`` (the same runs
+    through the plaintext suite): p50 and p99 ratios at concurrency 1 and 8."""
+    from shared.bench.recommend import cpu_flags
+
+    if not (state / "catalog.db").is_file():
+        console.print(f"no catalog in {state} (SHOPSENSE_STATE_DIR): TLS comparison skipped")
+        return
+    with tempfile.TemporaryDirectory(prefix="shopsense-bench-tls-") as tmp:
+        folder = Path(tmp)
+        env, client = secure_environment(folder)
+        copy_databases(state, folder / "state")
+        console.print("starting a second suite with TLS and API keys (copies of the databases)")
+        with Suite(state=folder / "state", ephemeral_ports=True, extra_env=env) as suite:
+            gateway = suite.address("gateway")
+            # Warm up every hop (intent builds its prototypes from the catalog at start).
+            bench_gateway(gateway, queries[:20], 1, 5.0, client)
+            secure = {
+                "suite TLS+auth, 1 client": bench_gateway(gateway, queries, 1, seconds, client),
+                "suite TLS+auth, 8 clients": bench_gateway(gateway, queries, 8, seconds, client),
+            }
+    console.print(f"cpu: {cpu_flags()}")
+    table = Table(title=f"Search with and without TLS + API keys, {seconds:.0f} s each")
+    columns = ("run", "searches", "errors", "p50 ms", "p99 ms", "searches/s")
+    columns += ("p50 ratio", "p99 ratio")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "run" else "right")
+    pairs = {"suite, 1 client": None, "suite, 8 clients": None}
+    pairs.update(
+        {
+            "suite TLS+auth, 1 client": "suite, 1 client",
+            "suite TLS+auth, 8 clients": "suite, 8 clients",
+        }
+    )
+    rows = {**plain, **secure}
+    for name, base in pairs.items():
+        r = rows[name]
+        b = rows[base] if base else r
+        table.add_row(
+            name, str(r["n"]), str(r["errors"]), f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
+            f"{r['qps']:.1f}", f"{r['p50_ms'] / b['p50_ms']:.2f}x", f"{r['p99_ms'] / b['p99_ms']:.2f}x",
+        )  # fmt: skip
+    console.print(table)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=15.0, help="duration of each run")
+    parser.add_argument(
+        "--no-security", action="store_true", help="skip the TLS + API keys comparison"
+    )
     args = parser.parse_args(argv)
     with running_suite(ClientSettings.load(), console.print) as suite:
-        run(suite, args.seconds)
+        rows, queries = run(suite, args.seconds)
+    # After the first suite, when started here, has stopped: the second has the machine.
+    if not args.no_security:
+        bench_security(rows, queries, args.seconds, state_dir())
     return 0
 
 

@@ -22,7 +22,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from shopsense.retrieval.v1 import retrieval_service_pb2 as rpb
@@ -31,6 +30,7 @@ from shopsense.trainer.v1 import trainer_service_pb2 as tpb
 from shopsense.trainer.v1 import trainer_service_pb2_grpc
 
 from shared.paths import state_dir
+from shared.rpc.clients import open_channel
 from shared.runtime.catalog import DEMO_PRODUCTS, DEMO_SEED, ensure_demo_store, wait_for_intent
 from shared.runtime.suite import Endpoints, running_suite
 from shared.settings import ClientSettings, TrainerSettings
@@ -103,7 +103,7 @@ def run_job(
 
 def wait_for_reindex(retrieval: str, version: int, progress: Progress) -> None:
     """Follow the catalog reindex to the new text_encoder version until it is swapped in."""
-    stub = retrieval_service_pb2_grpc.RetrievalServiceStub(grpc.insecure_channel(retrieval))
+    stub = retrieval_service_pb2_grpc.RetrievalServiceStub(open_channel(retrieval))
     task = progress.add_task("catalog reindex", total=1.0, stage="embedding", info="")
     while True:
         status = stub.GetReindexStatus(rpb.GetReindexStatusRequest(), timeout=10).status
@@ -132,7 +132,7 @@ def train_all(
     overrides: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[Trained]:
     """Train, publish and (for the text encoder) reindex each model in turn."""
-    stub = trainer_service_pb2_grpc.TrainerServiceStub(grpc.insecure_channel(endpoints.trainer))
+    stub = trainer_service_pb2_grpc.TrainerServiceStub(open_channel(endpoints.trainer))
     done: list[Trained] = []
     columns = (
         TextColumn("{task.description:<18}"),

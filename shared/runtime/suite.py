@@ -23,15 +23,17 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shared.models.triton_server import TritonServer, free_port
 from shared.paths import REPO_ROOT, state_dir, triton_model_repository
+from shared.rpc.clients import ClientSecurity, open_channel
 from shared.settings import METRICS_PORT_OFFSET, PORTS, ClientSettings
 
 # The trainer starts first: it loads the registry's serving versions onto Triton.
 SERVICES = ("trainer", "retrieval", "ranking", "recommend", "feedback", "intent", "gateway")
 
 
-def is_serving(target: str, timeout_s: float = 1.0) -> bool:
-    """Whether the server at ``target`` answers the health check with SERVING."""
-    with grpc.insecure_channel(target) as channel:
+def is_serving(target: str, timeout_s: float = 1.0, security: ClientSecurity | None = None) -> bool:
+    """Whether the server at ``target`` answers the health check with SERVING (over TLS
+    with ``security``'s certificate when it has one; the health service needs no key)."""
+    with open_channel(target, security or ClientSecurity()) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=timeout_s
@@ -60,7 +62,7 @@ def running_suite(
 ) -> Iterator[Endpoints]:
     """The suite at the configured addresses when its gateway is SERVING; otherwise one
     started here (as `make run` starts it) and stopped when the block ends."""
-    if is_serving(settings.gateway_target):
+    if is_serving(settings.gateway_target, security=ClientSecurity.from_settings(settings)):
         yield Endpoints(
             settings.gateway_target,
             settings.intent_target,
@@ -192,11 +194,17 @@ class Suite:
         self._spawn(name)
         self.wait_serving(timeout_s, [name])
 
+    def security(self) -> ClientSecurity:
+        """What a client of this suite's services uses: the services' own certificate
+        when ``extra_env`` (or this environment) turns TLS on."""
+        return ClientSecurity.from_settings(ClientSettings.load(self.environment()))
+
     def wait_serving(self, timeout_s: float, names: Sequence[str]) -> None:
         log_dir = self._log_dir
         deadline = time.monotonic() + timeout_s
+        security = self.security()
         for name in names:
-            while not is_serving(self.address(name)):
+            while not is_serving(self.address(name), security=security):
                 process = self.processes[name]
                 if process.poll() is not None:
                     tail = (log_dir / f"{name}.log").read_text(errors="replace")[-3000:]

@@ -91,6 +91,22 @@ def _sqlite_in_state(name: str) -> Any:
     return lambda values, _cls: f"sqlite:///{values['state_dir'] / name}"
 
 
+def _optional_address(value: str) -> str | None:
+    """ "" (not set) or a host:port."""
+    return None if value == "" else address(value)
+
+
+def _tls(which: str, file: str) -> Any:
+    # One set of files for a process: its server certificate is also its client certificate
+    # (mutual TLS between services); clients (the command line) read the same variables.
+    return option(
+        f"SHOPSENSE_TLS_{which}",
+        "",
+        f"{file} (PEM file path); with the other two: TLS on every listener and channel, "
+        "client certificates required and checked; all three empty: plaintext (embedded only)",
+    )
+
+
 def _token_secret() -> Any:
     return option(
         "SHOPSENSE_TOKEN_SECRET",
@@ -202,6 +218,76 @@ class ServiceSettings(Settings):
         "share of searches traced when tracing is on (decided at the gateway, followed downstream)",
         parse=number,
         check=between(0, 1),
+    )
+    # Security (shared/rpc/tls.py, shared/rpc/auth.py; README section Security).
+    tls_cert: str = _tls("CERT", "this process's certificate chain")
+    tls_key: str = _tls("KEY", "the certificate's private key")
+    tls_ca: str = _tls("CA", "the CA bundle that peers' certificates must chain to")
+    api_keys_file: str = option(
+        "SHOPSENSE_API_KEYS_FILE",
+        "",
+        "JSON file of API keys (id, sha256 of the key, scopes, rate); re-read when it changes; "
+        '"" = no keys: every caller allowed (embedded only)',
+    )
+    operator_listen: str = option(
+        "SHOPSENSE_{SERVICE}_OPERATOR_LISTEN",
+        "",
+        "address of the operator listener, host:port; when set, operator RPCs (catalog, "
+        'models, experiments, privacy) are served there only; "" = on the main listener',
+        check=_optional_address,
+    )
+    health_listen: str = option(
+        "SHOPSENSE_{SERVICE}_HEALTH_LISTEN",
+        "",
+        'plaintext listener with the health service only (Kubernetes gRPC probes); "" = none',
+        check=_optional_address,
+    )
+    rate_limit_per_s: float = option(
+        "SHOPSENSE_RATE_LIMIT_PER_S",
+        100.0,
+        "requests per second an API key may make of one server (token bucket) unless its "
+        "entry says otherwise; 0: unlimited",
+        parse=number,
+        check=at_least(0),
+    )
+    rate_limit_burst: int = option(
+        "SHOPSENSE_RATE_LIMIT_BURST",
+        200,
+        "requests an API key may make at once (the bucket's size) unless its entry says otherwise",
+        parse=integer,
+        check=at_least(1),
+    )
+    max_streams_per_key: int = option(
+        "SHOPSENSE_MAX_STREAMS_PER_KEY",
+        8,
+        "streaming calls an API key may have open on one server at once unless its entry "
+        "says otherwise",
+        parse=integer,
+        check=at_least(1),
+    )
+    stream_idle_s: float = option(
+        "SHOPSENSE_STREAM_IDLE_S",
+        300.0,
+        "a client stream (StreamEvents, UpsertProducts) that sends nothing for this long is "
+        "closed (DEADLINE_EXCEEDED), seconds; 0: never",
+        parse=number,
+        check=at_least(0),
+    )
+    max_concurrent_streams: int = option(
+        "SHOPSENSE_MAX_CONCURRENT_STREAMS",
+        100,
+        "calls one client connection may have in flight at once (HTTP/2 "
+        "grpc.max_concurrent_streams); more wait for a free one",
+        parse=integer,
+        check=at_least(1),
+    )
+    max_connection_idle_s: float = option(
+        "SHOPSENSE_MAX_CONNECTION_IDLE_S",
+        0.0,
+        "a client connection with no call for this long is closed (GOAWAY; the client "
+        "reconnects on its next call), seconds; 0: never",
+        parse=number,
+        check=at_least(0),
     )
 
     @property
@@ -686,6 +772,16 @@ class ClientSettings(Settings):
         "where `shopsense observe` receives the suite's traces (OTLP/gRPC), host:port; "
         "the suite must export there",
         check=address,
+    )
+
+    tls_cert: str = _tls("CERT", "the client certificate chain")
+    tls_key: str = _tls("KEY", "the client certificate's private key")
+    tls_ca: str = _tls("CA", "the CA bundle the servers' certificates must chain to")
+    api_key: str = option(
+        "SHOPSENSE_API_KEY",
+        "",
+        "API key sent as authorization: Bearer <key> on every call; none",
+        secret=True,
     )
 
 

@@ -14,7 +14,6 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import grpc
 from rich.console import Console
 from rich.table import Table
 from shopsense.trainer.v1 import trainer_service_pb2 as tpb
@@ -22,6 +21,7 @@ from shopsense.trainer.v1 import trainer_service_pb2_grpc
 
 from shared.models.kinds import SEQUENCE_RECOMMENDER
 from shared.paths import state_dir
+from shared.rpc.clients import open_channel
 
 MODELS = ("intent_classifier", "text_encoder", "cross_encoder")
 # The metric each model is judged by, and the ones shown beside it.
@@ -53,7 +53,7 @@ SHOWN = (
 
 def list_versions(trainer: str) -> dict[str, list[tpb.ModelVersion]]:
     """Every registered version per model, oldest first."""
-    stub = trainer_service_pb2_grpc.TrainerServiceStub(grpc.insecure_channel(trainer))
+    stub = trainer_service_pb2_grpc.TrainerServiceStub(open_channel(trainer))
     out = {}
     for model in MODELS:
         reply = stub.ListModelVersions(tpb.ListModelVersionsRequest(model=model), timeout=10)
