@@ -328,3 +328,24 @@ def test_image_runs_unprivileged_pinned_and_without_build_tools(image: str) -> N
     assert lines[0] == "10001"
     assert not [line for line in lines if line.startswith("found")], out
     assert "Python 3.11" in out
+
+
+def test_trainer_image_trains_on_cpu_torch_only() -> None:
+    """The training stack imports in the trainer image (jobs run in worker processes the
+    system test never starts), on the CPU torch wheel; the services image has no torch."""
+    problem = missing_prerequisites()
+    if problem:
+        pytest.fail(problem)
+    probe = (
+        "import torch, transformers, peft, onnx, onnxruntime, openvino; "
+        "import shared.training.train, shared.training.export, shared.training.sequence; "
+        "from shared.models.paths import base_model_dir; "
+        "print(torch.__version__, torch.version.cuda, (base_model_dir() / 'model.safetensors').is_file())"
+    )
+    out = podman("run", "--rm", "--network", "none", *LIMITS, TRAINER_IMAGE, "python", "-c", probe)
+    assert out.split() == ["2.13.0+cpu", "None", "True"], out
+    services = podman(
+        "run", "--rm", "--network", "none", *LIMITS, SERVICES_IMAGE, "python", "-c",
+        "import importlib.util as u; print(u.find_spec('torch') is None, u.find_spec('grpc_tools') is None)",
+    )  # fmt: skip
+    assert services.split() == ["True", "True"], services
