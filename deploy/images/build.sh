@@ -79,10 +79,11 @@ EOF
 }
 
 # The build context: the tracked and new (not ignored) sources only, so no venv, stubs,
-# exported weights or state can slip into an image.
+# exported weights or state can slip into an image (triton_models/: the committed configs
+# that export and publish copy into a repository; version folders are ignored).
 prepare_context() {
     rm -rf "$CONTEXT" && mkdir -p "$CONTEXT"
-    git ls-files -z -co --exclude-standard -- shared services protos deploy/images \
+    git ls-files -z -co --exclude-standard -- shared services protos triton_models deploy/images \
         | tar --null -T - -c | tar -x -C "$CONTEXT"
 }
 

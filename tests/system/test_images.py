@@ -35,7 +35,7 @@ from shopsense.search.v1 import search_service_pb2_grpc
 
 from shared.data.synthetic import generate_store
 from shared.models.triton_server import free_port
-from shared.paths import REPO_ROOT
+from shared.paths import REPO_ROOT, shared_data_dir
 from shared.runtime.catalog import upsert_products, wait_for_intent
 from shared.runtime.suite import SERVICES, is_serving
 from tests.support import wait_until
@@ -53,6 +53,7 @@ PODMAN = ("podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs")
 LIMITS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1000:1000")
 CONTAINERS_CONF = REPO_ROOT / "var" / "podman" / "containers.conf"
 MODELS = REPO_ROOT / "triton_models"
+DATA = shared_data_dir()
 PRODUCTS = 300
 # A cold start of all seven services and Triton on 2 shared cores takes about 40 s.
 START_TIMEOUT_S = 240.0
@@ -119,7 +120,12 @@ class ImageSuite:
             service,
             TRAINER_IMAGE if service == "trainer" else SERVICES_IMAGE,
             self.environment(),
-            [f"--volume={self.state}:/var/lib/shopsense", f"--volume={MODELS}:/models:ro"],
+            [
+                f"--volume={self.state}:/var/lib/shopsense",
+                f"--volume={MODELS}:/models:ro",
+                # The taxonomy (wands/classes.txt) intent reads, as `make run` reads it.
+                *([f"--volume={DATA}:/data:ro"] if DATA.is_dir() else []),
+            ],
             ["python", "-m", f"services.{service}"],
         )
 
@@ -330,20 +336,32 @@ def test_image_runs_unprivileged_pinned_and_without_build_tools(image: str) -> N
     assert "Python 3.11" in out
 
 
-def test_trainer_image_trains_on_cpu_torch_only() -> None:
-    """The training stack imports in the trainer image (jobs run in worker processes the
-    system test never starts), on the CPU torch wheel; the services image has no torch."""
+def test_trainer_image_exports_the_first_model_on_cpu_torch(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The trainer image seeds an empty model repository (what a cluster's shared volume
+    starts as) with text_encoder version 1, read-only root filesystem, no network: torch,
+    transformers, ONNX export and the engine check (onnxruntime, OpenVINO) all inside. Its
+    torch is the CPU wheel; the services image has no torch and no grpc_tools."""
     problem = missing_prerequisites()
     if problem:
         pytest.fail(problem)
-    probe = (
-        "import torch, transformers, peft, onnx, onnxruntime, openvino; "
-        "import shared.training.train, shared.training.export, shared.training.sequence; "
-        "from shared.models.paths import base_model_dir; "
-        "print(torch.__version__, torch.version.cuda, (base_model_dir() / 'model.safetensors').is_file())"
-    )
+    repository = tmp_path_factory.mktemp("image-export")
+    repository.chmod(0o777)
+    data = [f"--volume={DATA}:/data:ro"] if DATA.is_dir() else []
+    export = ("python", "-m", "shared.training.export", "--model", "text_encoder", "--version", "1")
+    podman(
+        "run", "--rm", "--read-only", "--network", "none", *LIMITS, *data,
+        f"--volume={repository}:/models", TRAINER_IMAGE, *export, "--repository", "/models",
+        timeout=300,
+    )  # fmt: skip
+    version = repository / "text_encoder" / "1"
+    assert (version / "model.onnx").stat().st_size > 80_000_000
+    assert (version / "model.py").is_file() and (version / "export_report.json").is_file()
+    assert (repository / "text_encoder" / "configs" / "gpu.pbtxt").is_file()
+    probe = "import torch, peft; print(torch.__version__, torch.version.cuda)"
     out = podman("run", "--rm", "--network", "none", *LIMITS, TRAINER_IMAGE, "python", "-c", probe)
-    assert out.split() == ["2.13.0+cpu", "None", "True"], out
+    assert out.split() == ["2.13.0+cpu", "None"], out
     services = podman(
         "run", "--rm", "--network", "none", *LIMITS, SERVICES_IMAGE, "python", "-c",
         "import importlib.util as u; print(u.find_spec('torch') is None, u.find_spec('grpc_tools') is None)",
