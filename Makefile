@@ -12,7 +12,7 @@ MODEL := triton_models/text_encoder/1/model.onnx
 SHARED_DATA ?= $(or $(SHOPSENSE_SHARED_DATA),../shared/data)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv protos models run train demo test test-unit test-integration test-system eval bench bench-cross-encoder bench-feedback bench-experiments bench-recommend bench-recs certs lint format clean
+.PHONY: help venv protos models run train demo test test-unit test-integration test-system eval bench bench-cross-encoder bench-feedback bench-experiments bench-recommend bench-recs certs lint format clean images test-images
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -62,6 +62,12 @@ test-integration: venv protos models
 
 test-system: venv protos models
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests/system
+
+images: venv ## build the container images with podman (base from debootstrap; deploy/images/README.md); as root
+	deploy/images/build.sh
+
+test-images: venv protos models ## the suite from the images: search, recommend, feedback from outside (after make images)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -m images tests/system/test_images.py
 
 eval: venv protos models ## nDCG/Recall/MRR on the demo store and intent accuracy on real WANDS queries
 	HF_HUB_OFFLINE=1 $(PY) -m shared.cli.evaluate
