@@ -69,7 +69,7 @@ OPERATOR_SECRETS: dict[str, set[str]] = {
 # Variables a container may set that are not shopsense settings (Triton's, torch's, the
 # hub's offline switch, the PostgreSQL image's own).
 FOREIGN_ENV = frozenset(
-    {"HOME", "HF_HUB_OFFLINE", "OMP_NUM_THREADS", "JOB_NAME", "MODEL", "DATASET"}
+    {"HOME", "HF_HUB_OFFLINE", "TRITON_MODEL_REPOSITORY", "JOB_NAME", "MODEL", "DATASET"}
     | {"POSTGRES_USER", "POSTGRES_DB", "POSTGRES_PASSWORD", "PGDATA"}
 )
 WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
@@ -546,13 +546,35 @@ def test_addresses_and_ports_are_the_agreed_ones(overlay: str) -> None:
         assert service_ports == {k: v for k, v in expected_ports.items() if k != "health"}
     triton = main_container(by_kind(objects, "Deployment")["shopsense-triton"])
     assert {p["name"]: p["containerPort"] for p in triton["ports"]} == TRITON_PORTS
-    args = " ".join(triton["args"])
-    for flag in ("--model-control-mode=explicit", "--model-repository=/models"):
-        assert flag in args
-    for key, value in TRITON_PORTS.items():
-        assert f"--{key}-port={value}" in args
+    assert triton_flags(triton) >= {
+        "--model-control-mode=explicit",
+        "--model-repository=/models",
+        *(f"--{key}-port={value}" for key, value in TRITON_PORTS.items()),
+    }
     triton_service = services["shopsense-triton"]["spec"]["ports"]
     assert {p["name"]: p["port"] for p in triton_service} == TRITON_PORTS
+
+
+# What the CPU image's entrypoint (deploy/images/triton-entrypoint.sh) passes tritonserver
+# when the container gives no command: the model repository from TRITON_MODEL_REPOSITORY.
+CPU_ENTRYPOINT_FLAGS = frozenset(
+    {
+        "--model-control-mode=explicit",
+        *(f"--{key}-port={value}" for key, value in TRITON_PORTS.items()),
+    }
+)
+
+
+def triton_flags(container: dict[str, Any]) -> set[str]:
+    """The ``--flag=value`` words Triton starts with: the container's command and args, or the
+    CPU image's entrypoint's when it gives no command."""
+    words = " ".join([*(container.get("command") or []), *(container.get("args") or [])])
+    flags = set(re.findall(r"--[a-z-]+=[^\s\"]+", words))
+    if not container.get("command"):
+        env = {v["name"]: v.get("value") for v in container.get("env") or []}
+        assert container["image"].startswith("localhost/shopsense-triton-cpu:"), container["image"]
+        flags |= CPU_ENTRYPOINT_FLAGS | {f"--model-repository={env['TRITON_MODEL_REPOSITORY']}"}
+    return flags
 
 
 def _callee(var: str) -> str:
@@ -683,8 +705,8 @@ def test_deployments_in_the_rendered_overlays_differ_as_documented() -> None:
     gpu_container = main_container(gpu_triton)
     assert local_triton["image"] == "localhost/shopsense-triton-cpu:0.1.0"
     assert gpu_container["image"] == "nvcr.io/nvidia/tritonserver:24.10-py3"
-    assert "--model-config-name=gpu" in gpu_container["args"]
-    assert "--model-config-name=gpu" not in local_triton["args"]
+    assert "--model-config-name=gpu" in triton_flags(gpu_container)
+    assert "--model-config-name=gpu" not in triton_flags(local_triton)
     assert gpu_container["resources"]["limits"]["nvidia.com/gpu"] == 1
     gpu_spec = pod_spec(gpu_triton)
     assert gpu_spec is not None
