@@ -65,6 +65,7 @@ OPERATOR_SECRETS: dict[str, set[str]] = {
     "shopsense-api-keys": {"keys.json"},
     "shopsense-token-keys": {"token-keys"},
     "shopsense-database": {"url"},
+    "shopsense-log-key": {"log-key"},
 }
 # Variables a container may set that are not shopsense settings (Triton's, torch's, the
 # hub's offline switch, the PostgreSQL image's own).
