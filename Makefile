@@ -15,7 +15,7 @@ SHARED_DATA ?= $(or $(SHOPSENSE_SHARED_DATA),../shared/data)
 .PHONY: help venv protos models run train demo test test-unit test-integration test-system k8s eval bench bench-cross-encoder bench-feedback bench-experiments bench-recommend bench-recs lint format clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 venv: $(STAMP) ## create .venv with every dependency (torch from the local CPU wheel first)
 $(STAMP): pyproject.toml
