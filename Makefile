@@ -12,10 +12,10 @@ MODEL := triton_models/text_encoder/1/model.onnx
 SHARED_DATA ?= $(or $(SHOPSENSE_SHARED_DATA),../shared/data)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv protos models run train demo test test-unit test-integration test-system eval bench bench-cross-encoder bench-feedback bench-experiments bench-recommend bench-recs certs lint format clean images test-images
+.PHONY: help venv protos models run train demo test test-unit test-integration test-system k8s eval bench bench-cross-encoder bench-feedback bench-experiments bench-recommend bench-recs certs lint format clean images test-images
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 venv: $(STAMP) ## create .venv with every dependency (torch from the local CPU wheel first)
 $(STAMP): pyproject.toml
@@ -52,10 +52,18 @@ demo: venv protos models ## the closed loop on SYNTHETIC shoppers: simulate, ret
 test: venv protos models ## unit, integration and system tests (real Triton, real weights, SQLite and PostgreSQL)
 	@# A throwaway PostgreSQL (Debian's package, installed if missing) for the feedback store's
 	@# production path; without one (no root, no package) those tests say why they skip.
+	@# kubectl renders deploy/overlays/* for tests/unit/test_deploy_manifests.py (installed if
+	@# missing; without it those tests skip here and fail under CI=true).
+	bash .ci/ensure-kubectl || true
 	eval "$$(bash .ci/start-postgres || true)"; HF_HUB_OFFLINE=1 $(PY) -m pytest
 
 test-unit: venv protos
+	bash .ci/ensure-kubectl || true
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests/unit
+
+k8s: venv ## render every Kubernetes overlay (deploy/) and check it: schemas, policy, names the code reads
+	bash .ci/ensure-kubectl
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests/unit/test_deploy_manifests.py
 
 test-integration: venv protos models
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests/integration
