@@ -8,6 +8,7 @@ which creates the job in the registry as the runner does, without a worker.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -285,7 +286,10 @@ def test_the_schedule_is_off_by_default() -> None:
 def test_the_demo_turns_on_a_schedule_the_trainer_accepts() -> None:
     from shared.cli.demo import DEMO_HYPERPARAMETERS, schedule_env
 
-    policy = RetrainPolicy.from_settings(TrainerSettings.load(schedule_env(4_000)))
+    # The environment the Suite gives the trainer: this process's (its state folder, where the
+    # demo store lies and so the data root) plus the schedule's.
+    trainer_env = {**os.environ, **schedule_env(4_000)}
+    policy = RetrainPolicy.from_settings(TrainerSettings.load(trainer_env))
     assert policy.models == ("cross_encoder",) and policy.min_new_events == 4_000
     assert dict(policy.hyperparameters) == DEMO_HYPERPARAMETERS
     assert policy.experiment_share == 0.5 and policy.catalog.endswith("demo-store-20000-s7")
