@@ -8,6 +8,9 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
+
+from shared.contracts.common import EMBEDDING_DIM
 from shared.data.catalog import Product
 from shared.data.synthetic import generate_store
 from shared.paths import REPO_ROOT
@@ -71,3 +74,22 @@ def client_env(suite: Suite) -> dict[str, str]:
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
         "HF_HUB_OFFLINE": "1",
     }
+
+
+class ConstantEncoder:
+    """The same unit vector for every text: a text encoder for servers whose tests do not
+    search by meaning (an empty catalog, tokens, logs)."""
+
+    def embed(
+        self,
+        texts: Sequence[str],
+        max_length: int = 64,
+        batch_size: int = 32,
+        version: str | None = None,
+    ) -> np.ndarray:
+        vectors = np.zeros((len(texts), EMBEDDING_DIM), dtype=np.float32)
+        vectors[:, 0] = 1.0
+        return vectors
+
+    def version(self) -> str:
+        return "1"

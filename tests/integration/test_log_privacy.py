@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import numpy as np
 import pytest
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -26,33 +25,16 @@ from shopsense.recommend.v1 import recommend_service_pb2_grpc as rpb_grpc
 from shopsense.search.v1 import search_service_pb2 as spb
 from shopsense.search.v1 import search_service_pb2_grpc as spb_grpc
 
-from shared.contracts.common import EMBEDDING_DIM
 from shared.rpc.logging import configure_logging
 from shared.rpc.privacy import REDACTED, bind_shopper, shopper_tag
 from tests.integration.conftest import NOWHERE
-from tests.support import SMALL_STORE
+from tests.support import SMALL_STORE, ConstantEncoder
 
 pytestmark = pytest.mark.integration
 
 USER, SESSION = "user-qzxjv-private", "session-wkpfy-private"
 QUERY = "velvet chesterfield mauvexq"
 LOG_KEY = "log-privacy-test-key"
-
-
-class ConstantEncoder:
-    def embed(
-        self,
-        texts: Sequence[str],
-        max_length: int = 64,
-        batch_size: int = 32,
-        version: str | None = None,
-    ) -> np.ndarray:
-        vectors = np.zeros((len(texts), EMBEDDING_DIM), dtype=np.float32)
-        vectors[:, 0] = 1.0
-        return vectors
-
-    def version(self) -> str:
-        return "1"
 
 
 @pytest.fixture

@@ -8,12 +8,10 @@ gateway and retrieval (over an empty catalog file) embed with a constant fake en
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import grpc
-import numpy as np
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from shopsense.common.v1 import common_pb2
@@ -22,28 +20,10 @@ from shopsense.feedback.v1 import feedback_service_pb2_grpc as fpb_grpc
 from shopsense.search.v1 import search_service_pb2 as spb
 from shopsense.search.v1 import search_service_pb2_grpc
 
-from shared.contracts.common import EMBEDDING_DIM
 from tests.integration.conftest import NOWHERE
+from tests.support import ConstantEncoder
 
 pytestmark = pytest.mark.integration
-
-
-class ConstantEncoder:
-    """The same unit vector for every text: enough for an empty catalog."""
-
-    def embed(
-        self,
-        texts: Sequence[str],
-        max_length: int = 64,
-        batch_size: int = 32,
-        version: str | None = None,
-    ) -> np.ndarray:
-        vectors = np.zeros((len(texts), EMBEDDING_DIM), dtype=np.float32)
-        vectors[:, 0] = 1.0
-        return vectors
-
-    def version(self) -> str:
-        return "1"
 
 
 @dataclass

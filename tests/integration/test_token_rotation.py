@@ -9,11 +9,10 @@ No Triton: retrieval and the gateways embed with a constant fake encoder.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import grpc
-import numpy as np
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from shopsense.common.v1 import common_pb2
@@ -24,33 +23,16 @@ from shopsense.search.v1 import search_service_pb2_grpc as spb_grpc
 
 from services.feedback.server import create_server as create_feedback
 from services.gateway.server import create_server as create_gateway
-from shared.contracts.common import EMBEDDING_DIM
 from shared.rpc.server import ServerHandle
 from shared.settings import FeedbackSettings, GatewaySettings, TokenKeys
 from tests.integration.conftest import NOWHERE, Stack, settings_of
-from tests.support import SMALL_STORE
+from tests.support import SMALL_STORE, ConstantEncoder
 
 pytestmark = pytest.mark.integration
 
 OLD = TokenKeys.parse("k1:" + "1" * 40)
 BOTH = TokenKeys.parse("k2:" + "2" * 40 + ",k1:" + "1" * 40)
 NEW = TokenKeys.parse("k2:" + "2" * 40)
-
-
-class ConstantEncoder:
-    def embed(
-        self,
-        texts: Sequence[str],
-        max_length: int = 64,
-        batch_size: int = 32,
-        version: str | None = None,
-    ) -> np.ndarray:
-        vectors = np.zeros((len(texts), EMBEDDING_DIM), dtype=np.float32)
-        vectors[:, 0] = 1.0
-        return vectors
-
-    def version(self) -> str:
-        return "1"
 
 
 ENCODER = ConstantEncoder()
