@@ -42,15 +42,7 @@ from shared.data.wands import load_queries
 from shared.paths import state_dir
 from shared.rpc.auth import hash_key
 from shared.rpc.clients import ClientSecurity, open_channel
-from shared.rpc.tls import (
-    CA_FILE,
-    CERT_FILE,
-    CLIENT_CERT_FILE,
-    CLIENT_KEY_FILE,
-    KEY_FILE,
-    TlsFiles,
-    write_dev_certs,
-)
+from shared.rpc.tls import dev_client_files, dev_service_files, write_dev_certs
 from shared.runtime.catalog import DEMO_PRODUCTS, DEMO_SEED, ensure_demo_store, wait_for_intent
 from shared.runtime.suite import Endpoints, Suite, running_suite
 from shared.settings import ClientSettings, RankingSettings, RetrievalSettings
@@ -270,13 +262,10 @@ def secure_environment(folder: Path) -> tuple[dict[str, str], ClientSecurity]:
     entry.update(rate_per_s=1e6, burst=1_000_000)
     (folder / "keys.json").write_text(json.dumps({"keys": [entry]}))
     env = {
-        "SHOPSENSE_TLS_CERT": str(certs / CERT_FILE),
-        "SHOPSENSE_TLS_KEY": str(certs / KEY_FILE),
-        "SHOPSENSE_TLS_CA": str(certs / CA_FILE),
+        **dev_service_files(certs).environment(),
         "SHOPSENSE_API_KEYS_FILE": str(folder / "keys.json"),
     }
-    client = TlsFiles(certs / CLIENT_CERT_FILE, certs / CLIENT_KEY_FILE, certs / CA_FILE)
-    return env, ClientSecurity(client, key)
+    return env, ClientSecurity(dev_client_files(certs), key)
 
 
 def copy_databases(source: Path, target: Path) -> None:

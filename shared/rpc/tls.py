@@ -79,6 +79,12 @@ class TlsFiles:
                 raise ValueError(f"{env}: no such file {value}")
         return cls(*(Path(value) for value in values.values()))
 
+    def environment(self) -> dict[str, str]:
+        """The SHOPSENSE_TLS_* variables that name these files (a process's environment)."""
+        return dict(
+            zip(TLS_VARIABLES, (str(p) for p in (self.cert, self.key, self.ca)), strict=True)
+        )
+
     def read(self) -> tuple[bytes, bytes, bytes]:
         """(certificate chain, private key, CA bundle)."""
         return self.cert.read_bytes(), self.key.read_bytes(), self.ca.read_bytes()
@@ -308,6 +314,16 @@ def write_dev_certs(out: Path, days: float = 365) -> dict[str, Path]:
     _write(out / CLIENT_CERT_FILE, client.cert)
     names = (CA_FILE, CA_KEY_FILE, CERT_FILE, KEY_FILE, CLIENT_CERT_FILE, CLIENT_KEY_FILE)
     return {name: out / name for name in names}
+
+
+def dev_service_files(folder: Path) -> TlsFiles:
+    """The services' files in a folder that :func:`write_dev_certs` wrote."""
+    return TlsFiles(folder / CERT_FILE, folder / KEY_FILE, folder / CA_FILE)
+
+
+def dev_client_files(folder: Path) -> TlsFiles:
+    """The client's (a storefront or operator) files in a folder :func:`write_dev_certs` wrote."""
+    return TlsFiles(folder / CLIENT_CERT_FILE, folder / CLIENT_KEY_FILE, folder / CA_FILE)
 
 
 def main(argv: list[str] | None = None) -> int:

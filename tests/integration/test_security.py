@@ -37,11 +37,11 @@ from shared.rpc.server import ServerHandle
 from shared.rpc.tls import (
     CA_FILE,
     CERT_FILE,
-    CLIENT_CERT_FILE,
-    CLIENT_KEY_FILE,
     KEY_FILE,
     Issued,
     TlsFiles,
+    dev_client_files,
+    dev_service_files,
     issue,
     new_ca,
     write_dev_certs,
@@ -85,8 +85,8 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TlsFiles]:
     a_month_ago = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=30)
     expired = issue(ca, "storefront", ("storefront",), server=False, days=1, valid_from=a_month_ago)
     return {
-        "service": TlsFiles(folder / CERT_FILE, folder / KEY_FILE, folder / CA_FILE),
-        "client": TlsFiles(folder / CLIENT_CERT_FILE, folder / CLIENT_KEY_FILE, folder / CA_FILE),
+        "service": dev_service_files(folder),
+        "client": dev_client_files(folder),
         "expired": _save(folder, "expired", expired),
     }
 

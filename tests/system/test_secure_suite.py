@@ -20,15 +20,7 @@ from shared.data.synthetic import generate_store
 from shared.models.triton_server import free_port
 from shared.rpc.auth import hash_key
 from shared.rpc.clients import ClientSecurity, open_channel
-from shared.rpc.tls import (
-    CA_FILE,
-    CERT_FILE,
-    CLIENT_CERT_FILE,
-    CLIENT_KEY_FILE,
-    KEY_FILE,
-    TlsFiles,
-    write_dev_certs,
-)
+from shared.rpc.tls import dev_client_files, dev_service_files, write_dev_certs
 from shared.runtime.catalog import upsert_products, wait_for_intent
 from shared.runtime.suite import Suite
 
@@ -54,9 +46,7 @@ def secure(
         model_repository=exported_model_repository,
         ephemeral_ports=True,
         extra_env={
-            "SHOPSENSE_TLS_CERT": str(certs / CERT_FILE),
-            "SHOPSENSE_TLS_KEY": str(certs / KEY_FILE),
-            "SHOPSENSE_TLS_CA": str(certs / CA_FILE),
+            **dev_service_files(certs).environment(),
             "SHOPSENSE_API_KEYS_FILE": str(folder / "keys.json"),
             "SHOPSENSE_RETRIEVAL_OPERATOR_LISTEN": f"127.0.0.1:{operator_port}",
             "SHOPSENSE_INTENT_REFRESH_S": "0.5",
@@ -68,9 +58,7 @@ def secure(
 
 
 def _client(certs: Path, key: str) -> ClientSecurity:
-    return ClientSecurity(
-        TlsFiles(certs / CLIENT_CERT_FILE, certs / CLIENT_KEY_FILE, certs / CA_FILE), key
-    )
+    return ClientSecurity(dev_client_files(certs), key)
 
 
 def _search(suite: Suite, security: ClientSecurity) -> pb.SearchResponse:
@@ -92,13 +80,8 @@ def test_the_secure_suite_serves_a_storefront_key_and_refuses_the_others(
     products = generate_store(n_products=200, seed=3).products
     # An operator's client certificate and catalog key: refused on the main listener ...
     ops = _client(certs, "sk-ops")
-    for variable, value in (
-        ("SHOPSENSE_TLS_CERT", ops.tls.cert),
-        ("SHOPSENSE_TLS_KEY", ops.tls.key),
-        ("SHOPSENSE_TLS_CA", ops.tls.ca),
-        ("SHOPSENSE_API_KEY", "sk-ops"),
-    ):
-        monkeypatch.setenv(variable, str(value))
+    for variable, value in {**ops.tls.environment(), "SHOPSENSE_API_KEY": "sk-ops"}.items():
+        monkeypatch.setenv(variable, value)
     with pytest.raises(grpc.RpcError) as caught:
         upsert_products(suite.address("retrieval"), products[:5], progress=False)
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
@@ -107,11 +90,8 @@ def test_the_secure_suite_serves_a_storefront_key_and_refuses_the_others(
     reply = upsert_products(f"127.0.0.1:{operator_port}", products, progress=False)
     assert [r.error for r in reply.results if r.error] == []
     # The services' own certificate: intent reads the catalog it needs from retrieval.
-    for variable, name in (
-        ("SHOPSENSE_TLS_CERT", CERT_FILE),
-        ("SHOPSENSE_TLS_KEY", KEY_FILE),
-    ):
-        monkeypatch.setenv(variable, str(certs / name))
+    for variable, value in dev_service_files(certs).environment().items():
+        monkeypatch.setenv(variable, value)
     monkeypatch.delenv("SHOPSENSE_API_KEY")
     wait_for_intent(suite.address("intent"), suite.address("retrieval"))
 
