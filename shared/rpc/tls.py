@@ -122,7 +122,6 @@ class ReloadingServerCertificate:
         self._lock = threading.Lock()
         self._stamp = files.stamp()
         self.initial = _server_config(files)
-        self.reloads = 0
 
     def __call__(self) -> grpc.ServerCertificateConfiguration | None:
         # A stat of three files: about 10 µs a handshake.
@@ -137,7 +136,6 @@ class ReloadingServerCertificate:
                 _log.warning("tls_reload_failed", error=str(exc))
                 return None
             self._stamp = stamp
-            self.reloads += 1
             _log.info("tls_reloaded", cert=str(self._files.cert))
             return config
 

@@ -373,11 +373,6 @@ class CatalogStore:
             seq,
         )
 
-    def last_seq(self) -> int:
-        """The change log's last seq (0: empty)."""
-        with self.engine.connect() as conn:
-            return self._last_seq(conn)
-
     @staticmethod
     def _last_seq(conn: Connection) -> int:
         return int(conn.execute(select(func.max(CatalogChange.seq))).scalar_one() or 0)

@@ -118,24 +118,15 @@ def holds_out(events: Sequence[Event]) -> bool:
     return held_out(events) is not None
 
 
-def shopper_histories(
-    interactions: Iterable[Interaction],
-    rows: dict[str, int],
-    max_events: int = DEFAULT_MAX_EVENTS,
-) -> tuple[list[list[Event]], dict[str, int]]:
-    """Each shopper's cleaned events (see the module docstring), shoppers ordered by their
-    first event, and how many events and shoppers each rule dropped."""
-    histories, _, counts = keyed_shopper_histories(interactions, rows, max_events)
-    return histories, counts
-
-
 def keyed_shopper_histories(
     interactions: Iterable[Interaction],
     rows: dict[str, int],
     max_events: int = DEFAULT_MAX_EVENTS,
 ) -> tuple[list[list[Event]], list[list[str]], dict[str, int]]:
-    """:func:`shopper_histories`, with each history's erasure keys (of every user and
-    session id its events carried: shared.storage.feedback.erasure_key), in the same order."""
+    """Each shopper's cleaned events (see the module docstring), shoppers ordered by their
+    first event; each history's erasure keys (of every user and session id its events
+    carried: shared.storage.feedback.erasure_key), in the same order; and how many events
+    and shoppers each rule dropped."""
     if max_events < 2:
         raise ValueError(f"max_events: must be >= 2, got {max_events}")
     dropped = {
