@@ -44,6 +44,7 @@ from shared.rpc.clients import open_channel
 from shared.rpc.interceptors import current_request_id
 from shared.rpc.privacy import bind_shopper
 from shared.rpc.server import ServerHandle, build_service, serve_when_ready
+from shared.rpc.tls import TlsFiles
 from shared.settings import GatewaySettings
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SearchService"].full_name
@@ -231,7 +232,9 @@ def create_server(
 ) -> ServerHandle:
     keys = token_keys(settings)
     if encoder is None:
-        encoder = text_encoder_client(settings.triton_url, settings.text_encoder_version)
+        encoder = text_encoder_client(
+            settings.triton_url, settings.text_encoder_version, TlsFiles.from_settings(settings)
+        )
     model_versions = ModelVersions(
         settings.trainer_target, settings.retrieval_target, settings.refresh_s
     )

@@ -36,6 +36,7 @@ from shared.models.triton_client import IntentClassifierClient, text_encoder_cli
 from shared.rpc.clients import open_channel, remaining
 from shared.rpc.privacy import bind_query
 from shared.rpc.server import ServerHandle, build_service
+from shared.rpc.tls import TlsFiles
 from shared.settings import IntentSettings
 
 SERVICE_NAME = intent_service_pb2.DESCRIPTOR.services_by_name["IntentService"].full_name
@@ -224,12 +225,13 @@ def create_server(
     stats_source: Callable[[], CatalogStats] | None = None,
     classifier: IntentClassifierClient | None = None,
 ) -> ServerHandle:
+    tls = TlsFiles.from_settings(settings)
     if encoder is None:
-        encoder = text_encoder_client(settings.triton_url, settings.text_encoder_version)
+        encoder = text_encoder_client(settings.triton_url, settings.text_encoder_version, tls)
     if stats_source is None:
         stats_source = retrieval_stats_source(settings.retrieval_target)
     if classifier is None:
-        classifier = IntentClassifierClient(settings.triton_url, Tokenizer())
+        classifier = IntentClassifierClient(settings.triton_url, Tokenizer(), tls=tls)
     model = PrototypeIntentModel(encoder, read_taxonomy(settings.taxonomy_path), stats_source)
     servicer = IntentServicer(model, encoder, classifier)
     handle = build_service(

@@ -34,6 +34,7 @@ from shared.ranking.rerank import MAX_DEPTH, ranking_version, rerank_head
 from shared.rpc.clients import remaining
 from shared.rpc.privacy import bind_query
 from shared.rpc.server import ServerHandle, build_service
+from shared.rpc.tls import TlsFiles
 from shared.settings import RankingSettings
 
 PAIR_MAX_TOKENS = 64
@@ -182,7 +183,9 @@ def create_server(
     from shared.ranking.rerank import DEFAULT_WEIGHT
 
     if cross_encoder is None:
-        cross_encoder = CrossEncoderClient(settings.triton_url, Tokenizer())
+        cross_encoder = CrossEncoderClient(
+            settings.triton_url, Tokenizer(), tls=TlsFiles.from_settings(settings)
+        )
     watch = CrossEncoderWatch(cross_encoder, watch_interval_s)
     vectors = CatalogVectors(settings.retrieval_target, settings.refresh_s)
     servicer = RankingServicer(

@@ -33,6 +33,7 @@ from shared.recommendation.recommender import Recommender, RecommenderOptions
 from shared.rpc.interceptors import current_request_id
 from shared.rpc.privacy import bind_shopper
 from shared.rpc.server import ServerHandle, build_service, serve_when_ready
+from shared.rpc.tls import TlsFiles
 from shared.settings import RecommendSettings
 from shared.storage.database import create_db_engine
 from shared.storage.feedback import FeedbackStore
@@ -185,7 +186,11 @@ def create_server(settings: RecommendSettings) -> ServerHandle:
     sequence = None
     if settings.triton_url:
         sequence = SequenceModels(
-            SequenceRecommenderClient(settings.triton_url, timeout_s=settings.sequence_timeout_s),
+            SequenceRecommenderClient(
+                settings.triton_url,
+                timeout_s=settings.sequence_timeout_s,
+                tls=TlsFiles.from_settings(settings),
+            ),
             recommender,
             settings.sequence_events,
             settings.sequence_timeout_s,

@@ -48,6 +48,7 @@ from shared.ranking.features import intent_boost_for
 from shared.rpc import metrics
 from shared.rpc.privacy import bind_query
 from shared.rpc.server import ServerHandle, build_service, serve_when_ready
+from shared.rpc.tls import TlsFiles
 from shared.search.catalog_index import CatalogIndex, EmbeddingVersionMismatch
 from shared.search.reindex import ReindexStatus
 from shared.search.retrieval import RetrieveOptions
@@ -87,6 +88,7 @@ def _same_client_for_version(encoder: TextEncoder) -> EncoderFactory:
         model_name=encoder.model_name,
         model_version=version,
         timeout_s=encoder.timeout_s,
+        tls=encoder.tls,
     )
 
 
@@ -490,12 +492,15 @@ def create_server(
             f"replica shares (postgresql+psycopg://...), got {settings.catalog_db_url!r}"
         )
     if encoder is None:
-        encoder = text_encoder_client(settings.triton_url, settings.text_encoder_version)
+        tls = TlsFiles.from_settings(settings)
+        encoder = text_encoder_client(settings.triton_url, settings.text_encoder_version, tls)
         if encoder_for_version is None:
             tokenizer = encoder.tokenizer
 
             def encoder_for_version(version: str) -> TextEncoder:
-                return TextEncoderClient(settings.triton_url, tokenizer, model_version=version)
+                return TextEncoderClient(
+                    settings.triton_url, tokenizer, model_version=version, tls=tls
+                )
 
     if index is None:
         index = CatalogIndex.open(settings.catalog_db_url)

@@ -21,6 +21,7 @@ import structlog
 from services.trainer.jobs import register_result
 from shared.errors import FailedPrecondition, Unavailable
 from shared.models.kinds import MODEL_KINDS, TEXT_ENCODER
+from shared.rpc.tls import TlsFiles
 from shared.storage.registry import (
     JobStage,
     ModelRegistry,
@@ -64,10 +65,12 @@ class ModelPublisher:
         repository: Path,
         triton_url: str,
         reindex: Reindexer | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         self._registry = registry
         self._repository = Path(repository)
         self._triton_url = triton_url
+        self._tls = tls
         self._reindex = reindex
         self._locks: dict[str, threading.Lock] = {model: threading.Lock() for model in MODEL_KINDS}
         # Model -> versions a running experiment pins: kept loaded next to the serving one.
@@ -146,7 +149,7 @@ class ModelPublisher:
                 return PublishOutcome(target, None, note=f"version {version} already serves")
             installed_now = self._install(model, version, target)
             try:
-                loaded = triton.loaded_versions(self._triton_url, model)
+                loaded = triton.loaded_versions(self._triton_url, model, tls=self._tls)
             except Exception as exc:
                 self._undo_install(model, version, installed_now)
                 raise Unavailable(f"triton: unreachable at {self._triton_url}: {exc}") from exc
@@ -157,6 +160,7 @@ class ModelPublisher:
                     model,
                     sorted({version, *old}),
                     repository=self._repository,
+                    tls=self._tls,
                 )
             except triton.ModelLoadError as exc:
                 self._undo_install(model, version, installed_now)
@@ -189,6 +193,7 @@ class ModelPublisher:
                         model,
                         sorted({version, *self.pinned(model)}),
                         repository=self._repository,
+                        tls=self._tls,
                     )
                 except Exception as exc:
                     notes.append(f"the previous version is still loaded: {exc}")
@@ -239,12 +244,13 @@ class ModelPublisher:
         with self._locks[model]:
             installed = [version for version in sorted(versions) if self._install(model, version)]
             try:
-                loaded = set(triton.loaded_versions(self._triton_url, model))
+                loaded = set(triton.loaded_versions(self._triton_url, model, tls=self._tls))
                 triton.load_versions(
                     self._triton_url,
                     model,
                     sorted(loaded | versions),
                     repository=self._repository,
+                    tls=self._tls,
                 )
             except triton.ModelLoadError as exc:
                 for version in installed:
@@ -264,7 +270,7 @@ class ModelPublisher:
             with self._locks.setdefault(row.model, threading.Lock()):
                 try:
                     self._install(row.model, row.version, row)
-                    loaded = triton.loaded_versions(self._triton_url, row.model)
+                    loaded = triton.loaded_versions(self._triton_url, row.model, tls=self._tls)
                     wanted = {row.version, *self.pinned(row.model)}
                     if not wanted <= set(loaded):
                         for version in sorted(wanted - {row.version}):
@@ -274,6 +280,7 @@ class ModelPublisher:
                             row.model,
                             sorted(wanted),
                             repository=self._repository,
+                            tls=self._tls,
                         )
                 except Exception as exc:
                     _log.warning(

@@ -52,6 +52,7 @@ from shared.errors import FailedPrecondition, InvalidArgument, ShopsenseError, U
 from shared.models.kinds import CROSS_ENCODER, SEQUENCE_RECOMMENDER, TEXT_ENCODER
 from shared.paths import confined
 from shared.rpc.server import ServerHandle, build_service
+from shared.rpc.tls import TlsFiles
 from shared.settings import TrainerSettings
 from shared.storage.database import create_db_engine
 from shared.storage.experiments import ExperimentStore
@@ -387,6 +388,7 @@ def create_server(
             settings.triton_models,
             settings.triton_urls or settings.triton_url,
             reindex if reindex is not None else retrieval.reindex,
+            tls=TlsFiles.from_settings(settings),
         )
         if runner is None:
             runner = JobRunner(registry, settings.training_dir, on_result=publisher.register)

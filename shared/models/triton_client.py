@@ -26,6 +26,7 @@ from tritonclient.utils import InferenceServerException
 from shared.errors import InvalidArgument, Unavailable
 from shared.models.tokenization import Tokenizer
 from shared.models.versions import ascii_digits
+from shared.rpc.tls import TlsFiles, channel_credentials
 
 T = TypeVar("T")
 # numpy dtype kind -> Triton datatype of an input (token ids, vectors, product ids).
@@ -34,6 +35,34 @@ LABELS_OUTPUT = "labels"
 # Where publish.load_versions puts a version's class names for configs without a
 # `labels` output (the GPU config): parameter "labels_<version>", a JSON list.
 LABELS_PARAMETER = "labels_{version}"
+
+
+def open_triton(
+    url: str, tls: TlsFiles | None = None, server_name: str = ""
+) -> grpcclient.InferenceServerClient:
+    """A Triton gRPC client of ``url`` (``host:port``): plaintext without ``tls``, else
+    mutual TLS with this process's certificate, checking Triton's against the CA.
+
+    ``server_name`` is the name Triton's certificate must carry when ``url`` is an address
+    that the certificate does not name (a pod's IP that ``dns:///name:port`` resolved to).
+    Like every channel of the suite, it reads the files once, when it is opened."""
+    if tls is None:
+        return grpcclient.InferenceServerClient(url)
+    keepalive = grpcclient.KeepAliveOptions()
+    # tritonclient's own defaults: channel_args replaces them all when given.
+    options: list[tuple[str, int | str]] = [
+        ("grpc.max_send_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.max_receive_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+        ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+    ]
+    if server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))
+    return grpcclient.InferenceServerClient(
+        url, creds=channel_credentials(tls), channel_args=options
+    )
 
 
 class _TritonModelClient:
@@ -48,12 +77,20 @@ class _TritonModelClient:
 
     description = "model"
 
-    def __init__(self, url: str, tokenizer: Tokenizer, model_name: str, timeout_s: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        tokenizer: Tokenizer,
+        model_name: str,
+        timeout_s: float,
+        tls: TlsFiles | None = None,
+    ) -> None:
         self.url = url
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.timeout_s = timeout_s
-        self._client = grpcclient.InferenceServerClient(url)
+        self.tls = tls
+        self._client = open_triton(url, tls)
         self._lock = threading.Lock()  # guards the lazily read config and caches
         self._config: model_config_pb2.ModelConfig | None = None
         self._served_version = ""
@@ -155,8 +192,9 @@ class TextEncoderClient(_TritonModelClient):
         model_name: str = "text_encoder",
         model_version: str = "",
         timeout_s: float = 5.0,
+        tls: TlsFiles | None = None,
     ) -> None:
-        super().__init__(url, tokenizer, model_name, timeout_s)
+        super().__init__(url, tokenizer, model_name, timeout_s, tls)
         self.model_version = model_version
 
     def _model_limits(self) -> tuple[int, int]:
@@ -248,8 +286,9 @@ class IntentClassifierClient(_TritonModelClient):
         tokenizer: Tokenizer,
         model_name: str = "intent_classifier",
         timeout_s: float = 5.0,
+        tls: TlsFiles | None = None,
     ) -> None:
-        super().__init__(url, tokenizer, model_name, timeout_s)
+        super().__init__(url, tokenizer, model_name, timeout_s, tls)
         self._labels: dict[str, list[str]] = {}
 
     def _has_labels_output(self) -> bool:
@@ -337,8 +376,9 @@ class CrossEncoderClient(_TritonModelClient):
         tokenizer: Tokenizer,
         model_name: str = "cross_encoder",
         timeout_s: float = 5.0,
+        tls: TlsFiles | None = None,
     ) -> None:
-        super().__init__(url, tokenizer, model_name, timeout_s)
+        super().__init__(url, tokenizer, model_name, timeout_s, tls)
 
     def score(
         self,
@@ -380,9 +420,13 @@ class SequenceRecommenderClient(_TritonModelClient):
     ITEM_ROWS = 2048
 
     def __init__(
-        self, url: str, model_name: str = "sequence_recommender", timeout_s: float = 5.0
+        self,
+        url: str,
+        model_name: str = "sequence_recommender",
+        timeout_s: float = 5.0,
+        tls: TlsFiles | None = None,
     ) -> None:
-        super().__init__(url, None, model_name, timeout_s)  # type: ignore[arg-type]
+        super().__init__(url, None, model_name, timeout_s, tls)  # type: ignore[arg-type]
 
     def ready_versions(self) -> list[str]:
         """The versions Triton serves now, lowest first; [] when none (never raises)."""
@@ -440,6 +484,8 @@ class SequenceRecommenderClient(_TritonModelClient):
         return self._output(result, "shopper_vector", 1)[0]
 
 
-def text_encoder_client(triton_url: str, version: str = "") -> TextEncoderClient:
+def text_encoder_client(
+    triton_url: str, version: str = "", tls: TlsFiles | None = None
+) -> TextEncoderClient:
     """The Triton text encoder the services use ("" asks Triton for its newest version)."""
-    return TextEncoderClient(triton_url, Tokenizer(), model_version=version)
+    return TextEncoderClient(triton_url, Tokenizer(), model_version=version, tls=tls)

@@ -37,10 +37,17 @@ from types import TracebackType
 
 from shared.models.versions import ascii_digits
 from shared.paths import REPO_ROOT, state_dir, triton_model_repository
+from shared.rpc.tls import TlsFiles
 
 SHM_DIR = Path("/dev/shm")
 SHM_PREFIX = "triton_python_backend_shm_region"
 _OWNED_PREFIX = re.compile(rf"^{SHM_PREFIX}_shopsense(\d+)_")
+# With TLS, Triton's HTTP endpoint (which has no TLS) answers health checks only (the
+# kubelet's probes): every other API asks for a header whose value is a random string made
+# at start and never written anywhere, so no caller can load models or infer over HTTP.
+HTTP_API_CLOSED_WITH_TLS = (
+    "metadata,inference,shared-memory,model-config,model-repository,statistics,trace,logging"
+)
 
 
 def pytriton_dist_dir() -> Path:
@@ -180,6 +187,7 @@ class TritonServer:
         log_file: Path | str | None = None,
         extra_args: Sequence[str] = (),
         address: str = "127.0.0.1",
+        tls: TlsFiles | None = None,
     ) -> None:
         self.model_repository = Path(model_repository or triton_model_repository()).resolve()
         self.models = list(models) if models is not None else None
@@ -188,7 +196,10 @@ class TritonServer:
         self.log_file = Path(log_file) if log_file else None
         self.extra_args = list(extra_args)
         self.address = address
+        self.tls = tls
         self.grpc_port = 0
+        # Triton's HTTP port once started (health, and with TLS nothing else); 0: off.
+        self.http_port = 0
         # Triton's Prometheus metrics (HTTP /metrics) once started; 0: off.
         self.metrics_port = 0
         self.startup_seconds: float | None = None
@@ -287,10 +298,21 @@ class TritonServer:
             "--backend-config=python,shm-default-byte-size=4194304",
             "--backend-config=python,shm-growth-byte-size=1048576",
         ]
+        if self.tls is not None:
+            args += [
+                "--grpc-use-ssl-mutual=true",
+                f"--grpc-server-cert={self.tls.cert}",
+                f"--grpc-server-key={self.tls.key}",
+                f"--grpc-root-cert={self.tls.ca}",
+            ]
         if http_port is None:
             args.append("--allow-http=false")
         else:
-            args += [f"--http-port={http_port or free_port()}", f"--http-address={self.address}"]
+            self.http_port = http_port or free_port()
+            args += [f"--http-port={self.http_port}", f"--http-address={self.address}"]
+            if self.tls is not None:
+                closed = f"{HTTP_API_CLOSED_WITH_TLS}:shopsense-closed={secrets.token_hex(16)}"
+                args.append(f"--http-restricted-api={closed}")
         if metrics_port is None:
             args.append("--allow-metrics=false")
         else:
@@ -341,11 +363,12 @@ class TritonServer:
         self.startup_seconds = time.perf_counter() - started
 
     def _wait_ready(self, models: Sequence[str]) -> None:
-        import tritonclient.grpc as grpcclient
         from tritonclient.utils import InferenceServerException
 
+        from shared.models.triton_client import open_triton
+
         deadline = time.monotonic() + self.startup_timeout_s
-        client = grpcclient.InferenceServerClient(self.grpc_url)
+        client = open_triton(self.grpc_url, self.tls)
         try:
             while True:
                 assert self._process is not None
@@ -422,6 +445,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="*", default=None, help="default: every exported model")
     parser.add_argument("--timeout", type=float, default=180.0, help="start-up timeout, seconds")
     args = parser.parse_args(argv)
+    try:
+        # Mutual TLS on gRPC when SHOPSENSE_TLS_CERT/KEY/CA name files, as for the services.
+        tls = TlsFiles.from_environment(os.environ)
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return 2
 
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -434,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics_port=args.metrics_port,
         startup_timeout_s=args.timeout,
         address=args.address,
+        tls=tls,
     )
     try:
         server.start()

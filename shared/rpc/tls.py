@@ -29,8 +29,10 @@ import argparse
 import datetime
 import ipaddress
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -46,8 +48,11 @@ TLS_VARIABLES = ("SHOPSENSE_TLS_CERT", "SHOPSENSE_TLS_KEY", "SHOPSENSE_TLS_CA")
 # The file names Kubernetes' TLS Secrets use, and `make certs` too.
 CERT_FILE, KEY_FILE, CA_FILE = "tls.crt", "tls.key", "ca.crt"
 CLIENT_CERT_FILE, CLIENT_KEY_FILE, CA_KEY_FILE = "client.crt", "client.key", "ca.key"
+# Triton's Kubernetes Services (deploy/base/triton.yaml): the ClusterIP one the services call
+# and the headless one whose pods the trainer loads versions on, one by one.
+TRITON_NAMES = ("shopsense-triton", "shopsense-triton-pods")
 # Hosts a development certificate is valid for: this machine and every Kubernetes Service.
-DEV_HOSTS = ("localhost", "127.0.0.1", "::1", *sorted(SERVICE_IDENTITIES))
+DEV_HOSTS = ("localhost", "127.0.0.1", "::1", *sorted(SERVICE_IDENTITIES), *TRITON_NAMES)
 # The development client's name: a storefront or operator, never a service identity.
 DEV_CLIENT_NAME = "shopsense-dev-client"
 
@@ -78,6 +83,13 @@ class TlsFiles:
             if not Path(value).is_file():
                 raise ValueError(f"{env}: no such file {value}")
         return cls(*(Path(value) for value in values.values()))
+
+    @classmethod
+    def from_environment(cls, environment: Mapping[str, str]) -> TlsFiles | None:
+        """``from_settings`` of the SHOPSENSE_TLS_* variables of ``environment`` (a process
+        that has no settings record of its own: Triton started by the suite)."""
+        cert, key, ca = (environment.get(name, "") for name in TLS_VARIABLES)
+        return cls.from_settings(SimpleNamespace(tls_cert=cert, tls_key=key, tls_ca=ca))
 
     def environment(self) -> dict[str, str]:
         """The SHOPSENSE_TLS_* variables that name these files (a process's environment)."""

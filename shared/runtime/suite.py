@@ -24,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from shared.models.triton_server import TritonServer, free_port
 from shared.paths import REPO_ROOT, state_dir, triton_model_repository
 from shared.rpc.clients import ClientSecurity, open_channel
+from shared.rpc.tls import TlsFiles
 from shared.settings import METRICS_PORT_OFFSET, PORTS, ClientSettings
 
 # The trainer starts first: it loads the registry's serving versions onto Triton.
@@ -163,6 +164,8 @@ class Suite:
             grpc_port=0 if self.ephemeral_ports else self.triton_grpc_port,
             metrics_port=0 if self.ephemeral_ports else self.triton_metrics_port,
             log_file=log_dir / "triton.log",
+            # The services' own certificate: with TLS on, Triton asks them for it too.
+            tls=TlsFiles.from_environment({**os.environ, **self.extra_env}),
         )
         self.triton.start()
         self.ports = self._default_ports()

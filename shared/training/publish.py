@@ -15,7 +15,9 @@ Several Tritons over one repository (Kubernetes: Triton pods sharing the model v
 wherever a function takes ``triton_url`` it also takes several endpoints, comma-separated,
 and ``dns:///name:port``, which stands for every address the name resolves to at the time
 of the call (a headless Service lists each ready pod). ``load_versions`` loads on each in
-turn and ``loaded_versions`` reports the versions READY on all of them.
+turn and ``loaded_versions`` reports the versions READY on all of them. With ``tls`` (the
+trainer's certificate) every call is mutual TLS, each pod's certificate checked against
+the name the addresses came from.
 """
 
 from __future__ import annotations
@@ -43,8 +45,10 @@ from shared.models.layout import (
     SERVED_FILE,
     SPEC_FILE,
 )
+from shared.models.triton_client import open_triton
 from shared.models.versions import ascii_digits
 from shared.paths import triton_model_repository
+from shared.rpc.tls import TlsFiles
 from shared.training.repository import ADAPTER_SOURCE, COMMITTED_REPOSITORY, install_model_folder
 
 READY = "READY"
@@ -160,12 +164,18 @@ def triton_endpoints(triton_url: str) -> list[str]:
     """The ``host:port`` endpoints ``triton_url`` names: comma-separated entries, each
     ``host:port`` or ``dns:///name:port`` (every address ``name`` resolves to now, sorted).
     Raises ``ValueError`` naming an entry that is malformed or resolves to nothing."""
-    endpoints: list[str] = []
+    return list(_named_endpoints(triton_url))
+
+
+def _named_endpoints(triton_url: str) -> dict[str, str]:
+    """``triton_endpoints``, each with the name its certificate must carry ("" for an
+    entry given as ``host:port``: its host is that name)."""
+    endpoints: dict[str, str] = {}
     for entry in (e.strip() for e in triton_url.split(",")):
         if not entry:
             continue
         if not entry.startswith("dns:"):
-            endpoints.append(entry)
+            endpoints.setdefault(entry, "")
             continue
         name = entry.removeprefix("dns:").lstrip("/")
         host, _, port = name.rpartition(":")
@@ -175,19 +185,23 @@ def triton_endpoints(triton_url: str) -> list[str]:
             infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
         except OSError as exc:
             raise ValueError(f"triton_url: {entry!r} does not resolve ({exc})") from exc
-        addresses = sorted({info[4][0] for info in infos})
-        endpoints.extend(f"[{a}]:{port}" if ":" in a else f"{a}:{port}" for a in addresses)
+        for address in sorted({info[4][0] for info in infos}):
+            endpoints.setdefault(
+                f"[{address}]:{port}" if ":" in address else f"{address}:{port}", host
+            )
     if not endpoints:
         raise ValueError(f"triton_url: no endpoint in {triton_url!r}")
-    return list(dict.fromkeys(endpoints))
+    return endpoints
 
 
-def loaded_versions(triton_url: str, model: str, timeout_s: float = 10.0) -> list[int]:
+def loaded_versions(
+    triton_url: str, model: str, timeout_s: float = 10.0, *, tls: TlsFiles | None = None
+) -> list[int]:
     """The versions of ``model`` that Triton reports READY, ascending (with several
     endpoints: READY on every one)."""
     ready: set[int] | None = None
-    for endpoint in triton_endpoints(triton_url):
-        client = grpcclient.InferenceServerClient(endpoint)
+    for endpoint, name in _named_endpoints(triton_url).items():
+        client = open_triton(endpoint, tls, name)
         try:
             versions = set(_ready_versions(client, model, timeout_s))
         finally:
@@ -254,6 +268,8 @@ def load_versions(
     versions: Sequence[int],
     timeout_s: float = 120.0,
     repository: Path | str | None = None,
+    *,
+    tls: TlsFiles | None = None,
 ) -> list[int]:
     """Serve exactly ``versions`` of ``model`` and wait until each is READY.
 
@@ -272,51 +288,52 @@ def load_versions(
     repository = Path(repository) if repository else triton_model_repository()
     if any(int(v) < 1 for v in versions):
         raise ValueError(f"versions: must all be at least 1, got {list(versions)}")
-    endpoints = triton_endpoints(triton_url)
-    if len(endpoints) > 1:
-        # One after the other: a failure stops there (the earlier ones keep the new set,
-        # which holds the versions they served before too, unless the call removes one).
-        ready: set[int] | None = None
-        for endpoint in endpoints:
-            got = set(_load_on(endpoint, model, versions, timeout_s, repository))
-            ready = got if ready is None else ready & got
-        return sorted(ready or ())
-    return _load_on(endpoints[0], model, versions, timeout_s, repository)
+    # One after the other: a failure stops there (the earlier ones keep the new set, which
+    # holds the versions they served before too, unless the call removes one).
+    ready: set[int] | None = None
+    for endpoint, name in _named_endpoints(triton_url).items():
+        client = open_triton(endpoint, tls, name)
+        try:
+            got = set(_load_on(client, model, versions, timeout_s, repository))
+        finally:
+            client.close()
+        ready = got if ready is None else ready & got
+    return sorted(ready or ())
 
 
 def _load_on(
-    triton_url: str, model: str, versions: Sequence[int], timeout_s: float, repository: Path
+    client: grpcclient.InferenceServerClient,
+    model: str,
+    versions: Sequence[int],
+    timeout_s: float,
+    repository: Path,
 ) -> list[int]:
     """``load_versions`` on one Triton."""
-    client = grpcclient.InferenceServerClient(triton_url)
+    if not versions:
+        client.unload_model(model, client_timeout=timeout_s)
+        _wait(client, model, [], timeout_s)
+        return []
+    previous = _ready_versions(client, model, timeout_s)
+    config = _current_config(client, model, repository, timeout_s)
     try:
-        if not versions:
-            client.unload_model(model, client_timeout=timeout_s)
-            _wait(client, model, [], timeout_s)
-            return []
-        previous = _ready_versions(client, model, timeout_s)
-        config = _current_config(client, model, repository, timeout_s)
-        try:
+        client.load_model(
+            model,
+            config=json.dumps(_with_versions(config, model, versions, repository)),
+            client_timeout=timeout_s,
+        )
+    except InferenceServerException as error:
+        message = error.message() or str(error)
+        if previous and _ready_versions(client, model, timeout_s) != previous:
             client.load_model(
                 model,
-                config=json.dumps(_with_versions(config, model, versions, repository)),
+                config=json.dumps(_with_versions(config, model, previous, repository)),
                 client_timeout=timeout_s,
             )
-        except InferenceServerException as error:
-            message = error.message() or str(error)
-            if previous and _ready_versions(client, model, timeout_s) != previous:
-                client.load_model(
-                    model,
-                    config=json.dumps(_with_versions(config, model, previous, repository)),
-                    client_timeout=timeout_s,
-                )
-            raise ModelLoadError(
-                f"{model} versions {sorted(versions)}: Triton failed to load: {message}"
-            ) from error
-        wanted = sorted(int(v) for v in versions)
-        return _wait(client, model, wanted, timeout_s)
-    finally:
-        client.close()
+        raise ModelLoadError(
+            f"{model} versions {sorted(versions)}: Triton failed to load: {message}"
+        ) from error
+    wanted = sorted(int(v) for v in versions)
+    return _wait(client, model, wanted, timeout_s)
 
 
 def _wait(

@@ -1,8 +1,8 @@
 """The whole suite as `make run` starts it, with TLS on every listener and channel (the
 certificates of `make certs`), API keys and an operator listener on retrieval: the
-services find each other by their certificates, a storefront's key searches, a search
-without a key or with only an operator's scope is refused, and the catalog is loaded
-through retrieval's operator listener only."""
+services find each other by their certificates, Triton too, a storefront's key searches,
+a search without a key or with only an operator's scope is refused, and the catalog is
+loaded through retrieval's operator listener only."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from shopsense.search.v1 import search_service_pb2 as pb
 from shopsense.search.v1 import search_service_pb2_grpc
 
 from shared.data.synthetic import generate_store
+from shared.models.tokenization import Tokenizer
+from shared.models.triton_client import TextEncoderClient
 from shared.models.triton_server import free_port
 from shared.rpc.auth import hash_key
 from shared.rpc.clients import ClientSecurity, open_channel
@@ -97,8 +99,15 @@ def test_the_secure_suite_serves_a_storefront_key_and_refuses_the_others(
 
     answers = [_search(suite, _client(certs, "sk-web")) for _ in range(3)]
     assert all(len(answer.results) == 5 for answer in answers)
-    # The hops answer over mutual TLS: once warm, a search is not degraded.
+    # The hops answer over mutual TLS, the query's embedding on Triton too: once warm, a
+    # search is not degraded.
     assert any(not (a.degraded.intent or a.degraded.ranking or a.degraded.dense) for a in answers)
+    assert suite.triton is not None and suite.triton.tls is not None
+    plaintext = TextEncoderClient(suite.triton.grpc_url, Tokenizer(), timeout_s=3.0)
+    try:
+        assert not plaintext.is_ready(), "Triton answered a client without a certificate"
+    finally:
+        plaintext.close()
     for key, code in (
         ("", grpc.StatusCode.UNAUTHENTICATED),
         ("sk-ops", grpc.StatusCode.PERMISSION_DENIED),

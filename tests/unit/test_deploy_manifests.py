@@ -644,6 +644,43 @@ def test_mounted_files_are_where_the_settings_point(overlay: str) -> None:
             assert path.name in OPERATOR_SECRETS[secret], (service, var)
 
 
+def test_triton_asks_every_grpc_client_for_the_suites_certificate(overlay: str) -> None:
+    """Mutual TLS on Triton's gRPC port with the services' certificate files, as
+    TritonServer(tls=...) runs it; HTTP (no TLS in Triton) answers health checks only."""
+    from shared.models.triton_server import HTTP_API_CLOSED_WITH_TLS
+
+    objects = render(overlay)
+    triton = by_kind(objects, "Deployment")["shopsense-triton"]
+    spec = pod_spec(triton)
+    assert spec is not None
+    container = main_container(triton)
+    env = container_env(objects, container)
+    secret_of = {v["name"]: v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v}
+    mounted = {m["mountPath"]: secret_of.get(m["name"]) for m in container["volumeMounts"]}
+    for var in ("SHOPSENSE_TLS_CERT", "SHOPSENSE_TLS_KEY", "SHOPSENSE_TLS_CA"):
+        path = Path(env[var] or "")
+        assert mounted.get(str(path.parent)) == "shopsense-tls", var
+        assert path.name in OPERATOR_SECRETS["shopsense-tls"], var
+    # The flags: the GPU container's own command, else the CPU image's entrypoint.
+    script = (
+        " ".join(container["command"])
+        if container.get("command")
+        else (DEPLOY / "images" / "triton-entrypoint.sh").read_text(encoding="utf-8")
+    )
+    assert "--grpc-use-ssl-mutual=true" in script
+    for flag, var in (
+        ("--grpc-server-cert", "SHOPSENSE_TLS_CERT"),
+        ("--grpc-server-key", "SHOPSENSE_TLS_KEY"),
+        ("--grpc-root-cert", "SHOPSENSE_TLS_CA"),
+    ):
+        assert f'{flag}="${var}"' in script, flag
+    assert f'--http-restricted-api="{HTTP_API_CLOSED_WITH_TLS}:shopsense-closed=$closed"' in script
+    # The probes use what stays open.
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        path = container[probe]["httpGet"]["path"]
+        assert re.fullmatch(r"/v2/health/(live|ready)|/v2/models/\w+/ready", path), probe
+
+
 def _allowed_calls(objects: list[dict[str, Any]]) -> tuple[set, set]:
     """``(caller, callee, port)`` the egress policies allow, and those the ingress ones do."""
     egress, ingress = set(), set()

@@ -293,7 +293,7 @@ def test_publish_is_all_or_nothing_and_rollback_restores_the_old_version(
         served[:] = sorted(versions)
         return served
 
-    monkeypatch.setattr(triton, "loaded_versions", lambda url, model: list(served))
+    monkeypatch.setattr(triton, "loaded_versions", lambda url, model, **_: list(served))
     monkeypatch.setattr(triton, "load_versions", load_versions)
 
     fail_v2 = False
