@@ -8,10 +8,10 @@ Measures, in one run on this machine:
   in this process with the same model versions on the same engines, the same catalog
   file, scorer and blend, no RPC; and the suite-to-floor ratio;
 - the cost of security: Search at concurrency 1 and 8 through a second suite started
-  here with TLS on every hop (mutual between the services), an API key checked by the
-  gateway's auth interceptor and its token bucket (a rate it never reaches), on copies of
-  the same databases; p50 and p99 as ratios to the first suite's (``--no-security`` skips
-  it).
+  here with TLS on every hop (mutual between the services, and to Triton), an API key
+  checked by the gateway's auth interceptor and its token bucket (a rate it never
+  reaches), on copies of the same databases; p50 and p99 as ratios to the first suite's
+  (``--no-security`` skips it).
 Uses the running suite if the gateway answers, else starts one. Queries are the synthetic
 demo store's (figures are on synthetic data).
 """
