@@ -33,7 +33,7 @@ from shared.experiments.attribution import Attribution, AttributionSigner, token
 from shared.rpc import metrics
 from shared.rpc.clients import open_channel
 from shared.rpc.privacy import bind_shopper
-from shared.rpc.server import ServerHandle, build_service
+from shared.rpc.server import ServerHandle, build_service, check_production
 from shared.settings import FeedbackSettings
 from shared.storage.database import create_db_engine
 from shared.storage.feedback import FeedbackStore, ValidEvent
@@ -245,6 +245,7 @@ def create_server(settings: FeedbackSettings, store: FeedbackStore | None = None
     SERVING only once the database answers.
     """
     keys = token_keys(settings)
+    check_production(settings, [SERVICE_NAME], databases=store is None)
     owns_engine = store is None
     if store is None:
         store = FeedbackStore(create_db_engine(settings.feedback_db_url))

@@ -32,7 +32,7 @@ from shared.models.triton_client import SequenceRecommenderClient
 from shared.recommendation.recommender import Recommender, RecommenderOptions
 from shared.rpc.interceptors import current_request_id
 from shared.rpc.privacy import bind_shopper
-from shared.rpc.server import ServerHandle, build_service, serve_when_ready
+from shared.rpc.server import ServerHandle, build_service, check_production, serve_when_ready
 from shared.rpc.tls import TlsFiles
 from shared.settings import RecommendSettings
 from shared.storage.database import create_db_engine
@@ -180,6 +180,7 @@ class Refresher:
 def create_server(settings: RecommendSettings) -> ServerHandle:
     """Start the recommendation server on ``settings.listen`` (port 0 picks a free one);
     SERVING once the catalog and the stored events are read."""
+    check_production(settings, [SERVICE_NAME])
     recommender = Recommender(RecommenderOptions.from_settings(settings))
     store = FeedbackStore(create_db_engine(settings.feedback_db_url))
     catalog = CatalogSource(settings.retrieval_target)

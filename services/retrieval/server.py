@@ -47,7 +47,7 @@ from shared.models.triton_client import TextEncoderClient, text_encoder_client
 from shared.ranking.features import intent_boost_for
 from shared.rpc import metrics
 from shared.rpc.privacy import bind_query
-from shared.rpc.server import ServerHandle, build_service, serve_when_ready
+from shared.rpc.server import ServerHandle, build_service, check_production, serve_when_ready
 from shared.rpc.tls import TlsFiles
 from shared.search.catalog_index import CatalogIndex, EmbeddingVersionMismatch
 from shared.search.reindex import ReindexStatus
@@ -484,13 +484,7 @@ def create_server(
     a ``TextEncoderClient`` of ``settings.triton_url`` pinned to ``v``, or a client like
     ``encoder`` when one is given).
     """
-    if index is None and settings.production and settings.catalog_db_url.startswith("sqlite"):
-        # Every replica would hold a catalog of its own: upserts through one pod would
-        # never reach the others.
-        raise ValueError(
-            "SHOPSENSE_CATALOG_DB_URL: production needs the database every retrieval "
-            f"replica shares (postgresql+psycopg://...), got {settings.catalog_db_url!r}"
-        )
+    check_production(settings, [SERVICE_NAME], databases=index is None)
     if encoder is None:
         tls = TlsFiles.from_settings(settings)
         encoder = text_encoder_client(settings.triton_url, settings.text_encoder_version, tls)

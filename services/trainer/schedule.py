@@ -42,6 +42,7 @@ from shared.paths import confined
 from shared.settings import TrainerSettings
 from shared.storage.experiments import ExperimentStore
 from shared.storage.feedback import FeedbackEvent, UTCDateTime
+from shared.storage.migrate import upgrade
 from shared.storage.registry import JobState, ModelRegistry, TrainingJob, utc_now
 from shared.training.hyperparams import HyperparameterError, Hyperparameters
 
@@ -153,11 +154,12 @@ class ScheduledRetrain(SQLModel, table=True):
 
 
 class ScheduledRuns:
-    """The ``scheduled_retrains`` table (created in the registry's database)."""
+    """The ``scheduled_retrains`` table of the registry's database (its migrations create
+    it, as they do every registry table)."""
 
     def __init__(self, engine: sqlalchemy.Engine) -> None:
         self._engine = engine
-        SQLModel.metadata.create_all(engine, tables=[ScheduledRetrain.__table__])  # type: ignore[list-item]
+        upgrade(engine, "registry")  # one SELECT when the registry is already current
 
     def _session(self) -> Session:
         return Session(self._engine, expire_on_commit=False)

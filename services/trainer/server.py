@@ -51,7 +51,7 @@ from shared.contracts.trainer import check_model, job_message, version_message
 from shared.errors import FailedPrecondition, InvalidArgument, ShopsenseError, Unavailable
 from shared.models.kinds import CROSS_ENCODER, SEQUENCE_RECOMMENDER, TEXT_ENCODER
 from shared.paths import confined
-from shared.rpc.server import ServerHandle, build_service
+from shared.rpc.server import ServerHandle, build_service, check_production
 from shared.rpc.tls import TlsFiles
 from shared.settings import TrainerSettings
 from shared.storage.database import create_db_engine
@@ -374,6 +374,11 @@ def create_server(
     ``settings.retrain_models``, the retraining schedule runs in the background too.
     """
     policy = RetrainPolicy.from_settings(settings)  # a bad value stops the start, named
+    check_production(
+        settings,
+        [SERVICE_NAME, EXPERIMENT_SERVICE_NAME],
+        databases=registry is None and runner is None,
+    )
     if runner is not None:
         registry = runner.registry
     # What this call opens, closed in reverse if starting fails, else when the server stops.

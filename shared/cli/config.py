@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from typing import Any
 
 from rich.console import Console
@@ -14,13 +15,23 @@ from rich.table import Table
 from shared.settings import ALL, Described
 
 HIDDEN = "(hidden)"
+# The password of a URL (postgresql+psycopg://user:password@host/db): never printed.
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+(?P<tail>@)", re.I)
+
+
+def masked(value: Any) -> Any:
+    """``value`` with any URL's password replaced by ***."""
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(r"\g<head>***\g<tail>", value)
+    return value
 
 
 def shown(row: Described, value: Any) -> Any:
-    """A value as printed: secrets are never shown, only whether one is set."""
+    """A value as printed: secrets are never shown, only whether one is set; a database
+    URL's password is masked."""
     if row.secret and value is not None:
         return "(development default)" if value == row.default else HIDDEN
-    return value
+    return masked(value)
 
 
 def table(name: str, rows: list[Described]) -> Table:
@@ -38,7 +49,7 @@ def cmd_config(args: argparse.Namespace, console: Console) -> int:
     try:
         described = {name: ALL[name].describe() for name in names}
     except ValueError as exc:  # a malformed variable: the message names it
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"[red]{masked(str(exc))}[/red]")
         return 2
     if args.json:
         print(

@@ -26,6 +26,7 @@ from tritonclient.utils import InferenceServerException
 from shared.errors import InvalidArgument, Unavailable
 from shared.models.tokenization import Tokenizer
 from shared.models.versions import ascii_digits
+from shared.rpc import tracing
 from shared.rpc.tls import TlsFiles, channel_credentials
 
 T = TypeVar("T")
@@ -157,17 +158,30 @@ class _TritonModelClient:
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
         requested = [grpcclient.InferRequestedOutput(name) for name in outputs]
-        result = self._call(
-            f"inference (version {version or 'latest'})",
-            lambda: self._client.infer(
-                self.model_name,
-                inputs,
-                model_version=version,
-                outputs=requested,
-                client_timeout=self.timeout_s if timeout_s is None else timeout_s,
-            ),
-        )
-        answered = result.get_response().model_version or version
+        rows = next(iter(arrays.values())).shape[0] if arrays else 0
+        attributes = {
+            "rpc.system": "grpc",
+            "rpc.service": "inference.GRPCInferenceService",
+            "rpc.method": "ModelInfer",
+            "server.address": self.url,
+            "shopsense.model": self.model_name,
+            "shopsense.model_version": version or "latest",
+            "shopsense.rows": int(rows),
+        }
+        with tracing.client_span(f"triton {self.model_name} infer", attributes) as span:
+            result = self._call(
+                f"inference (version {version or 'latest'})",
+                lambda: self._client.infer(
+                    self.model_name,
+                    inputs,
+                    model_version=version,
+                    outputs=requested,
+                    client_timeout=self.timeout_s if timeout_s is None else timeout_s,
+                ),
+            )
+            answered = result.get_response().model_version or version
+            if span is not None:
+                span.set_attribute("shopsense.model_version", answered or "latest")
         self._served_version = answered or self._served_version
         return result, answered
 

@@ -533,8 +533,9 @@ class AuthPolicy:
 
 
 class AuthInterceptor(grpc.ServerInterceptor):
-    """Authenticates, authorises and rate-limits every call of one listener; the first of
-    a server's interceptors, so a refusal is answered before any other work."""
+    """Authenticates, authorises and rate-limits every call of one listener; the last of a
+    server's interceptors, so a refusal is answered before the handler's work and counted
+    and timed by the shared interceptor around it."""
 
     def __init__(self, policy: AuthPolicy, role: str = ALL) -> None:
         self._policy = policy
@@ -580,6 +581,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
                     f"{burst}): retry in {delay:.3f} s"
                 )
                 code = grpc.StatusCode.RESOURCE_EXHAUSTED
+                _log.info("rpc_refused", method=method, code=code.name, caller=principal.name)
                 context.set_trailing_metadata(
                     (
                         (RETRY_DELAY_KEY, f"{delay:.3f}s"),
@@ -598,6 +600,9 @@ class AuthInterceptor(grpc.ServerInterceptor):
         release = self._policy.limiter.open_stream(principal.key)
         if release is None:
             limit = self._policy.limiter.stream_limit(principal.key)
+            _log.info(
+                "rpc_refused", method=method, code="RESOURCE_EXHAUSTED", caller=principal.name
+            )
             context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"{method}: API key {principal.name!r} has {limit} streams open, its limit; "
@@ -619,9 +624,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
         streaming = handler.request_streaming or handler.response_streaming
 
         def guarded(request: Any, context: grpc.ServicerContext) -> tuple[Any, Principal]:
-            # A refusal's log line carries this call's service, not a previous call's ids.
-            structlog.contextvars.clear_contextvars()
-            structlog.contextvars.bind_contextvars(service=self._policy.server)
+            # The shared interceptor, outside this one, has bound the call's request id.
             principal = self._check(method, scope, context)
             if streaming:
                 self._open_stream(principal, method, context)

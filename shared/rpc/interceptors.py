@@ -38,6 +38,10 @@ def _request_id_from(context: grpc.ServicerContext) -> str:
 
 
 def _abort_for(exc: BaseException, context: grpc.ServicerContext, method: str) -> None:
+    if _status_set(context):
+        # context.abort() raised it (an inner interceptor's refusal, or the handler's own):
+        # the status stands, and whoever set it logged it.
+        raise exc
     if isinstance(exc, ShopsenseError):
         code = status_of(exc)
         _log.info("rpc_error", method=method, code=code.name, error=exc.message)
@@ -49,6 +53,11 @@ def _abort_for(exc: BaseException, context: grpc.ServicerContext, method: str) -
     )
 
 
+def _status_set(context: grpc.ServicerContext) -> bool:
+    code = context.code()
+    return isinstance(code, grpc.StatusCode) and code != grpc.StatusCode.OK
+
+
 class ServerInterceptor(grpc.ServerInterceptor):
     """Request id, call log line, error mapping and (with ``metrics``) the RPC metrics
     around every handler. One interceptor does it all: each one more in the list wraps
@@ -56,7 +65,8 @@ class ServerInterceptor(grpc.ServerInterceptor):
 
     ``on_call(service, request_id)`` runs at the start of each call (tracing names the
     request on the call's span). Health checks are counted but neither logged nor given
-    a request id; reflection is left alone."""
+    a request id. It runs outside authentication (``shared.rpc.auth``), so a refused call
+    is counted with its code and its refusal is logged with the call's request id."""
 
     def __init__(
         self,
@@ -84,8 +94,6 @@ class ServerInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
-        if method.startswith("/grpc.reflection"):
-            return handler
         logged = not method.startswith("/grpc.health")
         observed = (
             self._metrics.method(method, grpc_type(handler)) if self._metrics is not None else None
@@ -106,7 +114,7 @@ class ServerInterceptor(grpc.ServerInterceptor):
                     try:
                         response = behavior(request_or_iterator, context)
                     except grpc.RpcError:
-                        raise  # context.abort() already set the status
+                        raise  # a client call's error the handler let through: UNKNOWN
                     except Exception as exc:
                         if not logged:
                             raise

@@ -88,19 +88,7 @@ class ServerSecurity:
         variable a production server needs and lacks (it then refuses to start)."""
         tls = TlsFiles.from_settings(settings)
         operator_variable = f"SHOPSENSE_{settings.NAME.upper()}_OPERATOR_LISTEN"
-        if settings.production:
-            problems = production_problems(
-                settings.NAME,
-                service_names,
-                tls=tls is not None,
-                keys=bool(settings.api_keys_file),
-                operator=bool(settings.operator_listen),
-            )
-            if problems:
-                raise ValueError(
-                    f"{settings.NAME}: SHOPSENSE_MODE=production refuses to start: "
-                    + "; ".join(problems)
-                )
+        check_production(settings, service_names, databases=False)
         return cls(
             tls=tls,
             keys_file=Path(settings.api_keys_file) if settings.api_keys_file else None,
@@ -115,6 +103,30 @@ class ServerSecurity:
             operator_variable=operator_variable,
             max_concurrent_streams=settings.max_concurrent_streams,
             max_connection_idle_s=settings.max_connection_idle_s,
+        )
+
+
+def check_production(
+    settings: ServiceSettings, service_names: Sequence[str], *, databases: bool = True
+) -> None:
+    """In production, ValueError naming every variable the server lacks: TLS, keys and the
+    operator listener (``production_problems``) and, with ``databases`` (the server opens
+    its stores from the settings), a shared database for each ``*_DB_URL``. A server calls
+    it before it opens anything; nothing in the embedded mode."""
+    if not settings.production:
+        return
+    problems = production_problems(
+        settings.NAME,
+        service_names,
+        tls=TlsFiles.from_settings(settings) is not None,
+        keys=bool(settings.api_keys_file),
+        operator=bool(settings.operator_listen),
+    )
+    if databases:
+        problems += settings.shared_database_problems()
+    if problems:
+        raise ValueError(
+            f"{settings.NAME}: SHOPSENSE_MODE=production refuses to start: " + "; ".join(problems)
         )
 
 
@@ -219,7 +231,7 @@ def build_server(
 ) -> ServerHandle:
     """Build and start a server; ``register`` adds the service's servicers to it (once per
     listener: the same servicer objects). A request over ``max_message_bytes`` is refused
-    with RESOURCE_EXHAUSTED before it is parsed. Every call that passes authentication is
+    with RESOURCE_EXHAUSTED before it is parsed. Every call, refused ones included, is
     counted in the service's metrics registry; ``metrics_address`` serves them over HTTP
     (/metrics; "off": not served). Traced when ``shared.rpc.tracing`` is on."""
     security = security or ServerSecurity()
@@ -246,12 +258,12 @@ def build_server(
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{name}-{role}"),
             interceptors=[
-                # Tracing outermost; then authentication, whose refusals end the call before
-                # the shared interceptor (they are logged as rpc_refused, not counted);
-                # the shared interceptor then runs inside the call's span.
+                # Tracing outermost; the shared interceptor inside the call's span (request
+                # id, log line, metrics); then authentication, so a refusal is counted in
+                # grpc_server_handled_total with its code like any other status.
                 *tracing.server_interceptors(),
-                AuthInterceptor(policy, role),
                 ServerInterceptor(name, rpc_metrics, tracing.mark_call if traced else None),
+                AuthInterceptor(policy, role),
             ],
             options=options,
             maximum_concurrent_rpcs=workers * 8,

@@ -12,6 +12,10 @@ shopper's profile). Client calls made outside any served call (the background re
 loops, every few seconds) are not traced: each would start a trace of its own and drown
 the searches.
 
+Calls that go through no traced channel (Triton's inference, by tritonclient) get a CLIENT
+span of their own from ``client_span``, so the trace shows where a search's time goes
+(the query's embedding before retrieval, the cross-encoder inside ranking).
+
 The decision is taken when a server or channel is built, so ``configure``/``install``
 come first (``serve_main`` does it before ``create_server``).
 """
@@ -19,6 +23,8 @@ come first (``serve_main`` does it before ``create_server``).
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -28,6 +34,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import SpanKind
 
 from shared.rpc.interceptors import current_request_id
 
@@ -132,3 +139,22 @@ class _InCallOnly(grpcext.UnaryClientInterceptor, grpcext.StreamClientIntercepto
 
 def _in_call() -> bool:
     return trace.get_current_span().get_span_context().is_valid
+
+
+@contextmanager
+def client_span(name: str, attributes: Mapping[str, str | int]) -> Iterator[Any]:
+    """A CLIENT span ``name`` around an outgoing call made inside a served (traced) call,
+    with ``attributes`` and the request id; the span, or None when tracing is off or no
+    call is being served. An exception escaping it marks the span as an error."""
+    current = _provider
+    if current is None or not _in_call():
+        yield None
+        return
+    tracer = current.get_tracer("shopsense")
+    with tracer.start_as_current_span(
+        name, kind=SpanKind.CLIENT, attributes=dict(attributes)
+    ) as span:
+        request_id = current_request_id()
+        if request_id:
+            span.set_attribute(REQUEST_ID_ATTRIBUTE, request_id)
+        yield span

@@ -295,6 +295,19 @@ class ServiceSettings(Settings):
         """Whether this service runs in production mode (SHOPSENSE_MODE=production)."""
         return self.mode == PRODUCTION
 
+    def shared_database_problems(self) -> list[str]:
+        """In production, each database URL (``*_db_url``) that is a SQLite file, named by
+        its variable: every replica would hold a store of its own, so a write through one
+        pod would never reach the others. [] in the embedded mode."""
+        if not self.production:
+            return []
+        return [
+            f"{self.env_name(opt)}: production needs the database every {self.NAME} replica "
+            f"shares (postgresql+psycopg://...), got {getattr(self, name)!r}"
+            for name, opt in self.options()
+            if name.endswith("_db_url") and str(getattr(self, name)).startswith("sqlite")
+        ]
+
 
 @record
 class GatewaySettings(ServiceSettings):

@@ -4,7 +4,6 @@ weights), and one Search's spans through an in-memory exporter as one trace."""
 
 from __future__ import annotations
 
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,7 +15,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
-from prometheus_client.parser import text_string_to_metric_families
 from shopsense.common.v1 import common_pb2
 from shopsense.feedback.v1 import feedback_service_pb2 as fpb
 from shopsense.feedback.v1 import feedback_service_pb2_grpc
@@ -28,6 +26,8 @@ from shared.models.triton_client import TextEncoderClient
 from shared.rpc import tracing
 from shared.rpc.interceptors import REQUEST_ID_KEY
 from tests.integration.conftest import Stack
+from tests.support import Samples, metric
+from tests.support import scrape as scrape_port
 
 pytestmark = pytest.mark.integration
 
@@ -62,23 +62,11 @@ def stack(spans, start_stack, triton_server, tokenizer) -> Stack:
     return stack
 
 
-def scrape(stack: Stack, service: str) -> dict[tuple[str, frozenset], float]:
+def scrape(stack: Stack, service: str) -> Samples:
     """The service's /metrics over HTTP: sample name and labels -> value."""
     port = stack.handles[service].metrics_port
     assert port, f"{service} serves no /metrics"
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
-        text = reply.read().decode()
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(samples: dict, name: str, **labels: str) -> float:
-    """The sum of ``name``'s samples whose labels include ``labels`` (0 when none)."""
-    wanted = set(labels.items())
-    return sum(v for (n, got), v in samples.items() if n == name and wanted <= got)
+    return scrape_port(port)
 
 
 def _search(stack: Stack, query: str, request_id: str = "") -> spb.SearchResponse:
@@ -98,7 +86,7 @@ def test_searches_show_on_every_hops_metrics(stack: Stack):
     after = {service: scrape(stack, service) for service in ("gateway", "intent", "ranking")}
 
     def grew(service: str, name: str, **labels: str) -> float:
-        return value(after[service], name, **labels) - value(before[service], name, **labels)
+        return metric(after[service], name, **labels) - metric(before[service], name, **labels)
 
     assert grew("gateway", "grpc_server_started_total", grpc_type="unary", **SEARCH) == 3
     assert grew("gateway", "grpc_server_handled_total", grpc_code="OK", **SEARCH) == 3
@@ -111,7 +99,7 @@ def test_searches_show_on_every_hops_metrics(stack: Stack):
     # Each hop counts its own calls, in its own registry: the gateway's Search is not there.
     assert grew("intent", "grpc_server_handled_total", grpc_method="Classify", grpc_code="OK") == 3
     assert grew("ranking", "grpc_server_handled_total", grpc_method="Rank", grpc_code="OK") == 3
-    assert value(after["intent"], "grpc_server_handled_total", **SEARCH) == 0
+    assert metric(after["intent"], "grpc_server_handled_total", **SEARCH) == 0
 
 
 def test_a_bad_request_counts_as_invalid_argument_and_the_gateway_keeps_serving(stack: Stack):
@@ -122,7 +110,7 @@ def test_a_bad_request_counts_as_invalid_argument_and_the_gateway_keeps_serving(
     assert _search(stack, "sofa").results
     after = scrape(stack, "gateway")
     for code, count in (("INVALID_ARGUMENT", 1), ("OK", 1)):
-        grown = value(after, "grpc_server_handled_total", grpc_code=code, **SEARCH) - value(
+        grown = metric(after, "grpc_server_handled_total", grpc_code=code, **SEARCH) - metric(
             before, "grpc_server_handled_total", grpc_code=code, **SEARCH
         )
         assert grown == count, code
@@ -145,18 +133,18 @@ def test_a_search_degraded_by_a_missing_hop_is_counted_by_cause(stack: Stack, st
     reply = _search(lone, "sofa")
     assert reply.degraded.ranking and reply.results
     after = scrape(lone, "gateway")
-    grown = value(after, "shopsense_search_degradations_total", cause="ranking") - value(
+    grown = metric(after, "shopsense_search_degradations_total", cause="ranking") - metric(
         before, "shopsense_search_degradations_total", cause="ranking"
     )
     assert grown == 1
     assert (
-        value(after, "shopsense_searches_degraded_total")
-        - value(before, "shopsense_searches_degraded_total")
+        metric(after, "shopsense_searches_degraded_total")
+        - metric(before, "shopsense_searches_degraded_total")
         == 1
     )
     assert (
-        value(after, "shopsense_search_arm_errors_total", hop="ranking")
-        - value(before, "shopsense_search_arm_errors_total", hop="ranking")
+        metric(after, "shopsense_search_arm_errors_total", hop="ranking")
+        - metric(before, "shopsense_search_arm_errors_total", hop="ranking")
         == 1
     )
 
@@ -188,7 +176,7 @@ def test_feedback_counts_accepted_duplicate_and_rejected_by_reason(stack: Stack)
     after = scrape(stack, "feedback")
 
     def grew(name: str, **labels: str) -> float:
-        return value(after, name, **labels) - value(before, name, **labels)
+        return metric(after, name, **labels) - metric(before, name, **labels)
 
     assert grew("shopsense_feedback_events_total", outcome="accepted") == 2
     assert grew("shopsense_feedback_events_total", outcome="duplicate") == 1
@@ -227,3 +215,32 @@ def test_one_search_is_one_trace_through_gateway_intent_retrieval_and_ranking(
         caller = clients[server.parent.span_id]
         assert caller.name == method
         assert caller.parent.span_id == servers["gateway"].context.span_id
+
+
+def test_a_searchs_triton_inferences_are_spans_of_its_trace(
+    stack: Stack, spans: InMemorySpanExporter
+):
+    """tritonclient is not instrumented: each inference gets a CLIENT span of its own, so
+    the query's embedding shows in the trace instead of a gap."""
+    spans.clear()
+    request_id = f"triton-{uuid.uuid4().hex[:12]}"
+    _search(stack, "walnut coffee table", request_id)
+    mine = [
+        s
+        for s in spans.get_finished_spans()
+        if s.attributes.get(tracing.REQUEST_ID_ATTRIBUTE) == request_id
+    ]
+    by_id = {s.context.span_id: s for s in mine}
+    inferences = [s for s in mine if s.name.startswith("triton ")]
+    assert inferences, [s.name for s in mine]
+    embedding = next(s for s in inferences if s.name == "triton text_encoder infer")
+    assert embedding.kind == SpanKind.CLIENT
+    assert embedding.attributes["shopsense.model"] == "text_encoder"
+    assert str(embedding.attributes["shopsense.model_version"]).isdigit()
+    assert embedding.attributes["shopsense.rows"] == 1
+    assert embedding.end_time > embedding.start_time
+    # Inside the search's trace, under the server span of the service that embedded it.
+    assert len({s.context.trace_id for s in mine}) == 1
+    parent = by_id[embedding.parent.span_id]
+    assert parent.kind == SpanKind.SERVER
+    assert parent.attributes[tracing.SERVICE_ATTRIBUTE] in {"gateway", "retrieval", "intent"}

@@ -48,7 +48,7 @@ from shared.rpc.tls import (
 )
 from shared.runtime.suite import is_serving
 from shared.settings import FeedbackSettings
-from tests.support import wait_until
+from tests.support import metric, scrape, wait_until
 
 pytestmark = pytest.mark.integration
 NOWHERE = "127.0.0.1:9"
@@ -197,6 +197,29 @@ def test_over_its_rate_a_key_gets_resource_exhausted_with_a_retry_delay(feedback
     assert _record(_stub(feedback.address, certs["client"], "sk-storefront"), "other").accepted
     time.sleep(delay + 0.05)
     assert _record(stub, "slow-4").accepted == 1
+
+
+def test_refusals_are_counted_with_their_codes_in_the_rpc_metrics(feedback, certs) -> None:
+    """An operator watching grpc_server_handled_total sees refused calls, by code."""
+    method = {
+        "grpc_service": "shopsense.feedback.v1.FeedbackService",
+        "grpc_method": "RecordEvents",
+    }
+
+    def handled(samples: dict, code: str) -> float:
+        return metric(samples, "grpc_server_handled_total", grpc_code=code, **method)
+
+    before = scrape(feedback.metrics_port)
+    _refused(lambda: _record(_stub(feedback.address, certs["client"])))
+    _refused(lambda: _record(_stub(feedback.address, certs["client"], "sk-guessed")))
+    _refused(lambda: _record(_stub(feedback.address, certs["client"], "sk-privacy")))
+    assert _record(_stub(feedback.address, certs["client"], "sk-storefront"), "counted").accepted
+    after = scrape(feedback.metrics_port)
+    assert handled(after, "UNAUTHENTICATED") - handled(before, "UNAUTHENTICATED") == 2
+    assert handled(after, "PERMISSION_DENIED") - handled(before, "PERMISSION_DENIED") == 1
+    assert handled(after, "OK") - handled(before, "OK") == 1
+    started = "grpc_server_started_total"
+    assert metric(after, started, **method) - metric(before, started, **method) == 4
 
 
 def test_an_operator_rpc_is_refused_on_the_main_listener_and_served_on_its_own(
@@ -350,8 +373,8 @@ def test_production_refuses_to_start_without_tls_naming_the_variables(tmp_path: 
         "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{REPO_ROOT / 'shared' / 'gen'}",
         "SHOPSENSE_MODE": "production",
         "SHOPSENSE_STATE_DIR": str(tmp_path),
-        # Token keys long enough for production (shared.settings.keys): only TLS, keys and
-        # the operator listener are missing.
+        # Token keys long enough for production (shared.settings.keys): TLS, keys, the
+        # operator listener and a shared database are missing.
         "SHOPSENSE_TOKEN_KEYS": "k1:" + "s" * 40,
         "SHOPSENSE_FEEDBACK_LISTEN": "127.0.0.1:0",
     }
@@ -370,12 +393,25 @@ def test_production_refuses_to_start_without_tls_naming_the_variables(tmp_path: 
         "SHOPSENSE_TLS_CA",
         "SHOPSENSE_API_KEYS_FILE",
         "SHOPSENSE_FEEDBACK_OPERATOR_LISTEN",
+        "SHOPSENSE_FEEDBACK_DB_URL",
     ):
         assert variable in done.stderr, done.stderr[-2000:]
+    assert not (tmp_path / "feedback.db").exists()  # refused before opening anything
 
 
-def test_production_starts_with_tls_keys_and_an_operator_listener(tmp_path: Path, certs) -> None:
-    handle = create_server(_settings(tmp_path, certs, mode="production"))
+def test_production_refuses_a_feedback_store_of_its_own(tmp_path: Path, certs) -> None:
+    with pytest.raises(ValueError, match="SHOPSENSE_FEEDBACK_DB_URL: production needs") as refused:
+        create_server(_settings(tmp_path, certs, mode="production"))
+    assert "TLS is required" not in str(refused.value)  # TLS, keys and listener are there
+    assert not (tmp_path / "feedback.db").exists()  # refused before opening anything
+
+
+def test_production_starts_with_tls_keys_and_an_operator_listener(
+    tmp_path: Path, certs, postgres_url: str
+) -> None:
+    handle = create_server(
+        _settings(tmp_path, certs, mode="production", feedback_db_url=postgres_url)
+    )
     try:
         assert handle.tls and handle.operator_port
         assert _record(_stub(handle.address, certs["client"], "sk-storefront")).accepted == 1

@@ -44,3 +44,6 @@ def test_observe_prints_the_metrics_and_one_trace_of_one_search(suite: Suite) ->
         ("ranking", "/shopsense.ranking.v1.RankingService/Rank"),
     ):
         assert re.search(rf"^\s+{hop}\s+server\s+{re.escape(method)}", out, re.M), out
+    # The query's embedding on Triton, a client span of the service that asked for it.
+    assert re.search(r"^\s+\w+\s+client\s+triton text_encoder infer", out, re.M), out
+    print(out)  # what the operator sees (make test's log keeps it with -s)

@@ -133,3 +133,41 @@ def test_shopsense_config_prints_every_setting_with_value_default_and_source(
     monkeypatch.setenv("SHOPSENSE_CANDIDATES", "many")
     assert main(["config", "gateway"]) == 2
     assert "SHOPSENSE_CANDIDATES: expected an integer" in capsys.readouterr().out
+
+
+def test_shopsense_config_masks_a_database_urls_password(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = "postgresql+psycopg://shop:pg-pass-9f2@db.internal:5432/shopsense"
+    monkeypatch.setenv("SHOPSENSE_FEEDBACK_DB_URL", url)
+    assert main(["config", "feedback", "--json"]) == 0
+    printed = capsys.readouterr().out
+    assert json.loads(printed)["feedback"]["SHOPSENSE_FEEDBACK_DB_URL"]["value"] == (
+        "postgresql+psycopg://shop:***@db.internal:5432/shopsense"
+    )
+    assert main(["config", "feedback"]) == 0
+    assert "pg-pass-9f2" not in printed + capsys.readouterr().out
+
+
+def test_production_refuses_a_sqlite_store_naming_its_variable(tmp_path: Path) -> None:
+    from shared.settings import FeedbackSettings, RecommendSettings, TrainerSettings
+
+    production = {"SHOPSENSE_MODE": "production", "SHOPSENSE_STATE_DIR": str(tmp_path)}
+    for settings_class, variables in (
+        (FeedbackSettings, ["SHOPSENSE_FEEDBACK_DB_URL"]),
+        (RecommendSettings, ["SHOPSENSE_FEEDBACK_DB_URL"]),
+        (TrainerSettings, ["SHOPSENSE_REGISTRY_DB_URL", "SHOPSENSE_FEEDBACK_DB_URL"]),
+    ):
+        problems = settings_class.load(production).shared_database_problems()
+        assert [problem.split(":")[0] for problem in problems] == variables
+        assert all("production needs the database every" in problem for problem in problems)
+        shared = {name: "postgresql+psycopg://db/shopsense" for name in variables}
+        assert settings_class.load({**production, **shared}).shared_database_problems() == []
+        embedded = settings_class.load({"SHOPSENSE_STATE_DIR": str(tmp_path)})
+        assert embedded.shared_database_problems() == []
+    # The trainer without a feedback store (reports and retraining off) is accepted too.
+    trainer = TrainerSettings.load(
+        {**production, "SHOPSENSE_REGISTRY_DB_URL": "postgresql+psycopg://db/shopsense"},
+        feedback_db_url="",
+    )
+    assert trainer.shared_database_problems() == []
