@@ -80,8 +80,8 @@ test-images: venv protos models ## the suite from the images: search, recommend,
 eval: venv protos models ## nDCG/Recall/MRR on the demo store and intent accuracy on real WANDS queries
 	HF_HUB_OFFLINE=1 $(PY) -m shared.cli.evaluate
 
-bench: venv protos models ## latency and throughput of the suite against the in-process floor
-	HF_HUB_OFFLINE=1 $(PY) -m shared.bench.suite
+bench: venv protos models ## Search through the suite against the in-process floor, 1 and 8 clients, then with TLS + keys (BENCH_ARGS="--json OUT")
+	HF_HUB_OFFLINE=1 $(VENV)/bin/shopsense bench search $(BENCH_ARGS)
 
 bench-cross-encoder: venv protos models ## int8 vs fp32 agreement and speed; Triton rerank vs PyTorch eager
 	HF_HUB_OFFLINE=1 $(PY) -m shared.bench.cross_encoder

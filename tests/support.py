@@ -73,6 +73,7 @@ def client_env(suite: Suite) -> dict[str, str]:
         **os.environ,
         **{f"SHOPSENSE_{name.upper()}_TARGET": suite.address(name) for name in SERVICES},
         "SHOPSENSE_METRICS_TARGETS": suite.metrics_targets(),
+        "SHOPSENSE_TRITON_URL": suite.endpoints().triton,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
         "HF_HUB_OFFLINE": "1",
     }

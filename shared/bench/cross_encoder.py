@@ -297,10 +297,15 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = args.checkpoint or latest_checkpoint(TrainerSettings.load().training_dir)
     if checkpoint is None:
         parser.error("no cross-encoder checkpoint found: run `make train` or pass --checkpoint")
+    from shared.bench.machine import machine
+
+    here = machine()
+    print(here.line())
     results = run(checkpoint, args.queries, args.repeats, args.triton_url)
     print_table(results)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
+        report = {"machine": here.as_json(), **results}
+        args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
     return 0
 
 

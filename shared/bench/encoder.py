@@ -200,6 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="per case")
     parser.add_argument("--export", action="store_true", help="also time an export")
     args = parser.parse_args(argv)
+    from shared.bench.machine import machine, served_engines
+    from shared.paths import triton_model_repository
+
+    repository = args.repository or triton_model_repository()
+    print(machine(served_engines(repository, {"text_encoder": "1"})).line())
     results = bench_encoder(args.url, args.repository, args.seconds, args.export)
     for case, metrics in results.items():
         values = ", ".join(f"{name} {value:,.2f}" for name, value in metrics.items())

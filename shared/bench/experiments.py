@@ -507,6 +507,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--skip-aa", action="store_true")
     args = parser.parse_args(argv)
+    from shared.bench.machine import machine
+
+    console.print(machine().line())
     settings = ClientSettings.load()
     stamp = datetime.now(UTC).strftime("%m%d%H%M%S")
     started = time.monotonic()

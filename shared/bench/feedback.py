@@ -176,7 +176,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--streamed", type=int, default=300_000, help="events of the stream")
     parser.add_argument("--db-url", default="", help="default: a temporary SQLite file")
     args = parser.parse_args(argv)
+    from shared.bench.machine import machine
 
+    print(machine().line())
     configure_logging("warning", "feedback-bench")
     secret = "bench-secret"
     signer = AttributionSigner(secret)

@@ -300,7 +300,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
     parser.add_argument("--no-catalog", action="store_true", help="bare indexes only, no SQLite")
     args = parser.parse_args(argv)
+    from shared.bench.machine import machine
 
+    print(machine().line())
     t = time.perf_counter()
     products = synthetic_products(args.products)
     vecs = unit_vectors(args.products, args.dim)

@@ -31,12 +31,14 @@ from shopsense.recommend.v1 import recommend_service_pb2 as pb
 from shopsense.recommend.v1 import recommend_service_pb2_grpc
 from shopsense.retrieval.v1 import retrieval_service_pb2_grpc
 
+from shared.bench.machine import machine, newest_versions, served_engines
 from shared.bench.suite import percentile
 from shared.contracts.recommend import query_from_request, response_from_answer
 from shared.contracts.retrieval import export_catalog
 from shared.data.online_retail import load_online_retail
 from shared.evaluation.recs import next_basket_cases
 from shared.evaluation.recs_remote import for_you_request
+from shared.paths import triton_model_repository
 from shared.recommendation.events import PURCHASE, Interaction
 from shared.recommendation.recommender import Recommender, RecommenderOptions
 from shared.rpc.clients import open_channel
@@ -44,20 +46,6 @@ from shared.runtime.online_retail import session_of
 from shared.settings import ClientSettings, RecommendSettings
 
 console = Console(width=160)
-FLAGS = ("avx2", "avx512f", "avx512_vnni", "amx_tile", "avx512_bf16")
-
-
-def cpu_flags() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown"
-    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    have = set(line.split(":", 1)[-1].split())
-    model = next(
-        (line.split(":", 1)[1].strip() for line in text.splitlines() if "model name" in line), ""
-    )
-    return f"{model}; " + " ".join(f for f in FLAGS if f in have)
 
 
 def closed_loop(
@@ -101,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     split_at = datetime.fromisoformat(args.split_at).replace(tzinfo=UTC)
     settings = ClientSettings.load()
-    console.print(f"CPU: {cpu_flags()}")
+    here = machine(
+        served_engines(triton_model_repository(), newest_versions(triton_model_repository()))
+    )
+    console.print(here.line())
     stub = recommend_service_pb2_grpc.RecommendServiceStub(open_channel(settings.gateway_target))
     store = load_online_retail(Path(args.data))
     cases = next_basket_cases(store.lines, split_at)
@@ -174,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{suite['p99_ms'] / floor_row['p99_ms']:.2f}x"
         )
     if args.json:
-        Path(args.json).write_text(json.dumps({"cpu": cpu_flags(), **figures}, indent=2))
+        Path(args.json).write_text(json.dumps({"machine": here.as_json(), **figures}, indent=2))
     return 0
 
 

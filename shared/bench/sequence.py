@@ -25,7 +25,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from shared.bench.recommend import cpu_flags
+from shared.bench.machine import machine
 from shared.data.amazon_scientific import NextItemCase, SequenceDataset, load_sequences, read_cases
 from shared.evaluation.sequential import next_item_metrics
 from shared.models.kinds import SEQUENCE_RECOMMENDER
@@ -172,7 +172,8 @@ def run_bench(
     from shared.training.hyperparams import Hyperparameters
     from shared.training.sequence import rank_targets
 
-    console.print(f"CPU: {cpu_flags()}; torch threads {torch.get_num_threads()}")
+    here = machine()  # torch is imported: its threads are on the line
+    console.print(here.line())
     dataset = load_sequences(data)
     splits: dict[str, list[NextItemCase]] = {"valid": list(dataset.valid)}
     if test is not None:
@@ -210,7 +211,7 @@ def run_bench(
         report = {
             "dataset": str(data),
             "fingerprint": dataset.fingerprint,
-            "cpu": cpu_flags(),
+            "machine": here.as_json(),
             "protocol": "full ranking over every item, the history's items excluded",
             "systems": [asdict(r) for r in results],
             "published": [

@@ -7,13 +7,21 @@ Measures, in one run on this machine:
 - the floor: embed, classify, retrieve and rank (cross-encoder included) the same queries
   in this process with the same model versions on the same engines, the same catalog
   file, scorer and blend, no RPC; and the suite-to-floor ratio;
-- the cost of security: Search at concurrency 1 and 8 through a second suite started
-  here with TLS on every hop (mutual between the services, and to Triton), an API key
-  checked by the gateway's auth interceptor and its token bucket (a rate it never
-  reaches), on copies of the same databases; p50 and p99 as ratios to the first suite's
-  (``--no-security`` skips it).
+- the cost of security: Search at concurrency 1 and 8 through two suites started here
+  alike on copies of the same databases, one plaintext, one with TLS on every hop
+  (mutual between the services, and to Triton) and an API key checked by the gateway's
+  auth interceptor and its token bucket (a rate it never reaches), taking turns (ABBA,
+  both up); p50 and p99 as ratios (``--no-security`` skips it).
 Uses the running suite if the gateway answers, else starts one. Queries are the synthetic
-demo store's (figures are on synthetic data).
+demo store's (figures are on synthetic data). The floor runs at 1 and 8 clients too (threads
+of this process), so throughput compares like with like; suite and floor take turns (ABBA,
+half the time each), so neither gets the quieter minutes.
+
+``shopsense bench search [--seconds S] [--json OUT]`` (``make bench``) prints the machine
+(``shared.bench.machine``) first and writes, with ``--json``, the same figures for a
+program: ``runs`` (``name`` suite or floor, ``clients``, ``p50_ms``, ``p99_ms``,
+``per_second``, ``searches``, ``errors``, ``hops_ms``), ``secure_runs`` (the suite with TLS
+and keys), the ``ratios`` and the ``machine``.
 """
 
 from __future__ import annotations
@@ -110,6 +118,25 @@ def bench_gateway(
         "p99_ms": percentile(latencies, 0.99),
         "qps": len(latencies) / wall,
         "hops_ms": {hop: statistics.median(v) for hop, v in hops.items()},
+        "latencies_ms": latencies,
+        "hop_samples": hops,
+        "wall_s": wall,
+    }
+
+
+def merged(parts: Sequence[dict]) -> dict:
+    """Runs of one kind taken in turns with another kind's (ABBA), as one run."""
+    latencies = [ms for part in parts for ms in part["latencies_ms"]]
+    return {
+        "n": len(latencies),
+        "errors": sum(part["errors"] for part in parts),
+        "p50_ms": percentile(latencies, 0.5),
+        "p99_ms": percentile(latencies, 0.99),
+        "qps": len(latencies) / sum(part["wall_s"] for part in parts),
+        "hops_ms": {
+            hop: statistics.median([ms for part in parts for ms in part["hop_samples"][hop]])
+            for hop in parts[0]["hop_samples"]
+        },
     }
 
 
@@ -168,50 +195,116 @@ class Floor:
         self.pipeline.close()
 
 
-def bench_floor(floor: Floor, queries: Sequence[str], seconds: float) -> dict:
-    latencies, hops = [], defaultdict(list)
+def bench_floor(floor: Floor, queries: Sequence[str], seconds: float, clients: int = 1) -> dict:
+    """Closed-loop load on the floor: ``clients`` threads of this process each searching
+    one query after another (the engines' own locks and threads as the services have them)."""
+    latencies: list[float] = []
+    hops: dict[str, list[float]] = defaultdict(list)
+    lock = threading.Lock()
     stop_at = time.perf_counter() + seconds
-    i = 0
-    while time.perf_counter() < stop_at:
-        timing = floor.search(queries[i % len(queries)])
-        latencies.append(timing["total"])
-        for hop, ms in timing.items():
-            hops[hop].append(ms)
-        i += 1
+
+    def client(offset: int) -> None:
+        i = offset
+        while time.perf_counter() < stop_at:
+            timing = floor.search(queries[i % len(queries)])
+            with lock:
+                latencies.append(timing["total"])
+                for hop, ms in timing.items():
+                    hops[hop].append(ms)
+            i += clients
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client, range(clients)))
+    wall = time.perf_counter() - began
     return {
         "n": len(latencies),
         "errors": 0,
         "p50_ms": percentile(latencies, 0.5),
         "p99_ms": percentile(latencies, 0.99),
-        "qps": len(latencies) / sum(latencies) * 1e3,
+        "qps": len(latencies) / wall,
         "hops_ms": {hop: statistics.median(v) for hop, v in hops.items()},
+        "latencies_ms": latencies,
+        "hop_samples": hops,
+        "wall_s": wall,
     }
 
 
-def run(suite: Endpoints, seconds: float) -> tuple[dict[str, dict], list[str]]:
-    """The suite's measurements (printed); answers the Search rows and the queries."""
+# The rows' names: (run, clients) of each, as --json writes them.
+SUITE_1, SUITE_8 = "suite, 1 client", "suite, 8 clients"
+FLOOR_1, FLOOR_8 = "floor (one process), 1 client", "floor (one process), 8 clients"
+HOPS = ["embed", "intent", "retrieval", "ranking", "total"]
+
+
+def as_run(name: str, row: dict) -> dict:
+    """A row as --json writes it: ``name`` (suite or floor), ``clients`` and the figures."""
+    kind, clients = name.split(" ")[0].rstrip(","), int(name.rsplit(", ", 1)[1].split()[0])
+    return {
+        "name": kind,
+        "clients": clients,
+        "p50_ms": round(row["p50_ms"], 3),
+        "p99_ms": round(row["p99_ms"], 3),
+        "per_second": round(row["qps"], 3),
+        "searches": row["n"],
+        "errors": row["errors"],
+        "hops_ms": {hop: round(ms, 3) for hop, ms in row["hops_ms"].items()},
+    }
+
+
+def ratios(rows: dict[str, dict]) -> dict[str, float]:
+    """The suite against the floor: p50 and p99 at 1 client, throughput at 8 clients, and
+    each hop's median at 1 client."""
+    served, base = rows[SUITE_1], rows[FLOOR_1]
+    out = {
+        "p50_at_1": served["p50_ms"] / base["p50_ms"],
+        "p99_at_1": served["p99_ms"] / base["p99_ms"],
+    }
+    if FLOOR_8 in rows:
+        out["throughput_at_8"] = rows[SUITE_8]["qps"] / rows[FLOOR_8]["qps"]
+    for hop in HOPS:
+        if hop in served["hops_ms"] and base["hops_ms"].get(hop):
+            out[f"{hop}_p50_at_1"] = served["hops_ms"][hop] / base["hops_ms"][hop]
+    return {name: round(value, 3) for name, value in out.items()}
+
+
+def run(suite: Endpoints, seconds: float, report: dict) -> tuple[dict[str, dict], list[str]]:
+    """The suite's measurements (printed, and added to ``report``); answers the Search rows
+    and the queries."""
     from shared.bench.encoder import bench_encoder
+    from shared.bench.machine import machine, served_engines
+    from shared.paths import triton_model_repository
 
     gateway, intent, retrieval = suite.gateway, suite.intent, suite.retrieval
     folder = ensure_demo_store(retrieval, DEMO_PRODUCTS, DEMO_SEED, console.print)
     wait_for_intent(intent, retrieval)
     queries = [q.text for q in load_queries(folder)]
-    bench_gateway(gateway, queries[:20], 1, 3.0)  # warm up every hop
-    rows = {
-        "suite, 1 client": bench_gateway(gateway, queries, 1, seconds),
-        "suite, 8 clients": bench_gateway(gateway, queries, 8, seconds),
-    }
     floor = Floor(suite.trainer, retrieval)
     try:
+        here = machine(served_engines(triton_model_repository(), floor.versions))
+        console.print(here.line())
+        report.update(machine=here.as_json(), models=floor.versions)
+        bench_gateway(gateway, queries[:20], 1, 3.0)  # warm up every hop
         bench_floor(floor, queries[:20], 2.0)
-        rows["floor (one process), 1 client"] = bench_floor(floor, queries, seconds)
+        rows = {}
+        # In turns, suite, floor, floor, suite (ABBA), half the time each: neither side
+        # gets the quieter minutes (a catalog load's aftermath, another job's burst).
+        for clients, suite_row, floor_row in ((1, SUITE_1, FLOOR_1), (8, SUITE_8, FLOOR_8)):
+            halves: dict[str, list[dict]] = {suite_row: [], floor_row: []}
+            for row in (suite_row, floor_row, floor_row, suite_row):
+                halves[row].append(
+                    bench_gateway(gateway, queries, clients, seconds / 2)
+                    if row == suite_row
+                    else bench_floor(floor, queries, seconds / 2, clients)
+                )
+            rows[suite_row], rows[floor_row] = merged(halves[suite_row]), merged(halves[floor_row])
+        rows = {name: rows[name] for name in (SUITE_1, SUITE_8, FLOOR_1, FLOOR_8)}
     finally:
         floor.close()
     console.print(
         "models: " + ", ".join(f"{model} {version}" for model, version in floor.versions.items())
     )
 
-    hops = ["embed", "intent", "retrieval", "ranking", "total"]
+    hops = HOPS
     table = Table(
         title=f"Search on the SYNTHETIC demo store ({DEMO_PRODUCTS} products), {seconds:.0f} s each"
     )
@@ -231,10 +324,22 @@ def run(suite: Endpoints, seconds: float) -> tuple[dict[str, dict], list[str]]:
             f"{r['qps']:.1f}", *[f"{r['hops_ms'].get(h, float('nan')):.1f}" for h in hops],
         )  # fmt: skip
     console.print(table)
-    served, base = rows["suite, 1 client"], rows["floor (one process), 1 client"]
+    suite_to_floor = ratios(rows)
     console.print(
-        f"suite-to-floor ratio at concurrency 1: p50 {served['p50_ms'] / base['p50_ms']:.2f}x, "
-        f"p99 {served['p99_ms'] / base['p99_ms']:.2f}x"
+        f"suite-to-floor at 1 client: p50 {suite_to_floor['p50_at_1']:.2f}x, "
+        f"p99 {suite_to_floor['p99_at_1']:.2f}x; throughput at 8 clients "
+        f"{suite_to_floor['throughput_at_8']:.2f}x the floor's; per hop (p50 at 1 client): "
+        + ", ".join(
+            f"{hop} {suite_to_floor[f'{hop}_p50_at_1']:.2f}x"
+            for hop in HOPS
+            if f"{hop}_p50_at_1" in suite_to_floor
+        )
+    )
+    report.update(
+        dataset=f"SYNTHETIC demo store ({DEMO_PRODUCTS} products)",
+        seconds=seconds,
+        runs=[as_run(name, row) for name, row in rows.items()],
+        ratios=suite_to_floor,
     )
     encoder = bench_encoder(url=suite.triton, seconds=min(seconds, 5.0))
     engine = next(iter(encoder.pop("engine", {"onnxruntime": 1.0})))
@@ -248,6 +353,7 @@ def run(suite: Endpoints, seconds: float) -> tuple[dict[str, dict], list[str]]:
             f"{r.get('p50_ms', float('nan')):.2f}",
         )
     console.print(table)
+    report["text_encoder"] = encoder
     return rows, queries
 
 
@@ -279,12 +385,14 @@ def copy_databases(source: Path, target: Path) -> None:
         dst.close()
 
 
-def bench_security(
-    plain: dict[str, dict], queries: Sequence[str], seconds: float, state: Path
-) -> None:
-    """Search through a suite with TLS and API keys, against ``plain`` (the same runs
-    through the plaintext suite): p50 and p99 ratios at concurrency 1 and 8."""
-    from shared.bench.recommend import cpu_flags
+def bench_security(queries: Sequence[str], seconds: float, state: Path, report: dict) -> None:
+    """Search through two suites started here alike, on copies of the same databases, one
+    plaintext and one with TLS and API keys, both up at once, in turns: plaintext,
+    secure, secure, plaintext (ABBA, ``seconds`` in all for each side), so that neither
+    gets the quieter minutes; p50 and p99 ratios at concurrency 1 and 8. (Against the
+    suite of the first runs, started otherwise and up for longer, the comparison would
+    measure that difference too.)"""
+    from shared.bench.machine import machine
 
     if not (state / "catalog.db").is_file():
         console.print(f"no catalog in {state} (SHOPSENSE_STATE_DIR): TLS comparison skipped")
@@ -292,53 +400,85 @@ def bench_security(
     with tempfile.TemporaryDirectory(prefix="shopsense-bench-tls-") as tmp:
         folder = Path(tmp)
         env, client = secure_environment(folder)
-        copy_databases(state, folder / "state")
-        console.print("starting a second suite with TLS and API keys (copies of the databases)")
-        with Suite(state=folder / "state", ephemeral_ports=True, extra_env=env) as suite:
-            gateway = suite.address("gateway")
+        copy_databases(state, folder / "plain")
+        copy_databases(state, folder / "secure")
+        console.print(
+            "starting two suites alike on copies of the databases, one plaintext and one "
+            "with TLS and API keys; they then take turns, ABBA"
+        )
+        with (
+            Suite(state=folder / "plain", ephemeral_ports=True) as plain,
+            Suite(state=folder / "secure", ephemeral_ports=True, extra_env=env) as secure,
+        ):
+            plain_gateway, secure_gateway = plain.address("gateway"), secure.address("gateway")
             # Warm up every hop (intent builds its prototypes from the catalog at start).
-            bench_gateway(gateway, queries[:20], 1, 5.0, client)
-            secure = {
-                "suite TLS+auth, 1 client": bench_gateway(gateway, queries, 1, seconds, client),
-                "suite TLS+auth, 8 clients": bench_gateway(gateway, queries, 8, seconds, client),
-            }
-    console.print(f"cpu: {cpu_flags()}")
-    table = Table(title=f"Search with and without TLS + API keys, {seconds:.0f} s each")
+            bench_gateway(secure_gateway, queries[:20], 1, 5.0, client)
+            bench_gateway(plain_gateway, queries[:20], 1, 2.0)
+            rows: dict[str, dict] = {}
+            for clients, label in ((1, "1 client"), (8, "8 clients")):
+                halves: dict[str, list[dict]] = {"plain": [], "secure": []}
+                for side in ("plain", "secure", "secure", "plain"):
+                    target, security = (
+                        (plain_gateway, None) if side == "plain" else (secure_gateway, client)
+                    )
+                    halves[side].append(
+                        bench_gateway(target, queries, clients, seconds / 2, security)
+                    )
+                rows[f"suite, {label}"] = merged(halves["plain"])
+                rows[f"suite TLS+auth, {label}"] = merged(halves["secure"])
+    console.print(machine().line())
+    table = Table(
+        title=f"Search with and without TLS + API keys, in turns (ABBA), {seconds:.0f} s each"
+    )
     columns = ("run", "searches", "errors", "p50 ms", "p99 ms", "searches/s")
     columns += ("p50 ratio", "p99 ratio")
     for column in columns:
         table.add_column(column, justify="left" if column == "run" else "right")
-    pairs = {"suite, 1 client": None, "suite, 8 clients": None}
-    pairs.update(
-        {
-            "suite TLS+auth, 1 client": "suite, 1 client",
-            "suite TLS+auth, 8 clients": "suite, 8 clients",
-        }
-    )
-    rows = {**plain, **secure}
-    for name, base in pairs.items():
-        r = rows[name]
-        b = rows[base] if base else r
+    for name, r in rows.items():
+        b = rows[name.replace(" TLS+auth", "")]
         table.add_row(
             name, str(r["n"]), str(r["errors"]), f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
             f"{r['qps']:.1f}", f"{r['p50_ms'] / b['p50_ms']:.2f}x", f"{r['p99_ms'] / b['p99_ms']:.2f}x",
         )  # fmt: skip
     console.print(table)
+    report["secure_runs"] = [
+        {**as_run(name.replace(" TLS+auth", ""), row), "tls": "TLS+auth" in name}
+        for name, row in rows.items()
+    ]
+    report["ratios"].update(
+        {
+            f"tls_auth_{figure}_at_{clients}": round(
+                rows[f"suite TLS+auth, {label}"][f"{figure}_ms"]
+                / rows[f"suite, {label}"][f"{figure}_ms"],
+                3,
+            )
+            for clients, label in ((1, "1 client"), (8, "8 clients"))
+            for figure in ("p50", "p99")
+        }
+    )
+
+
+def bench_search(args: argparse.Namespace) -> int:
+    """``shopsense bench search``: the runs, printed (and written to ``--json``)."""
+    report: dict = {"benchmark": "search"}
+    with running_suite(ClientSettings.load(), console.print) as suite:
+        _, queries = run(suite, args.seconds, report)
+    # After the first suite, when started here, has stopped: the next two have the machine.
+    if not args.no_security:
+        bench_security(queries, args.seconds, state_dir(), report)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        console.print(f"wrote {args.json}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m shared.bench.suite ARGS``: the same as ``shopsense bench search ARGS``."""
+    from shared.bench.arguments import add_search_arguments
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=15.0, help="duration of each run")
-    parser.add_argument(
-        "--no-security", action="store_true", help="skip the TLS + API keys comparison"
-    )
-    args = parser.parse_args(argv)
-    with running_suite(ClientSettings.load(), console.print) as suite:
-        rows, queries = run(suite, args.seconds)
-    # After the first suite, when started here, has stopped: the second has the machine.
-    if not args.no_security:
-        bench_security(rows, queries, args.seconds, state_dir())
-    return 0
+    add_search_arguments(parser)
+    return bench_search(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -335,6 +335,10 @@ def main(argv: list[str] | None = None) -> int:
 
     add_observe_parser(sub, console)
 
+    from shared.cli.bench import add_parser as add_bench_parser
+
+    add_bench_parser(sub, console)
+
     args = parser.parse_args(argv)
     return int(args.func(args))
 
