@@ -1,0 +1,227 @@
+"""`make bench-rpc`: what one gRPC hop of the suite costs, layer by layer (issue 14, item 2:
+where the suite-to-floor ratio goes).
+
+Every case is a real server on a free loopback port and a real client in this process,
+with a servicer that answers a fixed reply at once (the work of the hop is not measured,
+only its cost). Measured at 1 client (p50 and p99 per call) and 8 clients (calls/s):
+
+- ``grpc bare``: grpc.server and an insecure channel, no interceptor: the transport and
+  the thread hand-off, the floor of any hop;
+- ``shopsense server``: the same servicer behind ``build_server``: the shared interceptor
+  (request id, one JSON log line rendered and written, the RPC metrics), authentication
+  (embedded: no keys), reflection and health registered;
+- ``shopsense server + channel``: and the client's ``open_channel`` (request id
+  interceptor), as the gateway calls a hop;
+- ``... + 100 candidates``: the same stack answering Retrieve with 100 candidates (the
+  gateway's default k) of the synthetic store, so the reply's size shows;
+- and in process, no RPC: serialising and parsing that reply once.
+
+Figures are on this machine, printed first; compare ratios within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from concurrent import futures
+from pathlib import Path
+from typing import TextIO
+
+import grpc
+import structlog
+from rich.console import Console
+from rich.table import Table
+from shopsense.intent.v1 import intent_service_pb2, intent_service_pb2_grpc
+from shopsense.retrieval.v1 import retrieval_service_pb2, retrieval_service_pb2_grpc
+
+from shared.bench.machine import machine
+from shared.contracts.common import product_to_proto
+from shared.data.synthetic import generate_store
+from shared.rpc.clients import ClientSecurity, open_channel
+from shared.rpc.logging import configure_logging
+from shared.rpc.server import build_server
+
+console = Console(width=160)
+INTENT = intent_service_pb2.DESCRIPTOR.services_by_name["IntentService"].full_name
+RETRIEVAL = retrieval_service_pb2.DESCRIPTOR.services_by_name["RetrievalService"].full_name
+
+
+class _Intent(intent_service_pb2_grpc.IntentServiceServicer):
+    """Answers every Classify with one class at once."""
+
+    reply = intent_service_pb2.ClassifyResponse()
+
+    def Classify(self, request, context):  # type: ignore[no-untyped-def]
+        return self.reply
+
+
+class _Retrieval(retrieval_service_pb2_grpc.RetrievalServiceServicer):
+    """Answers every Retrieve with the same ``candidates`` at once."""
+
+    def __init__(self, reply: retrieval_service_pb2.RetrieveResponse) -> None:
+        self.reply = reply
+
+    def Retrieve(self, request, context):  # type: ignore[no-untyped-def]
+        return self.reply
+
+
+def candidates_reply(k: int = 100) -> retrieval_service_pb2.RetrieveResponse:
+    """A Retrieve reply of ``k`` candidates of the synthetic store, as retrieval sends them
+    (products without descriptions, both sources' scores)."""
+    products = generate_store(n_products=k, n_queries=1, seed=3).products
+    reply = retrieval_service_pb2.RetrieveResponse(embedding_version="1")
+    for rank, product in enumerate(products, 1):
+        reply.candidates.add(
+            product=product_to_proto(product, with_description=False),
+            fused_score=1.0 / (60 + rank),
+            lexical_score=10.0 - rank / 10,
+            lexical_rank=rank,
+            dense_score=0.5,
+            dense_rank=rank,
+            sources=["lexical", "dense"],
+        )
+    return reply
+
+
+def closed_loop(call: Callable[[], object], clients: int, seconds: float) -> dict[str, float]:
+    """``clients`` threads calling ``call`` one after another for ``seconds``."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + seconds
+
+    def client() -> None:
+        mine = []
+        while time.perf_counter() < stop_at:
+            started = time.perf_counter()
+            call()
+            mine.append((time.perf_counter() - started) * 1e6)
+        with lock:
+            latencies.extend(mine)
+
+    began = time.perf_counter()
+    with futures.ThreadPoolExecutor(clients) as pool:
+        for done in [pool.submit(client) for _ in range(clients)]:
+            done.result()
+    wall = time.perf_counter() - began
+    latencies.sort()
+    return {
+        "calls": len(latencies),
+        "p50_us": statistics.median(latencies),
+        "p99_us": latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))],
+        "per_second": len(latencies) / wall,
+    }
+
+
+def _bare_server(register: Callable[[grpc.Server], None]) -> tuple[grpc.Server, int]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+    register(server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, port
+
+
+def measure(seconds: float, log: TextIO) -> dict[str, dict[str, dict[str, float]]]:
+    """Every case at 1 and 8 clients: ``{case: {"1": figures, "8": figures}}``. The
+    services log one JSON line per call; here they are rendered and written to ``log``
+    (the logging configuration before the call is put back after it)."""
+    before = structlog.get_config()
+    configure_logging("info", "bench", stream=log)
+    try:
+        return _measure(seconds)
+    finally:
+        structlog.configure(**before)
+        structlog.contextvars.clear_contextvars()
+
+
+def _measure(seconds: float) -> dict[str, dict[str, dict[str, float]]]:
+    intent_request = intent_service_pb2.ClassifyRequest(query="grey velvet sofa")
+    retrieve_request = retrieval_service_pb2.RetrieveRequest(query="grey velvet sofa", k=100)
+    reply = candidates_reply()
+
+    def add_intent(server: grpc.Server) -> None:
+        intent_service_pb2_grpc.add_IntentServiceServicer_to_server(_Intent(), server)
+
+    def add_retrieval(server: grpc.Server) -> None:
+        retrieval_service_pb2_grpc.add_RetrievalServiceServicer_to_server(_Retrieval(reply), server)
+
+    results: dict[str, dict[str, dict[str, float]]] = {}
+
+    def run(case: str, call: Callable[[], object]) -> None:
+        call()  # connect and warm up
+        closed_loop(call, 1, min(0.5, seconds))
+        results[case] = {str(n): closed_loop(call, n, seconds) for n in (1, 8)}
+
+    bare, port = _bare_server(add_intent)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = intent_service_pb2_grpc.IntentServiceStub(channel)
+    run("grpc bare", lambda: stub.Classify(intent_request, timeout=10))
+    channel.close()
+    bare.stop(0)
+
+    handle = build_server("intent", add_intent, [INTENT])
+    handle.mark_serving()
+    channel = grpc.insecure_channel(handle.address)
+    stub = intent_service_pb2_grpc.IntentServiceStub(channel)
+    run("shopsense server", lambda: stub.Classify(intent_request, timeout=10))
+    channel.close()
+    channel = open_channel(handle.address, ClientSecurity())
+    stub = intent_service_pb2_grpc.IntentServiceStub(channel)
+    run("shopsense server + channel", lambda: stub.Classify(intent_request, timeout=10))
+    channel.close()
+    handle.stop(0)
+
+    handle = build_server("retrieval", add_retrieval, [RETRIEVAL])
+    handle.mark_serving()
+    channel = open_channel(handle.address, ClientSecurity())
+    retrieval = retrieval_service_pb2_grpc.RetrievalServiceStub(channel)
+    run(
+        "shopsense server + channel + 100 candidates",
+        lambda: retrieval.Retrieve(retrieve_request, timeout=10),
+    )
+    channel.close()
+    handle.stop(0)
+
+    parse = retrieval_service_pb2.RetrieveResponse.FromString
+    in_process = closed_loop(lambda: parse(reply.SerializeToString()), 1, seconds)
+    results["100 candidates serialised and parsed, in process"] = {"1": in_process}
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="duration of each run")
+    parser.add_argument("--json", metavar="OUT", default="", help="also write the figures")
+    args = parser.parse_args(argv)
+    here = machine()
+    console.print(here.line())
+    with open(os.devnull, "w") as nowhere:
+        results = measure(args.seconds, nowhere)
+    bare = results["grpc bare"]["1"]["p50_us"]
+    table = Table(title=f"One gRPC hop, layer by layer, {args.seconds:g} s a run")
+    for column in ("case", "1 client p50 µs", "p99 µs", "p50 / bare", "8 clients calls/s"):
+        table.add_column(column, justify="left" if column == "case" else "right")
+    for case, figures in results.items():
+        one, eight = figures["1"], figures.get("8")
+        table.add_row(
+            case,
+            f"{one['p50_us']:.0f}",
+            f"{one['p99_us']:.0f}",
+            f"{one['p50_us'] / bare:.2f}x",
+            f"{eight['per_second']:.0f}" if eight else "",
+        )
+    console.print(table)
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps({"machine": here.as_json(), "cases": results}, indent=2) + "\n"
+        )
+        console.print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
