@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.models.layout import REPORT_FILE
+
 # The instruction sets named in figures, and the /proc/cpuinfo flags that mean each.
 INSTRUCTION_SETS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("AVX2", ("avx2",)),
@@ -29,7 +31,6 @@ INSTRUCTION_SETS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 # Thread settings the engines read, printed when set.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-REPORT_FILE = "export_report.json"
 
 
 @dataclass(frozen=True)
@@ -67,18 +68,16 @@ def _cpuinfo(path: Path) -> tuple[str, set[str]]:
         text = path.read_text()
     except OSError:
         return "unknown CPU", set()
+    lines = text.splitlines()
     model = next(
         (
             line.split(":", 1)[1].strip()
-            for line in text.splitlines()
+            for line in lines
             if line.startswith(("model name", "Model", "cpu model"))
         ),
         "unknown CPU",
     )
-    flags = next(
-        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")),
-        [],
-    )
+    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
     return model, set(flags)
 
 

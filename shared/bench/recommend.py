@@ -15,11 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import threading
-import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,8 +26,8 @@ from shopsense.recommend.v1 import recommend_service_pb2 as pb
 from shopsense.recommend.v1 import recommend_service_pb2_grpc
 from shopsense.retrieval.v1 import retrieval_service_pb2_grpc
 
+from shared.bench.load import closed_loop
 from shared.bench.machine import machine, newest_versions, served_engines
-from shared.bench.suite import percentile
 from shared.contracts.recommend import query_from_request, response_from_answer
 from shared.contracts.retrieval import export_catalog
 from shared.data.online_retail import load_online_retail
@@ -46,38 +41,6 @@ from shared.runtime.online_retail import session_of
 from shared.settings import ClientSettings, RecommendSettings
 
 console = Console(width=160)
-
-
-def closed_loop(
-    call: Callable[[pb.RecommendRequest], object],
-    requests: Sequence[pb.RecommendRequest],
-    concurrency: int,
-    seconds: float,
-) -> dict[str, float]:
-    latencies: list[float] = []
-    lock = threading.Lock()
-    stop_at = time.perf_counter() + seconds
-
-    def client(offset: int) -> None:
-        i = offset
-        while time.perf_counter() < stop_at:
-            started = time.perf_counter()
-            call(requests[i % len(requests)])
-            elapsed = (time.perf_counter() - started) * 1e3
-            with lock:
-                latencies.append(elapsed)
-            i += concurrency
-
-    began = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(client, range(concurrency)))
-    wall = time.perf_counter() - began
-    return {
-        "requests": len(latencies),
-        "p50_ms": statistics.median(latencies),
-        "p99_ms": percentile(latencies, 0.99),
-        "per_s": len(latencies) / wall,
-    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,11 +24,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import threading
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent import futures
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
@@ -39,6 +37,7 @@ from rich.table import Table
 from shopsense.intent.v1 import intent_service_pb2, intent_service_pb2_grpc
 from shopsense.retrieval.v1 import retrieval_service_pb2, retrieval_service_pb2_grpc
 
+from shared.bench import load
 from shared.bench.machine import machine
 from shared.contracts.common import product_to_proto
 from shared.data.synthetic import generate_store
@@ -89,40 +88,40 @@ def candidates_reply(k: int = 100) -> retrieval_service_pb2.RetrieveResponse:
 
 
 def closed_loop(call: Callable[[], object], clients: int, seconds: float) -> dict[str, float]:
-    """``clients`` threads calling ``call`` one after another for ``seconds``."""
-    latencies: list[float] = []
-    lock = threading.Lock()
-    stop_at = time.perf_counter() + seconds
-
-    def client() -> None:
-        mine = []
-        while time.perf_counter() < stop_at:
-            started = time.perf_counter()
-            call()
-            mine.append((time.perf_counter() - started) * 1e6)
-        with lock:
-            latencies.extend(mine)
-
-    began = time.perf_counter()
-    with futures.ThreadPoolExecutor(clients) as pool:
-        for done in [pool.submit(client) for _ in range(clients)]:
-            done.result()
-    wall = time.perf_counter() - began
-    latencies.sort()
+    """``shared.bench.load.closed_loop`` of ``call``, in µs (a hop takes well under a ms)."""
+    figures = load.closed_loop(lambda _: call(), [None], clients, seconds)
     return {
-        "calls": len(latencies),
-        "p50_us": statistics.median(latencies),
-        "p99_us": latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))],
-        "per_second": len(latencies) / wall,
+        "calls": figures["requests"],
+        "p50_us": figures["p50_ms"] * 1e3,
+        "p99_us": figures["p99_ms"] * 1e3,
+        "per_second": figures["per_s"],
     }
 
 
-def _bare_server(register: Callable[[grpc.Server], None]) -> tuple[grpc.Server, int]:
+@contextmanager
+def _bare_server(register: Callable[[grpc.Server], None]) -> Iterator[str]:
+    """A plain grpc.Server with ``register``'s servicer, no interceptor: its address."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     register(server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
-    return server, port
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(0)
+
+
+@contextmanager
+def _shopsense_server(
+    name: str, register: Callable[[grpc.Server], None], service: str
+) -> Iterator[str]:
+    """``build_server`` with ``register``'s servicer, SERVING: its address."""
+    handle = build_server(name, register, [service])
+    handle.mark_serving()
+    try:
+        yield handle.address
+    finally:
+        handle.stop(0)
 
 
 def measure(seconds: float, log: TextIO) -> dict[str, dict[str, dict[str, float]]]:
@@ -156,35 +155,26 @@ def _measure(seconds: float) -> dict[str, dict[str, dict[str, float]]]:
         closed_loop(call, 1, min(0.5, seconds))
         results[case] = {str(n): closed_loop(call, n, seconds) for n in (1, 8)}
 
-    bare, port = _bare_server(add_intent)
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    stub = intent_service_pb2_grpc.IntentServiceStub(channel)
-    run("grpc bare", lambda: stub.Classify(intent_request, timeout=10))
-    channel.close()
-    bare.stop(0)
+    def classify(channel: grpc.Channel) -> Callable[[], object]:
+        stub = intent_service_pb2_grpc.IntentServiceStub(channel)
+        return lambda: stub.Classify(intent_request, timeout=10)
 
-    handle = build_server("intent", add_intent, [INTENT])
-    handle.mark_serving()
-    channel = grpc.insecure_channel(handle.address)
-    stub = intent_service_pb2_grpc.IntentServiceStub(channel)
-    run("shopsense server", lambda: stub.Classify(intent_request, timeout=10))
-    channel.close()
-    channel = open_channel(handle.address, ClientSecurity())
-    stub = intent_service_pb2_grpc.IntentServiceStub(channel)
-    run("shopsense server + channel", lambda: stub.Classify(intent_request, timeout=10))
-    channel.close()
-    handle.stop(0)
-
-    handle = build_server("retrieval", add_retrieval, [RETRIEVAL])
-    handle.mark_serving()
-    channel = open_channel(handle.address, ClientSecurity())
-    retrieval = retrieval_service_pb2_grpc.RetrievalServiceStub(channel)
-    run(
-        "shopsense server + channel + 100 candidates",
-        lambda: retrieval.Retrieve(retrieve_request, timeout=10),
-    )
-    channel.close()
-    handle.stop(0)
+    with _bare_server(add_intent) as address, grpc.insecure_channel(address) as channel:
+        run("grpc bare", classify(channel))
+    with _shopsense_server("intent", add_intent, INTENT) as address:
+        with grpc.insecure_channel(address) as channel:
+            run("shopsense server", classify(channel))
+        with open_channel(address, ClientSecurity()) as channel:
+            run("shopsense server + channel", classify(channel))
+    with (
+        _shopsense_server("retrieval", add_retrieval, RETRIEVAL) as address,
+        open_channel(address, ClientSecurity()) as channel,
+    ):
+        retrieval = retrieval_service_pb2_grpc.RetrievalServiceStub(channel)
+        run(
+            "shopsense server + channel + 100 candidates",
+            lambda: retrieval.Retrieve(retrieve_request, timeout=10),
+        )
 
     parse = retrieval_service_pb2.RetrieveResponse.FromString
     in_process = closed_loop(lambda: parse(reply.SerializeToString()), 1, seconds)

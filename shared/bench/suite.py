@@ -46,6 +46,7 @@ from shopsense.common.v1 import common_pb2
 from shopsense.search.v1 import search_service_pb2 as pb
 from shopsense.search.v1 import search_service_pb2_grpc
 
+from shared.bench.load import percentile
 from shared.data.wands import load_queries
 from shared.paths import state_dir
 from shared.rpc.auth import hash_key
@@ -57,11 +58,6 @@ from shared.settings import ClientSettings, RankingSettings, RetrievalSettings
 
 console = Console(width=160)
 TIMINGS_KEY = "x-shopsense-timings"
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def bench_gateway(
@@ -111,33 +107,39 @@ def bench_gateway(
         list(pool.map(client, range(concurrency)))
     wall = time.perf_counter() - began
     channel.close()
+    return figures(latencies, hops, wall, errors)
+
+
+def figures(
+    latencies: list[float], hops: dict[str, list[float]], wall_s: float, errors: int = 0
+) -> dict:
+    """One run's row: searches, errors, p50, p99, searches/s and each hop's median; with
+    the samples, which ``merged`` pools."""
     return {
         "n": len(latencies),
         "errors": errors,
         "p50_ms": percentile(latencies, 0.5),
         "p99_ms": percentile(latencies, 0.99),
-        "qps": len(latencies) / wall,
+        "qps": len(latencies) / wall_s,
         "hops_ms": {hop: statistics.median(v) for hop, v in hops.items()},
         "latencies_ms": latencies,
         "hop_samples": hops,
-        "wall_s": wall,
+        "wall_s": wall_s,
     }
 
 
 def merged(parts: Sequence[dict]) -> dict:
     """Runs of one kind taken in turns with another kind's (ABBA), as one run."""
-    latencies = [ms for part in parts for ms in part["latencies_ms"]]
-    return {
-        "n": len(latencies),
-        "errors": sum(part["errors"] for part in parts),
-        "p50_ms": percentile(latencies, 0.5),
-        "p99_ms": percentile(latencies, 0.99),
-        "qps": len(latencies) / sum(part["wall_s"] for part in parts),
-        "hops_ms": {
-            hop: statistics.median([ms for part in parts for ms in part["hop_samples"][hop]])
-            for hop in parts[0]["hop_samples"]
-        },
-    }
+    hops: dict[str, list[float]] = defaultdict(list)
+    for part in parts:
+        for hop, samples in part["hop_samples"].items():
+            hops[hop].extend(samples)
+    return figures(
+        [ms for part in parts for ms in part["latencies_ms"]],
+        hops,
+        sum(part["wall_s"] for part in parts),
+        sum(part["errors"] for part in parts),
+    )
 
 
 class Floor:
@@ -216,18 +218,7 @@ def bench_floor(floor: Floor, queries: Sequence[str], seconds: float, clients: i
     began = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(client, range(clients)))
-    wall = time.perf_counter() - began
-    return {
-        "n": len(latencies),
-        "errors": 0,
-        "p50_ms": percentile(latencies, 0.5),
-        "p99_ms": percentile(latencies, 0.99),
-        "qps": len(latencies) / wall,
-        "hops_ms": {hop: statistics.median(v) for hop, v in hops.items()},
-        "latencies_ms": latencies,
-        "hop_samples": hops,
-        "wall_s": wall,
-    }
+    return figures(latencies, hops, time.perf_counter() - began)
 
 
 # The rows' names: (run, clients) of each, as --json writes them.
@@ -304,7 +295,6 @@ def run(suite: Endpoints, seconds: float, report: dict) -> tuple[dict[str, dict]
         "models: " + ", ".join(f"{model} {version}" for model, version in floor.versions.items())
     )
 
-    hops = HOPS
     table = Table(
         title=f"Search on the SYNTHETIC demo store ({DEMO_PRODUCTS} products), {seconds:.0f} s each"
     )
@@ -315,13 +305,13 @@ def run(suite: Endpoints, seconds: float, report: dict) -> tuple[dict[str, dict]
         "p50 ms",
         "p99 ms",
         "searches/s",
-        *[f"{h} ms" for h in hops],
+        *[f"{h} ms" for h in HOPS],
     ):
         table.add_column(column, justify="left" if column == "run" else "right")
     for name, r in rows.items():
         table.add_row(
             name, str(r["n"]), str(r["errors"]), f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
-            f"{r['qps']:.1f}", *[f"{r['hops_ms'].get(h, float('nan')):.1f}" for h in hops],
+            f"{r['qps']:.1f}", *[f"{r['hops_ms'].get(h, float('nan')):.1f}" for h in HOPS],
         )  # fmt: skip
     console.print(table)
     suite_to_floor = ratios(rows)
