@@ -1,8 +1,10 @@
 """Benchmark of the text encoder: ``python -m shared.bench.encoder [--url HOST:PORT]``.
 
-Prints embed throughput through Triton (gRPC + python backend + onnxruntime) at batch 1
-and 32, and with 8 concurrent batch-1 clients (the dynamic batcher's case), next to the
-in-process onnxruntime floor, tokenization included on both sides. Without ``--url`` it
+Prints embed throughput through Triton (gRPC + python backend + the engine its export
+chose) at batch 1 and 32, and with 8 concurrent batch-1 clients (the dynamic batcher's
+case), next to the same engine in this process, tokenization included on both sides;
+Triton and in-process take turns (ABBA) with Triton up throughout, and
+``triton_share_of_inprocess`` is Triton's rate over the in-process one per batch size. Without ``--url`` it
 starts its own Triton and reports start-to-ready time; ``--export`` also times an export.
 """
 
@@ -84,11 +86,11 @@ def sample_texts(count: int, words: int = 12, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(_WORDS, size=words)) for _ in range(count)]
 
 
-def _rate(
+def _timed(
     call: Callable[[list[str]], object], texts: list[str], batch: int, seconds: float
-) -> dict[str, float]:
-    """Repeat ``call`` on batches for about ``seconds``: texts/s and per-call p50/p99."""
-    call(texts[:batch])  # warm-up
+) -> tuple[list[float], float]:
+    """Repeat ``call`` on batches for about ``seconds`` (at least 5 calls): each call's
+    milliseconds and the elapsed seconds."""
     latencies: list[float] = []
     start = time.perf_counter()
     offset = 0
@@ -98,15 +100,37 @@ def _rate(
             offset, chunk = 0, texts[:batch]
         began = time.perf_counter()
         call(chunk)
-        latencies.append(time.perf_counter() - began)
+        latencies.append((time.perf_counter() - began) * 1000.0)
         offset += batch
-    elapsed = time.perf_counter() - start
-    ms = np.array(latencies) * 1000
+    return latencies, time.perf_counter() - start
+
+
+def _rate(parts: list[tuple[list[float], float]], batch: int) -> dict[str, float]:
+    """Texts/s and per-call p50/p99 of one side's turns (:func:`_timed` results)."""
+    ms = np.array([latency for latencies, _ in parts for latency in latencies])
     return {
-        "texts_per_s": len(latencies) * batch / elapsed,
+        "texts_per_s": len(ms) * batch / sum(elapsed for _, elapsed in parts),
         "p50_ms": float(np.percentile(ms, 50)),
         "p99_ms": float(np.percentile(ms, 99)),
     }
+
+
+def _in_turns(
+    sides: dict[str, Callable[[list[str]], object]],
+    texts: list[str],
+    batch: int,
+    seconds: float,
+) -> dict[str, dict[str, float]]:
+    """Two sides (e.g. Triton and in-process) at one batch size, in turns A, B, B, A of
+    ``seconds / 2`` each (after a warm-up call each), so that neither gets the machine's
+    quieter moments: ``{side: figures}``."""
+    first, second = sides
+    parts: dict[str, list[tuple[list[float], float]]] = {first: [], second: []}
+    for name in sides:
+        sides[name](texts[:batch])
+    for name in (first, second, second, first):
+        parts[name].append(_timed(sides[name], texts, batch, seconds / 2))
+    return {name: _rate(parts[name], batch) for name in sides}
 
 
 def _concurrent_rate(
@@ -171,24 +195,26 @@ def bench_encoder(
             results["triton_start_to_ready"] = {"seconds": startup}
         client = TextEncoderClient(grpc_url, tokenizer, timeout_s=30.0)
         version = client.version()
+        # In process on the engine the version's export chose, as Triton runs it.
+        encoder = OnnxSentenceEncoder.for_version(repository / "text_encoder" / version)
+        results["engine"] = {f"{encoder.engine} {encoder.precision}": 1.0}
 
         def remote(batch: list[str]) -> object:
             return client.embed(batch, max_length=max_length, batch_size=64)
 
-        results["triton_batch1"] = _rate(remote, texts, 1, seconds)
-        results["triton_batch32"] = _rate(remote, texts, 32, seconds)
+        def local(batch: list[str]) -> object:
+            return encoder.run(*tokenizer.encode(batch, max_length))
+
+        shares = {}
+        for batch in (1, 32):
+            rates = _in_turns({"triton": remote, "inprocess": local}, texts, batch, seconds)
+            results.update({f"{side}_batch{batch}": rates[side] for side in rates})
+            shares[f"batch{batch}"] = (
+                rates["triton"]["texts_per_s"] / rates["inprocess"]["texts_per_s"]
+            )
         results["triton_batch1_8threads"] = _concurrent_rate(remote, texts, 8, seconds)
+        results["triton_share_of_inprocess"] = shares
         client.close()
-
-    # In process on the engine the version's export chose, as Triton runs it.
-    encoder = OnnxSentenceEncoder.for_version(repository / "text_encoder" / version)
-    results["engine"] = {f"{encoder.engine} {encoder.precision}": 1.0}
-
-    def local(batch: list[str]) -> object:
-        return encoder.run(*tokenizer.encode(batch, max_length))
-
-    results["inprocess_batch1"] = _rate(local, texts, 1, seconds)
-    results["inprocess_batch32"] = _rate(local, texts, 32, seconds)
     return results
 
 

@@ -333,6 +333,7 @@ def run(suite: Endpoints, seconds: float, report: dict) -> tuple[dict[str, dict]
     )
     encoder = bench_encoder(url=suite.triton, seconds=min(seconds, 5.0))
     engine = next(iter(encoder.pop("engine", {"onnxruntime": 1.0})))
+    shares = encoder.pop("triton_share_of_inprocess")
     table = Table(title=f"text_encoder: Triton (gRPC, python backend, {engine}) vs in-process")
     for column in ("case", "texts/s", "p50 ms per call"):
         table.add_column(column)
@@ -343,7 +344,11 @@ def run(suite: Endpoints, seconds: float, report: dict) -> tuple[dict[str, dict]
             f"{r.get('p50_ms', float('nan')):.2f}",
         )
     console.print(table)
-    report["text_encoder"] = encoder
+    console.print(
+        "text_encoder through Triton, share of the in-process rate (in turns): "
+        + ", ".join(f"{batch} {share:.0%}" for batch, share in shares.items())
+    )
+    report["text_encoder"] = {**encoder, "triton_share_of_inprocess": shares}
     return rows, queries
 
 

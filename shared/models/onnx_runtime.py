@@ -89,7 +89,7 @@ def available_engines() -> list[tuple[str, str]]:
 def served_engine(version_dir: Path | str) -> tuple[str, str]:
     """The ``(engine, precision)`` a version's export chose (its export_report.json).
 
-    A folder without a report (the base text encoder) or an older report without an
+    A folder without a report (one installed by hand) or an older report without an
     engine runs on onnxruntime; the precision then is whatever model.onnx holds.
     """
     path = Path(version_dir) / REPORT_FILE

@@ -1,10 +1,12 @@
 """Export models to ONNX: the base text encoder into Triton's repository, and checkpoints.
 
 ``python -m shared.training.export --model text_encoder [--version 1] [--repository DIR]
-[--force]`` writes ``<repository>/text_encoder/<version>/model.onnx`` (fp32) and the
-python backend adapter ``model.py`` next to it, checks the ONNX output against PyTorch,
-then measures the engines on it and writes the choice to ``export_report.json`` (see
-below; the base model has no int8 variant).
+[--force] [--precision fp32]`` writes ``<repository>/text_encoder/<version>/``: the fp32
+graph ``model.fp32.onnx`` (checked against PyTorch), its int8 quantization
+``model.int8.onnx``, ``model.onnx`` (a copy of the one to serve), ``export_report.json``
+(every engine and precision tried on this machine and the choice, as for checkpoints
+below) and the python backend adapter ``model.py``. ``--precision fp32`` serves the fp32
+graph whatever was fastest: for GPUs, whose ONNX Runtime backend runs ``model.onnx``.
 
 ``python -m shared.training.export --checkpoint DIR --out DIR`` exports a trained
 checkpoint (:mod:`shared.training.modules`) of any kind: ``model.fp32.onnx``,
@@ -25,14 +27,14 @@ import tempfile
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from shared.models.kinds import CROSS_ENCODER, INTENT_CLASSIFIER, TEXT_ENCODER
 from shared.models.layout import FP32_FILE, INT8_FILE, REPORT_FILE, SERVED_FILE, SPEC_FILE
-from shared.models.onnx_runtime import OUTPUT_NAMES
+from shared.models.onnx_runtime import ONNXRUNTIME, OUTPUT_NAMES, served_engine
 from shared.models.paths import base_model_dir
 from shared.paths import triton_model_repository
 from shared.training.engines import (
@@ -188,21 +190,35 @@ def check_against_torch(module, onnx_path: Path) -> float:
 
 
 def export_text_encoder(
-    version: int = 1, repository: Path | None = None, force: bool = False
+    version: int = 1,
+    repository: Path | None = None,
+    force: bool = False,
+    precision: str | None = None,
 ) -> ExportResult:
-    """Export all-MiniLM-L6-v2 as a sentence encoder to ``text_encoder/<version>/``."""
+    """Export all-MiniLM-L6-v2 as a sentence encoder to ``text_encoder/<version>/``.
+
+    ``precision`` "fp32" serves the fp32 graph (for GPUs); None serves the fastest
+    engine and precision that agrees (:func:`choose_base_engine`).
+    """
     from shared.models.tokenization import Tokenizer
 
+    if precision not in (None, "fp32"):
+        raise ValueError(f"precision: must be None or 'fp32', got {precision!r}")
     repository = Path(repository) if repository else triton_model_repository()
     model_dir = install_model_folder(TEXT_ENCODER, repository)
     version_dir = model_dir / str(version)
-    onnx_path = version_dir / "model.onnx"
+    onnx_path, fp32_path = version_dir / SERVED_FILE, version_dir / FP32_FILE
     version_dir.mkdir(parents=True, exist_ok=True)
     # The adapter is cheap and may have changed: always refresh it.
     shutil.copy2(ADAPTER_SOURCE, version_dir / "model.py")
     if onnx_path.is_file() and not force:
-        if not (version_dir / REPORT_FILE).is_file():
-            choose_base_engine(version_dir, _sentence_encoder_module())
+        if not fp32_path.is_file():
+            # Exported before int8 was tried: its model.onnx is the checked fp32 graph.
+            shutil.copy2(onnx_path, fp32_path)
+            (version_dir / REPORT_FILE).unlink(missing_ok=True)
+        chosen = served_engine(version_dir) if (version_dir / REPORT_FILE).is_file() else None
+        if chosen is None or (precision == "fp32" and chosen != (ONNXRUNTIME, "fp32")):
+            choose_base_engine(version_dir, _sentence_encoder_module(), precision)
         print(f"{onnx_path}: up to date")
         return ExportResult(model_dir, onnx_path, False, 0.0, None)
 
@@ -211,23 +227,26 @@ def export_text_encoder(
     example = Tokenizer().encode(list(CHECK_SENTENCES[:2]), max_length=64)
     # Write next to the target, check, then rename: a failed export leaves nothing behind.
     with tempfile.TemporaryDirectory(dir=version_dir) as tmp:
-        staged = Path(tmp) / "model.onnx"
+        staged = Path(tmp) / FP32_FILE
         _export_onnx(module, staged, example, OUTPUT_NAMES[TEXT_ENCODER])
         diff = check_against_torch(module, staged)
         (version_dir / REPORT_FILE).unlink(missing_ok=True)
-        staged.replace(onnx_path)
-    choose_base_engine(version_dir, module)
+        onnx_path.unlink(missing_ok=True)
+        staged.replace(fp32_path)
+    choose_base_engine(version_dir, module, precision)
     seconds = time.perf_counter() - start
     print(f"exported {onnx_path} in {seconds:.1f} s")
     return ExportResult(model_dir, onnx_path, True, seconds, diff)
 
 
-def choose_base_engine(version_dir: Path, module) -> ExportReport:
-    """Measure the engines on the base text encoder's fp32 ``model.onnx`` and write the
-    choice to ``export_report.json`` beside it (no int8: the base model serves fp32 or
-    an engine's bf16 where it agrees).
+def choose_base_engine(version_dir: Path, module, precision: str | None = None) -> ExportReport:
+    """Measure the engines on the base text encoder's ``model.fp32.onnx`` and its int8
+    quantization (written as ``model.int8.onnx``), write the choice to
+    ``export_report.json`` and copy the chosen graph to ``model.onnx``, all beside it.
 
-    The check set is the built-in synthetic one: queries and product texts.
+    The check set is the built-in synthetic one: queries and product texts; the bar is
+    the text encoder's (mean cosine with fp32 at least 0.99). ``precision`` "fp32" keeps
+    only onnxruntime fp32 admitted (the others are still measured and reported).
     """
     import torch
 
@@ -237,21 +256,35 @@ def choose_base_engine(version_dir: Path, module) -> ExportReport:
     spec = ModelSpec(kind=TEXT_ENCODER)
     check_inputs = default_check_inputs()
     batches, sizes = check_batches(TEXT_ENCODER, spec, check_inputs)
-    onnx_path = version_dir / SERVED_FILE
+    fp32_path = version_dir / FP32_FILE
     with torch.no_grad():
         torch_out = np.concatenate(
             [module(*(torch.from_numpy(a) for a in batch)).numpy() for batch in batches]
         )
-    reference = reference_run(TEXT_ENCODER, onnx_path, batches, torch_out, sizes)
+    reference = reference_run(TEXT_ENCODER, fp32_path, batches, torch_out, sizes)
     fp32 = reference[1]
     seconds: dict[str, float] = {}
     tried = measure_candidates(
-        TEXT_ENCODER, onnx_path, batches, reference, torch_out, sizes, None, seconds
+        TEXT_ENCODER,
+        fp32_path,
+        batches,
+        reference,
+        torch_out,
+        sizes,
+        version_dir / INT8_FILE,
+        seconds,
     )
+    if precision == "fp32":
+        tried = [(replace(c, admitted=c is reference[0]), out) for c, out in tried]
     report = write_report(
         TEXT_ENCODER, version_dir, tried, fp32, torch_out, len(check_inputs), seconds, started
     )
-    print(f"{onnx_path}: serving {report.reason}")
+    graph = INT8_FILE if report.served == "int8" else FP32_FILE
+    # Copy, then rename: Triton's adapter never reads half a graph.
+    staged = version_dir / f".{SERVED_FILE}.staged"
+    shutil.copy2(version_dir / graph, staged)
+    staged.replace(version_dir / SERVED_FILE)
+    print(f"{version_dir / SERVED_FILE}: serving {report.reason}")
     return report
 
 
@@ -334,6 +367,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", type=int, default=1)
     parser.add_argument("--repository", type=Path, default=None)
     parser.add_argument("--force", action="store_true", help="export even if up to date")
+    parser.add_argument(
+        "--precision",
+        choices=("fp32",),
+        help="--model only: serve the fp32 graph whatever was fastest here (for GPUs)",
+    )
     parser.add_argument("--checkpoint", type=Path, help="export this checkpoint folder instead")
     parser.add_argument("--out", type=Path, help="where --checkpoint's export goes")
     args = parser.parse_args(argv)
@@ -345,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.checkpoint is not None:
             export_checkpoint(args.checkpoint, args.out)
         else:
-            export_text_encoder(args.version, args.repository, args.force)
+            export_text_encoder(args.version, args.repository, args.force, args.precision)
     except ExportCheckFailed as error:
         print(f"EXPORT CHECK FAILED: {error}", file=sys.stderr)
         return 1

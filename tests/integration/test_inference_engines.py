@@ -35,7 +35,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def base_onnx(exported_model_repository: Path) -> Path:
-    return exported_model_repository / "text_encoder" / "1" / "model.onnx"
+    return exported_model_repository / "text_encoder" / "1" / "model.fp32.onnx"
 
 
 def test_length_buckets_change_nothing(base_onnx: Path, tokenizer: Tokenizer) -> None:

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from shared.models.layout import FP32_FILE, INT8_FILE, SERVED_FILE
 from shared.models.onnx_runtime import OnnxSentenceEncoder, available_engines, served_engine
 from shared.models.tokenization import Tokenizer
 from shared.models.triton_python_model import pad_and_concatenate
@@ -22,14 +24,18 @@ SENTENCES = [
 
 @pytest.fixture(scope="module")
 def encoder(exported_model_repository: Path) -> OnnxSentenceEncoder:
-    return OnnxSentenceEncoder(exported_model_repository / "text_encoder" / "1" / "model.onnx")
+    return OnnxSentenceEncoder(exported_model_repository / "text_encoder" / "1" / FP32_FILE)
 
 
 def test_export_writes_the_served_layout(exported_model_repository: Path) -> None:
     model = exported_model_repository / "text_encoder"
     assert (model / "config.pbtxt").is_file()
     assert (model / "configs" / "gpu.pbtxt").is_file()
-    assert (model / "1" / "model.onnx").stat().st_size > 50_000_000
+    version = model / "1"
+    assert (version / FP32_FILE).stat().st_size > 50_000_000
+    assert (version / INT8_FILE).stat().st_size < 0.7 * (version / FP32_FILE).stat().st_size
+    served = INT8_FILE if served_engine(version)[1] == "int8" else FP32_FILE
+    assert (version / SERVED_FILE).read_bytes() == (version / served).read_bytes()
     assert "class TritonPythonModel" in (model / "1" / "model.py").read_text()
 
 
@@ -39,10 +45,34 @@ def test_export_measures_the_engines_and_writes_its_choice(
     version = exported_model_repository / "text_encoder" / "1"
     report = json.loads((version / "export_report.json").read_text())
     tried = {(c["engine"], c["precision"]) for c in report["candidates"]}
-    assert tried == set(available_engines())
+    assert tried == set(available_engines()) | {("onnxruntime", "int8")}
     assert served_engine(version) in tried
     assert report["agreement"]["cosine_mean_vs_fp32"] >= 0.99
     assert report["fp32_max_abs_diff"] < 1e-4
+    # The served graph, on its engine, embeds as fp32 does (the bar, checked again here).
+    tokens = Tokenizer().encode(SENTENCES, max_length=64)
+    served = OnnxSentenceEncoder.for_version(version).run(*tokens)
+    fp32 = OnnxSentenceEncoder(version / FP32_FILE).run(*tokens)
+    assert (served * fp32).sum(axis=1).min() > 0.98
+
+
+def test_an_earlier_fp32_only_export_is_upgraded_and_fp32_can_be_forced(
+    exported_model_repository: Path, tmp_path: Path
+) -> None:
+    """A version exported before int8 was tried (model.onnx in fp32, no report) gets its
+    fp32 graph and a choice; --precision fp32 (for GPUs) serves the fp32 graph."""
+    from shared.training.export import export_text_encoder
+
+    source = exported_model_repository / "text_encoder" / "1"
+    version = tmp_path / "text_encoder" / "1"
+    version.mkdir(parents=True)
+    shutil.copy2(source / FP32_FILE, version / SERVED_FILE)
+    result = export_text_encoder(version=1, repository=tmp_path, precision="fp32")
+    assert not result.exported
+    assert (version / FP32_FILE).read_bytes() == (version / SERVED_FILE).read_bytes()
+    assert served_engine(version) == ("onnxruntime", "fp32")
+    report = json.loads((version / "export_report.json").read_text())
+    assert ("onnxruntime", "int8") in {(c["engine"], c["precision"]) for c in report["candidates"]}
 
 
 def test_second_export_is_up_to_date(

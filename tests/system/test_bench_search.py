@@ -56,3 +56,11 @@ def test_bench_search_prints_the_machine_and_writes_its_runs_as_json(
         runs["suite", 8]["per_second"] / runs["floor", 8]["per_second"], rel=0.01
     )
     assert "secure_runs" not in report  # --no-security
+    # The text encoder through Triton against the same engine in process, in turns.
+    encoder = report["text_encoder"]
+    for batch in ("batch1", "batch32"):
+        share = encoder["triton_share_of_inprocess"][batch]
+        assert share == pytest.approx(
+            encoder[f"triton_{batch}"]["texts_per_s"] / encoder[f"inprocess_{batch}"]["texts_per_s"]
+        )
+    assert "share of the in-process rate" in printed

@@ -750,6 +750,18 @@ def test_deployments_in_the_rendered_overlays_differ_as_documented() -> None:
     assert gpu_spec is not None
     assert any(t["key"] == "nvidia.com/gpu" for t in gpu_spec["tolerations"])
     assert gpu_spec["nodeSelector"]
+    # The GPU seeds the base text encoder in fp32 (its onnxruntime backend runs model.onnx);
+    # the CPU seed serves what its export measured fastest.
+    seeds = {
+        name: next(c for c in pod_spec(d)["initContainers"] if c["name"] == "seed-models")
+        for name, d in (
+            ("local", by_kind(local, "Deployment")["shopsense-triton"]),
+            ("gpu", gpu_triton),
+        )
+    }
+    assert "--precision=fp32" in seeds["gpu"]["command"]
+    assert "--precision=fp32" not in seeds["local"]["command"]
+    assert seeds["gpu"]["image"] == seeds["local"]["image"]
     # Local: one of everything, an in-cluster PostgreSQL; production: autoscaled on CPU and,
     # for Triton, on its queue time through the Prometheus adapter's custom metric.
     assert {d["spec"].get("replicas", 1) for d in by_kind(local, "Deployment").values()} == {1}
