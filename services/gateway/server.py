@@ -16,6 +16,7 @@ from shopsense.recommend.v1 import recommend_service_pb2_grpc
 from shopsense.search.v1 import search_service_pb2 as pb
 from shopsense.search.v1 import search_service_pb2_grpc
 
+from services.gateway.cache import ResultCache, search_key
 from services.gateway.metrics import SearchMetrics
 from services.gateway.paging import PageTokens, request_fingerprint
 from services.gateway.pipeline import (
@@ -33,7 +34,7 @@ from services.gateway.recommend import RecommendGatewayServicer
 from services.gateway.routing import GuardRail, Route, arrange, attribution, route
 from services.gateway.versions import ModelVersions
 from shared.contracts.common import checked_shopper, count_or_default, validate_query
-from shared.contracts.search import results_page
+from shared.contracts.search import NO_CACHE, results_page
 from shared.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from shared.experiments.assignment import NO_EXPERIMENT, Experiment
 from shared.experiments.attribution import AttributionSigner, token_keys
@@ -96,6 +97,7 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
         )
         self._hops = hops
         self._metrics = SearchMetrics()
+        self._cache = ResultCache(settings.result_cache_entries, settings.result_cache_ttl_s)
         self.guard_rail = GuardRail(
             Limits(
                 max_error_rate=settings.guard_max_error_rate,
@@ -113,7 +115,8 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
         where = route(self.running(), page.user, page.session)
         structlog.contextvars.bind_contextvars(arm=where.arm_name, experiment=where.experiment_name)
         try:
-            runs = self._run_arms(where, request, page, clock)
+            fresh = NO_CACHE in (context.invocation_metadata() or ())
+            runs = self._run_arms(where, request, page, clock, fresh)
         except (Unavailable, DeadlineExceeded):
             self._metrics.failed(where, "retrieval")
             raise
@@ -182,23 +185,40 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
         return running or self._experiment
 
     def _run_arms(
-        self, where: Route, request: pb.SearchRequest, page: Page, clock: Clock
+        self, where: Route, request: pb.SearchRequest, page: Page, clock: Clock, fresh: bool
     ) -> list[ArmRun]:
         """Embed once, then run each arm (interleaved arms that differ only in ranking share
-        one intent call and one retrieval)."""
+        one intent call and one retrieval); or the runs of the same search kept by the
+        result cache (``cache``) unless the caller asks for a ``fresh`` search."""
         profile = self._ask_profile(where, request, clock)
+        index_version = self._models.text_encoder if self._models else ""
+        serving = dict(self._models.serving) if self._models else {}
+        k = max(self._settings.candidates, min(MAX_RESULTS, page.offset + page.page_size))
+        explain_top = page.offset + page.page_size
+        key = None
+        if profile is None and self._models is not None and self._cache.entries > 0 and not fresh:
+            started = time.monotonic()
+            key = search_key(
+                where, request, page.query, k, explain_top, serving, index_version,
+                self._models.catalog_generation,
+            )  # fmt: skip
+            kept = self._cache.get(key)
+            clock.record("cache", started)
+            if kept is not None:
+                return kept
+        else:
+            self._cache.skipped()
         embedding, embedded_with = None, ""
         dense = request.options.retrieval_mode != common_pb2.RETRIEVAL_MODE_LEXICAL
         if dense:
-            index_version = self._models.text_encoder if self._models else ""
             embedding, embedded_with = embed_query(self._encoder, page.query, index_version, clock)
         query = Query(
             text=page.query,
             request=request,
             embedding=embedding,
-            serving=dict(self._models.serving) if self._models else {},
-            k=max(self._settings.candidates, min(MAX_RESULTS, page.offset + page.page_size)),
-            explain_top=page.offset + page.page_size,
+            serving=serving,
+            k=k,
+            explain_top=explain_top,
             profile=profile,
         )
         runs: list[ArmRun] = []
@@ -210,6 +230,8 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
             run.versions.text_encoder = run.versions.text_encoder or embedded_with
             run.degraded.dense = run.degraded.dense or (dense and embedding is None)
             runs.append(run)
+        if key is not None:
+            self._cache.put(key, runs)
         return runs
 
     def _ask_profile(

@@ -6,6 +6,7 @@
 - ``text_encoder``: the catalog index's version, which retrieval names in every answer;
   during a reindex it is the old version until the new vectors are swapped in, so a query
   is always embedded like the catalog it is compared with.
+- the catalog's generation, which every change to it advances (the result cache's key).
 
 - the running experiment (ExperimentService, on the trainer), re-read with the versions:
   its arms pin versions and pipeline settings; None when none runs. While the trainer is
@@ -45,6 +46,8 @@ class ModelVersions:
         self._interval_s = interval_s
         self.serving: dict[str, str] = dict.fromkeys(ROUTED_MODELS, "")
         self.text_encoder = ""
+        # The catalog's generation (it grows with every change; -1 before the first read).
+        self.catalog_generation = -1
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="model-versions", daemon=True)
 
@@ -77,7 +80,8 @@ class ModelVersions:
             self.text_encoder = version
 
     def refresh(self) -> None:
-        """Re-read the serving versions and the catalog's version (errors are logged)."""
+        """Re-read the serving versions, the running experiment and the catalog's version
+        and generation (errors are logged)."""
         for model in ROUTED_MODELS:
             try:
                 reply = self._trainer.ListModelVersions(
@@ -112,6 +116,7 @@ class ModelVersions:
             _log.debug("retrieval_unreachable", code=exc.code().name)
         else:
             self.saw_index_version(stats.embedding_version)
+            self.catalog_generation = stats.generation
 
     def _loop(self) -> None:
         while True:

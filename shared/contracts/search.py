@@ -11,6 +11,9 @@ from shopsense.search.v1 import search_service_pb2 as pb
 
 # (product id, score, score parts) in result order.
 Ranked = tuple[str, float, list]
+# Search request metadata that asks for a fresh search: the gateway's result cache is
+# neither read nor written (benchmarks of the pipeline, a storefront previewing an edit).
+NO_CACHE = ("cache-control", "no-cache")
 
 
 def results_page(

@@ -354,10 +354,25 @@ class GatewaySettings(ServiceSettings):
         parse=integer,
         check=between(1, 1000),
     )
+    result_cache_entries: int = option(
+        "SHOPSENSE_RESULT_CACHE_ENTRIES",
+        2000,
+        "ranked results of repeated searches kept (least recently used out first); 0: none",
+        parse=integer,
+        check=between(0, 1_000_000),
+    )
+    result_cache_ttl_s: float = option(
+        "SHOPSENSE_RESULT_CACHE_TTL_S",
+        60.0,
+        "how long a search's ranked results are served again, at most, seconds",
+        parse=number,
+        check=at_least(0.001),
+    )
     refresh_s: float = option(
         "SHOPSENSE_GATEWAY_REFRESH_S",
         5.0,
-        "how often the serving versions and the running experiment are re-read, seconds",
+        "how often the serving versions, the running experiment and the catalog's "
+        "generation are re-read, seconds",
         parse=number,
         check=at_least(0.05),
     )

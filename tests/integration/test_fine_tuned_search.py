@@ -65,12 +65,13 @@ def stack(
         install_version(repository, model, 1, untrained_exports[model])
     triton = TritonServer(repository, log_file=tmp / "triton.log").start()
     try:
-        # No trainer: "" asks Triton for its newest version.
+        # No trainer: "" asks Triton for its newest version. The result cache cannot see
+        # versions loaded in Triton by hand (only the registry's), so it is off here.
         stack = start_stack(
             ["retrieval", "ranking", "intent", "gateway"],
             triton_url=triton.grpc_url,
             state=tmp,
-            settings={"refresh_s": 0.5, "token_secret": "test-secret"},
+            settings={"refresh_s": 0.5, "token_secret": "test-secret", "result_cache_entries": 0},
             using={"ranking": {"watch_interval_s": 0.2}},
         )
         stack.load_catalog(STORE.products)

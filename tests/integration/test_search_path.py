@@ -15,11 +15,14 @@ from shopsense.retrieval.v1 import retrieval_service_pb2_grpc
 from shopsense.search.v1 import search_service_pb2 as spb
 from shopsense.search.v1 import search_service_pb2_grpc
 
+from services.gateway.server import TIMINGS_KEY
+from shared.contracts.search import NO_CACHE
 from shared.data.synthetic import generate_store
 from shared.experiments.attribution import AttributionSigner
 from shared.models.triton_client import TextEncoderClient
 from shared.rpc.server import build_server
 from tests.integration.conftest import Stack
+from tests.support import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -48,6 +51,10 @@ def _search(stack: Stack) -> search_service_pb2_grpc.SearchServiceStub:
 
 def _retrieval(stack: Stack) -> retrieval_service_pb2_grpc.RetrievalServiceStub:
     return stack.stub("retrieval", retrieval_service_pb2_grpc.RetrievalServiceStub)
+
+
+# A fresh search: the gateway's result cache is neither read nor written.
+FRESH = (NO_CACHE,)
 
 
 def _request(query: str = "sofa", **kw) -> spb.SearchRequest:
@@ -309,6 +316,51 @@ def test_an_updated_product_is_served_with_its_new_fields(stack: Stack):
     retrieval.DeleteProducts(rpb.DeleteProductsRequest(product_ids=["upd-1"]), timeout=5)
 
 
+def _hops(call: grpc.Call) -> set[str]:
+    """The hops a search's timings trailer names."""
+    timings = dict(call.trailing_metadata())[TIMINGS_KEY]
+    return {part.partition("=")[0] for part in timings.split(",")}
+
+
+def test_a_repeated_search_is_answered_from_the_result_cache_until_the_catalog_changes(
+    stack: Stack,
+):
+    stub, retrieval = _search(stack), _retrieval(stack)
+    first, call = stub.Search.with_call(_request("teak cabinet"), timeout=10)
+    assert {"embed", "intent", "retrieval", "ranking"} <= _hops(call)
+    again, call = stub.Search.with_call(_request("teak cabinet"), timeout=10)
+    assert "cache" in _hops(call) and not _hops(call) & {"embed", "intent", "retrieval"}
+    assert again.results == first.results and again.request_id != first.request_id
+    assert AttributionSigner("test-secret").decode(again.attribution_token).request_id == (
+        again.request_id
+    )
+    # Another page of the same search reads deeper: its own entry.
+    _, call = stub.Search.with_call(_request("teak cabinet", page_size=50), timeout=10)
+    assert "retrieval" in _hops(call)
+    # A caller may ask for a fresh search.
+    _, call = stub.Search.with_call(_request("teak cabinet"), timeout=10, metadata=FRESH)
+    assert "retrieval" in _hops(call)
+
+    # A catalog change is seen at the gateway's next refresh (0.5 s here).
+    product = common_pb2.Product(
+        product_id="teak-1", title="Teak Cabinet", product_class="Cabinets", price=99.0
+    )
+    reply = retrieval.UpsertProducts(
+        iter([rpb.UpsertProductsRequest(products=[product])]), timeout=30
+    )
+    assert not reply.results[0].error
+
+    def shows_new_product() -> bool:
+        reply = stub.Search(_request("teak cabinet"), timeout=10)
+        return any(r.product_id == "teak-1" for r in reply.results)
+
+    wait_until(shows_new_product, "the new product in the cached search", timeout=10)
+    retrieval.DeleteProducts(rpb.DeleteProductsRequest(product_ids=["teak-1"]), timeout=5)
+    wait_until(
+        lambda: not shows_new_product(), "the deleted product gone from the search", timeout=10
+    )
+
+
 def test_late_ranking_is_skipped_within_the_callers_deadline(
     stack: Stack, start_stack, triton_server
 ):
@@ -351,7 +403,7 @@ def test_an_oversized_request_is_refused_and_the_gateway_keeps_serving(stack: St
 
 def test_a_deadline_shorter_than_retrieval_gets_deadline_exceeded(stack: Stack):
     with pytest.raises(grpc.RpcError) as err:
-        _search(stack).Search(_request("sofa"), timeout=0.001)
+        _search(stack).Search(_request("sofa"), timeout=0.001, metadata=FRESH)
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert _search(stack).Search(_request("sofa"), timeout=10).results  # still serving
 
@@ -362,7 +414,9 @@ def test_request_id_from_the_caller_is_kept_and_logged(stack: Stack):
 
     with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
         reply = _search(stack).Search(
-            _request("sofa"), timeout=10, metadata=(("x-request-id", "storefront-req-42"),)
+            _request("sofa"),
+            timeout=10,
+            metadata=(("x-request-id", "storefront-req-42"), NO_CACHE),
         )
     assert reply.request_id == "storefront-req-42"
     hops = {e.get("service") for e in logs if e.get("request_id") == "storefront-req-42"}
@@ -370,21 +424,25 @@ def test_request_id_from_the_caller_is_kept_and_logged(stack: Stack):
 
 
 def test_gateway_degrades_when_intent_or_ranking_is_down_and_fails_without_retrieval(stack: Stack):
-    """Runs last in this module: it stops the servers."""
+    """Runs last in this module: it stops the servers. A search the result cache kept
+    before is still answered whole."""
     stub = _search(stack)
+    kept = stub.Search(_request("grey sofa"), timeout=10)
     stack.handles["ranking"].stop(0)
-    reply = stub.Search(_request("sofa"), timeout=10)
+    reply = stub.Search(_request("sofa"), timeout=10, metadata=FRESH)
     assert reply.degraded.ranking and not reply.degraded.intent
     assert reply.results and not reply.results[0].explanation.score_parts
     fused = [r.score for r in reply.results]
     assert fused == sorted(fused, reverse=True)  # retrieval order
+    again = stub.Search(_request("grey sofa"), timeout=10)
+    assert not again.degraded.ranking and again.results == kept.results
 
     stack.handles["intent"].stop(0)
-    reply = stub.Search(_request("sofa"), timeout=10)
+    reply = stub.Search(_request("sofa"), timeout=10, metadata=FRESH)
     assert reply.degraded.intent and reply.degraded.ranking and reply.results
 
     stack.handles["retrieval"].stop(0)
     with pytest.raises(grpc.RpcError) as err:
-        stub.Search(_request("sofa"), timeout=10)
+        stub.Search(_request("sofa"), timeout=10, metadata=FRESH)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "retrieval" in err.value.details()

@@ -56,6 +56,9 @@ class Context:
     def set_trailing_metadata(self, metadata: object) -> None:
         pass
 
+    def invocation_metadata(self) -> tuple:
+        return ()
+
 
 class Encoder:
     def embed(self, texts: list[str], **_: object) -> np.ndarray:
