@@ -47,6 +47,7 @@ from shopsense.search.v1 import search_service_pb2 as pb
 from shopsense.search.v1 import search_service_pb2_grpc
 
 from shared.bench.load import percentile
+from shared.contracts.search import NO_CACHE
 from shared.data.wands import load_queries
 from shared.paths import state_dir
 from shared.rpc.auth import hash_key
@@ -66,9 +67,11 @@ def bench_gateway(
     concurrency: int,
     seconds: float,
     security: ClientSecurity | None = None,
+    fresh: bool = True,
 ) -> dict:
     """Closed-loop load: ``concurrency`` clients each sending one search after another
-    (over TLS with an API key when ``security``, else the environment, has them)."""
+    (over TLS with an API key when ``security``, else the environment, has them). ``fresh``
+    asks the gateway not to use its result cache: the pipeline is what is measured."""
     channel = open_channel(target, security)  # None: this process's environment
     stub = search_service_pb2_grpc.SearchServiceStub(channel)
     latencies: list[float] = []
@@ -76,6 +79,7 @@ def bench_gateway(
     lock = threading.Lock()
     errors = 0
     stop_at = time.perf_counter() + seconds
+    metadata = (NO_CACHE,) if fresh else ()
 
     def client(offset: int) -> None:
         nonlocal errors
@@ -88,7 +92,7 @@ def bench_gateway(
             )
             started = time.perf_counter()
             try:
-                _, call = stub.Search.with_call(request, timeout=10)
+                _, call = stub.Search.with_call(request, timeout=10, metadata=metadata)
             except grpc.RpcError:
                 with lock:
                     errors += 1
