@@ -1,5 +1,9 @@
 """RankingService: the feature scorer orders every candidate; the fine-tuned cross-encoder
 (on Triton) rescores the top ``rerank_depth`` and is blended in (shared/ranking/rerank.py).
+The head is cut to what fits the caller's remaining deadline at the version's measured
+seconds per pair (``DepthForDeadline``): a caller with 100 ms gets the deepest rerank that
+answers within them rather than a timeout; ``reranked`` says how deep it went. Pairs are cut
+to ``SHOPSENSE_PAIR_MAX_TOKENS``.
 
 Until a cross-encoder version is published the features rank alone. A background thread
 notices when Triton starts serving one, so the search path never asks Triton in vain.
@@ -12,6 +16,7 @@ vectors it needs are followed from retrieval (``catalog.py``) once the first pro
 from __future__ import annotations
 
 import threading
+import time
 
 import grpc
 import structlog
@@ -30,14 +35,13 @@ from shared.models.tokenization import Tokenizer
 from shared.models.triton_client import CrossEncoderClient
 from shared.ranking.features import FeatureScorer, Scored
 from shared.ranking.personal import add_personal, checked_profile, likeness
-from shared.ranking.rerank import MAX_DEPTH, ranking_version, rerank_head
+from shared.ranking.rerank import MAX_DEPTH, DepthForDeadline, ranking_version, rerank_head
 from shared.rpc.clients import remaining
 from shared.rpc.privacy import bind_query
 from shared.rpc.server import ServerHandle, build_service
 from shared.rpc.tls import TlsFiles
 from shared.settings import RankingSettings
 
-PAIR_MAX_TOKENS = 64
 # Time kept back from the caller's deadline to answer with the features when Triton is late.
 ANSWER_MARGIN_S = 0.02
 SERVICE_NAME = ranking_service_pb2.DESCRIPTOR.services_by_name["RankingService"].full_name
@@ -79,8 +83,11 @@ class RankingServicer(ranking_service_pb2_grpc.RankingServiceServicer):
         weight: float,
         vectors: CatalogVectors | None = None,
         personal_weight: float = 0.0,
+        pair_max_tokens: int = 64,
     ) -> None:
         self._scorer = scorer
+        self._pair_max_tokens = pair_max_tokens
+        self._depths = DepthForDeadline()
         self._cross_encoder = cross_encoder
         self._watch = watch
         self._default_depth = default_depth
@@ -117,16 +124,20 @@ class RankingServicer(ranking_service_pb2_grpc.RankingServiceServicer):
         served, skipped = "", False
         wanted = bool(version) or (self._watch is not None and self._watch.available)
         if depth > 0 and self._cross_encoder is not None and wanted:
+            left = remaining(context, 5.0) - ANSWER_MARGIN_S
+            depth = self._depths.depth(version, min(depth, len(ranked)), left)
+        if depth > 0 and self._cross_encoder is not None and wanted:
             head = ranked[:depth]
             texts = {c.product.product_id: c for c in request.candidates}
             docs = [product_from_proto(texts[s.product_id].product).embedding_text() for s in head]
+            started = time.monotonic()
             try:
                 output = self._cross_encoder.score(
                     query,
                     docs,
                     version=version,
-                    max_length=PAIR_MAX_TOKENS,
-                    timeout_s=max(0.01, remaining(context, 5.0) - ANSWER_MARGIN_S),
+                    max_length=self._pair_max_tokens,
+                    timeout_s=max(0.01, left),
                 )
             except Unavailable as error:
                 client = self._cross_encoder
@@ -137,6 +148,7 @@ class RankingServicer(ranking_service_pb2_grpc.RankingServiceServicer):
                 _log.warning("cross_encoder_failed", error=str(error))
                 skipped = True
             else:
+                self._depths.observe(version, len(docs), time.monotonic() - started)
                 ranked = rerank_head(ranked, output.scores, self._weight)
                 served = output.version
         return ranking_service_pb2.RankResponse(
@@ -196,6 +208,7 @@ def create_server(
         DEFAULT_WEIGHT,
         vectors,
         settings.personal_weight,
+        settings.pair_max_tokens,
     )
     handle = build_service(
         settings,

@@ -10,6 +10,7 @@ both call this, so what is measured is what is served.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -60,3 +61,42 @@ def ranking_version(cross_encoder_version: str | None, features: str = FEATURES_
     if cross_encoder_version:
         return f"{CROSS_ENCODER_FEATURE}/{cross_encoder_version}+{features}"
     return features
+
+
+class DepthForDeadline:
+    """The rerank depth that fits the time a request has left.
+
+    Each cross-encoder version's seconds per pair (call overhead included, so a short head
+    is estimated on the safe side) are learnt from its recent calls as an exponential
+    average; a request then reranks ``min(wanted, seconds_left / seconds_per_pair)``
+    candidates, and none when not one pair fits (the features rank alone, in time). An
+    estimate that keeps a version's head at 0 shrinks by ``recovery`` each time, so that
+    a cost learnt in a burst of load does not keep the cross-encoder off after it.
+    """
+
+    def __init__(self, smoothing: float = 0.2, recovery: float = 0.9) -> None:
+        self._smoothing, self._recovery = smoothing, recovery
+        self._per_pair: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def depth(self, version: str, wanted: int, seconds_left: float) -> int:
+        """Candidates to rerank out of ``wanted`` with ``seconds_left`` for the call."""
+        with self._lock:
+            cost = self._per_pair.get(version)
+            if cost is None or wanted <= 0:
+                return wanted
+            fits = int(max(0.0, seconds_left) / cost)
+            if fits < 1:
+                self._per_pair[version] = cost * self._recovery
+            return min(wanted, fits)
+
+    def observe(self, version: str, pairs: int, seconds: float) -> None:
+        """A call of ``version`` scored ``pairs`` pairs in ``seconds``."""
+        if pairs < 1:
+            return
+        per_pair = seconds / pairs
+        with self._lock:
+            old = self._per_pair.get(version)
+            self._per_pair[version] = (
+                per_pair if old is None else old + self._smoothing * (per_pair - old)
+            )

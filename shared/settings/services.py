@@ -496,6 +496,13 @@ class RankingSettings(ServiceSettings):
         parse=integer,
         check=between(0, 200),
     )
+    pair_max_tokens: int = option(
+        "SHOPSENSE_PAIR_MAX_TOKENS",
+        64,
+        "tokens of a (query, product) pair the cross-encoder reads at most; fewer is faster",
+        parse=integer,
+        check=between(8, 512),
+    )
     # Where the catalog's text vectors come from for the personal feature.
     retrieval_target: str = _target("retrieval")
     # Default: shared/ranking/personal.py (DEFAULT_PERSONAL_WEIGHT) says why.

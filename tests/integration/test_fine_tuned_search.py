@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -137,6 +138,26 @@ def test_rank_scores_the_head_to_the_requested_depth(stack: FineTuned) -> None:
         timeout=20,
     )
     assert default.reranked == 50  # SHOPSENSE_RERANK_DEPTH's default
+
+
+def test_a_short_deadline_gets_a_shallower_rerank_in_time(stack: FineTuned) -> None:
+    """Ranking learns the version's seconds per pair and cuts the head to what fits the
+    caller's deadline (kept 20 ms back to answer): an answer, not DEADLINE_EXCEEDED."""
+    stub = stack.rank_stub()
+    request = ranking_service_pb2.RankRequest(
+        query="grey sofa", candidates=_candidates(), model_version="1", rerank_depth=50
+    )
+    started = time.monotonic()
+    for _ in range(3):
+        assert stub.Rank(request, timeout=20).reranked == 50
+    per_pair = (time.monotonic() - started) / 150
+    # Time for about a quarter of the head besides the 20 ms margin.
+    short = stub.Rank(request, timeout=0.02 + 12 * per_pair)
+    assert short.reranked < 50 and short.items
+    if short.reranked:
+        assert short.model_version == "cross_encoder/1+features-v1"
+        assert not short.cross_encoder_skipped
+    assert stub.Rank(request, timeout=20).reranked == 50  # a long deadline: the whole head
 
 
 @pytest.mark.parametrize(

@@ -61,3 +61,29 @@ def test_sigmoid_is_stable_and_versions_are_named() -> None:
     assert values.tolist() == pytest.approx([0.0, 0.5, 1.0])
     assert ranking_version("3") == "cross_encoder/3+features-v1"
     assert ranking_version("") == "features-v1"
+
+
+def test_the_depth_fits_the_time_left_at_the_versions_measured_cost() -> None:
+    from shared.ranking.rerank import DepthForDeadline
+
+    depths = DepthForDeadline(smoothing=0.5)
+    assert depths.depth("3", 50, 0.001) == 50  # nothing measured yet: as asked
+    depths.observe("3", 50, 0.100)  # 2 ms a pair
+    assert depths.depth("3", 50, 1.0) == 50
+    assert depths.depth("3", 50, 0.040) == 20
+    assert depths.depth("4", 50, 0.040) == 50  # another version has its own cost
+    depths.observe("3", 10, 0.040)  # 4 ms a pair: the average moves halfway, to 3 ms
+    assert depths.depth("3", 50, 0.030) == 10
+    depths.observe("3", 0, 1.0)  # no pairs: nothing learnt
+    assert depths.depth("3", 50, 0.030) == 10
+
+
+def test_a_head_kept_at_zero_recovers_as_the_estimate_shrinks() -> None:
+    from shared.ranking.rerank import DepthForDeadline
+
+    depths = DepthForDeadline(smoothing=0.5, recovery=0.5)
+    depths.observe("3", 1, 0.080)  # one slow call under load: 80 ms a pair
+    assert depths.depth("3", 50, 0.050) == 0  # not one pair fits: features alone
+    assert depths.depth("3", 50, 0.050) == 1  # 40 ms now: one pair fits, and is measured
+    depths.observe("3", 1, 0.010)
+    assert depths.depth("3", 50, 0.050) > 1
