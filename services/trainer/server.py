@@ -49,7 +49,7 @@ from services.trainer.schedule import RetrainPolicy, RetrainScheduler, Scheduled
 from shared.contracts.retrieval import CatalogExport
 from shared.contracts.trainer import check_model, job_message, version_message
 from shared.errors import FailedPrecondition, InvalidArgument, ShopsenseError, Unavailable
-from shared.models.kinds import CROSS_ENCODER, SEQUENCE_RECOMMENDER, TEXT_ENCODER
+from shared.models.kinds import CROSS_ENCODER, SEQUENCE_RECOMMENDER
 from shared.paths import confined
 from shared.rpc.server import ServerHandle, build_service, check_production
 from shared.rpc.tls import TlsFiles
@@ -59,7 +59,7 @@ from shared.storage.experiments import ExperimentStore
 from shared.storage.registry import ModelRegistry, TrainingJob, VersionStatus
 from shared.training.data import DatasetError, load_training_data
 from shared.training.erasure import ErasureSweeper
-from shared.training.hyperparams import HyperparameterError, Hyperparameters
+from shared.training.hyperparams import DISTILLED_KINDS, HyperparameterError, Hyperparameters
 from shared.training.sequence_data import (
     HISTORIES_FILE,
     holds_out,
@@ -146,10 +146,11 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
             raise InvalidArgument("parent_version: must be >= 0")
         if request.teacher_version < 0:
             raise InvalidArgument("teacher_version: must be >= 0")
-        if request.teacher_version and request.model != TEXT_ENCODER:
+        if request.teacher_version and request.model not in DISTILLED_KINDS:
             # Before the data: a feedback folder is not written for a request refused anyway.
             raise InvalidArgument(
-                f"teacher_version: only a text_encoder distils, not a {request.model}"
+                f"teacher_version: only a {' or a '.join(DISTILLED_KINDS)} distils, "
+                f"not a {request.model}"
             )
         if request.model == SEQUENCE_RECOMMENDER:
             dataset, summary = self._sequence_dataset(request)

@@ -9,6 +9,11 @@ one job per model, in this order:
    cross-encoder); publishing it starts the catalog reindex, watched to the swap;
 3. ``intent_classifier`` (labelled queries + pseudo-queries from titles).
 
+``--set cross_encoder.layers=N`` trains a pruned cross-encoder: the serving one's first N
+layers, distilled from it (``distill_weight``), e.g. ``--models cross_encoder --set
+cross_encoder.layers=3 --set cross_encoder.freeze_layers=1 --set
+cross_encoder.distill_weight=1``.
+
 Each job is watched with a progress bar and published when its export checks and offline
 evaluation pass. Ends with the registry's table and the report (``make eval`` prints it
 again with the held-out figures).
@@ -144,7 +149,8 @@ def train_all(
     with Progress(*columns, console=console) as progress:
         for model in models:
             teacher = 0
-            if model == "text_encoder":
+            pruned = model == "cross_encoder" and (overrides or {}).get(model, {}).get("layers")
+            if model == "text_encoder" or pruned:
                 teacher = stub.ListModelVersions(
                     tpb.ListModelVersionsRequest(model="cross_encoder"), timeout=10
                 ).serving_version

@@ -33,6 +33,10 @@ class HyperparameterError(ValueError):
         self.field = field
 
 
+# The kinds that learn from a teacher cross-encoder (a job's teacher_version).
+DISTILLED_KINDS = (TEXT_ENCODER, CROSS_ENCODER)
+
+
 @dataclass(frozen=True)
 class Hyperparameters:
     """Everything a training run can be told. Validated in ``__post_init__``."""
@@ -49,6 +53,11 @@ class Hyperparameters:
     max_grad_norm: float = 1.0
     # intent_classifier only.
     label_smoothing: float = 0.1
+    # Transformer layers kept, the lowest ones (0: as many as the starting point has, 6 for
+    # the base model): fewer is a pruned, faster model (each layer is about a sixth of the
+    # cost); from a checkpoint with more layers, its first ``layers`` are kept. Not for a
+    # sequence_recommender (see ``sequence_layers``).
+    layers: int = 0
     # Lower transformer layers (of 6) kept frozen; the embeddings are frozen when > 0.
     freeze_layers: int = 0
     lora: bool = False
@@ -72,7 +81,9 @@ class Hyperparameters:
     doc_max_length: int = 48
     # BM25-mined hard negatives per query.
     hard_negatives: int = 1
-    # text_encoder only: weight of the margin-MSE distillation from a teacher cross-encoder.
+    # Weight of the distillation from a teacher cross-encoder (a job's teacher_version):
+    # text_encoder, margin-MSE; cross_encoder, MSE between the student's and the teacher's
+    # logits of the same pairs (a pruned cross-encoder learning the full one's scores).
     distill_weight: float = 0.0
     # Contrastive softmax temperature (scores are cosine / temperature).
     temperature: float = 0.05
@@ -133,6 +144,14 @@ class Hyperparameters:
             for name in ("lora", "fgm_epsilon", "freeze_layers"):
                 if getattr(hp, name):
                     raise HyperparameterError(name, f"not used by a {SEQUENCE_RECOMMENDER}")
+            if hp.layers:
+                raise HyperparameterError("layers", f"not used by a {SEQUENCE_RECOMMENDER}")
+        if hp.layers and hp.freeze_layers >= hp.layers:
+            raise HyperparameterError(
+                "freeze_layers",
+                f"must be below layers ({hp.layers}) so that a layer trains, "
+                f"got {hp.freeze_layers}",
+            )
         return hp
 
     @classmethod
@@ -245,6 +264,7 @@ _RULES = {
     "dropout": _float_range(0.0, 0.9),
     "max_grad_norm": _float_range(0.0, 100.0, lo_open=True),
     "label_smoothing": _float_range(0.0, 0.5),
+    "layers": _int_range(0, 6),
     "freeze_layers": _int_range(0, 6),
     "lora": _bool,
     "lora_r": _int_range(1, 256),

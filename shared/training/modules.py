@@ -20,7 +20,7 @@ torch and transformers are imported by this module: training and export only.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Self
 
@@ -69,6 +69,8 @@ class ModelSpec(JsonSpec):
     doc_max_length: int = 64
     dropout: float = 0.1
     base: str = BASE_MODEL
+    # Transformer layers: the base model's first ``layers`` (6: all of them).
+    layers: int = 6
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -77,11 +79,15 @@ class ModelSpec(JsonSpec):
             raise ValueError("labels: an intent classifier needs at least one class")
 
 
-def _bert(pretrained: bool, dropout: float) -> nn.Module:
-    """The base transformer: pretrained weights, or the same shape to load a checkpoint."""
+def _bert(pretrained: bool, dropout: float, layers: int) -> nn.Module:
+    """The base transformer with its first ``layers`` layers: pretrained weights, or the
+    same shape to load a checkpoint."""
     from transformers import AutoConfig, AutoModel
 
     config = AutoConfig.from_pretrained(str(base_model_dir()), local_files_only=True)
+    if not 1 <= layers <= config.num_hidden_layers:
+        raise ValueError(f"layers: must be 1..{config.num_hidden_layers}, got {layers}")
+    config.num_hidden_layers = layers
     config.hidden_dropout_prob = dropout
     config.attention_probs_dropout_prob = dropout
     # Eager attention traces to plain MatMul/Softmax that every ONNX runtime supports.
@@ -107,7 +113,7 @@ class ShopsenseModel(nn.Module):
     def __init__(self, spec: ModelSpec, pretrained: bool = True) -> None:
         super().__init__()
         self.spec = spec
-        self.bert = _bert(pretrained, spec.dropout)
+        self.bert = _bert(pretrained, spec.dropout, spec.layers)
         hidden = int(self.bert.config.hidden_size)
         self.dropout = nn.Dropout(spec.dropout)
         if spec.kind == INTENT_CLASSIFIER:
@@ -159,6 +165,18 @@ class ShopsenseModel(nn.Module):
         model = cls(spec, pretrained=False)
         model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
         return model.eval()
+
+    def pruned(self, layers: int) -> ShopsenseModel:
+        """This model with its first ``layers`` transformer layers (the upper ones
+        dropped: the cheapest way to a faster model that keeps most of what was learnt;
+        training with distillation then recovers the rest)."""
+        if layers > self.spec.layers:
+            raise ValueError(f"layers: this model has {self.spec.layers}, cannot keep {layers}")
+        model = type(self)(replace(self.spec, layers=layers), pretrained=False)
+        dropped = tuple(f"bert.encoder.layer.{i}." for i in range(layers, self.spec.layers))
+        state = {k: v for k, v in self.state_dict().items() if not k.startswith(dropped)}
+        model.load_state_dict(state)
+        return model
 
     @classmethod
     def pretrained(cls, spec: ModelSpec) -> ShopsenseModel:

@@ -353,8 +353,19 @@ class CrossEncoderRecipe(_Base):
 
     primary_metric = "ndcg@10"
 
-    def __init__(self, data: TrainingData, hp: Hyperparameters, device: Device) -> None:
+    def __init__(
+        self,
+        data: TrainingData,
+        hp: Hyperparameters,
+        device: Device,
+        teacher: ShopsenseModel | None = None,
+    ) -> None:
         super().__init__(data, hp, device)
+        if teacher is not None and teacher.spec.kind != CROSS_ENCODER:
+            raise ValueError(
+                f"teacher_checkpoint: must be a cross_encoder, got {teacher.spec.kind}"
+            )
+        self.teacher = teacher.to(device.torch_device).eval() if teacher is not None else None
         self.examples: list[RankGroup] = rank_groups(
             data, hp.group_size, hp.max_train_examples, hp.seed
         )
@@ -377,17 +388,25 @@ class CrossEncoderRecipe(_Base):
             yield _GroupBatch(_tensors(pairs, dev), gains, [len(g.rows) for g in chunk])
 
     def loss(self, model: nn.Module, batch: _GroupBatch) -> torch.Tensor:
-        """Listwise softmax CE against normalised gains per group, or pointwise BCE."""
+        """Listwise softmax CE against normalised gains per group, or pointwise BCE; with a
+        teacher, plus ``distill_weight`` x the MSE between this model's logits and the
+        teacher's on the same pairs."""
         logits = model(*batch.pairs).float()
         if self.hp.cross_encoder_loss == "pointwise":
-            return nn.functional.binary_cross_entropy_with_logits(logits, batch.gains)
-        losses = []
-        for scores, gains in zip(
-            logits.split(batch.sizes), batch.gains.split(batch.sizes), strict=True
-        ):
-            target = gains / gains.sum().clamp(min=1e-9)
-            losses.append(-(target * nn.functional.log_softmax(scores, dim=0)).sum())
-        return torch.stack(losses).mean()
+            loss = nn.functional.binary_cross_entropy_with_logits(logits, batch.gains)
+        else:
+            losses = []
+            for scores, gains in zip(
+                logits.split(batch.sizes), batch.gains.split(batch.sizes), strict=True
+            ):
+                target = gains / gains.sum().clamp(min=1e-9)
+                losses.append(-(target * nn.functional.log_softmax(scores, dim=0)).sum())
+            loss = torch.stack(losses).mean()
+        if self.teacher is not None and self.hp.distill_weight > 0:
+            with torch.no_grad():
+                taught = self.teacher(*batch.pairs).float()
+            loss = loss + self.hp.distill_weight * nn.functional.mse_loss(logits, taught)
+        return loss
 
     def candidates(self, query: Query) -> list[int]:
         """The query's rerank candidate list (cached)."""

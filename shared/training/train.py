@@ -18,9 +18,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from shared.models.kinds import CROSS_ENCODER, INTENT_CLASSIFIER, MODEL_KINDS, TEXT_ENCODER
+from shared.models.kinds import CROSS_ENCODER, INTENT_CLASSIFIER, MODEL_KINDS
 from shared.training.data import load_training_data
-from shared.training.hyperparams import Hyperparameters
+from shared.training.hyperparams import DISTILLED_KINDS, Hyperparameters
 from shared.training.loop import Device, TrainingCancelled, fit, pick_device, seed_everything
 from shared.training.modules import ModelSpec, ShopsenseModel
 from shared.training.recipes import CrossEncoderRecipe, EncoderRecipe, IntentRecipe
@@ -67,7 +67,7 @@ def _starting_model(
         dropout=hp.dropout,
     )
     if init_checkpoint is None:
-        return ShopsenseModel.pretrained(spec)
+        return ShopsenseModel.pretrained(replace(spec, layers=hp.layers or spec.layers))
     previous = ShopsenseModel.load(Path(init_checkpoint))
     if previous.spec.kind != kind:
         raise ValueError(
@@ -77,7 +77,15 @@ def _starting_model(
         raise ValueError(
             f"init_checkpoint: {init_checkpoint} was trained on other classes than the data's"
         )
-    model = ShopsenseModel(replace(spec, labels=previous.spec.labels), pretrained=False)
+    if hp.layers > previous.spec.layers:
+        raise ValueError(
+            f"layers: init_checkpoint {init_checkpoint} has {previous.spec.layers} "
+            f"transformer layers, fewer than the {hp.layers} asked for"
+        )
+    previous = previous.pruned(hp.layers or previous.spec.layers)
+    model = ShopsenseModel(
+        replace(spec, labels=previous.spec.labels, layers=previous.spec.layers), pretrained=False
+    )
     model.load_state_dict(previous.state_dict())
     return model
 
@@ -97,15 +105,18 @@ def train_model(
     ``out_dir/checkpoint`` (plus ``out_dir/history.json``).
 
     ``init_checkpoint`` continues from an earlier version instead of the base model;
-    ``teacher_checkpoint`` (text_encoder only) is a cross-encoder to distil from.
+    ``teacher_checkpoint`` (text_encoder and cross_encoder) is a cross-encoder to distil
+    from (``distill_weight``).
     ``should_stop`` is polled before every step: when it returns True the run raises
     :class:`TrainingCancelled` and writes nothing.
     """
     started = time.perf_counter()
     if kind not in MODEL_KINDS:
         raise ValueError(f"kind: unknown model kind {kind!r}; one of {MODEL_KINDS}")
-    if teacher_checkpoint is not None and kind != TEXT_ENCODER:
-        raise ValueError(f"teacher_checkpoint: only a text_encoder distils, not a {kind}")
+    if teacher_checkpoint is not None and kind not in DISTILLED_KINDS:
+        raise ValueError(
+            f"teacher_checkpoint: only a {' or a '.join(DISTILLED_KINDS)} distils, not a {kind}"
+        )
     hp = hyperparameters or Hyperparameters.for_kind(kind)
     notify = progress or (lambda _: None)
     notify(Progress("prepare", 0, 0, 0, {}))
@@ -158,9 +169,9 @@ def _recipe(
 ) -> IntentRecipe | EncoderRecipe | CrossEncoderRecipe:
     if kind == INTENT_CLASSIFIER:
         return IntentRecipe(data, hp, device)  # type: ignore[arg-type]
-    if kind == CROSS_ENCODER:
-        return CrossEncoderRecipe(data, hp, device)  # type: ignore[arg-type]
     teacher = ShopsenseModel.load(Path(teacher_checkpoint)) if teacher_checkpoint else None
+    if kind == CROSS_ENCODER:
+        return CrossEncoderRecipe(data, hp, device, teacher)  # type: ignore[arg-type]
     return EncoderRecipe(data, hp, device, teacher)  # type: ignore[arg-type]
 
 

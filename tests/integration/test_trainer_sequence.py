@@ -156,7 +156,10 @@ def test_a_sequence_request_needs_feedback_or_a_sequence_folder(
         ),
         (pb.StartTrainingRequest(model=MODEL, dataset=str(tmp_path)), HISTORIES_FILE),
         # Refused before any feedback is read.
-        (with_teacher, f"teacher_version: only a text_encoder distils, not a {MODEL}"),
+        (
+            with_teacher,
+            f"teacher_version: only a text_encoder or a cross_encoder distils, not a {MODEL}",
+        ),
         (
             pb.StartTrainingRequest(
                 model="intent_classifier",

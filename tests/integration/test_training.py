@@ -111,6 +111,54 @@ def test_text_encoder_with_lora_fgm_and_distillation(
     assert result.hyperparameters["lora"] is True and result.train_examples > 0
 
 
+def test_a_pruned_cross_encoder_keeps_the_full_ones_first_layers_and_learns_its_scores(
+    store: Path, tmp_path: Path, cross_encoder_run
+) -> None:
+    """layers=3 from the full checkpoint: its first three layers, distilled from it; the
+    export serves a three-layer graph; a checkpoint cannot grow layers back."""
+    from shared.training.data import load_training_data
+    from shared.training.export import export_checkpoint
+    from shared.training.recipes import CrossEncoderRecipe
+
+    full = cross_encoder_run.checkpoint_dir
+    hp = _hp("cross_encoder", layers="3", freeze_layers="1", distill_weight="1.0")
+    result = train_model(
+        "cross_encoder", store, tmp_path / "pruned", hp, init_checkpoint=full,
+        teacher_checkpoint=full,
+    )  # fmt: skip
+    student = ShopsenseModel.load(result.checkpoint_dir)
+    assert student.spec.layers == 3 and len(student.bert.encoder.layer) == 3
+    weights, teacher = student.state_dict(), _weights(full)
+    assert not any(k.startswith("bert.encoder.layer.3.") for k in weights)
+    frozen = "bert.encoder.layer.0.attention.self.query.weight"  # kept as the teacher had it
+    assert torch.equal(weights[frozen], teacher[frozen])
+    assert set(result.dev_metrics) == METRICS["cross_encoder"]
+
+    # The distillation term: 0 against itself, positive against another model's scores.
+    data = load_training_data(store, kind="cross_encoder")
+    batch = next(CrossEncoderRecipe(data, hp, pick_device()).batches(0))
+    plain = CrossEncoderRecipe(data, hp, pick_device()).loss(student.eval(), batch)
+    itself = CrossEncoderRecipe(data, hp, pick_device(), ShopsenseModel.load(result.checkpoint_dir))
+    taught = CrossEncoderRecipe(data, hp, pick_device(), ShopsenseModel.load(full))
+    with torch.no_grad():
+        assert itself.loss(student, batch).item() == pytest.approx(plain.item(), abs=1e-5)
+        assert taught.loss(student, batch).item() > plain.item() + 1e-4
+
+    report = export_checkpoint(result.checkpoint_dir, tmp_path / "export")
+    assert report.kind == "cross_encoder"
+    import onnx
+
+    graph = onnx.load(str(tmp_path / "export" / "model.fp32.onnx"), load_external_data=False)
+    names = " ".join(node.name for node in graph.graph.node)
+    assert "layer.2/" in names and "layer.3/" not in names
+
+    with pytest.raises(ValueError, match=r"layers: init_checkpoint .* has 3 transformer layers"):
+        train_model(
+            "cross_encoder", store, tmp_path / "grown", _hp("cross_encoder", layers="5"),
+            init_checkpoint=result.checkpoint_dir,
+        )  # fmt: skip
+
+
 def test_cancellation_writes_no_checkpoint(store: Path, tmp_path: Path) -> None:
     polls = iter(range(100))
     with pytest.raises(TrainingCancelled):

@@ -52,6 +52,7 @@ def test_out_of_range_value_names_the_field_and_the_range() -> None:
             "7",
             "hyperparameters.freeze_layers: must be an integer in [0, 6], got 7",
         ),
+        ("layers", "7", "hyperparameters.layers: must be an integer in [0, 6], got 7"),
         ("epochs", "1.5", "hyperparameters.epochs: must be an integer, got '1.5'"),
         ("lora", "maybe", "hyperparameters.lora: must be true or false, got 'maybe'"),
         ("dropout", "abc", "hyperparameters.dropout: must be a number, got 'abc'"),
@@ -82,3 +83,13 @@ def test_record_is_frozen() -> None:
     hp = Hyperparameters.for_kind("intent_classifier")
     with pytest.raises(dataclasses.FrozenInstanceError):
         hp.epochs = 3  # type: ignore[misc]
+
+
+def test_a_pruned_model_keeps_a_layer_to_train_and_a_sequence_model_has_no_layers_option() -> None:
+    # The cross-encoder freezes 2 layers by default: a 2-layer one would train none.
+    with pytest.raises(HyperparameterError, match=r"hyperparameters\.freeze_layers: must be below"):
+        Hyperparameters.for_kind("cross_encoder", {"layers": "2"})
+    pruned = Hyperparameters.for_kind("cross_encoder", {"layers": "2", "freeze_layers": "1"})
+    assert (pruned.layers, Hyperparameters.for_kind("cross_encoder").layers) == (2, 0)
+    with pytest.raises(HyperparameterError, match=r"hyperparameters\.layers: not used by a seq"):
+        Hyperparameters.for_kind("sequence_recommender", {"layers": "3"})
