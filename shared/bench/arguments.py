@@ -16,3 +16,32 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", metavar="OUT", default="", help="also write the figures to OUT as JSON"
     )
+
+
+def add_rerank_arguments(parser: argparse.ArgumentParser) -> None:
+    """``shopsense bench rerank``'s arguments (``shared.bench.rerank``)."""
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, help="duration of each load run (1 and 8 clients)"
+    )
+    parser.add_argument(
+        "--full",
+        type=int,
+        default=0,
+        help="the full cross-encoder version (default: newest 6-layer)",
+    )
+    parser.add_argument(
+        "--pruned",
+        type=int,
+        default=0,
+        help="the pruned version (default: newest with fewer layers)",
+    )
+    parser.add_argument("--pair-tokens", type=int, default=40, help="the shorter pair length")
+    parser.add_argument(
+        "--deadline-ms", type=float, default=100.0, help="the searches' deadline in the last steps"
+    )
+    parser.add_argument(
+        "--queries", type=int, default=0, help="held-out queries for nDCG@10 (0: all)"
+    )
+    parser.add_argument(
+        "--json", metavar="OUT", default="", help="also write the figures to OUT as JSON"
+    )

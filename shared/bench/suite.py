@@ -68,10 +68,12 @@ def bench_gateway(
     seconds: float,
     security: ClientSecurity | None = None,
     fresh: bool = True,
+    timeout_s: float = 10.0,
 ) -> dict:
     """Closed-loop load: ``concurrency`` clients each sending one search after another
     (over TLS with an API key when ``security``, else the environment, has them). ``fresh``
-    asks the gateway not to use its result cache: the pipeline is what is measured."""
+    asks the gateway not to use its result cache: the pipeline is what is measured;
+    ``timeout_s`` is each search's deadline (a late search counts as an error)."""
     channel = open_channel(target, security)  # None: this process's environment
     stub = search_service_pb2_grpc.SearchServiceStub(channel)
     latencies: list[float] = []
@@ -92,7 +94,7 @@ def bench_gateway(
             )
             started = time.perf_counter()
             try:
-                _, call = stub.Search.with_call(request, timeout=10, metadata=metadata)
+                _, call = stub.Search.with_call(request, timeout=timeout_s, metadata=metadata)
             except grpc.RpcError:
                 with lock:
                     errors += 1

@@ -1,0 +1,60 @@
+"""make bench-rerank's choices: which versions each step serves, and the repeated load."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from shared.bench.arguments import add_rerank_arguments
+from shared.bench.rerank import cross_encoder_versions, steps, zipf_draws
+
+
+def _install(repository: Path, version: int, layers: int | None) -> None:
+    folder = repository / "cross_encoder" / str(version)
+    folder.mkdir(parents=True)
+    spec = {"kind": "cross_encoder"} | ({} if layers is None else {"layers": layers})
+    (folder / "shopsense_model.json").write_text(json.dumps(spec))
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_rerank_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_steps_serve_the_newest_full_and_pruned_versions_cumulatively(tmp_path: Path) -> None:
+    _install(tmp_path, 1, None)  # a version exported before layers were recorded: 6
+    _install(tmp_path, 2, 3)
+    _install(tmp_path, 3, 6)
+    _install(tmp_path, 4, 2)
+    versions = cross_encoder_versions(tmp_path)
+    assert versions == {1: 6, 2: 3, 3: 6, 4: 2}
+    chosen = steps(_args("--pair-tokens", "32", "--deadline-ms", "80"), versions)
+    assert [s.cross_encoder for s in chosen] == [0, 3, 3, 4, 4, 4]
+    assert [s.pair_tokens for s in chosen] == [64, 64, 32, 32, 32, 32]
+    assert [s.deadline_s for s in chosen][-2:] == [0.08, 0.08] and chosen[3].deadline_s == 10.0
+    assert [s.cached for s in chosen] == [False] * 5 + [True]
+    assert "2 layers" in chosen[3].name
+    pinned = steps(_args("--full", "1", "--pruned", "2"), versions)
+    assert (pinned[1].cross_encoder, pinned[3].cross_encoder) == (1, 2)
+
+
+def test_missing_versions_say_what_to_run(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="make train"):
+        steps(_args(), {})
+    with pytest.raises(SystemExit, match=r"cross_encoder\.layers=3"):
+        steps(_args(), {1: 6})
+
+
+def test_the_repeated_load_favours_the_head_queries() -> None:
+    queries = [f"q{i}" for i in range(100)]
+    draws = zipf_draws(queries, 5000)
+    counts = Counter(draws)
+    assert len(draws) == 5000 and set(draws) <= set(queries)
+    # P(rank 1) / P(rank 10) = 10 for s = 1.
+    assert 6 < counts["q0"] / counts["q9"] < 16
+    assert zipf_draws(queries, 50) == zipf_draws(queries, 50)  # seeded
