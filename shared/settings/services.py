@@ -341,8 +341,9 @@ class GatewaySettings(ServiceSettings):
     )
     ranking_budget: float = option(
         "SHOPSENSE_RANKING_BUDGET",
-        0.5,
-        "share of the remaining deadline ranking may use",
+        0.85,
+        "share of the remaining deadline ranking may use (the last hop: the rest is the "
+        "gateway's time to answer in retrieval order when ranking is late)",
         parse=number,
         check=between(0.01, 1),
     )
