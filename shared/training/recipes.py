@@ -95,6 +95,16 @@ class _Base:
     def _augment(self, text: str, rng: random.Random) -> str:
         return augment_query(text, rng, self.hp.augment_prob)
 
+    def _teacher(self, teacher: ShopsenseModel | None) -> ShopsenseModel | None:
+        """A teacher cross-encoder to distil from, on this recipe's device (eval mode)."""
+        if teacher is None:
+            return None
+        if teacher.spec.kind != CROSS_ENCODER:
+            raise ValueError(
+                f"teacher_checkpoint: must be a cross_encoder, got {teacher.spec.kind}"
+            )
+        return teacher.to(self.device.torch_device).eval()
+
 
 # Products per class averaged into a prototype, and the prototypes' logit scale (the
 # intent service's softmax temperature is 0.05).
@@ -218,11 +228,7 @@ class EncoderRecipe(_Base):
             raise HyperparameterError(
                 "hard_negatives", "distillation needs at least 1 hard negative, got 0"
             )
-        if teacher is not None and teacher.spec.kind != CROSS_ENCODER:
-            raise ValueError(
-                f"teacher_checkpoint: must be a cross_encoder, got {teacher.spec.kind}"
-            )
-        self.teacher = teacher.to(device.torch_device).eval() if teacher is not None else None
+        self.teacher = self._teacher(teacher)
         self.examples: list[PairExample] = pair_examples(
             data, hp.hard_negatives, hp.pseudo_queries_per_product, hp.max_train_examples, hp.seed
         )
@@ -361,11 +367,7 @@ class CrossEncoderRecipe(_Base):
         teacher: ShopsenseModel | None = None,
     ) -> None:
         super().__init__(data, hp, device)
-        if teacher is not None and teacher.spec.kind != CROSS_ENCODER:
-            raise ValueError(
-                f"teacher_checkpoint: must be a cross_encoder, got {teacher.spec.kind}"
-            )
-        self.teacher = teacher.to(device.torch_device).eval() if teacher is not None else None
+        self.teacher = self._teacher(teacher)
         self.examples: list[RankGroup] = rank_groups(
             data, hp.group_size, hp.max_train_examples, hp.seed
         )
