@@ -43,5 +43,8 @@ def add_rerank_arguments(parser: argparse.ArgumentParser) -> None:
         "--queries", type=int, default=0, help="held-out queries for nDCG@10 (0: all)"
     )
     parser.add_argument(
+        "--only", type=int, nargs="*", default=[], help="run only these steps (0-5)"
+    )
+    parser.add_argument(
         "--json", metavar="OUT", default="", help="also write the figures to OUT as JSON"
     )

@@ -68,14 +68,16 @@ class DepthForDeadline:
 
     Each cross-encoder version's seconds per pair (call overhead included, so a short head
     is estimated on the safe side) are learnt from its recent calls as an exponential
-    average; a request then reranks ``min(wanted, seconds_left / seconds_per_pair)``
-    candidates, and none when not one pair fits (the features rank alone, in time). An
-    estimate that keeps a version's head at 0 shrinks by ``recovery`` each time, so that
-    a cost learnt in a burst of load does not keep the cross-encoder off after it.
+    average; a request then reranks ``min(wanted, fill * seconds_left / seconds_per_pair)``
+    candidates, and none when not one pair fits (the features rank alone, in time). ``fill``
+    below 1 leaves room for a call slower than the average (at 1, about half the calls
+    would run out of time). An estimate that keeps a version's head at 0 shrinks by
+    ``recovery`` each time, so that a cost learnt in a burst of load does not keep the
+    cross-encoder off after it.
     """
 
-    def __init__(self, smoothing: float = 0.2, recovery: float = 0.9) -> None:
-        self._smoothing, self._recovery = smoothing, recovery
+    def __init__(self, smoothing: float = 0.2, recovery: float = 0.9, fill: float = 0.7) -> None:
+        self._smoothing, self._recovery, self._fill = smoothing, recovery, fill
         self._per_pair: dict[str, float] = {}
         self._lock = threading.Lock()
 
@@ -85,7 +87,7 @@ class DepthForDeadline:
             cost = self._per_pair.get(version)
             if cost is None or wanted <= 0:
                 return wanted
-            fits = int(max(0.0, seconds_left) / cost)
+            fits = int(max(0.0, seconds_left) * self._fill / cost)
             if fits < 1:
                 self._per_pair[version] = cost * self._recovery
             return min(wanted, fits)

@@ -66,7 +66,7 @@ def test_sigmoid_is_stable_and_versions_are_named() -> None:
 def test_the_depth_fits_the_time_left_at_the_versions_measured_cost() -> None:
     from shared.ranking.rerank import DepthForDeadline
 
-    depths = DepthForDeadline(smoothing=0.5)
+    depths = DepthForDeadline(smoothing=0.5, fill=1.0)
     assert depths.depth("3", 50, 0.001) == 50  # nothing measured yet: as asked
     depths.observe("3", 50, 0.100)  # 2 ms a pair
     assert depths.depth("3", 50, 1.0) == 50
@@ -81,9 +81,17 @@ def test_the_depth_fits_the_time_left_at_the_versions_measured_cost() -> None:
 def test_a_head_kept_at_zero_recovers_as_the_estimate_shrinks() -> None:
     from shared.ranking.rerank import DepthForDeadline
 
-    depths = DepthForDeadline(smoothing=0.5, recovery=0.5)
+    depths = DepthForDeadline(smoothing=0.5, recovery=0.5, fill=1.0)
     depths.observe("3", 1, 0.080)  # one slow call under load: 80 ms a pair
     assert depths.depth("3", 50, 0.050) == 0  # not one pair fits: features alone
     assert depths.depth("3", 50, 0.050) == 1  # 40 ms now: one pair fits, and is measured
     depths.observe("3", 1, 0.010)
     assert depths.depth("3", 50, 0.050) > 1
+
+
+def test_the_head_leaves_room_for_a_slower_call_than_the_average() -> None:
+    from shared.ranking.rerank import DepthForDeadline
+
+    depths = DepthForDeadline()
+    depths.observe("3", 10, 0.010)  # 1 ms a pair on average
+    assert 69 <= depths.depth("3", 200, 0.100) <= 70  # 70% of the 100 ms left
