@@ -39,14 +39,17 @@ def exported_model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def engine_atol() -> Callable[[Path], float]:
     """Absolute tolerance between two runs of one version folder on the engine its export
     chose: fp32 arithmetic agrees to 1e-4 whatever the batch; bf16 rounds differently
-    with the batch's shape (up to about 1e-3 on unit embeddings); int8 quantizes its
-    activations per batch, so compare the same batches. Each is far below what a wrong row,
-    version or padding would show."""
+    with the batch's shape (up to about 1e-3 on unit embeddings); int8 (dynamic) scales
+    its activations per batch, so the same text embedded in another batch moves by up to
+    about 0.03 per value on unit embeddings (0.032 the most in 200 random merges of the
+    Triton tests' texts). Each is well below what a wrong row, version or padding would
+    show (0.15 and more between those texts)."""
 
     def atol(version_dir: Path) -> float:
         from shared.models.onnx_runtime import served_engine
 
-        return 1e-4 if served_engine(version_dir)[1] == "fp32" else 5e-3
+        precision = served_engine(version_dir)[1]
+        return {"fp32": 1e-4, "bf16": 5e-3}.get(precision, 0.06)
 
     return atol
 

@@ -18,6 +18,7 @@ from shopsense.feedback.v1 import feedback_service_pb2_grpc
 from shopsense.search.v1 import search_service_pb2 as spb
 from shopsense.search.v1 import search_service_pb2_grpc
 
+from shared.contracts.search import NO_CACHE
 from shared.data.wands import load_wands
 from shared.evaluation.remote import evaluate_gateway
 from shared.runtime.catalog import catalog_size
@@ -26,12 +27,14 @@ from shared.runtime.suite import Suite
 pytestmark = pytest.mark.system
 
 
-def _search(suite: Suite, query: str, **kw) -> spb.SearchResponse:
+def _search(suite: Suite, query: str, fresh: bool = False, **kw) -> spb.SearchResponse:
+    """``fresh``: past the gateway's result cache (a hop's state is what is tested)."""
     stub = search_service_pb2_grpc.SearchServiceStub(
         grpc.insecure_channel(suite.address("gateway"))
     )
     kw.setdefault("user", common_pb2.UserContext(user_id="shopper-1"))
-    return stub.Search(spb.SearchRequest(query=query, **kw), timeout=10)
+    metadata = (NO_CACHE,) if fresh else ()
+    return stub.Search(spb.SearchRequest(query=query, **kw), timeout=10, metadata=metadata)
 
 
 def test_leather_sofa_finds_sofas_with_sofa_intent(suite: Suite):
@@ -101,12 +104,16 @@ def test_catalog_survives_a_retrieval_restart_without_reembedding(suite: Suite):
 
 
 def test_gateway_degrades_when_ranking_stops_and_recovers_when_it_returns(suite: Suite):
+    kept = _search(suite, "leather sofa")  # now in the gateway's result cache
     suite.stop_service("ranking")
-    reply = _search(suite, "leather sofa")
+    reply = _search(suite, "leather sofa", fresh=True)
     assert reply.degraded.ranking and reply.results
+    # A search the result cache kept before is still answered whole.
+    again = _search(suite, "leather sofa")
+    assert not again.degraded.ranking and again.results == kept.results
     suite.restart("ranking")
     deadline = time.monotonic() + 10  # the gateway reconnects within its backoff (<= 2 s)
-    while _search(suite, "leather sofa").degraded.ranking:
+    while _search(suite, "leather sofa", fresh=True).degraded.ranking:
         assert time.monotonic() < deadline, "ranking still degraded 10 s after it came back"
         time.sleep(0.2)
 
