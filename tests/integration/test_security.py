@@ -199,6 +199,9 @@ def test_over_its_rate_a_key_gets_resource_exhausted_with_a_retry_delay(feedback
     assert _record(stub, "slow-4").accepted == 1
 
 
+HANDLED_CODES = ("UNAUTHENTICATED", "PERMISSION_DENIED", "OK")
+
+
 def test_refusals_are_counted_with_their_codes_in_the_rpc_metrics(feedback, certs) -> None:
     """An operator watching grpc_server_handled_total sees refused calls, by code."""
     method = {
@@ -214,11 +217,18 @@ def test_refusals_are_counted_with_their_codes_in_the_rpc_metrics(feedback, cert
     _refused(lambda: _record(_stub(feedback.address, certs["client"], "sk-guessed")))
     _refused(lambda: _record(_stub(feedback.address, certs["client"], "sk-privacy")))
     assert _record(_stub(feedback.address, certs["client"], "sk-storefront"), "counted").accepted
+    # A call is counted as it ends, which the client may see a moment before the server.
+    started = "grpc_server_started_total"
+
+    def all_counted() -> bool:
+        now = scrape(feedback.metrics_port)
+        return sum(handled(now, c) - handled(before, c) for c in HANDLED_CODES) == 4
+
+    wait_until(all_counted, "the four calls counted in grpc_server_handled_total", timeout=5)
     after = scrape(feedback.metrics_port)
     assert handled(after, "UNAUTHENTICATED") - handled(before, "UNAUTHENTICATED") == 2
     assert handled(after, "PERMISSION_DENIED") - handled(before, "PERMISSION_DENIED") == 1
     assert handled(after, "OK") - handled(before, "OK") == 1
-    started = "grpc_server_started_total"
     assert metric(after, started, **method) - metric(before, started, **method) == 4
 
 
