@@ -151,8 +151,9 @@ def test_a_short_deadline_gets_a_shallower_rerank_in_time(stack: FineTuned) -> N
     for _ in range(3):
         assert stub.Rank(request, timeout=20).reranked == 50
     per_pair = (time.monotonic() - started) / 150
-    # Time for about a quarter of the head besides the 10 ms margin.
-    short = stub.Rank(request, timeout=0.01 + 12 * per_pair)
+    # Time for a fraction of the head, and room besides (the 10 ms margin, and the 30% of
+    # the rest that ranking leaves for a call slower than the average).
+    short = stub.Rank(request, timeout=0.03 + 8 * per_pair)
     assert short.reranked < 50 and short.items
     if short.reranked:
         assert short.model_version == "cross_encoder/1+features-v1"
