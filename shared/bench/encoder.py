@@ -4,8 +4,9 @@ Prints embed throughput through Triton (gRPC + python backend + the engine its e
 chose) at batch 1 and 32, and with 8 concurrent batch-1 clients (the dynamic batcher's
 case), next to the same engine in this process, tokenization included on both sides;
 Triton and in-process take turns (ABBA) with Triton up throughout, and
-``triton_share_of_inprocess`` is Triton's rate over the in-process one per batch size. Without ``--url`` it
-starts its own Triton and reports start-to-ready time; ``--export`` also times an export.
+``triton_share_of_inprocess`` is Triton's rate over the in-process one per batch size.
+Without ``--url`` it starts its own Triton and reports start-to-ready time; ``--export``
+also times an export.
 """
 
 from __future__ import annotations

@@ -279,13 +279,18 @@ def choose_base_engine(version_dir: Path, module, precision: str | None = None) 
     report = write_report(
         TEXT_ENCODER, version_dir, tried, fp32, torch_out, len(check_inputs), seconds, started
     )
-    graph = INT8_FILE if report.served == "int8" else FP32_FILE
-    # Copy, then rename: Triton's adapter never reads half a graph.
-    staged = version_dir / f".{SERVED_FILE}.staged"
-    shutil.copy2(version_dir / graph, staged)
-    staged.replace(version_dir / SERVED_FILE)
+    serve_chosen_graph(version_dir, report)
     print(f"{version_dir / SERVED_FILE}: serving {report.reason}")
     return report
+
+
+def serve_chosen_graph(folder: Path, report: ExportReport) -> None:
+    """Copy the graph ``report`` chose (int8 or fp32) to ``folder``'s ``model.onnx``;
+    copied beside it, then renamed, so that Triton's adapter never reads half a graph."""
+    graph = INT8_FILE if report.served == "int8" else FP32_FILE
+    staged = folder / f".{SERVED_FILE}.staged"
+    shutil.copy2(folder / graph, staged)
+    staged.replace(folder / SERVED_FILE)
 
 
 # -- checkpoints -------------------------------------------------------------------------
@@ -352,8 +357,7 @@ def export_checkpoint(
     report = write_report(
         kind, out_dir, tried, fp32, torch_out, len(check_inputs), seconds, started
     )
-    graph = INT8_FILE if report.served == "int8" else FP32_FILE
-    shutil.copy2(out_dir / graph, out_dir / SERVED_FILE)
+    serve_chosen_graph(out_dir, report)
     print(f"exported {kind} to {out_dir} in {seconds['total']:.1f} s: serving {report.reason}")
     return report
 
