@@ -124,10 +124,11 @@ class RankingServicer(ranking_service_pb2_grpc.RankingServiceServicer):
         depth = self._default_depth if request.rerank_depth == 0 else request.rerank_depth
         served, skipped = "", False
         wanted = bool(version) or (self._watch is not None and self._watch.available)
-        if depth > 0 and self._cross_encoder is not None and wanted:
-            left = remaining(context, 5.0) - ANSWER_MARGIN_S
-            depth = self._depths.depth(version, min(depth, len(ranked)), left)
-        if depth > 0 and self._cross_encoder is not None and wanted:
+        if not wanted:
+            depth = 0
+        left = remaining(context, 5.0) - ANSWER_MARGIN_S
+        depth = self._depths.depth(version, min(depth, len(ranked)), left)
+        if depth > 0 and self._cross_encoder is not None:
             head = ranked[:depth]
             texts = {c.product.product_id: c for c in request.candidates}
             docs = [product_from_proto(texts[s.product_id].product).embedding_text() for s in head]
