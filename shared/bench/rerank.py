@@ -25,10 +25,8 @@ line comes first. ``--only N ...`` runs those steps alone; ``--json OUT`` writes
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import tempfile
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -105,25 +103,6 @@ def zipf_draws(queries: list[str], count: int, seed: int = 0) -> list[str]:
     return [queries[i] for i in picks]
 
 
-@contextlib.contextmanager
-def _started(suite: Suite, tries: int = 3) -> Iterator[Suite]:
-    """``suite`` started, trying again when a service lost its free port to another
-    process between the pick and the bind (ephemeral ports are picked, then bound)."""
-    for attempt in range(tries):
-        try:
-            suite.start()
-            break
-        except RuntimeError as error:
-            port_taken = "Address already in use" in str(error)
-            if attempt == tries - 1 or not port_taken:
-                raise
-            console.print("a port was taken while the suite started: starting it again")
-    try:
-        yield suite
-    finally:
-        suite.stop()
-
-
 def run_step(
     step: Step, state: Path, folder: Path, queries: list[str], seconds: float, dataset
 ) -> dict:  # type: ignore[no-untyped-def]
@@ -134,7 +113,7 @@ def run_step(
         "SHOPSENSE_GATEWAY_REFRESH_S": "0.5",
         "SHOPSENSE_RERANK_DEPTH": "50" if step.cross_encoder else "0",
     }
-    with _started(Suite(state=folder, ephemeral_ports=True, extra_env=env)) as suite:
+    with Suite(state=folder, ephemeral_ports=True, extra_env=env) as suite:
         if step.cross_encoder:
             with open_channel(suite.address("trainer")) as channel:
                 trainer_service_pb2_grpc.TrainerServiceStub(channel).PublishVersion(

@@ -44,6 +44,10 @@ def is_serving(target: str, timeout_s: float = 1.0, security: ClientSecurity | N
     return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
+# Starts of the services on newly picked free ports when one was taken before its bind.
+PORT_TRIES = 3
+
+
 @dataclass(frozen=True)
 class Endpoints:
     """Where a running suite answers."""
@@ -168,16 +172,27 @@ class Suite:
             tls=TlsFiles.from_environment({**os.environ, **self.extra_env}),
         )
         self.triton.start()
-        self.ports = self._default_ports()
-        self.metrics_ports = self._default_metrics_ports()
         self._log_dir = log_dir
-        try:
-            for name in SERVICES:
-                self._spawn(name)
-            self.wait_serving(timeout_s - (time.monotonic() - started), SERVICES)
-        except BaseException:
-            self.stop()
-            raise
+        # Free ports are picked, then bound by the services: another process may take one
+        # in between. Then the services start again on newly picked ports (ephemeral only).
+        tries = PORT_TRIES if self.ephemeral_ports else 1
+        for attempt in range(tries):
+            self.ports = self._default_ports()
+            self.metrics_ports = self._default_metrics_ports()
+            try:
+                for name in SERVICES:
+                    self._spawn(name)
+                self.wait_serving(timeout_s - (time.monotonic() - started), SERVICES)
+                return self
+            except RuntimeError as error:
+                lost_port = "Address already in use" in str(error)
+                if not lost_port or attempt == tries - 1:
+                    self.stop()
+                    raise
+                self._stop_services()
+            except BaseException:
+                self.stop()
+                raise
         return self
 
     def _spawn(self, name: str) -> None:
@@ -228,9 +243,12 @@ class Suite:
             process.kill()
             process.wait()
 
-    def stop(self) -> None:
+    def _stop_services(self) -> None:
         for name in reversed(SERVICES):
             self.stop_service(name)
+
+    def stop(self) -> None:
+        self._stop_services()
         if self.triton is not None:
             self.triton.stop()
 
