@@ -267,6 +267,7 @@ def ratios(rows: dict[str, dict]) -> dict[str, float]:
 def run(suite: Endpoints, seconds: float, report: dict) -> tuple[dict[str, dict], list[str]]:
     """The suite's measurements (printed, and added to ``report``); answers the Search rows
     and the queries."""
+    from shared.bench import tax
     from shared.bench.encoder import bench_encoder
     from shared.bench.machine import machine, served_engines
     from shared.paths import triton_model_repository
@@ -276,23 +277,32 @@ def run(suite: Endpoints, seconds: float, report: dict) -> tuple[dict[str, dict]
     wait_for_intent(intent, retrieval)
     queries = [q.text for q in load_queries(folder)]
     floor = Floor(suite.trainer, retrieval)
+    repository = triton_model_repository()
     try:
-        here = machine(served_engines(triton_model_repository(), floor.versions))
+        here = machine(served_engines(repository, floor.versions))
         console.print(here.line())
         report.update(machine=here.as_json(), models=floor.versions)
         bench_gateway(gateway, queries[:20], 1, 3.0)  # warm up every hop
         bench_floor(floor, queries[:20], 2.0)
         rows = {}
+        # What each process says of itself around the suite's runs (shared.bench.tax), and
+        # the CPU this process spends on the floor's runs and on the suite's clients.
+        meters = {n: tax.Meter(tax.parse_targets(suite.metrics), repository) for n in (1, 8)}
+        cpu_s: dict[str, float] = defaultdict(float)
         # In turns, suite, floor, floor, suite (ABBA), half the time each: neither side
         # gets the quieter minutes (a catalog load's aftermath, another job's burst).
         for clients, suite_row, floor_row in ((1, SUITE_1, FLOOR_1), (8, SUITE_8, FLOOR_8)):
             halves: dict[str, list[dict]] = {suite_row: [], floor_row: []}
             for row in (suite_row, floor_row, floor_row, suite_row):
-                halves[row].append(
-                    bench_gateway(gateway, queries, clients, seconds / 2)
-                    if row == suite_row
-                    else bench_floor(floor, queries, seconds / 2, clients)
-                )
+                with tax.process_cpu() as spent:
+                    if row == suite_row:
+                        with meters[clients].measuring():
+                            halves[row].append(
+                                bench_gateway(gateway, queries, clients, seconds / 2)
+                            )
+                    else:
+                        halves[row].append(bench_floor(floor, queries, seconds / 2, clients))
+                cpu_s[row] += spent[0]
             rows[suite_row], rows[floor_row] = merged(halves[suite_row]), merged(halves[floor_row])
         rows = {name: rows[name] for name in (SUITE_1, SUITE_8, FLOOR_1, FLOOR_8)}
     finally:
@@ -337,6 +347,7 @@ def run(suite: Endpoints, seconds: float, report: dict) -> tuple[dict[str, dict]
         runs=[as_run(name, row) for name, row in rows.items()],
         ratios=suite_to_floor,
     )
+    report["tax"] = where_it_goes(rows, meters, cpu_s)
     encoder = bench_encoder(url=suite.triton, seconds=min(seconds, 5.0))
     engine = next(iter(encoder.pop("engine", {"onnxruntime": 1.0})))
     shares = encoder.pop("triton_share_of_inprocess")
@@ -356,6 +367,46 @@ def run(suite: Endpoints, seconds: float, report: dict) -> tuple[dict[str, dict]
     )
     report["text_encoder"] = {**encoder, "triton_share_of_inprocess": shares}
     return rows, queries
+
+
+def where_it_goes(rows: dict[str, dict], meters: dict, cpu_s: dict[str, float]) -> dict:
+    """``make bench``'s account of the suite-to-floor gap (``shared.bench.tax``), printed:
+    per hop at 1 client, the gateway's mean against its server's own and the floor's; per
+    process at 8 clients, CPU milliseconds per search against the floor's. Returns them as
+    ``--json`` writes them (``hops_at_1``, ``cpu_ms_per_search_at_8``)."""
+    from shared.bench import tax
+
+    hops = tax.hop_table(
+        meters[1].total,
+        rows[SUITE_1]["hop_samples"],
+        rows[SUITE_1]["latencies_ms"],
+        rows[FLOOR_1]["hop_samples"],
+    )
+    cpu = tax.cpu_table(meters[8].total, rows[SUITE_8]["n"], cpu_s[FLOOR_8], rows[FLOOR_8]["n"])
+    if rows[SUITE_8]["n"]:
+        # The suite's clients run in this process, on the same cores.
+        cpu["bench clients"] = round(cpu_s[SUITE_8] / rows[SUITE_8]["n"] * 1e3, 3)
+    table = Table(
+        title="Where a search's time goes, 1 client, means: each hop as the gateway saw it "
+        "(total: as the client saw the search), its server's own time (its /metrics), the "
+        "transport between, and the floor's step"
+    )
+    for column in ("hop", "gateway ms", "server ms", "transport ms", "floor ms"):
+        table.add_column(column, justify="left" if column == "hop" else "right")
+    for hop, row in hops.items():
+        table.add_row(
+            hop,
+            *[
+                f"{row[key]:.2f}" if key in row else "-"
+                for key in ("gateway_ms", "server_ms", "transport_ms", "floor_ms")
+            ],
+        )
+    console.print(table)
+    console.print(
+        "CPU ms per search at 8 clients: "
+        + ", ".join(f"{name} {ms:.2f}" for name, ms in cpu.items())
+    )
+    return {"hops_at_1": hops, "cpu_ms_per_search_at_8": cpu}
 
 
 def secure_environment(folder: Path) -> tuple[dict[str, str], ClientSecurity]:

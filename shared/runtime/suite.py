@@ -59,6 +59,8 @@ class Endpoints:
     trainer: str
     feedback: str = ""
     recommend: str = ""
+    # Where each service's and Triton's /metrics answer (SHOPSENSE_METRICS_TARGETS' form).
+    metrics: str = ""
 
 
 @contextmanager
@@ -76,6 +78,7 @@ def running_suite(
             settings.trainer_target,
             settings.feedback_target,
             settings.recommend_target,
+            settings.metrics_targets,
         )
         return
     say("no suite running: starting one")
@@ -116,6 +119,7 @@ class Suite:
             self.address("trainer"),
             self.address("feedback"),
             self.address("recommend"),
+            self.metrics_targets(),
         )
 
     def _default_ports(self) -> dict[str, int]:

@@ -56,6 +56,21 @@ def test_bench_search_prints_the_machine_and_writes_its_runs_as_json(
         runs["suite", 8]["per_second"] / runs["floor", 8]["per_second"], rel=0.01
     )
     assert "secure_runs" not in report  # --no-security
+    # Where the time goes: each hop against its server's own time, read from its /metrics.
+    hops = report["tax"]["hops_at_1"]
+    assert set(hops) >= {"embed", "intent", "retrieval", "ranking", "total"}
+    for hop in ("intent", "retrieval", "ranking", "total"):
+        row = hops[hop]
+        assert 0 < row["server_ms"] < row["gateway_ms"], (hop, row)
+        assert row["transport_ms"] == pytest.approx(row["gateway_ms"] - row["server_ms"], abs=2e-3)
+    assert hops["total"]["floor_ms"] > 0
+    cpu = report["tax"]["cpu_ms_per_search_at_8"]
+    assert {"gateway", "retrieval", "ranking", "intent", "suite", "floor"} <= set(cpu)
+    assert cpu["suite"] == pytest.approx(
+        sum(ms for name, ms in cpu.items() if name not in ("suite", "floor", "bench clients")),
+        abs=0.01,
+    )
+    assert "Where a search's time goes" in printed and "CPU ms per search" in printed
     # The text encoder through Triton against the same engine in process, in turns.
     encoder = report["text_encoder"]
     for batch in ("batch1", "batch32"):
