@@ -14,7 +14,11 @@ only its cost). Measured at 1 client (p50 and p99 per call) and 8 clients (calls
   interceptor), as the gateway calls a hop;
 - ``... + 100 candidates``: the same stack answering Retrieve with 100 candidates (the
   gateway's default k) of the synthetic store, so the reply's size shows;
-- and in process, no RPC: serialising and parsing that reply once.
+- and in process, no RPC: serialising and parsing that reply once;
+- **after an idle gap**: ``grpc bare`` and ``shopsense server + channel`` again at 1 client,
+  each call after the caller slept 2, 10 and 30 ms, as every hop of a search at one client
+  is (the services wait between searches), beside a plain hand-off between two threads of
+  this process after the same gaps: what a hop costs when the processes are cold.
 
 Figures are on this machine, printed first; compare ratios within one run.
 """
@@ -24,6 +28,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from contextlib import contextmanager
@@ -179,7 +186,74 @@ def _measure(seconds: float) -> dict[str, dict[str, dict[str, float]]]:
     parse = retrieval_service_pb2.RetrieveResponse.FromString
     in_process = closed_loop(lambda: parse(reply.SerializeToString()), 1, seconds)
     results["100 candidates serialised and parsed, in process"] = {"1": in_process}
+
+    calls = max(5, int(seconds * 100))
+    with _bare_server(add_intent) as address, grpc.insecure_channel(address) as channel:
+        call = classify(channel)
+        call()
+        for gap_ms in IDLE_GAPS_MS:
+            results[f"grpc bare, after {gap_ms} ms idle"] = {"1": after_idle(call, gap_ms, calls)}
+    with (
+        _shopsense_server("intent", add_intent, INTENT) as address,
+        open_channel(address, ClientSecurity()) as channel,
+    ):
+        call = classify(channel)
+        call()
+        for gap_ms in IDLE_GAPS_MS:
+            results[f"shopsense server + channel, after {gap_ms} ms idle"] = {
+                "1": after_idle(call, gap_ms, calls)
+            }
+    with thread_echo() as hand_off:
+        for gap_ms in (0, *IDLE_GAPS_MS):
+            results[f"hand-off between two threads, after {gap_ms} ms idle"] = {
+                "1": after_idle(hand_off, gap_ms, calls)
+            }
     return results
+
+
+IDLE_GAPS_MS = (2, 10, 30)
+
+
+def after_idle(call: Callable[[], object], gap_ms: float, calls: int) -> dict[str, float]:
+    """``calls`` calls, each after sleeping ``gap_ms``: p50 and p99 in µs (the sleeps are
+    not counted)."""
+    took = []
+    for _ in range(calls):
+        if gap_ms:
+            time.sleep(gap_ms / 1e3)
+        started = time.perf_counter()
+        call()
+        took.append((time.perf_counter() - started) * 1e6)
+    return {
+        "calls": calls,
+        "p50_us": load.percentile(took, 0.5),
+        "p99_us": load.percentile(took, 0.99),
+    }
+
+
+@contextmanager
+def thread_echo() -> Iterator[Callable[[], object]]:
+    """A thread that echoes what it is handed: a call hands it an item and waits for it
+    back (two wake-ups, no socket)."""
+    there: queue.SimpleQueue[object] = queue.SimpleQueue()
+    back: queue.SimpleQueue[object] = queue.SimpleQueue()
+
+    def echo() -> None:
+        while (item := there.get()) is not None:
+            back.put(item)
+
+    thread = threading.Thread(target=echo, name="echo", daemon=True)
+    thread.start()
+
+    def hand_off() -> object:
+        there.put(1)
+        return back.get()
+
+    try:
+        yield hand_off
+    finally:
+        there.put(None)
+        thread.join(timeout=5)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import io
 import json
+import threading
+import time
 from pathlib import Path
 
 from shopsense.retrieval.v1 import retrieval_service_pb2
 
-from shared.bench.rpc import candidates_reply, main, measure
+from shared.bench.rpc import IDLE_GAPS_MS, after_idle, candidates_reply, main, measure, thread_echo
 
 
 def test_every_layer_is_measured_at_1_and_8_clients() -> None:
     log = io.StringIO()
     results = measure(0.05, log)
-    layers = [case for case in results if "in process" not in case]
+    layers = [case for case in results if "in process" not in case and "idle" not in case]
     assert layers == [
         "grpc bare",
         "shopsense server",
@@ -57,3 +59,35 @@ def test_the_logging_configuration_is_put_back() -> None:
     before = structlog.get_config()
     measure(0.02, io.StringIO())
     assert structlog.get_config() == before
+
+
+def test_a_hop_is_measured_after_each_idle_gap_beside_a_thread_hand_off() -> None:
+    results = measure(0.05, io.StringIO())
+    for gap in IDLE_GAPS_MS:
+        for case in ("grpc bare", "shopsense server + channel", "hand-off between two threads"):
+            figures = results[f"{case}, after {gap} ms idle"]["1"]
+            assert figures["calls"] == 5 and 0 < figures["p50_us"] <= figures["p99_us"]
+    assert "hand-off between two threads, after 0 ms idle" in results
+
+
+def test_after_idle_sleeps_before_each_call_and_times_only_the_call() -> None:
+    slept: list[float] = []
+    last = [0.0]
+
+    def call() -> None:
+        now = time.perf_counter()
+        if last[0]:
+            slept.append(now - last[0])
+        time.sleep(0.002)
+        last[0] = time.perf_counter()
+
+    figures = after_idle(call, 10, 4)
+    assert figures["calls"] == 4
+    assert all(gap >= 0.01 for gap in slept)  # a 10 ms gap before every call after the first
+    assert 2000 <= figures["p50_us"] < 9000  # the 2 ms call, not the 10 ms gap
+
+
+def test_the_echo_thread_hands_back_and_stops() -> None:
+    with thread_echo() as hand_off:
+        assert hand_off() == 1
+    assert not any(t.name == "echo" and t.is_alive() for t in threading.enumerate())
