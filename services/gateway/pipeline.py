@@ -11,6 +11,14 @@ A failed optional hop is also classified for the guard rails: it counts against 
 (``ArmRun.model_failures``) when the arm's own model failed, not when the caller's own
 deadline, shorter than the suite's, cut it short.
 
+**Intent beside the embedding.** When an arm classifies with a fine-tuned classifier (the
+registry serves a version, or the arm pins one), the classifier reads the query's text, not
+its vector: the gateway then asks intent when the search starts (:class:`PendingIntent`, a
+gRPC future), without the vector, and the two hops run at once; the ``intent`` timing is
+the call's whole time, overlapping ``embed``. Should intent fall back to its prototypes, it
+embeds the query itself. With the prototypes alone (no classifier yet) intent needs the
+vector and is asked after the embedding.
+
 **Personalised search** (``SHOPSENSE_PERSONALIZE`` or the arm's ``pipeline.personalize``):
 the shopper's profile is asked of the recommendation service when the search starts
 (:class:`PendingProfile`, a gRPC future under its own share of the deadline), so it arrives
@@ -141,6 +149,24 @@ class PendingProfile:
         return self._profile
 
 
+class PendingIntent:
+    """An arm's Classify call started before the query is embedded (its classifier reads the
+    text); ``started`` is when, for the hop's timing."""
+
+    def __init__(
+        self,
+        stub: intent_service_pb2_grpc.IntentServiceStub,
+        request: intent_service_pb2.ClassifyRequest,
+        timeout: float,
+    ) -> None:
+        self.started = time.monotonic()
+        self._future = stub.Classify.future(request, timeout=timeout)
+
+    def result(self) -> intent_service_pb2.ClassifyResponse:
+        """The reply; the call's grpc.RpcError when it failed."""
+        return self._future.result()
+
+
 def personalizes(arm: Arm, default: bool) -> bool:
     """Whether ``arm`` personalises search: its pipeline setting, else the gateway's."""
     return default if arm.pipeline.personalize is None else arm.pipeline.personalize
@@ -161,6 +187,8 @@ class Query:
     explain_top: int
     # The shopper's profile on its way (None: no arm of this search personalises).
     profile: PendingProfile | None = None
+    # Arm index -> its intent call started beside the embedding (see PendingIntent).
+    intents: dict[int, PendingIntent] = field(default_factory=dict)
 
 
 @dataclass
@@ -215,11 +243,35 @@ class ArmPipeline:
         # Told the catalog index's encoder version retrieval answered with.
         self._saw_index_version = saw_index_version
 
+    def start_intent(
+        self, arm: Arm, text: str, request: pb.SearchRequest, serving: dict[str, str], clock: Clock
+    ) -> PendingIntent | None:
+        """Ask intent now, without the query's vector, when ``arm`` classifies with a
+        fine-tuned classifier (pinned, or the registry's serving version); else None (intent
+        is skipped, or its prototypes need the vector)."""
+        if request.options.skip_intent:
+            return None
+        version = arm.pinned(INTENT_CLASSIFIER) or serving.get(INTENT_CLASSIFIER, "")
+        if not version:
+            return None
+        return PendingIntent(
+            self._hops.intent,
+            intent_service_pb2.ClassifyRequest(query=text, model_version=version),
+            clock.budget(self._intent_budget),
+        )
+
     def run(
-        self, arm: Arm, query: Query, clock: Clock, tag: str = "", shared: ArmRun | None = None
+        self,
+        arm: Arm,
+        query: Query,
+        clock: Clock,
+        tag: str = "",
+        shared: ArmRun | None = None,
+        index: int = 0,
     ) -> ArmRun:
         """The arm's results; with ``shared``, that run's intent and candidates are reused
-        (arms that differ only in ranking). ``tag`` suffixes the hops' timing names."""
+        (arms that differ only in ranking). ``tag`` suffixes the hops' timing names;
+        ``index`` is the arm's place in the route (its intent call may have started)."""
         run = ArmRun()
         if shared is not None:
             run.intent, run.candidates = shared.intent, shared.candidates
@@ -230,17 +282,24 @@ class ArmPipeline:
             run.degraded.personalization = False
             run.model_failures = [hop for hop in shared.model_failures if hop != "ranking"]
         else:
-            self._classify(arm, query, clock, tag, run)
+            self._classify(arm, query, clock, tag, run, query.intents.get(index))
             self._retrieve(arm, query, clock, tag, run)
         self._rank(arm, query, clock, tag, run)
         return run
 
     def _optional(
-        self, hop: str, call: Callable[[], T], clock: Clock, tag: str, run: ArmRun
+        self,
+        hop: str,
+        call: Callable[[], T],
+        clock: Clock,
+        tag: str,
+        run: ArmRun,
+        started: float | None = None,
     ) -> T | None:
         """Call an optional hop: its reply, or None with the run degraded (and the failure
-        counted against the arm unless the caller's own short deadline cut it)."""
-        started = time.monotonic()
+        counted against the arm unless the caller's own short deadline cut it). ``started``:
+        when the call began, if before this (its timing counts from then)."""
+        started = time.monotonic() if started is None else started
         try:
             return call()
         except grpc.RpcError as exc:
@@ -254,22 +313,33 @@ class ArmPipeline:
         finally:
             clock.record(hop + tag, started)
 
-    def _classify(self, arm: Arm, query: Query, clock: Clock, tag: str, run: ArmRun) -> None:
+    def _classify(
+        self,
+        arm: Arm,
+        query: Query,
+        clock: Clock,
+        tag: str,
+        run: ArmRun,
+        pending: PendingIntent | None = None,
+    ) -> None:
         if query.request.options.skip_intent:
             return
-        version = arm.pinned(INTENT_CLASSIFIER) or query.serving.get(INTENT_CLASSIFIER, "")
-        reply = self._optional(
-            "intent",
-            lambda: self._hops.intent.Classify(
-                intent_service_pb2.ClassifyRequest(
-                    query=query.text, query_embedding=query.embedding, model_version=version
+        if pending is not None:  # asked beside the embedding
+            reply = self._optional("intent", pending.result, clock, tag, run, pending.started)
+        else:
+            version = arm.pinned(INTENT_CLASSIFIER) or query.serving.get(INTENT_CLASSIFIER, "")
+            reply = self._optional(
+                "intent",
+                lambda: self._hops.intent.Classify(
+                    intent_service_pb2.ClassifyRequest(
+                        query=query.text, query_embedding=query.embedding, model_version=version
+                    ),
+                    timeout=clock.budget(self._intent_budget),
                 ),
-                timeout=clock.budget(self._intent_budget),
-            ),
-            clock,
-            tag,
-            run,
-        )
+                clock,
+                tag,
+                run,
+            )
         if reply is not None:
             run.intent = reply.intent
             run.versions.intent = reply.intent.model_version

@@ -208,6 +208,13 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
                 return kept
         else:
             self._cache.skipped()
+        # Arms whose classifier reads the text ask intent now, beside the embedding.
+        intents = {
+            index: pending
+            for index, arm in enumerate(where.arms)
+            if where.shares_retrieval(index) is None
+            and (pending := self._pipeline.start_intent(arm, page.query, request, serving, clock))
+        }
         embedding, embedded_with = None, ""
         dense = request.options.retrieval_mode != common_pb2.RETRIEVAL_MODE_LEXICAL
         if dense:
@@ -220,12 +227,18 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
             k=k,
             explain_top=explain_top,
             profile=profile,
+            intents=intents,
         )
         runs: list[ArmRun] = []
         for index, arm in enumerate(where.arms):
             shared = where.shares_retrieval(index)
             run = self._pipeline.run(
-                arm, query, clock, "_b" if index else "", None if shared is None else runs[shared]
+                arm,
+                query,
+                clock,
+                "_b" if index else "",
+                None if shared is None else runs[shared],
+                index,
             )
             run.versions.text_encoder = run.versions.text_encoder or embedded_with
             run.degraded.dense = run.degraded.dense or (dense and embedding is None)
