@@ -410,7 +410,8 @@ class ArmPipeline:
             run.versions.ranking = reply.model_version
             if profile is not None and not reply.personalized:
                 run.degraded.personalization = True
-            run.order = [(item.product_id, item.score, list(item.parts)) for item in reply.items]
+            # The parts as the reply holds them (a copy per item costs more than the rest).
+            run.order = [(item.product_id, item.score, item.parts) for item in reply.items]
         else:
             run.order = [(c.product.product_id, c.fused_score, []) for c in run.candidates]
         if arm.pipeline.reverse_ranking:

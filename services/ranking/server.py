@@ -29,7 +29,7 @@ from shared.contracts.common import (
     validate_version,
 )
 from shared.contracts.intent import intent_pairs
-from shared.contracts.ranking import rank_inputs, ranked_items
+from shared.contracts.ranking import add_ranked_items, rank_inputs
 from shared.errors import FailedPrecondition, InvalidArgument, Unavailable
 from shared.models.tokenization import Tokenizer
 from shared.models.triton_client import CrossEncoderClient
@@ -153,13 +153,14 @@ class RankingServicer(ranking_service_pb2_grpc.RankingServiceServicer):
                 self._depths.observe(version, len(docs), time.monotonic() - started)
                 ranked = rerank_head(ranked, output.scores, self._weight)
                 served = output.version
-        return ranking_service_pb2.RankResponse(
-            items=ranked_items(ranked, explain),
+        response = ranking_service_pb2.RankResponse(
             model_version=ranking_version(served, scorer.version),
             cross_encoder_skipped=skipped,
             reranked=min(depth, len(ranked)) if served else 0,
             personalized=personalized,
         )
+        add_ranked_items(response.items, ranked, explain)
+        return response
 
     def _personalize(
         self, request: ranking_service_pb2.RankRequest, ranked: list[Scored]

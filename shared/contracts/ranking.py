@@ -4,8 +4,8 @@ inputs, the scored order out as ranked items with their explanations."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from shopsense.ranking.v1 import ranking_service_pb2 as pb
 from shopsense.retrieval.v1 import retrieval_service_pb2 as rpb
 
 from shared.contracts.common import check_count
@@ -43,16 +43,13 @@ def rank_inputs(candidates: Sequence[rpb.Candidate]) -> list[RankInput]:
     return inputs
 
 
-def ranked_items(ranked: Sequence[Scored], explain: int) -> list[pb.RankedItem]:
-    """The order as items; the first ``explain`` carry every score part's contribution."""
-    return [
-        pb.RankedItem(
-            product_id=s.product_id,
-            score=s.score,
-            parts=[
-                pb.ScorePart(feature=f, value=v, weight=w, contribution=v * w)
-                for f, v, w in (s.parts if position < explain else ())
-            ],
-        )
-        for position, s in enumerate(ranked)
-    ]
+def add_ranked_items(items: Any, ranked: Sequence[Scored], explain: int) -> None:
+    """The order as items added to ``items`` (a response's repeated field, built in place:
+    half the cost of building messages and copying them in); the first ``explain`` carry
+    every score part's contribution."""
+    for position, s in enumerate(ranked):
+        item = items.add(product_id=s.product_id, score=s.score)
+        if position < explain:
+            parts = item.parts
+            for f, v, w in s.parts:
+                parts.add(feature=f, value=v, weight=w, contribution=v * w)

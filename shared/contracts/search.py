@@ -10,7 +10,7 @@ from shopsense.retrieval.v1 import retrieval_service_pb2
 from shopsense.search.v1 import search_service_pb2 as pb
 
 # (product id, score, score parts) in result order.
-Ranked = tuple[str, float, list]
+Ranked = tuple[str, float, Sequence]
 # Search request metadata that asks for a fresh search: the gateway's result cache is
 # neither read nor written (benchmarks of the pipeline, a storefront previewing an edit).
 NO_CACHE = ("cache-control", "no-cache")
@@ -30,33 +30,29 @@ def results_page(
     response = pb.SearchResponse(total_size=len(order))
     if intent is not None:
         response.intent.CopyFrom(intent)
+    results = response.results
     for position, (pid, score, parts) in enumerate(
         order[offset : offset + page_size], start=offset + 1
     ):
         c = candidates[pid]
-        response.results.append(
-            pb.SearchResult(
-                product_id=pid,
-                title=c.product.title,
-                price=c.product.price,
-                score=score,
-                product_class=c.product.product_class,
-                position=position,
-                explanation=pb.Explanation(
-                    sources=c.sources,
-                    lexical_rank=c.lexical_rank,
-                    dense_rank=c.dense_rank,
-                    intent_match=c.product.product_class in intent_classes,
-                    score_parts=[
-                        pb.ScoreComponent(
-                            feature=p.feature,
-                            value=p.value,
-                            weight=p.weight,
-                            contribution=p.contribution,
-                        )
-                        for p in parts
-                    ],
-                ),
-            )
+        product = c.product
+        # Built in place (add), not built apart and copied in: half the cost.
+        result = results.add(
+            product_id=pid,
+            title=product.title,
+            price=product.price,
+            score=score,
+            product_class=product.product_class,
+            position=position,
         )
+        explanation = result.explanation
+        explanation.sources.extend(c.sources)
+        explanation.lexical_rank = c.lexical_rank
+        explanation.dense_rank = c.dense_rank
+        explanation.intent_match = product.product_class in intent_classes
+        score_parts = explanation.score_parts
+        for p in parts:
+            score_parts.add(
+                feature=p.feature, value=p.value, weight=p.weight, contribution=p.contribution
+            )
     return response
