@@ -167,6 +167,12 @@ class PendingIntent:
         return self._future.result()
 
 
+def intent_version(arm: Arm, serving: dict[str, str]) -> str:
+    """The intent classifier version ``arm`` classifies with: its pin, else the registry's
+    serving version; "" when none (intent's prototypes)."""
+    return arm.pinned(INTENT_CLASSIFIER) or serving.get(INTENT_CLASSIFIER, "")
+
+
 def personalizes(arm: Arm, default: bool) -> bool:
     """Whether ``arm`` personalises search: its pipeline setting, else the gateway's."""
     return default if arm.pipeline.personalize is None else arm.pipeline.personalize
@@ -251,7 +257,7 @@ class ArmPipeline:
         is skipped, or its prototypes need the vector)."""
         if request.options.skip_intent:
             return None
-        version = arm.pinned(INTENT_CLASSIFIER) or serving.get(INTENT_CLASSIFIER, "")
+        version = intent_version(arm, serving)
         if not version:
             return None
         return PendingIntent(
@@ -327,7 +333,7 @@ class ArmPipeline:
         if pending is not None:  # asked beside the embedding
             reply = self._optional("intent", pending.result, clock, tag, run, pending.started)
         else:
-            version = arm.pinned(INTENT_CLASSIFIER) or query.serving.get(INTENT_CLASSIFIER, "")
+            version = intent_version(arm, query.serving)
             reply = self._optional(
                 "intent",
                 lambda: self._hops.intent.Classify(
