@@ -16,7 +16,6 @@ says of itself, read from its /metrics around the suite's runs of ``make bench``
 from __future__ import annotations
 
 import os
-import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -155,15 +154,6 @@ class Meter:
         before = read(self.targets, self.repository)
         yield
         self.total = self.total.plus(read(self.targets, self.repository).minus(before))
-
-
-@contextmanager
-def process_cpu() -> Iterator[list[float]]:
-    """This process's CPU seconds spent in the block (all threads), in the list yielded."""
-    spent: list[float] = []
-    started = time.process_time()
-    yield spent
-    spent.append(time.process_time() - started)
 
 
 def hop_table(
