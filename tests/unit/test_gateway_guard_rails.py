@@ -6,6 +6,7 @@ services it calls (intent, retrieval, ranking) and for the text encoder."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 import numpy as np
@@ -42,6 +43,18 @@ class RpcError(grpc.RpcError):
 
     def details(self) -> str:
         return self._details
+
+
+class Future:
+    """A gRPC future that has finished: ``result()`` answers the reply, or raises the error."""
+
+    def __init__(self, answer: Any) -> None:
+        self._answer = answer
+
+    def result(self) -> Any:
+        if isinstance(self._answer, Exception):
+            raise self._answer
+        return self._answer
 
 
 class Context:

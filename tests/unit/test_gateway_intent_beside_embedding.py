@@ -17,7 +17,7 @@ from services.gateway.server import SearchServicer
 from shared.experiments.assignment import Arm, Experiment
 from shared.experiments.attribution import AttributionSigner
 from shared.settings import GatewaySettings
-from tests.unit.test_gateway_guard_rails import Context, Retrieval, RpcError
+from tests.unit.test_gateway_guard_rails import Context, Future, Retrieval, RpcError
 from tests.unit.test_personal_gateway import _Ranking
 
 pytestmark = pytest.mark.unit
@@ -33,16 +33,6 @@ class _Encoder:
 
     def version(self) -> str:
         return "1"
-
-
-class _Future:
-    def __init__(self, answer: intent_service_pb2.ClassifyResponse | Exception) -> None:
-        self._answer = answer
-
-    def result(self) -> intent_service_pb2.ClassifyResponse:
-        if isinstance(self._answer, Exception):
-            raise self._answer
-        return self._answer
 
 
 class _Classify:
@@ -70,10 +60,10 @@ class _Classify:
             raise answer
         return answer
 
-    def future(self, request: intent_service_pb2.ClassifyRequest, timeout: float) -> _Future:
+    def future(self, request: intent_service_pb2.ClassifyRequest, timeout: float) -> Future:
         assert 0 < timeout <= 2.0
         self._events.append("classify started")
-        return _Future(self._answer(request))  # type: ignore[arg-type]
+        return Future(self._answer(request))
 
 
 class _Intent:

@@ -17,7 +17,14 @@ from services.gateway.server import SearchServicer
 from shared.experiments.assignment import Arm, Experiment, Pipeline, assign_arm
 from shared.experiments.attribution import AttributionSigner
 from shared.settings import GatewaySettings
-from tests.unit.test_gateway_guard_rails import Context, Encoder, Intent, Retrieval, RpcError
+from tests.unit.test_gateway_guard_rails import (
+    Context,
+    Encoder,
+    Future,
+    Intent,
+    Retrieval,
+    RpcError,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -33,16 +40,6 @@ EXPERIMENT = Experiment(
 )
 
 
-class _Future:
-    def __init__(self, reply: pb.GetShopperProfileResponse | Exception) -> None:
-        self._reply = reply
-
-    def result(self) -> pb.GetShopperProfileResponse:
-        if isinstance(self._reply, Exception):
-            raise self._reply
-        return self._reply
-
-
 class _Profiles:
     """GetShopperProfile.future: the profile, or the error it is told to raise."""
 
@@ -50,10 +47,10 @@ class _Profiles:
         self.asked: list[pb.GetShopperProfileRequest] = []
         self._reply = reply
 
-    def future(self, request: pb.GetShopperProfileRequest, timeout: float) -> _Future:
+    def future(self, request: pb.GetShopperProfileRequest, timeout: float) -> Future:
         assert 0 < timeout <= 2.0
         self.asked.append(request)
-        return _Future(self._reply)
+        return Future(self._reply)
 
 
 class _Recommend:
