@@ -32,8 +32,10 @@ def add_rerank_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pruned",
         type=int,
-        default=0,
-        help="the pruned version (default: newest with fewer layers)",
+        nargs="*",
+        default=[],
+        help="the pruned versions, a row each, the last also in the deadline and cache steps "
+        "(default: the newest of each layer count below 6, most layers first)",
     )
     parser.add_argument("--pair-tokens", type=int, default=40, help="the shorter pair length")
     parser.add_argument(
@@ -43,7 +45,11 @@ def add_rerank_arguments(parser: argparse.ArgumentParser) -> None:
         "--queries", type=int, default=0, help="held-out queries for nDCG@10 (0: all)"
     )
     parser.add_argument(
-        "--only", type=int, nargs="*", default=[], help="run only these steps (0-5)"
+        "--only",
+        type=int,
+        nargs="*",
+        default=[],
+        help="run only these steps (numbered as the table)",
     )
     parser.add_argument(
         "--json", metavar="OUT", default="", help="also write the figures to OUT as JSON"

@@ -8,10 +8,11 @@ cross-encoder version its row names (published in that copy's registry):
 1. full: the fine-tuned cross-encoder (``--full``, default the newest 6-layer version),
    rescoring 50 candidates, pairs of 64 tokens: the pipeline before this issue;
 2. + shorter pairs: ``--pair-tokens`` (SHOPSENSE_PAIR_MAX_TOKENS);
-3. + pruned: the pruned, distilled version (``--pruned``, default the newest with fewer
-   layers; ``make train`` with ``--set cross_encoder.layers=N`` trains one);
-4. + deadline: every search with a ``--deadline-ms`` deadline; ranking cuts the head to
-   what fits it;
+3. + pruned: a pruned, distilled version, one row each (``--pruned V ...``, default the
+   newest of each layer count below 6, most layers first; ``make train`` with ``--set
+   cross_encoder.layers=N`` trains one);
+4. + deadline: the last pruned version, every search with a ``--deadline-ms`` deadline;
+   ranking cuts the head to what fits it;
 5. + result cache: the same, with queries repeating as head queries do (drawn with
    probability proportional to 1/rank over the held-out queries: Zipf, s = 1) and the
    gateway's result cache used.
@@ -72,9 +73,16 @@ def cross_encoder_versions(repository: Path) -> dict[int, int]:
 
 
 def steps(args: argparse.Namespace, versions: dict[int, int]) -> list[Step]:
-    """The table's steps, with the versions chosen (SystemExit naming what is missing)."""
+    """The table's steps, with the versions chosen (SystemExit naming what is missing).
+
+    One "pruned" row per pruned version (``--pruned``, default the newest of each layer
+    count, most layers first); the deadline and cache steps serve the last of them.
+    """
     full = args.full or max((v for v, n in versions.items() if n == FULL_LAYERS), default=0)
-    pruned = args.pruned or max((v for v, n in versions.items() if n < FULL_LAYERS), default=0)
+    pruned = list(args.pruned) or [
+        max(v for v, n in versions.items() if n == layers)
+        for layers in sorted({n for n in versions.values() if n < FULL_LAYERS}, reverse=True)
+    ]
     if not full:
         raise SystemExit("no fine-tuned cross-encoder installed: run `make train` first")
     if not pruned:
@@ -83,15 +91,19 @@ def steps(args: argparse.Namespace, versions: dict[int, int]) -> list[Step]:
             "--models cross_encoder --set cross_encoder.layers=3 --set "
             "cross_encoder.freeze_layers=1 --set cross_encoder.distill_weight=1` first"
         )
-    tokens, deadline = args.pair_tokens, args.deadline_ms / 1000.0
-    layers = versions.get(pruned, "?")
+    tokens, deadline, last = args.pair_tokens, args.deadline_ms / 1000.0, pruned[-1]
     return [
         Step("features only (no cross-encoder)", 0),
         Step(f"full cross-encoder v{full}, depth 50, pairs 64 tokens", full),
         Step(f"+ pairs of {tokens} tokens", full, tokens),
-        Step(f"+ pruned to {layers} layers, distilled (v{pruned})", pruned, tokens),
-        Step(f"+ depth from a {args.deadline_ms:.0f} ms deadline", pruned, tokens, deadline),
-        Step("+ result cache, head queries repeating", pruned, tokens, deadline, cached=True),
+        *(
+            Step(f"+ pruned to {versions.get(v, '?')} layers, distilled (v{v})", v, tokens)
+            for v in pruned
+        ),
+        Step(
+            f"+ depth from a {args.deadline_ms:.0f} ms deadline (v{last})", last, tokens, deadline
+        ),
+        Step("+ result cache, head queries repeating", last, tokens, deadline, cached=True),
     ]
 
 
@@ -165,7 +177,7 @@ def bench_rerank(args: argparse.Namespace) -> int:
     if args.queries:
         dataset.queries = dataset.queries[: args.queries]
     queries = [q.text for q in dataset.queries]
-    versions = {"cross_encoder": str(chosen[3].cross_encoder)}
+    versions = {"cross_encoder": str(chosen[-1].cross_encoder)}
     here = machine(served_engines(repository, versions))
     console.print(here.line())
     rows = []

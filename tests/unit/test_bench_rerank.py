@@ -31,16 +31,23 @@ def test_steps_serve_the_newest_full_and_pruned_versions_cumulatively(tmp_path: 
     _install(tmp_path, 2, 3)
     _install(tmp_path, 3, 6)
     _install(tmp_path, 4, 2)
+    _install(tmp_path, 5, 3)
     versions = cross_encoder_versions(tmp_path)
-    assert versions == {1: 6, 2: 3, 3: 6, 4: 2}
+    assert versions == {1: 6, 2: 3, 3: 6, 4: 2, 5: 3}
     chosen = steps(_args("--pair-tokens", "32", "--deadline-ms", "80"), versions)
-    assert [s.cross_encoder for s in chosen] == [0, 3, 3, 4, 4, 4]
-    assert [s.pair_tokens for s in chosen] == [64, 64, 32, 32, 32, 32]
-    assert [s.deadline_s for s in chosen][-2:] == [0.08, 0.08] and chosen[3].deadline_s == 10.0
-    assert [s.cached for s in chosen] == [False] * 5 + [True]
-    assert "2 layers" in chosen[3].name
+    # The newest of each pruned layer count, most layers first; the deadline and cache
+    # steps serve the last (the fewest layers).
+    assert [s.cross_encoder for s in chosen] == [0, 3, 3, 5, 4, 4, 4]
+    assert [s.pair_tokens for s in chosen] == [64, 64, 32, 32, 32, 32, 32]
+    assert [s.deadline_s for s in chosen][-2:] == [0.08, 0.08]
+    assert {s.deadline_s for s in chosen[:-2]} == {10.0}
+    assert [s.cached for s in chosen] == [False] * 6 + [True]
+    assert "3 layers" in chosen[3].name and "2 layers" in chosen[4].name
+    assert "(v4)" in chosen[5].name
     pinned = steps(_args("--full", "1", "--pruned", "2"), versions)
-    assert (pinned[1].cross_encoder, pinned[3].cross_encoder) == (1, 2)
+    assert [s.cross_encoder for s in pinned] == [0, 1, 1, 2, 2, 2]
+    both = steps(_args("--pruned", "4", "2"), versions)
+    assert [s.cross_encoder for s in both][3:] == [4, 2, 2, 2]
 
 
 def test_missing_versions_say_what_to_run(tmp_path: Path) -> None:
