@@ -37,6 +37,12 @@ def add_rerank_arguments(parser: argparse.ArgumentParser) -> None:
         help="the pruned versions, a row each, the last also in the deadline and cache steps "
         "(default: the newest of each layer count below 6, most layers first)",
     )
+    parser.add_argument(
+        "--depth",
+        type=int,
+        default=50,
+        help="candidates the cross-encoder rescores from the pruned step on (the full: 50)",
+    )
     parser.add_argument("--pair-tokens", type=int, default=40, help="the shorter pair length")
     parser.add_argument(
         "--deadline-ms", type=float, default=100.0, help="the searches' deadline in the last steps"

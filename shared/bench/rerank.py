@@ -11,6 +11,7 @@ cross-encoder version its row names (published in that copy's registry):
 3. + pruned: a pruned, distilled version, one row each (``--pruned V ...``, default the
    newest of each layer count below 6, most layers first; ``make train`` with ``--set
    cross_encoder.layers=N`` trains one);
+   ``--depth`` sets how many candidates the pruned steps rescore (default 50, as before);
 4. + deadline: the last pruned version, every search with a ``--deadline-ms`` deadline;
    ranking cuts the head to what fits it;
 5. + result cache: the same, with queries repeating as head queries do (drawn with
@@ -59,6 +60,7 @@ class Step:
     name: str
     cross_encoder: int  # the version to serve; 0: none (features only)
     pair_tokens: int = 64
+    depth: int = 50  # candidates the cross-encoder rescores
     deadline_s: float = LONG_DEADLINE_S
     cached: bool = False
 
@@ -92,18 +94,29 @@ def steps(args: argparse.Namespace, versions: dict[int, int]) -> list[Step]:
             "cross_encoder.freeze_layers=1 --set cross_encoder.distill_weight=1` first"
         )
     tokens, deadline, last = args.pair_tokens, args.deadline_ms / 1000.0, pruned[-1]
+    depth = args.depth
+    deeper = f", depth {depth}" if depth != 50 else ""
     return [
         Step("features only (no cross-encoder)", 0),
         Step(f"full cross-encoder v{full}, depth 50, pairs 64 tokens", full),
         Step(f"+ pairs of {tokens} tokens", full, tokens),
         *(
-            Step(f"+ pruned to {versions.get(v, '?')} layers, distilled (v{v})", v, tokens)
+            Step(
+                f"+ pruned to {versions.get(v, '?')} layers, distilled (v{v}){deeper}",
+                v,
+                tokens,
+                depth,
+            )
             for v in pruned
         ),
         Step(
-            f"+ depth from a {args.deadline_ms:.0f} ms deadline (v{last})", last, tokens, deadline
+            f"+ depth from a {args.deadline_ms:.0f} ms deadline (v{last}{deeper})",
+            last,
+            tokens,
+            depth,
+            deadline,
         ),
-        Step("+ result cache, head queries repeating", last, tokens, deadline, cached=True),
+        Step("+ result cache, head queries repeating", last, tokens, depth, deadline, cached=True),
     ]
 
 
@@ -123,7 +136,7 @@ def run_step(
     env = {
         "SHOPSENSE_PAIR_MAX_TOKENS": str(step.pair_tokens),
         "SHOPSENSE_GATEWAY_REFRESH_S": "0.5",
-        "SHOPSENSE_RERANK_DEPTH": "50" if step.cross_encoder else "0",
+        "SHOPSENSE_RERANK_DEPTH": str(step.depth) if step.cross_encoder else "0",
     }
     with Suite(state=folder, ephemeral_ports=True, extra_env=env) as suite:
         if step.cross_encoder:

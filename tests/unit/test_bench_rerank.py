@@ -48,6 +48,10 @@ def test_steps_serve_the_newest_full_and_pruned_versions_cumulatively(tmp_path: 
     assert [s.cross_encoder for s in pinned] == [0, 1, 1, 2, 2, 2]
     both = steps(_args("--pruned", "4", "2"), versions)
     assert [s.cross_encoder for s in both][3:] == [4, 2, 2, 2]
+    assert {s.depth for s in both} == {50} and "depth" not in both[3].name
+    shallow = steps(_args("--depth", "30"), versions)
+    assert [s.depth for s in shallow] == [50, 50, 50, 30, 30, 30, 30]
+    assert "depth 30" in shallow[3].name and "depth 30" in shallow[5].name
 
 
 def test_missing_versions_say_what_to_run(tmp_path: Path) -> None:
