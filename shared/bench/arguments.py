@@ -41,7 +41,8 @@ def add_rerank_arguments(parser: argparse.ArgumentParser) -> None:
         "--depth",
         type=int,
         default=50,
-        help="candidates the cross-encoder rescores from the pruned step on (the full: 50)",
+        help="candidates the last pruned version rescores: a step of its own when not 50, "
+        "and the cap of the deadline and cache steps",
     )
     parser.add_argument("--pair-tokens", type=int, default=40, help="the shorter pair length")
     parser.add_argument(

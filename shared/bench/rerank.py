@@ -11,8 +11,8 @@ cross-encoder version its row names (published in that copy's registry):
 3. + pruned: a pruned, distilled version, one row each (``--pruned V ...``, default the
    newest of each layer count below 6, most layers first; ``make train`` with ``--set
    cross_encoder.layers=N`` trains one);
-   ``--depth`` sets how many candidates the pruned steps rescore (default 50, as before);
-4. + deadline: the last pruned version, every search with a ``--deadline-ms`` deadline;
+   then, with ``--depth`` below 50, the last of them rescoring that many candidates;
+4. + deadline: the last pruned version (at most ``--depth`` candidates), every search with a ``--deadline-ms`` deadline;
    ranking cuts the head to what fits it;
 5. + result cache: the same, with queries repeating as head queries do (drawn with
    probability proportional to 1/rank over the held-out queries: Zipf, s = 1) and the
@@ -95,22 +95,21 @@ def steps(args: argparse.Namespace, versions: dict[int, int]) -> list[Step]:
         )
     tokens, deadline, last = args.pair_tokens, args.deadline_ms / 1000.0, pruned[-1]
     depth = args.depth
-    deeper = f", depth {depth}" if depth != 50 else ""
     return [
         Step("features only (no cross-encoder)", 0),
         Step(f"full cross-encoder v{full}, depth 50, pairs 64 tokens", full),
         Step(f"+ pairs of {tokens} tokens", full, tokens),
         *(
-            Step(
-                f"+ pruned to {versions.get(v, '?')} layers, distilled (v{v}){deeper}",
-                v,
-                tokens,
-                depth,
-            )
+            Step(f"+ pruned to {versions.get(v, '?')} layers, distilled (v{v})", v, tokens)
             for v in pruned
         ),
+        *(
+            [Step(f"+ rescoring the top {depth} (v{last})", last, tokens, depth)]
+            if depth != 50
+            else []
+        ),
         Step(
-            f"+ depth from a {args.deadline_ms:.0f} ms deadline (v{last}{deeper})",
+            f"+ depth from a {args.deadline_ms:.0f} ms deadline (v{last}, at most {depth})",
             last,
             tokens,
             depth,

@@ -43,15 +43,18 @@ def test_steps_serve_the_newest_full_and_pruned_versions_cumulatively(tmp_path: 
     assert {s.deadline_s for s in chosen[:-2]} == {10.0}
     assert [s.cached for s in chosen] == [False] * 6 + [True]
     assert "3 layers" in chosen[3].name and "2 layers" in chosen[4].name
-    assert "(v4)" in chosen[5].name
+    assert "(v4, at most 50)" in chosen[5].name
     pinned = steps(_args("--full", "1", "--pruned", "2"), versions)
     assert [s.cross_encoder for s in pinned] == [0, 1, 1, 2, 2, 2]
     both = steps(_args("--pruned", "4", "2"), versions)
     assert [s.cross_encoder for s in both][3:] == [4, 2, 2, 2]
-    assert {s.depth for s in both} == {50} and "depth" not in both[3].name
+    assert {s.depth for s in both} == {50}
+    # A shallower head is a step of its own, after the pruned rows (which rescore 50).
     shallow = steps(_args("--depth", "30"), versions)
-    assert [s.depth for s in shallow] == [50, 50, 50, 30, 30, 30, 30]
-    assert "depth 30" in shallow[3].name and "depth 30" in shallow[5].name
+    assert [s.cross_encoder for s in shallow] == [0, 3, 3, 5, 4, 4, 4, 4]
+    assert [s.depth for s in shallow] == [50, 50, 50, 50, 50, 30, 30, 30]
+    assert "top 30" in shallow[5].name and "at most 30" in shallow[6].name
+    assert [s.deadline_s for s in shallow][-3:] == [10.0, 0.1, 0.1]
 
 
 def test_missing_versions_say_what_to_run(tmp_path: Path) -> None:
