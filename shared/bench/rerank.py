@@ -11,9 +11,9 @@ cross-encoder version its row names (published in that copy's registry):
 3. + pruned: a pruned, distilled version, one row each (``--pruned V ...``, default the
    newest of each layer count below 6, most layers first; ``make train`` with ``--set
    cross_encoder.layers=N`` trains one);
-   then, with ``--depth`` below 50, the last of them rescoring that many candidates;
-4. + deadline: the last pruned version (at most ``--depth`` candidates), every search with a ``--deadline-ms`` deadline;
-   ranking cuts the head to what fits it;
+   then, with ``--depth`` other than 50, the last of them rescoring that many candidates;
+4. + deadline: the last pruned version (at most ``--depth`` candidates), every search with
+   a ``--deadline-ms`` deadline; ranking cuts the head to what fits it;
 5. + result cache: the same, with queries repeating as head queries do (drawn with
    probability proportional to 1/rank over the held-out queries: Zipf, s = 1) and the
    gateway's result cache used.
@@ -41,6 +41,7 @@ from shopsense.trainer.v1 import trainer_service_pb2_grpc
 from shared.bench.suite import bench_gateway, copy_databases
 from shared.data.wands import load_wands
 from shared.evaluation.remote import SYSTEMS, evaluate_gateway
+from shared.experiments.assignment import MAX_RERANK_DEPTH
 from shared.models.layout import SPEC_FILE
 from shared.paths import state_dir, triton_model_repository
 from shared.rpc.clients import open_channel
@@ -95,6 +96,8 @@ def steps(args: argparse.Namespace, versions: dict[int, int]) -> list[Step]:
         )
     tokens, deadline, last = args.pair_tokens, args.deadline_ms / 1000.0, pruned[-1]
     depth = args.depth
+    if not 1 <= depth <= MAX_RERANK_DEPTH:
+        raise SystemExit(f"--depth: {depth} is not between 1 and {MAX_RERANK_DEPTH}")
     return [
         Step("features only (no cross-encoder)", 0),
         Step(f"full cross-encoder v{full}, depth 50, pairs 64 tokens", full),

@@ -62,6 +62,8 @@ def test_missing_versions_say_what_to_run(tmp_path: Path) -> None:
         steps(_args(), {})
     with pytest.raises(SystemExit, match=r"cross_encoder\.layers=3"):
         steps(_args(), {1: 6})
+    with pytest.raises(SystemExit, match="--depth: 0"):
+        steps(_args("--depth", "0"), {1: 6, 2: 3})
 
 
 def test_the_repeated_load_favours_the_head_queries() -> None:
