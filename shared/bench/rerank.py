@@ -50,6 +50,7 @@ from shared.runtime.suite import Suite
 
 console = Console(width=180)
 FULL_LAYERS = 6
+FULL_DEPTH = 50  # candidates the cross-encoder rescored before this issue
 LONG_DEADLINE_S = 10.0
 SUITE = "hybrid (suite)"
 
@@ -61,7 +62,7 @@ class Step:
     name: str
     cross_encoder: int  # the version to serve; 0: none (features only)
     pair_tokens: int = 64
-    depth: int = 50  # candidates the cross-encoder rescores
+    depth: int = FULL_DEPTH  # candidates the cross-encoder rescores
     deadline_s: float = LONG_DEADLINE_S
     cached: bool = False
 
@@ -100,7 +101,7 @@ def steps(args: argparse.Namespace, versions: dict[int, int]) -> list[Step]:
         raise SystemExit(f"--depth: {depth} is not between 1 and {MAX_RERANK_DEPTH}")
     return [
         Step("features only (no cross-encoder)", 0),
-        Step(f"full cross-encoder v{full}, depth 50, pairs 64 tokens", full),
+        Step(f"full cross-encoder v{full}, depth {FULL_DEPTH}, pairs 64 tokens", full),
         Step(f"+ pairs of {tokens} tokens", full, tokens),
         *(
             Step(f"+ pruned to {versions.get(v, '?')} layers, distilled (v{v})", v, tokens)
@@ -108,7 +109,7 @@ def steps(args: argparse.Namespace, versions: dict[int, int]) -> list[Step]:
         ),
         *(
             [Step(f"+ rescoring the top {depth} (v{last})", last, tokens, depth)]
-            if depth != 50
+            if depth != FULL_DEPTH
             else []
         ),
         Step(
