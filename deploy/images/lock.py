@@ -50,6 +50,9 @@ SERVICES = [
     "opentelemetry-exporter-otlp-proto-grpc",
     "cryptography",
     "googleapis-common-protos",
+    # Retrieval's milvus backend talks to a Milvus server (milvus-lite, the embedded
+    # engine, is for one machine only).
+    "pymilvus",
 ]
 # The trainer service plus its job processes: fine-tuning, ONNX export, the export's engine
 # comparison (onnxruntime, OpenVINO) and offline evaluation. torch is the CPU wheel.

@@ -50,6 +50,7 @@ from shared.rpc.privacy import bind_query
 from shared.rpc.server import ServerHandle, build_service, check_production, serve_when_ready
 from shared.rpc.tls import TlsFiles
 from shared.search.catalog_index import CatalogIndex, EmbeddingVersionMismatch
+from shared.search.milvus import MilvusEngine
 from shared.search.reindex import ReindexStatus
 from shared.search.retrieval import RetrieveOptions
 from shared.settings import RetrievalSettings
@@ -497,7 +498,14 @@ def create_server(
                 )
 
     if index is None:
-        index = CatalogIndex.open(settings.catalog_db_url)
+        engine = None
+        if settings.backend == "milvus":
+            engine = MilvusEngine(
+                settings.milvus_uri,
+                collection=settings.milvus_collection,
+                token=settings.milvus_token,
+            )
+        index = CatalogIndex.open(settings.catalog_db_url, engine=engine)
     # Other replicas' upserts, deletes and reindex swaps, from the catalog's change log.
     index.start_following(
         settings.follow_s,

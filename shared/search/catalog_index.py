@@ -50,7 +50,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import Counter
-from collections.abc import Callable, KeysView, Sequence
+from collections.abc import Callable, Iterator, KeysView, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
@@ -62,6 +62,7 @@ from shared.errors import FailedPrecondition, InvalidArgument, Unavailable
 from shared.search.bm25 import BM25Index
 from shared.search.filters import FilterPostings, Filters, normalize_value
 from shared.search.fusion import reciprocal_rank_fusion_arrays
+from shared.search.milvus import EngineRow, MilvusEngine
 from shared.search.reindex import REINDEX_BATCH, CatalogReindex, ReindexStatus
 from shared.search.retrieval import Candidate, RetrievalResult, RetrieveOptions
 from shared.search.rwlock import ReadWriteLock
@@ -80,6 +81,10 @@ from shared.storage.catalog import (
 
 # Products applied to memory per write-lock hold: bounds how long a reader can wait.
 APPLY_CHUNK = 512
+
+
+class _Rebuilt(Exception):
+    """The catalog's vectors were swapped while the engine's collection was built."""
 
 
 class EmbeddingVersionMismatch(FailedPrecondition):
@@ -145,8 +150,10 @@ class CatalogIndex:
         dense_weight: float = 1.0,
         bm25_k1: float = 1.2,
         bm25_b: float = 0.75,
+        engine: MilvusEngine | None = None,
     ) -> None:
-        """Use ``open``; this constructor takes an open store (its ``dim`` is the index's)."""
+        """Use ``open``; this constructor takes an open store (its ``dim`` is the index's)
+        and, for the Milvus backend, an engine not opened yet (``open`` syncs it)."""
         if intent_weight < 0 or lexical_weight < 0 or dense_weight < 0:
             raise ValueError("intent_weight, lexical_weight and dense_weight must be >= 0")
         self.dim = store.dim
@@ -173,24 +180,49 @@ class CatalogIndex:
         self._reindex = CatalogReindex(self, store, self._write_mutex)
         self._following: threading.Thread | None = None
         self._stop_following = threading.Event()
+        # The Milvus backend (None: the in-process one). ``_engine_current``: its served
+        # collection holds the catalog as in memory, so its dense list may be used (until
+        # a rebuild catches up after a reindex swap or a failed write, the dense list
+        # comes from memory; the lexical one comes from the engine throughout).
+        self._engine = engine
+        self._engine_current = False
+        self._engine_rebuild: threading.Thread | None = None
+        self._engine_error = ""
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
-    def open(cls, path: str | Path, dim: int = 384, **options: float) -> Self:
+    def open(
+        cls,
+        path: str | Path,
+        dim: int = 384,
+        *,
+        engine: MilvusEngine | None = None,
+        **options: float,
+    ) -> Self:
         """Open (creating if needed) the catalog stored at ``path`` (a SQLAlchemy URL, or
         a SQLite file's path) and load it into memory.
 
+        ``engine``: the Milvus backend (None: search in process). Its served collection is
+        used when it holds this catalog's generation; otherwise one is built from the
+        catalog before ``open`` returns.
         ``options`` are the constructor's keyword parameters (``intent_weight``, ...).
         Raises ``FailedPrecondition`` if the stored embeddings have another dimension.
         """
         store = CatalogStore.open(path, dim)
-        index = cls(store, **options)
+        index = cls(store, engine=engine, **options)
         try:
             index._load()
+            if engine is not None:
+                index._open_engine()
         except BaseException:
             store.close()
             raise
         return index
+
+    @property
+    def backend(self) -> str:
+        """Where the lexical and dense searches run: "memory" or "milvus"."""
+        return self._engine.name if self._engine is not None else "memory"
 
     def close(self) -> None:
         """Stop following, cancel a running reindex, then release the database connections
@@ -199,6 +231,10 @@ class CatalogIndex:
         if self._following is not None:
             self._following.join(30.0)
         self.cancel_reindex(wait_s=30.0)
+        if self._engine_rebuild is not None:
+            self._engine_rebuild.join(60.0)
+        if self._engine is not None:
+            self._engine.close()
         self._store.close()
 
     def __enter__(self) -> Self:
@@ -231,13 +267,121 @@ class CatalogIndex:
             self._embedding_version = stored.version
             if rows:
                 self._ensure_rows(max(rows))
-                self._bm25.add_many(rows, (p.terms for p in prepared))
+                if self._engine is None:
+                    self._bm25.add_many(rows, (p.terms for p in prepared))
                 self._vectors.set_many(np.asarray(rows), vectors)
                 for p in prepared:
                     self._index_product(p, with_text=False)
                 used = set(rows)
                 self._free_rows = [r for r in range(max(rows), -1, -1) if r not in used]
             self._generation = stored.seq
+            self._engine_current = False
+
+    # ------------------------------------------------------------ the Milvus backend
+    def _open_engine(self) -> None:
+        """Serve the engine's collection if it holds this catalog, else build one now."""
+        engine = self._engine
+        assert engine is not None
+        state = engine.open(self.dim)
+        if state is not None and state.version == self._embedding_version:
+            if state.generation == self._generation and state.count == len(self._row_of):
+                self._engine_current = True
+                return
+            if engine.shared and state.generation > self._generation:
+                self._engine_current = True  # other replicas wrote since this one loaded
+                return
+        self._rebuild_engine()
+
+    def _rebuild_engine(self) -> None:
+        """Build a collection of the whole catalog outside the locks, then, under the
+        write mutex, write what changed meanwhile and serve it."""
+        engine = self._engine
+        assert engine is not None
+        with self._lock.read():
+            rows_of = dict(self._row_of)
+            products = {row: self._products[row] for row in rows_of.values()}
+            vectors_obj, version = self._vectors, self._embedding_version
+            rows = np.fromiter(rows_of.values(), dtype=np.int64, count=len(rows_of))
+            vectors = vectors_obj._matrix[rows] if len(rows) else np.zeros((0, self.dim))
+
+        def stream() -> Iterator[EngineRow]:
+            for i, row in enumerate(rows.tolist()):
+                product = products[row]
+                assert product is not None
+                yield EngineRow(row, product, analyze(product.lexical_text()), vectors[i])
+
+        name = engine.build(stream(), len(rows))
+        try:
+            with self._write_mutex:
+                if self._vectors is not vectors_obj or self._embedding_version != version:
+                    raise _Rebuilt("vectors swapped during the build")
+                current = self._row_of
+                upserts = [
+                    EngineRow(row, p, analyze(p.lexical_text()), self._vectors._matrix[row])
+                    for row in current.values()
+                    if (p := self._products[row]) is not None and products.get(row) is not p
+                ]
+                deletes = sorted(set(products) - set(current.values()))
+                engine.write(
+                    upserts,
+                    deletes,
+                    self._generation,
+                    self._embedding_version,
+                    len(current),
+                    collection=name,
+                )
+                engine.switch(name, self._generation, self._embedding_version, len(current))
+                self._engine_current = True
+                self._engine_error = ""
+        except BaseException:
+            engine.drop(name)
+            raise
+
+    def _engine_stale(self, reason: str) -> None:
+        """The engine's collection no longer holds the catalog: rebuild it in the
+        background (the dense list comes from memory until it is current again)."""
+        self._engine_current = False
+        self._engine_error = reason
+        if self._engine_rebuild is not None and self._engine_rebuild.is_alive():
+            return
+
+        def loop() -> None:
+            while not self._stop_following.is_set():
+                try:
+                    self._rebuild_engine()
+                    return
+                except Exception as exc:  # Milvus away, or a swap meanwhile: try again
+                    self._engine_error = f"rebuild failed: {exc.__class__.__name__}: {exc}"
+                    self._stop_following.wait(1.0 if isinstance(exc, _Rebuilt) else 5.0)
+
+        self._engine_rebuild = threading.Thread(target=loop, name="milvus-rebuild", daemon=True)
+        self._engine_rebuild.start()
+
+    def _engine_write(
+        self,
+        upserts: Sequence[PreparedProduct],
+        deletes: Sequence[int],
+        seq: int,
+        version: str,
+        count: int,
+    ) -> None:
+        """Write one change to the engine (write mutex held, inside the store's write
+        transaction for this replica's own changes). On failure the engine is rebuilt in
+        the background and ``Unavailable`` raised, so the transaction rolls back."""
+        engine = self._engine
+        if engine is None:
+            return
+        try:
+            engine.write(
+                [EngineRow(p.row, p.product, p.terms, p.vector) for p in upserts],
+                deletes,
+                seq,
+                version,
+                count,
+            )
+        except Unavailable as exc:
+            self._engine_stale(str(exc))
+            raise
 
     # ------------------------------------------------------------ following replicas
     def follow(self) -> int:
@@ -289,6 +433,8 @@ class CatalogIndex:
             self._install_stored(tx.load())
             # A running reindex here must re-embed what it staged: its products changed.
             self._reindex.staging.ids.clear()
+            if self._engine is not None:
+                self._engine_stale("the catalog was reloaded (a reindex swap or a pruned log)")
             return len(changes)
         ids: set[str] = set()
         for change in changes:
@@ -302,6 +448,14 @@ class CatalogIndex:
             for sp in stored.values()
         ]
         version = tx.version()
+        if self._engine is not None and not self._engine.shared:
+            # This replica's own collection follows the others' writes (a shared one has
+            # them already: each writer writes it inside its transaction).
+            new_rows = {p.row for p in prepared}
+            old_rows = {self._row_of[pid] for pid in ids if pid in self._row_of}
+            count = len(self._row_of) + sum(1 for pid in stored if pid not in self._row_of)
+            count -= sum(1 for pid in ids if pid in self._row_of and pid not in stored)
+            self._engine_write(prepared, sorted(old_rows - new_rows), last, version, count)
         with self._lock.write():
             for pid in ids:
                 row = self._row_of.get(pid)
@@ -340,7 +494,8 @@ class CatalogIndex:
         self._version_counts[p.version] += 1
         self._postings.add(row, product)
         if with_text:
-            self._bm25.add_terms(row, p.terms)
+            if self._engine is None:
+                self._bm25.add_terms(row, p.terms)
             self._vectors.set(row, p.vector)
         if key:
             stats = self._class_stats.get(key)
@@ -459,6 +614,8 @@ class CatalogIndex:
                     pin_version=index_version if index_version != self._embedding_version else None,
                     staging_version=stage_as,
                 )
+                count = len(self._row_of) + sum(1 for pid in prepared if pid not in self._row_of)
+                self._engine_write(list(prepared.values()), [], seq, index_version, count)
             if stage_as:
                 for pid, prep in prepared.items():
                     if prep.staged is not None:
@@ -490,6 +647,13 @@ class CatalogIndex:
                 if not doomed:
                     return found
                 seq = tx.delete(doomed)
+                self._engine_write(
+                    [],
+                    sorted(self._row_of[pid] for pid in doomed),
+                    seq,
+                    self._embedding_version,
+                    len(self._row_of) - len(doomed),
+                )
             for start in range(0, len(doomed), APPLY_CHUNK):
                 with self._lock.write():
                     for pid in doomed[start : start + APPLY_CHUNK]:
@@ -643,16 +807,26 @@ class CatalogIndex:
                 )
             filters.validate(self._postings.attribute_names())
             generation = self._generation
-            mask = self._postings.mask(filters, len(self._products))
+            engine = self._engine
+            memory_dense = engine is None or not self._engine_current
+            mask = (
+                self._postings.mask(filters, len(self._products))
+                if engine is None or (use_dense and memory_dense)
+                else None
+            )
             lists: dict[str, np.ndarray] = {}
             source_scores: dict[str, np.ndarray] = {}
             if use_lexical:
-                lists["lexical"], source_scores["lexical"] = self._bm25.search_terms(
-                    terms, options.lexical_k, mask
+                lists["lexical"], source_scores["lexical"] = (
+                    self._bm25.search_terms(terms, options.lexical_k, mask)
+                    if engine is None
+                    else self._present(engine.lexical(terms, options.lexical_k, filters))
                 )
             if use_dense:
-                lists["dense"], source_scores["dense"] = self._vectors.search(
-                    qvec, options.dense_k, mask
+                lists["dense"], source_scores["dense"] = (
+                    self._vectors.search(qvec, options.dense_k, mask)
+                    if memory_dense
+                    else self._present(engine.dense(qvec, options.dense_k, filters))  # type: ignore[union-attr]
                 )
             rows, fused, ranks = reciprocal_rank_fusion_arrays(lists, k=rrf_k, weights=weights)
             boosts = np.zeros(len(rows))
@@ -696,6 +870,18 @@ class CatalogIndex:
                 )
             )
         return RetrievalResult(candidates, effective, mode, fallback, generation, version)
+
+    def _present(self, hits: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """An engine's hits less rows this replica does not hold (read lock held): a row
+        written to a shared collection by another replica before this one followed."""
+        rows, scores = hits
+        products = self._products
+        keep = [
+            i for i, r in enumerate(rows.tolist()) if r < len(products) and products[r] is not None
+        ]
+        if len(keep) == len(rows):
+            return rows, scores
+        return rows[keep], scores[keep]
 
     # -------------------------------------------------------------------- reindex
     def reindex_status(self) -> ReindexStatus:
@@ -774,3 +960,7 @@ class CatalogIndex:
             self._version_counts = Counter({version: swap.count})
             self._embedding_version = version
             self._generation = seq
+            # Before a reader can see the new version: the engine's vectors are the old one's.
+            self._engine_current = False
+        if self._engine is not None:
+            self._engine_stale("a reindex swapped every vector")

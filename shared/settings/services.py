@@ -9,6 +9,7 @@ gateway, intent, feedback and the trainer alike.
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 from shared import paths
@@ -480,6 +481,36 @@ class RetrievalSettings(ServiceSettings):
         "how often the catalog's change log is polled for other replicas' writes, seconds",
         parse=number,
         check=between(0.05, 60),
+    )
+    backend: str = option(
+        "SHOPSENSE_RETRIEVAL_BACKEND",
+        "memory",
+        "where the BM25 and dense searches run: memory (in process, exact) or milvus "
+        "(SHOPSENSE_MILVUS_URI)",
+        check=one_of("memory", "milvus"),
+    )
+    milvus_uri: str = option(
+        "SHOPSENSE_MILVUS_URI",
+        lambda values, _cls: str(values["state_dir"] / "milvus" / "retrieval.db"),
+        "the milvus backend's engine: a milvus-lite file (embedded, one process at a time) or "
+        "a Milvus server's http(s):// address, shared by every replica",
+        derived_from="state_dir",
+    )
+    milvus_collection: str = option(
+        "SHOPSENSE_MILVUS_COLLECTION",
+        "shopsense_catalog",
+        "the Milvus collections' name prefix (<prefix>_state names the served one)",
+        check=lambda value: (
+            None
+            if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,200}", value)
+            else f"letters, digits and _, not starting with a digit (got {value!r})"
+        ),
+    )
+    milvus_token: str = option(
+        "SHOPSENSE_MILVUS_TOKEN",
+        "",
+        "the Milvus server's token (user:password or an API key); empty: none",
+        secret=True,
     )
 
 
