@@ -12,7 +12,7 @@ MODEL := triton_models/text_encoder/1/model.onnx
 SHARED_DATA ?= $(or $(SHOPSENSE_SHARED_DATA),../shared/data)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv protos models run train demo test test-unit test-integration test-system k8s eval bench bench-rerank bench-rpc bench-cross-encoder bench-feedback bench-experiments bench-recommend bench-recs certs lint format clean images test-images
+.PHONY: help venv protos models run train demo test test-unit test-integration test-system k8s eval bench bench-rerank bench-scale bench-rpc bench-cross-encoder bench-feedback bench-experiments bench-recommend bench-recs certs lint format clean images test-images
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -85,6 +85,9 @@ bench: venv protos models ## Search through the suite against the in-process flo
 
 bench-rerank: venv protos models ## Search with the cross-encoder on, step by step: shorter pairs, a pruned model, the depth from a deadline, the result cache (after make train; BENCH_ARGS="--json OUT")
 	HF_HUB_OFFLINE=1 $(VENV)/bin/shopsense bench rerank $(BENCH_ARGS)
+
+bench-scale: venv ## retrieval in process (exact, HNSW) and on milvus-lite over one SYNTHETIC catalog: ingest, memory, Retrieve p50/p99, dense Recall@100 vs exact (BENCH_ARGS="--products 1000000")
+	$(PY) -m shared.bench.scale $(BENCH_ARGS)
 
 bench-rpc: venv protos ## one gRPC hop's cost, layer by layer: bare grpc, our server stack, our channel, a 100-candidate reply (and parsing it in process)
 	HF_HUB_OFFLINE=1 $(PY) -m shared.bench.rpc $(BENCH_ARGS)

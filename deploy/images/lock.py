@@ -50,8 +50,9 @@ SERVICES = [
     "opentelemetry-exporter-otlp-proto-grpc",
     "cryptography",
     "googleapis-common-protos",
-    # Retrieval's milvus backend talks to a Milvus server (milvus-lite, the embedded
-    # engine, is for one machine only).
+    # Retrieval: the in-process HNSW graph; the milvus backend's client for a Milvus
+    # server (milvus-lite, the embedded engine, is for one machine only).
+    "faiss-cpu",
     "pymilvus",
 ]
 # The trainer service plus its job processes: fine-tuning, ONNX export, the export's engine

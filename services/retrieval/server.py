@@ -505,7 +505,9 @@ def create_server(
                 collection=settings.milvus_collection,
                 token=settings.milvus_token,
             )
-        index = CatalogIndex.open(settings.catalog_db_url, engine=engine)
+        index = CatalogIndex.open(
+            settings.catalog_db_url, engine=engine, ann_threshold=settings.ann_threshold
+        )
     # Other replicas' upserts, deletes and reindex swaps, from the catalog's change log.
     index.start_following(
         settings.follow_s,

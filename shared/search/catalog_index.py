@@ -53,7 +53,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, KeysView, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 
@@ -68,7 +68,7 @@ from shared.search.retrieval import Candidate, RetrievalResult, RetrieveOptions
 from shared.search.rwlock import ReadWriteLock
 from shared.search.text import analyze
 from shared.search.upsert import PreparedProduct, UpsertOutcome, prepare_upsert
-from shared.search.vectors import VectorIndex
+from shared.search.vectors import ANN_THRESHOLD, VectorIndex
 from shared.storage.catalog import (
     DELETE,
     SWAP,
@@ -151,9 +151,13 @@ class CatalogIndex:
         bm25_k1: float = 1.2,
         bm25_b: float = 0.75,
         engine: MilvusEngine | None = None,
+        ann_threshold: int | None = ANN_THRESHOLD,
     ) -> None:
         """Use ``open``; this constructor takes an open store (its ``dim`` is the index's)
-        and, for the Milvus backend, an engine not opened yet (``open`` syncs it)."""
+        and, for the Milvus backend, an engine not opened yet (``open`` syncs it).
+        ``ann_threshold``: the in-process dense search goes through an HNSW graph once a
+        load or reindex holds at least this many products (None: always exact; see
+        ``shared.search.vectors``)."""
         if intent_weight < 0 or lexical_weight < 0 or dense_weight < 0:
             raise ValueError("intent_weight, lexical_weight and dense_weight must be >= 0")
         self.dim = store.dim
@@ -164,7 +168,8 @@ class CatalogIndex:
         self._write_mutex = threading.Lock()
         self._bm25_params = (bm25_k1, bm25_b)
         self._bm25 = BM25Index(k1=bm25_k1, b=bm25_b)
-        self._vectors = VectorIndex(self.dim)
+        self._ann_threshold = ann_threshold
+        self._vectors = VectorIndex(self.dim, ann_threshold)
         self._postings = FilterPostings()
         self._products: list[Product | None] = []  # by row
         self._class_keys: list[str] = []  # normalised class by row ("" if none)
@@ -197,7 +202,7 @@ class CatalogIndex:
         dim: int = 384,
         *,
         engine: MilvusEngine | None = None,
-        **options: float,
+        **options: Any,
     ) -> Self:
         """Open (creating if needed) the catalog stored at ``path`` (a SQLAlchemy URL, or
         a SQLite file's path) and load it into memory.
@@ -259,7 +264,7 @@ class CatalogIndex:
         with self._lock.write():
             k1, b = self._bm25_params
             self._bm25 = BM25Index(k1=k1, b=b)
-            self._vectors = VectorIndex(self.dim)
+            self._vectors = VectorIndex(self.dim, self._ann_threshold)
             self._postings = FilterPostings()
             self._products, self._class_keys, self._versions = [], [], []
             self._row_of, self._free_rows = {}, []
@@ -938,7 +943,7 @@ class CatalogIndex:
         """A vector index and class centroids of ``vectors`` (one per product, of another
         version), to ``_install`` once the store swapped them in."""
         rows = np.asarray([self._row_of[pid] for pid in pids], dtype=np.int64)
-        new_vectors = VectorIndex(self.dim)
+        new_vectors = VectorIndex(self.dim, self._ann_threshold)
         new_vectors.set_many(rows, vectors)
         new_stats = {
             key: _ClassStats(old.name, old.count, np.zeros(self.dim, dtype=np.float64))

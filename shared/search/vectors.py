@@ -1,9 +1,24 @@
-"""Exact inner-product search over a row-addressed float32 matrix.
+"""Inner-product search over a row-addressed float32 matrix: exact, and above a size an
+HNSW graph (faiss) in front of it.
 
-Exact search is the right tool up to about a million products here: a matrix-vector
-product over 20,000 x 384 float32 takes about a millisecond, there is no recall loss to
-explain, and updates are a row write. An ANN index becomes worth its complexity only
-beyond that (see the timings printed by ``python -m shared.bench.index``).
+Exact search is the right tool for a store's usual catalog: a matrix-vector product over
+20,000 x 384 float32 takes about a millisecond, there is no recall loss to explain, and
+updates are a row write. It grows linearly (about 130 ms at 1,000,000 products here), so
+a bulk load (``set_many``: an index's open, a reindex swap) of at least ``ann_threshold``
+vectors also builds an HNSW graph over 8-bit scalar-quantised copies of them (M 32,
+efConstruction 80; a quarter of the matrix's memory besides the graph's links). A search
+then asks the graph for ``max(k, 2 * ANN_MIN_EF)`` candidates (efSearch the same) and
+rescores them exactly from the matrix, so scores are exact and only recall is approximate
+(``python -m shared.bench.scale`` measures it against exact search). Filters reach the
+graph as a bitmap of allowed entries, and the search widens (efSearch) in inverse
+proportion to the share of rows they allow; when they allow fewer than
+``ANN_MIN_FRACTION`` of the rows, the exact search over those few rows is faster and is
+used instead.
+
+After the build, ``set`` adds the new vector to the graph and retires the old entry, and
+``clear`` retires it: retired entries are never returned and are dropped at the next bulk
+load. A catalog that grows past the threshold while running keeps the exact search until
+then.
 """
 
 from __future__ import annotations
@@ -15,6 +30,84 @@ from shared.search.topk import top_k
 _MIN_CAPACITY = 1024
 # Below this fraction of allowed rows, gathering them beats scoring the whole matrix.
 _GATHER_FRACTION = 0.25
+# Bulk loads of at least this many vectors build the HNSW graph.
+ANN_THRESHOLD = 200_000
+# The graph's candidates per search are at least twice this (then rescored exactly).
+ANN_MIN_EF = 128
+# Filters allowing fewer rows than this fraction search the allowed rows exactly; above
+# it the graph search widens in inverse proportion to the fraction, up to ANN_MAX_EF.
+ANN_MIN_FRACTION = 0.05
+ANN_MAX_EF = 4_096
+_HNSW_M = 32
+_HNSW_EF_CONSTRUCTION = 80
+
+
+class _Hnsw:
+    """faiss HNSW over 8-bit scalar-quantised vectors; entries are appended, retired by a
+    flag, and mapped back to rows."""
+
+    def __init__(self, dim: int, rows: np.ndarray, vectors: np.ndarray) -> None:
+        import faiss  # imported when a catalog is large enough to need it
+
+        self._faiss = faiss
+        self.index = faiss.IndexHNSWSQ(
+            dim, faiss.ScalarQuantizer.QT_8bit, _HNSW_M, faiss.METRIC_INNER_PRODUCT
+        )
+        self.index.hnsw.efConstruction = _HNSW_EF_CONSTRUCTION
+        sample = vectors[np.random.default_rng(0).permutation(len(vectors))[:100_000]]
+        self.index.train(np.ascontiguousarray(sample))
+        self.index.add(np.ascontiguousarray(vectors))
+        # Entry -> row and entry -> live, with room to append (doubling).
+        self.size = len(rows)
+        self.retired = 0
+        self._row_of = np.asarray(rows, dtype=np.int64).copy()
+        self._alive = np.ones(len(rows), dtype=bool)
+        self.entry_of: dict[int, int] = {int(r): i for i, r in enumerate(self._row_of.tolist())}
+
+    @property
+    def row_of(self) -> np.ndarray:
+        return self._row_of[: self.size]
+
+    @property
+    def alive(self) -> np.ndarray:
+        return self._alive[: self.size]
+
+    def add(self, row: int, vec: np.ndarray) -> None:
+        self.remove(row)
+        self.index.add(np.asarray(vec, dtype=np.float32).reshape(1, -1))
+        if self.size == len(self._row_of):
+            grow = max(1024, self.size)
+            self._row_of = np.concatenate((self._row_of, np.zeros(grow, dtype=np.int64)))
+            self._alive = np.concatenate((self._alive, np.zeros(grow, dtype=bool)))
+        self._row_of[self.size] = row
+        self._alive[self.size] = True
+        self.entry_of[row] = self.size
+        self.size += 1
+
+    def remove(self, row: int) -> None:
+        entry = self.entry_of.pop(row, None)
+        if entry is not None:
+            self._alive[entry] = False
+            self.retired += 1
+
+    def candidates(
+        self, q: np.ndarray, n: int, allowed: np.ndarray | None, fraction: float = 1.0
+    ) -> np.ndarray:
+        """Up to ``n`` rows near ``q`` among live entries whose row ``allowed`` marks (about
+        ``fraction`` of them: the search widens in proportion, up to ``ANN_MAX_EF``)."""
+        faiss = self._faiss
+        if allowed is None and not self.retired:
+            params = faiss.SearchParametersHNSW(efSearch=n)
+        else:
+            ok = self.alive if allowed is None else self.alive & allowed[self.row_of]
+            bitmap = np.packbits(ok, bitorder="little")
+            params = faiss.SearchParametersHNSW(
+                sel=faiss.IDSelectorBitmap(len(ok), faiss.swig_ptr(bitmap)),
+                efSearch=int(min(ANN_MAX_EF, max(n, n / max(fraction, 1e-6)))),
+            )
+        _, entries = self.index.search(q.reshape(1, -1), n, params=params)
+        entries = entries[0]
+        return self.row_of[entries[entries >= 0]]
 
 
 def vector_error(vec: np.ndarray, dim: int, name: str = "embedding") -> str | None:
@@ -36,10 +129,14 @@ class VectorIndex:
     when writers are excluded by the caller.
     """
 
-    def __init__(self, dim: int = 384) -> None:
+    def __init__(self, dim: int = 384, ann_threshold: int | None = ANN_THRESHOLD) -> None:
+        """``ann_threshold``: bulk loads of at least this many vectors build the HNSW graph
+        (None: never)."""
         if dim <= 0:
             raise ValueError(f"dim must be > 0 (got {dim})")
         self.dim = dim
+        self.ann_threshold = ann_threshold
+        self._ann: _Hnsw | None = None
         self._matrix = np.zeros((0, dim), dtype=np.float32)
         self._present = np.zeros(0, dtype=bool)
         self._count = 0
@@ -50,6 +147,11 @@ class VectorIndex:
 
     def __contains__(self, row: object) -> bool:
         return isinstance(row, int) and 0 <= row < self._end and bool(self._present[row])
+
+    @property
+    def approximate(self) -> bool:
+        """Whether searches go through the HNSW graph (built by a large enough bulk load)."""
+        return self._ann is not None
 
     @property
     def nbytes(self) -> int:
@@ -81,6 +183,8 @@ class VectorIndex:
             raise ValueError(f"row must be >= 0 (got {row})")
         self._ensure(row)
         self._matrix[row] = vec
+        if self._ann is not None:
+            self._ann.add(row, vec)
         if not self._present[row]:
             self._present[row] = True
             self._count += 1
@@ -101,6 +205,10 @@ class VectorIndex:
         self._count += int((~self._present[rows]).sum())
         self._present[rows] = True
         self._end = max(self._end, int(rows.max()) + 1)
+        self._ann = None
+        if self.ann_threshold is not None and self._count >= self.ann_threshold:
+            present = np.flatnonzero(self._present[: self._end])
+            self._ann = _Hnsw(self.dim, present, self._matrix[present])
 
     def clear(self, row: int) -> bool:
         """Remove the vector at ``row``; returns whether one was there."""
@@ -109,6 +217,8 @@ class VectorIndex:
         self._present[row] = False
         self._matrix[row] = 0.0
         self._count -= 1
+        if self._ann is not None:
+            self._ann.remove(row)
         return True
 
     def similarity(self, rows: np.ndarray, qvec: np.ndarray) -> np.ndarray:
@@ -137,6 +247,13 @@ class VectorIndex:
             n = min(end, len(mask))
             m[:n] = mask[:n]
             allowed = allowed & m
+        fraction = 1.0 if mask is None else float(allowed.sum()) / self._count
+        if self._ann is not None and fraction >= ANN_MIN_FRACTION:
+            rows = self._ann.candidates(
+                q, max(k, 2 * ANN_MIN_EF), None if mask is None else allowed, fraction
+            )
+            rows.sort()
+            return top_k(rows, matrix[rows] @ q, k)
         if mask is not None or self._count < end:
             rows = np.flatnonzero(allowed)
             if len(rows) < _GATHER_FRACTION * end:

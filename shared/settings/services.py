@@ -482,6 +482,14 @@ class RetrievalSettings(ServiceSettings):
         parse=number,
         check=between(0.05, 60),
     )
+    ann_threshold: int = option(
+        "SHOPSENSE_RETRIEVAL_ANN_THRESHOLD",
+        200_000,  # shared.search.vectors.ANN_THRESHOLD (settings import nothing above them)
+        "products from which the in-process dense search goes through an HNSW graph (built "
+        "when the catalog is loaded or reindexed; exact below)",
+        parse=integer,
+        check=between(1_000, 1_000_000_000),
+    )
     backend: str = option(
         "SHOPSENSE_RETRIEVAL_BACKEND",
         "memory",
