@@ -45,13 +45,15 @@ pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
-OVERLAYS = ("local", "production")
+OVERLAYS = ("local", "production", "production-milvus")
 # The Kubernetes release whose schemas the manifests must satisfy (bundled by the
 # kubernetes-validate package; no network).
 KUBERNETES_VERSION = "1.37.0"
-# Kinds validated without a bundled schema (custom resources). None: the manifests use scrape
-# annotations and ConfigMaps instead of ServiceMonitor/PrometheusRule resources.
-SCHEMALESS_KINDS: frozenset[str] = frozenset()
+# Kinds validated without a bundled schema (custom resources): only the Milvus operator's
+# cluster (components/milvus; its shape is checked by test_the_milvus_overlay_...). The
+# manifests use scrape annotations and ConfigMaps instead of ServiceMonitor/PrometheusRule
+# resources.
+SCHEMALESS_KINDS: frozenset[str] = frozenset({"Milvus"})
 
 # The agreed ports (the common names of issue 13).
 HEALTH_PORT, METRICS_PORT, OPERATOR_OFFSET = 8086, 9090, 100
@@ -66,6 +68,7 @@ OPERATOR_SECRETS: dict[str, set[str]] = {
     "shopsense-token-keys": {"token-keys"},
     "shopsense-database": {"url"},
     "shopsense-log-key": {"log-key"},
+    "shopsense-milvus": {"token"},
 }
 # Variables a container may set that are not shopsense settings (Triton's, torch's, the
 # hub's offline switch, the PostgreSQL image's own).
@@ -343,9 +346,12 @@ def test_overlay_renders_every_service_and_triton(overlay: str) -> None:
     objects = render(overlay)
     deployments = by_kind(objects, "Deployment")
     assert set(deployments) == {f"shopsense-{s}" for s in (*SERVICES, "triton")}
-    assert {o["metadata"].get("namespace") for o in objects if o["kind"] != "Namespace"} == {
-        "shopsense"
-    }
+    # Everything in shopsense's namespace, but the Milvus cluster (components/milvus).
+    assert {
+        o["metadata"].get("namespace")
+        for o in objects
+        if o["kind"] not in ("Namespace", *SCHEMALESS_KINDS)
+    } == {"shopsense"}
     # Every service (and Triton) gets a Service and a PodDisruptionBudget of its own.
     for kind in ("Service", "PodDisruptionBudget"):
         assert set(deployments) <= set(by_kind(objects, kind)), kind
@@ -786,3 +792,54 @@ def test_deployments_in_the_rendered_overlays_differ_as_documented() -> None:
     # The GPU training template never runs by itself.
     cronjob = by_kind(production, "CronJob")["shopsense-train-gpu"]
     assert cronjob["spec"]["suspend"] is True
+
+
+def test_the_milvus_overlay_is_production_with_retrieval_on_a_milvus_cluster() -> None:
+    production, milvus = render("production"), render("production-milvus")
+    clusters = [o for o in milvus if o["kind"] == "Milvus"]
+    assert len(clusters) == 1
+    cluster = clusters[0]
+    assert cluster["apiVersion"] == "milvus.io/v1beta1" and cluster["spec"]["mode"] == "cluster"
+    namespace = cluster["metadata"]["namespace"]
+    assert namespace != "shopsense"  # its parts talk outside shopsense's default-deny
+    assert by_kind(milvus, "Namespace")[namespace]
+    assert cluster["spec"]["config"]["common"]["security"]["authorizationEnabled"] is True
+    for dependency in ("etcd", "storage"):
+        assert (
+            cluster["spec"]["dependencies"][dependency]["inCluster"]["deletionPolicy"] == "Retain"
+        )
+
+    # Retrieval: the milvus backend, at the operator's proxy Service, with the token.
+    config = by_kind(milvus, "ConfigMap")["shopsense-retrieval"]["data"]
+    assert config["SHOPSENSE_RETRIEVAL_BACKEND"] == "milvus"
+    proxy = f"http://{cluster['metadata']['name']}-milvus.{namespace}.svc:19530"
+    assert config["SHOPSENSE_MILVUS_URI"] == proxy
+    env = main_container(by_kind(milvus, "Deployment")["shopsense-retrieval"])["env"]
+    token = next(v for v in env if v["name"] == "SHOPSENSE_MILVUS_TOKEN")
+    assert token["valueFrom"]["secretKeyRef"] == {"name": "shopsense-milvus", "key": "token"}
+
+    # Its egress: the proxy's port in that namespace, from retrieval pods only.
+    policy = by_kind(milvus, "NetworkPolicy")["shopsense-retrieval-milvus-egress"]
+    assert policy["metadata"]["namespace"] == "shopsense"
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "retrieval"}
+    (rule,) = policy["spec"]["egress"]
+    (peer,) = rule["to"]
+    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": namespace}
+    assert (
+        peer["podSelector"]["matchLabels"]["app.kubernetes.io/instance"]
+        == (cluster["metadata"]["name"])
+    )
+    assert rule["ports"] == [{"protocol": "TCP", "port": 19530}]
+
+    # Everything else is production's, object for object.
+    def key(obj: dict[str, Any]) -> tuple[str, str]:
+        return obj["kind"], obj["metadata"]["name"]
+
+    added = {key(o) for o in milvus} - {key(o) for o in production}
+    assert added == {
+        ("Namespace", namespace),
+        ("Milvus", cluster["metadata"]["name"]),
+        ("NetworkPolicy", "shopsense-retrieval-milvus-egress"),
+    }
+    changed = {key(o) for o in milvus for p in production if key(o) == key(p) and o != p}
+    assert changed == {("ConfigMap", "shopsense-retrieval"), ("Deployment", "shopsense-retrieval")}
