@@ -339,6 +339,10 @@ def main(argv: list[str] | None = None) -> int:
 
     add_bench_parser(sub, console)
 
+    from shared.cli.fuzz import add_parser as add_fuzz_parser
+
+    add_fuzz_parser(sub, console)
+
     args = parser.parse_args(argv)
     return int(args.func(args))
 
