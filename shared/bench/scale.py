@@ -7,7 +7,8 @@ structure real embeddings have; uniform random vectors have none) is upserted th
 
 * **memory, exact**: the in-process index as the upserts built it (BM25, exact dense);
 * **memory, HNSW**: the same store reopened with the HNSW threshold (``--ann-threshold``,
-  the service's default): the load builds the graph (skipped for smaller catalogs);
+  the service's default): the graph is built in the background after the load, and timed
+  once attached (skipped for smaller catalogs);
 * **milvus**: the same store opened with a milvus-lite engine, which builds its collection
   from the store (FLAT below 100,000 products, IVF_FLAT above), then reopened (reused).
 
@@ -188,13 +189,16 @@ def main(argv: list[str] | None = None) -> None:
             t = time.perf_counter()
             index = CatalogIndex.open(store, dim=args.dim, ann_threshold=args.ann_threshold)
             opened = time.perf_counter() - t
-            assert index._vectors.approximate
+            while not index.approximate:  # the graph is built in the background
+                assert not index._ann_error, index._ann_error
+                time.sleep(0.2)
+            built = time.perf_counter() - t - opened
             figures = serve_figures(index, qs, qv, args.queries)
             grown = rss_mib(me) - base
             recall, overlap = _quality(index, qs, qv, exact_dense, exact_hybrid)
-            rows.append(("memory, HNSW", opened, grown, 0.0, figures, recall, overlap))
-            print(f"memory, HNSW: open {opened:.0f} s (load + graph build); the process grew "
-                  f"{grown:,.0f} MiB")  # fmt: skip
+            rows.append(("memory, HNSW", opened + built, grown, 0.0, figures, recall, overlap))
+            print(f"memory, HNSW: open {opened:.0f} s (load; searches exact), then the graph "
+                  f"built in the background in {built:.0f} s; the process grew {grown:,.0f} MiB")  # fmt: skip
             index.close()
             del index
 

@@ -68,7 +68,7 @@ from shared.search.retrieval import Candidate, RetrievalResult, RetrieveOptions
 from shared.search.rwlock import ReadWriteLock
 from shared.search.text import analyze
 from shared.search.upsert import PreparedProduct, UpsertOutcome, prepare_upsert
-from shared.search.vectors import ANN_THRESHOLD, VectorIndex
+from shared.search.vectors import ANN_THRESHOLD, VectorIndex, build_graph
 from shared.storage.catalog import (
     DELETE,
     SWAP,
@@ -155,9 +155,8 @@ class CatalogIndex:
     ) -> None:
         """Use ``open``; this constructor takes an open store (its ``dim`` is the index's)
         and, for the Milvus backend, an engine not opened yet (``open`` syncs it).
-        ``ann_threshold``: the in-process dense search goes through an HNSW graph once a
-        load or reindex holds at least this many products (None: always exact; see
-        ``shared.search.vectors``)."""
+        ``ann_threshold``: from this many products the in-process dense search gets an
+        HNSW graph, built in a thread (None: always exact; see ``shared.search.vectors``)."""
         if intent_weight < 0 or lexical_weight < 0 or dense_weight < 0:
             raise ValueError("intent_weight, lexical_weight and dense_weight must be >= 0")
         self.dim = store.dim
@@ -193,6 +192,10 @@ class CatalogIndex:
         self._engine_current = False
         self._engine_rebuild: threading.Thread | None = None
         self._engine_error = ""
+        # Builds the in-process HNSW graph when it is due (shared.search.vectors).
+        self._ann_builder: threading.Thread | None = None
+        self._ann_lock = threading.Lock()  # one builder at a time
+        self._ann_error = ""  # why the last build failed ("" if none did)
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -222,6 +225,7 @@ class CatalogIndex:
         except BaseException:
             store.close()
             raise
+        index._schedule_ann()
         return index
 
     @property
@@ -282,12 +286,58 @@ class CatalogIndex:
             self._generation = stored.seq
             self._engine_current = False
 
+    # ------------------------------------------------------------ the HNSW graph
+    @property
+    def approximate(self) -> bool:
+        """Whether the in-process dense search goes through the HNSW graph now."""
+        return self._vectors.approximate
+
+    def _schedule_ann(self) -> None:
+        """Build the HNSW graph in a thread if it is due (none is while the Milvus backend
+        serves the dense list); searches stay exact until it is attached."""
+        if self._engine is not None or not self._vectors.ann_due():
+            return
+        with self._ann_lock:
+            if self._ann_builder is not None and self._ann_builder.is_alive():
+                return  # the builder looks again when it is done
+            self._ann_builder = threading.Thread(
+                target=self._build_ann, name="hnsw-build", daemon=True
+            )
+            self._ann_builder.start()
+
+    def _build_ann(self) -> None:
+        """The builder thread: copy, build away from the locks, attach; again while due."""
+        while not self._stop_following.is_set():
+            with self._lock.read():  # writers excluded while the vectors are copied
+                vectors = self._vectors
+                if not vectors.ann_due():
+                    return
+                rows, copy = vectors.begin_ann()
+            try:
+                graph = build_graph(self.dim, rows, copy)
+            except Exception as exc:
+                with self._lock.write():
+                    vectors.abandon_ann()
+                self._ann_error = f"{exc.__class__.__name__}: {exc}"
+                return
+            del copy
+            with self._lock.write():
+                if self._vectors is vectors:
+                    vectors.finish_ann(graph)
+            # A reindex swap meanwhile left a new, graphless index: the loop builds again.
+
     # ------------------------------------------------------------ the Milvus backend
     def _open_engine(self) -> None:
         """Serve the engine's collection if it holds this catalog, else build one now."""
         engine = self._engine
         assert engine is not None
-        state = engine.open(self.dim)
+        try:
+            state = engine.open(self.dim)
+        except Exception as exc:
+            raise Unavailable(
+                f"milvus_uri: the engine at {engine.uri} cannot be read "
+                f"({exc.__class__.__name__}: {exc})"
+            ) from exc
         if state is not None and state.version == self._embedding_version:
             if state.generation == self._generation and state.count == len(self._row_of):
                 self._engine_current = True
@@ -440,6 +490,7 @@ class CatalogIndex:
             self._reindex.staging.ids.clear()
             if self._engine is not None:
                 self._engine_stale("the catalog was reloaded (a reindex swap or a pruned log)")
+            self._schedule_ann()
             return len(changes)
         ids: set[str] = set()
         for change in changes:
@@ -638,6 +689,7 @@ class CatalogIndex:
                         self._index_product(prep)
                     if start + APPLY_CHUNK >= len(items):
                         self._generation = seq
+        self._schedule_ann()  # a catalog that grew past the threshold
         return [o for o in outcomes if o is not None]
 
     def delete(self, ids: Sequence[str]) -> list[bool]:
@@ -969,3 +1021,4 @@ class CatalogIndex:
             self._engine_current = False
         if self._engine is not None:
             self._engine_stale("a reindex swapped every vector")
+        self._schedule_ann()

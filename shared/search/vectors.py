@@ -4,10 +4,13 @@ HNSW graph (faiss) in front of it.
 Exact search is the right tool for a store's usual catalog: a matrix-vector product over
 20,000 x 384 float32 takes about a millisecond, there is no recall loss to explain, and
 updates are a row write. It grows linearly (about 130 ms at 1,000,000 products here), so
-a bulk load (``set_many``: an index's open, a reindex swap) of at least ``ann_threshold``
-vectors also builds an HNSW graph over 8-bit scalar-quantised copies of them (M 32,
-efConstruction 80; a quarter of the matrix's memory besides the graph's links). A search
-then asks the graph for ``max(k, 2 * ANN_MIN_EF)`` candidates (efSearch the same) and
+an index holding at least ``ann_threshold`` vectors gets an HNSW graph over 8-bit
+scalar-quantised copies of them (M 32, efConstruction 80; a quarter of the matrix's memory
+besides the graph's links). Building it takes minutes at a million vectors, so it is built
+from a copy, away from the index's locks (``ann_due``, ``begin_ann``, ``_Hnsw``,
+``finish_ann``: the catalog index does this in a thread; ``build_ann`` in one call), and
+searches stay exact until it is attached. A search through the graph asks it for
+``max(k, 2 * ANN_MIN_EF)`` candidates (efSearch the same) and
 rescores them exactly from the matrix, so scores are exact and only recall is approximate
 (``python -m shared.bench.scale`` measures it against exact search). Filters reach the
 graph as a bitmap of allowed entries, and the search widens (efSearch) in inverse
@@ -15,10 +18,10 @@ proportion to the share of rows they allow; when they allow fewer than
 ``ANN_MIN_FRACTION`` of the rows, the exact search over those few rows is faster and is
 used instead.
 
-After the build, ``set`` adds the new vector to the graph and retires the old entry, and
-``clear`` retires it: retired entries are never returned and are dropped at the next bulk
-load. A catalog that grows past the threshold while running keeps the exact search until
-then.
+Writes between ``begin_ann`` and ``finish_ann`` are recorded and applied to the graph when
+it is attached. After that, ``set`` adds the new vector to the graph and retires the old
+entry, and ``clear`` retires it: retired entries are never returned, and are dropped when
+a bulk load (``set_many``, which starts a new index) builds the next graph.
 """
 
 from __future__ import annotations
@@ -110,6 +113,11 @@ class _Hnsw:
         return self.row_of[entries[entries >= 0]]
 
 
+def build_graph(dim: int, rows: np.ndarray, vectors: np.ndarray) -> _Hnsw:
+    """The HNSW graph over ``vectors`` (those of ``rows``); minutes at a million."""
+    return _Hnsw(dim, rows, vectors)
+
+
 def vector_error(vec: np.ndarray, dim: int, name: str = "embedding") -> str | None:
     """Why ``vec`` cannot be indexed, as ``"field: reason"``; None if it can."""
     if vec.shape != (dim,):
@@ -130,13 +138,14 @@ class VectorIndex:
     """
 
     def __init__(self, dim: int = 384, ann_threshold: int | None = ANN_THRESHOLD) -> None:
-        """``ann_threshold``: bulk loads of at least this many vectors build the HNSW graph
-        (None: never)."""
+        """``ann_threshold``: from this many vectors the HNSW graph is due (None: never)."""
         if dim <= 0:
             raise ValueError(f"dim must be > 0 (got {dim})")
         self.dim = dim
         self.ann_threshold = ann_threshold
         self._ann: _Hnsw | None = None
+        # Rows written since ``begin_ann`` copied the vectors (None: no build under way).
+        self._changed: set[int] | None = None
         self._matrix = np.zeros((0, dim), dtype=np.float32)
         self._present = np.zeros(0, dtype=bool)
         self._count = 0
@@ -185,6 +194,8 @@ class VectorIndex:
         self._matrix[row] = vec
         if self._ann is not None:
             self._ann.add(row, vec)
+        if self._changed is not None:
+            self._changed.add(row)
         if not self._present[row]:
             self._present[row] = True
             self._count += 1
@@ -205,10 +216,11 @@ class VectorIndex:
         self._count += int((~self._present[rows]).sum())
         self._present[rows] = True
         self._end = max(self._end, int(rows.max()) + 1)
-        self._ann = None
-        if self.ann_threshold is not None and self._count >= self.ann_threshold:
-            present = np.flatnonzero(self._present[: self._end])
-            self._ann = _Hnsw(self.dim, present, self._matrix[present])
+        if self._ann is not None:
+            for row in rows.tolist():
+                self._ann.add(row, self._matrix[row])
+        if self._changed is not None:
+            self._changed.update(rows.tolist())
 
     def clear(self, row: int) -> bool:
         """Remove the vector at ``row``; returns whether one was there."""
@@ -219,7 +231,46 @@ class VectorIndex:
         self._count -= 1
         if self._ann is not None:
             self._ann.remove(row)
+        if self._changed is not None:
+            self._changed.add(row)
         return True
+
+    # ------------------------------------------------------------------ the HNSW graph
+    def ann_due(self) -> bool:
+        """Whether the index is large enough for the graph and has none, nor one under way."""
+        return (
+            self.ann_threshold is not None
+            and self._count >= self.ann_threshold
+            and self._ann is None
+            and self._changed is None
+        )
+
+    def begin_ann(self) -> tuple[np.ndarray, np.ndarray]:
+        """The present rows and a copy of their vectors, to build the graph from; writes
+        from now on are recorded for ``finish_ann``. Writers must be excluded meanwhile."""
+        self._changed = set()
+        rows = np.flatnonzero(self._present[: self._end])
+        return rows, self._matrix[rows]
+
+    def finish_ann(self, graph: _Hnsw) -> None:
+        """Attach ``graph`` (built from ``begin_ann``'s copy), with the writes since then.
+        Writers and readers must be excluded meanwhile."""
+        for row in sorted(self._changed or ()):
+            if row in self:
+                graph.add(row, self._matrix[row])
+            else:
+                graph.remove(row)
+        self._changed = None
+        self._ann = graph
+
+    def abandon_ann(self) -> None:
+        """Forget a build under way (it failed); the search stays exact."""
+        self._changed = None
+
+    def build_ann(self) -> None:
+        """Build and attach the graph now, whatever the threshold (one thread, no locks)."""
+        rows, vectors = self.begin_ann()
+        self.finish_ann(build_graph(self.dim, rows, vectors))
 
     def similarity(self, rows: np.ndarray, qvec: np.ndarray) -> np.ndarray:
         """Inner products of ``qvec`` with the given rows (a candidate list's dense evidence)."""

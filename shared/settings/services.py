@@ -485,8 +485,8 @@ class RetrievalSettings(ServiceSettings):
     ann_threshold: int = option(
         "SHOPSENSE_RETRIEVAL_ANN_THRESHOLD",
         200_000,  # shared.search.vectors.ANN_THRESHOLD (settings import nothing above them)
-        "products from which the in-process dense search goes through an HNSW graph (built "
-        "when the catalog is loaded or reindexed; exact below)",
+        "products from which the in-process dense search gets an HNSW graph (built in the "
+        "background; exact below it and until the graph is attached)",
         parse=integer,
         check=between(1_000, 1_000_000_000),
     )

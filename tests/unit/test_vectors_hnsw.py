@@ -1,8 +1,11 @@
-"""The HNSW graph in front of the exact search (a bulk load above ``ann_threshold``): its
-recall against exact search on clustered vectors, with and without filters; exact scores;
-retired entries never returned; a small filter searched exactly; rebuilt on the next load."""
+"""The HNSW graph in front of the exact search: its recall against exact search on
+clustered vectors, with and without filters; exact scores; retired entries never returned;
+writes during a build applied when it is attached; a small filter searched exactly; the
+catalog index building it in the background once it holds ``ann_threshold`` products."""
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import pytest
@@ -10,7 +13,7 @@ import pytest
 from shared.bench.scale import clustered_vectors
 from shared.search.catalog_index import CatalogIndex
 from shared.search.retrieval import RetrieveOptions
-from shared.search.vectors import VectorIndex
+from shared.search.vectors import VectorIndex, build_graph
 from tests.unit.catalog_support import make_products
 
 pytestmark = pytest.mark.unit
@@ -27,7 +30,9 @@ def pair(vectors: np.ndarray) -> tuple[VectorIndex, VectorIndex]:
     exact, approximate = VectorIndex(DIM, None), VectorIndex(DIM, ann_threshold=1_000)
     for index in (exact, approximate):
         index.set_many(np.arange(len(vectors)), vectors)
-    assert approximate.approximate and not exact.approximate
+    assert approximate.ann_due() and not exact.ann_due()
+    approximate.build_ann()
+    assert approximate.approximate and not exact.approximate and not approximate.ann_due()
     return exact, approximate
 
 
@@ -75,21 +80,52 @@ def test_cleared_and_replaced_vectors(data) -> None:
     rows, scores = approximate.search(queries[5], 1)
     assert rows.tolist() == [400] and scores[0] == pytest.approx(1.0, abs=1e-5)
     assert recall(exact, approximate, queries) >= 0.97
-    # The next bulk load rebuilds the graph without the retired entries.
-    approximate.set_many(np.arange(300, N), vectors[300:])
-    assert approximate._ann is not None and approximate._ann.size == N - 300
+    # A new index (a load, a reindex) builds a graph without the retired entries.
+    fresh = VectorIndex(DIM, ann_threshold=1_000)
+    fresh.set_many(np.arange(300, N), vectors[300:])
+    fresh.build_ann()
+    assert fresh._ann is not None and fresh._ann.size == N - 300
 
 
-def test_a_catalog_loaded_above_the_threshold_retrieves_through_the_graph(tmp_path) -> None:
+def test_writes_during_a_build_are_in_the_attached_graph(data) -> None:
+    vectors, queries = data
+    index = VectorIndex(DIM, ann_threshold=1_000)
+    index.set_many(np.arange(N), vectors)
+    rows, copy = index.begin_ann()
+    assert not index.ann_due()  # one build at a time
+    index.set(10, queries[3])  # written while the graph is built from the copy
+    index.clear(11)
+    index.set(N + 5, queries[4])  # a new row
+    graph = build_graph(DIM, rows, copy)
+    assert not index.approximate  # exact until attached
+    index.finish_ann(graph)
+    assert index.approximate
+    assert index.search(queries[3], 1)[0].tolist() == [10]
+    assert index.search(queries[4], 1)[0].tolist() == [N + 5]
+    assert 11 not in index.search(vectors[11], 50)[0].tolist()
+
+
+def wait_approximate(index: CatalogIndex, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not index.approximate and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert index.approximate, index._ann_error
+
+
+def test_the_catalog_index_builds_the_graph_in_the_background(tmp_path) -> None:
     vectors = clustered_vectors(1_500, 384, 30, seed=3)
     index = CatalogIndex.open(tmp_path / "c.db", dim=384, ann_threshold=1_000)
-    index.upsert(make_products(1_500), vectors, "v1")
-    assert not index._vectors.approximate  # grown by upserts: exact until the next load
     options = RetrieveOptions(mode="dense", k=20)
-    before = [c.product.product_id for c in index.retrieve("", vectors[7], options).candidates]
+    index.upsert(make_products(900), vectors[:900], "v1")
+    assert not index._vectors.ann_due()  # below the threshold: exact
+    index.upsert(make_products(600, start=900), vectors[900:], "v1")  # past it: a build
+    wait_approximate(index)
+    brute = [f"p{i}" for i in np.argsort(-(vectors @ vectors[7]), kind="stable")[:20]]
+    after = [c.product.product_id for c in index.retrieve("", vectors[7], options).candidates]
+    assert after[0] == "p7" and len(set(after) & set(brute)) >= 18
     index.close()
     reopened = CatalogIndex.open(tmp_path / "c.db", dim=384, ann_threshold=1_000)
-    assert reopened._vectors.approximate
-    after = [c.product.product_id for c in reopened.retrieve("", vectors[7], options).candidates]
-    assert after[0] == before[0] == "p7" and len(set(after) & set(before)) >= 18
+    wait_approximate(reopened)  # a load above the threshold builds it again
+    again = [c.product.product_id for c in reopened.retrieve("", vectors[7], options).candidates]
+    assert again[0] == "p7" and len(set(again) & set(after)) >= 18
     reopened.close()
