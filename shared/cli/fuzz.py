@@ -12,6 +12,13 @@ three levels deep; repeated fields and maps up to 4 entries. Half the requests a
 (plausible values only), so that some pass validation and reach deeper code. Client
 streams send 1 to 3 such messages; server streams are read to their end.
 
+Then each method gets the simplest requests likely to be valid (one scalar field set to a
+plausible value, alone and beside each nested message filled with an id-like value: a
+search with a query and a shopper), and up to ``MUTATED_SEEDS`` of those answered OK are
+sent again with one scalar field at a time made hostile (naughty strings, "", 5,000
+characters, integer edges, NaN and infinities, an undeclared enum number): a request that
+passes the other checks carries the bad value deep into the service.
+
 Printed: each method's calls by status code, then the totals. A method fails the run with
 an INTERNAL or UNKNOWN answer (an unexpected error in the server: it should have named
 the bad field with INVALID_ARGUMENT, NOT_FOUND, ...), and the run fails when a process
@@ -327,15 +334,103 @@ def fuzz_method(
     )
     @given(batch)
     def run(messages: list[Any]) -> None:
+        send(messages)
+
+    def send(messages: list[Any]) -> str:
         code = call(channel, method, messages)
         method.codes[code] += 1
         if code in FAILING and len(method.failures) < 3:
             method.failures.append(repr(messages[0])[:300])
+        return code
 
     try:
         run()
+        # Then valid requests with one field made hostile: a request that passes the
+        # other checks carries the bad value deep into the service.
+        valid = [m for m in singletons(method.request, classes, words) if send([m]) == "OK"]
+        for message in valid[:MUTATED_SEEDS]:
+            for mutant in mutants(message, words):
+                send([mutant])
     finally:
         channel.close()
+
+
+# Valid requests mutated, per method, and the hostile values each scalar field gets.
+MUTATED_SEEDS = 3
+HOSTILE_NUMBERS = (-1, 0, 2**31 - 1)
+HOSTILE_FLOATS = (math.nan, math.inf, -math.inf, -1.0, 1e308)
+
+
+def _scalar_fields(desc: Any) -> list[Any]:
+    return [fd for fd in desc.fields if fd.message_type is None and fd.label != fd.LABEL_REPEATED]
+
+
+def singletons(desc: Any, classes: Callable[[Any], type], words: Vocabulary) -> list[Any]:
+    """Requests with one scalar field set to a plausible value, alone and then beside each
+    nested message whose string fields all hold an id-like plausible value: the simplest
+    requests likely to be valid (a search with only a query and a shopper, ...)."""
+    alone = _singletons(desc, classes, words)
+    token = next((w for w in words.plausible if w and not any(c.isspace() for c in w)), "x")
+    out = list(alone)
+    for fd in desc.fields:
+        if fd.message_type is None or fd.label == fd.LABEL_REPEATED:
+            continue
+        for message in alone:
+            paired = type(message)()
+            paired.CopyFrom(message)
+            nested = getattr(paired, fd.name)
+            for sub in _scalar_fields(fd.message_type):
+                if _field_type(sub) == "string":
+                    setattr(nested, sub.name, token)
+            nested.SetInParent()
+            out.append(paired)
+    return out
+
+
+def _singletons(desc: Any, classes: Callable[[Any], type], words: Vocabulary) -> list[Any]:
+    out = []
+    for fd in _scalar_fields(desc):
+        kind = _field_type(fd)
+        if kind == "string":
+            values: list[Any] = words.plausible[:: max(1, len(words.plausible) // 3)][:3]
+        elif kind in INT_RANGES:
+            values = [1, 10]
+        elif kind in ("double", "float"):
+            values = [0.5]
+        elif kind == "enum":
+            values = [v.number for v in fd.enum_type.values if v.number][:2]
+        else:
+            continue
+        for value in values:
+            message = classes(desc)()
+            setattr(message, fd.name, value)
+            out.append(message)
+    return out
+
+
+def mutants(message: Any, words: Vocabulary) -> list[Any]:
+    """``message`` with one scalar field at a time set to hostile values (its set field
+    and every other one)."""
+    out = []
+    for fd in _scalar_fields(message.DESCRIPTOR):
+        kind = _field_type(fd)
+        if kind == "string":
+            values: list[Any] = [*words.naughty[::50], "", "a" * 5_000]
+        elif kind in INT_RANGES:
+            low, high = INT_RANGES[kind]
+            values = [v for v in (low, high, *HOSTILE_NUMBERS) if low <= v <= high]
+        elif kind in ("double", "float"):
+            values = list(HOSTILE_FLOATS)
+        elif kind == "enum":
+            values = [max(v.number for v in fd.enum_type.values) + 7]
+        else:
+            continue
+        for value in values:
+            mutant = type(message)()
+            mutant.CopyFrom(message)
+            setattr(mutant, fd.name, value)
+            out.append(mutant)
+    return out
 
 
 # ------------------------------------------------------------------ the command
@@ -362,10 +457,10 @@ def fuzz_suite(
         with suite:
             store = generate_store(n_products=products, n_queries=20, seed=seed)
             upsert_products(suite.address("retrieval"), store.products, progress=False)
-            plausible = sorted(
+            # Queries first: a request with one string field set gets one of them first.
+            plausible = [q.text for q in store.queries] + sorted(
                 {p.product_id for p in store.products}
                 | {p.product_class for p in store.products}
-                | {q.text for q in store.queries}
                 | set(MODELS)
                 | set(PLACEMENTS)
                 | {"1", "2", "u1", "shopper-1", "hybrid", "lexical", "dense"}
