@@ -83,12 +83,13 @@ def test_feedback_with_the_search_token_is_stored_and_a_forged_one_rejected(suit
 
 
 def _search_once_reconnected(suite: Suite, query: str, timeout_s: float = 10.0):
-    """Search, retrying UNAVAILABLE while the gateway's channel to a restarted service
-    reconnects (its backoff may still be running when the service is SERVING again)."""
+    """Search past the result cache (a cached answer would not prove the path works),
+    retrying UNAVAILABLE while the gateway's channel to a restarted service reconnects
+    (its backoff may still be running when the service is SERVING again)."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            return _search(suite, query)
+            return _search(suite, query, fresh=True)
         except grpc.RpcError as exc:
             if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
                 raise
