@@ -6,7 +6,6 @@ hostile filter values harmless; the retrieval service serving from it."""
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from shared.search.filters import Filters
 from shared.search.milvus import MilvusEngine, filter_expression
 from shared.search.retrieval import RetrieveOptions
 from tests.integration.conftest import Stack
+from tests.support import wait_until
 from tests.unit.catalog_support import DIM, make_products, unit_vectors
 from tests.unit.test_catalog_reindex import FakeEncoder
 
@@ -180,9 +180,7 @@ def test_a_reindex_swap_is_served_from_memory_until_the_engine_caught_up(tmp_pat
     assert [
         c.product.product_id for c in milvus.retrieve("", query, options).candidates
     ] == expected
-    deadline = time.monotonic() + 60
-    while not milvus._engine_current and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: milvus._engine_current, "the engine caught up after the swap", 60)
     assert milvus._engine_current and milvus._engine.state.version == "2"
     assert [
         c.product.product_id for c in milvus.retrieve("", query, options).candidates
